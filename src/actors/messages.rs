@@ -1,0 +1,96 @@
+//! Every message the actors exchange, in one place.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Message;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::load::ConfigProblem;
+use crate::error::GatewayError;
+use crate::proxy::compile::Timeouts;
+use crate::proxy::request::ClientRequest;
+use crate::providers::{StreamTranslate, TokenSource, UpstreamRequest};
+
+/// What the access log line of a request says, gathered along the way.
+#[derive(Debug, Clone)]
+pub struct AccessInfo {
+    pub request_id: String,
+    pub route: Arc<str>,
+    pub provider: &'static str,
+    pub model: String,
+    pub started: Instant,
+}
+
+/// A client request for one route: sent by the HTTP handler to that route's `RouteActor`.
+/// The reply is the response to send, or the error to answer with.
+#[derive(Message)]
+#[rtype(result = "Result<ProxyReply, GatewayError>")]
+pub struct Proxy {
+    pub client: ClientRequest,
+    pub body: Bytes,
+    pub request_id: String,
+    pub started: Instant,
+    /// Resolves (with an error) when the client has gone away, so the upstream call stops.
+    pub cancel: oneshot::Receiver<()>,
+}
+
+/// The body of an answer: complete, or a bounded channel of translated chunk batches fed by a
+/// `StreamActor` (a full channel pauses the upstream read).
+pub enum ReplyBody {
+    Full(Bytes),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+pub struct ProxyReply {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: ReplyBody,
+    /// For non-streamed answers the handler logs; a stream logs itself when it ends.
+    pub access: Option<(AccessInfo, crate::providers::oai::Usage, Duration)>,
+}
+
+/// How a streamed answer is handled, if the upstream answers 200.
+pub enum StreamPlan {
+    /// Buffer the answer (non-streaming request).
+    None,
+    /// Translate every read with this state machine.
+    Translate(Box<dyn StreamTranslate>),
+    /// `preserve`: pass bytes through, streaming only if the upstream streams.
+    PassthroughIfStreamed,
+}
+
+/// One upstream call: sent by a `RouteActor` to its worker's `ProviderActor`.
+#[derive(Message)]
+#[rtype(result = "Result<UpstreamReply, GatewayError>")]
+pub struct Exchange {
+    pub request: UpstreamRequest,
+    pub timeouts: Timeouts,
+    pub stream: StreamPlan,
+    pub token: Option<Arc<dyn TokenSource>>,
+    pub cancel: oneshot::Receiver<()>,
+    /// The stream's access-log line is written by its `StreamActor`.
+    pub access: AccessInfo,
+}
+
+pub struct UpstreamReply {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: ReplyBody,
+    pub latency: Duration,
+}
+
+/// Re-read the decK file and swap it in if valid: sent by the SIGHUP listener (and tests) to
+/// the `ConfigActor`.
+#[derive(Message)]
+#[rtype(result = "ReloadOutcome")]
+pub struct Reload;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Applied { generation: u64, routes: usize },
+    Rejected { problems: Vec<ConfigProblem> },
+}

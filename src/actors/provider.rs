@@ -1,0 +1,217 @@
+//! `ProviderActor`: one per worker thread, owning that worker's `awc` client and so its pool of
+//! keep-alive upstream connections. (`awc::Client` is `!Send`: a per-worker owner keeps the hot
+//! path on one thread.) It sends each upstream request, and for a streamed 200 hands the body
+//! to a new `StreamActor`.
+
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Context, Handler, ResponseFuture};
+use actix_web::http::{header, StatusCode};
+use awc::error::{PayloadError, SendRequestError};
+use bytes::Bytes;
+use futures_util::future::{select, Either};
+use tokio::sync::{mpsc, oneshot};
+
+use super::messages::{Exchange, ReplyBody, StreamPlan, UpstreamReply};
+use super::stream::StreamActor;
+use crate::error::GatewayError;
+use crate::providers::{TokenSource, UpstreamRequest};
+
+/// Largest upstream body the gateway buffers for translation.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+
+pub struct ProviderActor {
+    client: awc::Client,
+    stream_buffer: usize,
+}
+
+impl ProviderActor {
+    /// `max_connections` caps this worker's pool (awc's default of 100 is too low for an AI
+    /// gateway holding long streams).
+    pub fn new(connect_timeout: Duration, max_connections: usize, stream_buffer: usize) -> Self {
+        let connector = awc::Connector::new()
+            .timeout(connect_timeout)
+            .limit(max_connections);
+        let client = awc::Client::builder()
+            .connector(connector)
+            .no_default_headers()
+            .disable_redirects()
+            // Per-request timeouts are set from each route's service; this is only a ceiling.
+            .timeout(Duration::from_secs(24 * 3600))
+            .finish();
+        ProviderActor {
+            client,
+            stream_buffer: stream_buffer.max(1),
+        }
+    }
+}
+
+impl Actor for ProviderActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Exchange> for ProviderActor {
+    type Result = ResponseFuture<Result<UpstreamReply, GatewayError>>;
+
+    fn handle(&mut self, msg: Exchange, _ctx: &mut Context<Self>) -> Self::Result {
+        let client = self.client.clone();
+        let buffer = self.stream_buffer;
+        Box::pin(async move {
+            let Exchange {
+                mut request,
+                timeouts,
+                stream,
+                token,
+                cancel,
+                access,
+            } = msg;
+            let started = Instant::now();
+            let work = async move {
+                if let Some(source) = token {
+                    let bearer = fetch_token(&client, source.as_ref(), timeouts.read).await?;
+                    let value = header::HeaderValue::from_str(&format!("Bearer {bearer}"))
+                        .map_err(|_| GatewayError::Identity("unusable token".into()))?;
+                    request.headers.push((header::AUTHORIZATION, value));
+                }
+                let response = send(&client, request, timeouts.read).await?;
+                let status = response.status();
+                let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+                let latency = started.elapsed();
+                let streamed = match &stream {
+                    StreamPlan::None => false,
+                    StreamPlan::Translate(_) => status == StatusCode::OK,
+                    StreamPlan::PassthroughIfStreamed => {
+                        status == StatusCode::OK && is_stream_type(content_type.as_ref())
+                    }
+                };
+                if streamed {
+                    let translator = match stream {
+                        StreamPlan::Translate(t) => t,
+                        _ => Box::new(crate::providers::RawPassthrough),
+                    };
+                    let (tx, rx) = mpsc::channel(buffer);
+                    StreamActor::start_for(response, translator, tx, timeouts.read, access);
+                    return Ok(UpstreamReply {
+                        status,
+                        content_type,
+                        body: ReplyBody::Stream(rx),
+                        latency,
+                    });
+                }
+                let mut response = response.timeout(timeouts.read);
+                let body = response
+                    .body()
+                    .limit(MAX_UPSTREAM_BODY)
+                    .await
+                    .map_err(|e| payload_error(e, timeouts.read))?;
+                Ok(UpstreamReply {
+                    status,
+                    content_type,
+                    body: ReplyBody::Full(body),
+                    latency,
+                })
+            };
+            // A client that goes away drops its end of `cancel`; the upstream call is dropped
+            // with it, which closes the connection.
+            match select(Box::pin(work), Box::pin(cancel_signal(cancel))).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => Err(GatewayError::ClientGone),
+            }
+        })
+    }
+}
+
+async fn cancel_signal(cancel: oneshot::Receiver<()>) {
+    // Either outcome means the client is gone: a send, or the sender dropped.
+    let _ = cancel.await;
+}
+
+fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v.starts_with("text/event-stream")
+                || v.starts_with("application/x-ndjson")
+                || v.starts_with("application/vnd.amazon.eventstream")
+                || v.starts_with("application/stream+json")
+        })
+}
+
+async fn send(
+    client: &awc::Client,
+    request: UpstreamRequest,
+    read_timeout: Duration,
+) -> Result<
+    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, PayloadError>>>,
+    GatewayError,
+> {
+    let mut req = client
+        .request(request.method, request.url.as_str())
+        .timeout(read_timeout);
+    {
+        let headers = req.headers_mut();
+        for (name, value) in request.headers {
+            headers.append(name, value);
+        }
+    }
+    req.send_body(request.body)
+        .await
+        .map_err(|e| send_error(e, read_timeout))
+}
+
+/// Upstream failures in the gateway's taxonomy; messages carry no request data.
+fn send_error(e: SendRequestError, read_timeout: Duration) -> GatewayError {
+    match e {
+        SendRequestError::Timeout => GatewayError::UpstreamTimeout(read_timeout.as_millis() as u64),
+        SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
+            GatewayError::UpstreamTimeout(read_timeout.as_millis() as u64)
+        }
+        SendRequestError::Connect(c) => GatewayError::UpstreamUnreachable(c.to_string()),
+        SendRequestError::Url(u) => GatewayError::UpstreamUnreachable(format!("invalid upstream URL: {u}")),
+        other => GatewayError::UpstreamUnreachable(other.to_string()),
+    }
+}
+
+fn payload_error(e: PayloadError, read_timeout: Duration) -> GatewayError {
+    match e {
+        PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            GatewayError::UpstreamTimeout(read_timeout.as_millis() as u64)
+        }
+        other => GatewayError::UpstreamProtocol(format!("reading the upstream body failed: {other}")),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A cached token, else one exchange with the token endpoint.
+async fn fetch_token(
+    client: &awc::Client,
+    source: &dyn TokenSource,
+    timeout: Duration,
+) -> Result<String, GatewayError> {
+    let now = unix_now();
+    if let Some(token) = source.cached(now) {
+        return Ok(token);
+    }
+    let exchange = source.exchange_request(now)?;
+    let mut response = send(client, exchange, timeout)
+        .await
+        .map_err(|e| GatewayError::Identity(format!("token exchange failed: {e}")))?;
+    let status = response.status();
+    let body: Bytes = response
+        .body()
+        .limit(1024 * 1024)
+        .await
+        .map_err(|e| GatewayError::Identity(format!("token exchange failed: {e}")))?;
+    if status != StatusCode::OK {
+        return Err(GatewayError::Identity(format!(
+            "token endpoint answered {status}"
+        )));
+    }
+    source.store(&body, now)
+}

@@ -1,0 +1,157 @@
+//! `StreamActor`: one per streamed answer. It pumps the upstream body through its mailbox (one
+//! message per upstream read), translates each read with the route's stream state machine into
+//! one batch of OpenAI SSE bytes, and pushes the batch into a bounded channel that is the
+//! client's response body. A full channel makes the actor wait, which stops the upstream read:
+//! a slow client slows the provider instead of growing memory. A client that goes away closes
+//! the channel; the actor stops and drops the upstream body, which cancels the upstream call.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::fut::ActorFutureExt;
+use actix::{Actor, ActorContext, AsyncContext, Context, StreamHandler, WrapFuture};
+use awc::error::PayloadError;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::messages::AccessInfo;
+use crate::logging;
+use crate::providers::{oai, StreamTranslate};
+
+/// Streams alive right now, process-wide (tests check that none leak).
+pub static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+pub struct StreamActor {
+    translator: Box<dyn StreamTranslate>,
+    tx: mpsc::Sender<Bytes>,
+    idle_timeout: Duration,
+    last_read: Instant,
+    access: AccessInfo,
+    /// How the stream ended, for the access log.
+    outcome: &'static str,
+}
+
+impl StreamActor {
+    /// Starts the actor on the current worker, reading `body` until it ends or the client goes.
+    pub fn start_for<S>(
+        body: S,
+        translator: Box<dyn StreamTranslate>,
+        tx: mpsc::Sender<Bytes>,
+        idle_timeout: Duration,
+        access: AccessInfo,
+    ) where
+        S: futures_util::Stream<Item = Result<Bytes, PayloadError>> + 'static,
+    {
+        StreamActor::create(move |ctx| {
+            ctx.add_stream(body);
+            StreamActor {
+                translator,
+                tx,
+                idle_timeout,
+                last_read: Instant::now(),
+                access,
+                outcome: "completed",
+            }
+        });
+    }
+
+    /// Hands one batch to the client, waiting (and so pausing upstream reads) when the channel
+    /// is full. With `last`, the actor stops once the batch is handed over.
+    fn deliver(&mut self, batch: BytesMut, last: bool, ctx: &mut Context<Self>) {
+        let result = if batch.is_empty() {
+            Ok(())
+        } else {
+            self.tx.try_send(batch.freeze())
+        };
+        match result {
+            Ok(()) if last => ctx.stop(),
+            Ok(()) => {}
+            Err(TrySendError::Full(batch)) => {
+                let tx = self.tx.clone();
+                ctx.wait(
+                    async move { tx.send(batch).await.is_ok() }
+                        .into_actor(self)
+                        .map(move |delivered, act, ctx| {
+                            if !delivered {
+                                act.client_gone(ctx);
+                            } else if last {
+                                ctx.stop();
+                            }
+                        }),
+                );
+            }
+            Err(TrySendError::Closed(_)) => self.client_gone(ctx),
+        }
+    }
+
+    fn client_gone(&mut self, ctx: &mut Context<Self>) {
+        self.outcome = "client closed";
+        ctx.stop();
+    }
+
+    /// Ends the stream for the client with an error event and `[DONE]`, so SDKs raise instead
+    /// of waiting.
+    fn fail(&mut self, message: &str, ctx: &mut Context<Self>) {
+        let mut out = BytesMut::new();
+        oai::write_error_event(&mut out, message);
+        oai::write_done(&mut out);
+        self.outcome = "upstream error";
+        tracing::warn!(request_id = %self.access.request_id, error = message, "stream ended with an error");
+        self.deliver(out, true, ctx);
+    }
+}
+
+impl Actor for StreamActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
+        // Notice a client that leaves while the upstream is quiet, not only at the next write.
+        let tx = self.tx.clone();
+        ctx.spawn(
+            async move { tx.closed().await }
+                .into_actor(self)
+                .map(|_, act, ctx| act.client_gone(ctx)),
+        );
+        // `awc`'s timeout covers the response head only; a stream needs its own idle limit.
+        let tick = (self.idle_timeout / 4).max(Duration::from_millis(50));
+        ctx.run_interval(tick, |act, ctx| {
+            if act.last_read.elapsed() >= act.idle_timeout {
+                let ms = act.idle_timeout.as_millis();
+                act.fail(&format!("upstream stream idle for more than {ms} ms"), ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+        logging::access_stream(&self.access, self.outcome, self.translator.usage());
+    }
+}
+
+impl StreamHandler<Result<Bytes, PayloadError>> for StreamActor {
+    fn handle(&mut self, item: Result<Bytes, PayloadError>, ctx: &mut Context<Self>) {
+        self.last_read = Instant::now();
+        let chunk = match item {
+            Ok(chunk) => chunk,
+            Err(e) => return self.fail(&format!("upstream stream broke: {e}"), ctx),
+        };
+        let mut out = BytesMut::new();
+        let result = self.translator.feed(&chunk, &mut out);
+        self.deliver(out, false, ctx);
+        if let Err(e) = result {
+            self.fail(&e.0, ctx);
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        let mut out = BytesMut::new();
+        match self.translator.finish(&mut out) {
+            Ok(()) => self.deliver(out, true, ctx),
+            Err(e) => {
+                self.deliver(out, false, ctx);
+                self.fail(&e.0, ctx);
+            }
+        }
+    }
+}

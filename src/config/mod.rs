@@ -1,0 +1,11 @@
+//! Configuration: the decK file (services, routes, `ai-proxy` plugins) and the server settings.
+//!
+//! Loading is two-phase: raw serde types, then validation that collects every problem with its
+//! field path, giving an immutable [`load::GatewayConfig`].
+
+pub mod ai_proxy;
+pub mod deck;
+pub mod env_subst;
+pub mod load;
+pub mod settings;
+pub mod validate;

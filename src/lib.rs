@@ -1,0 +1,16 @@
+//! ai-gateway: Kong decK `ai-proxy` configuration in, one OpenAI-compatible API out.
+//!
+//! The module tree is public so integration tests can drive the real app in-process.
+
+pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod mock;
+pub mod providers;
+pub mod proxy;
+pub mod router;
+pub mod signals;

@@ -1,0 +1,339 @@
+//! AWS Bedrock wire format: the Converse API and `InvokeModel` for embeddings.
+//!
+//! * `POST /model/{modelId}/converse` — JSON answer (`output.message.content`, `stopReason`,
+//!   `usage.inputTokens/outputTokens/totalTokens`).
+//! * `POST /model/{modelId}/converse-stream` — `application/vnd.amazon.eventstream` binary frames:
+//!   `messageStart`, (`contentBlockStart` for a tool call), one `contentBlockDelta` per word or
+//!   tool-input fragment, `contentBlockStop`, `messageStop`, `metadata` (usage).
+//! * `POST /model/{modelId}/invoke` — Titan (`inputText`) and Cohere (`texts`) embeddings, and
+//!   Anthropic Messages bodies.
+//!
+//! Signatures are not checked; the request log shows the SigV4 headers for tests to inspect.
+
+use actix_web::web::{self, Bytes};
+use serde_json::{json, Value};
+
+use super::{
+    anthropic, post,
+    reply::{
+        embedding, input_texts, text_of, tool_arguments, word_count, Completion, Prompt,
+        TOOL_ARGUMENT_PIECES,
+    },
+    Answer, MockRequest, Wire,
+};
+use crate::codec::eventstream::encode_event;
+
+const TOOL_USE_ID: &str = "tooluse_mock_1";
+const EMBEDDING_ID: &str = "mock-embedding";
+
+static BEDROCK: Wire = Wire {
+    provider: "bedrock",
+    error_body,
+    error_header: Some(("x-amzn-errortype", error_type)),
+    json_body: true,
+};
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(post("/model/{model}/converse", &BEDROCK, converse))
+        .service(post(
+            "/model/{model}/converse-stream",
+            &BEDROCK,
+            converse_stream,
+        ))
+        .service(post("/model/{model}/invoke", &BEDROCK, invoke));
+}
+
+/// Bedrock errors are `{"message": ...}`, the exception name travels in a header.
+fn error_body(_status: u16, message: &str) -> Value {
+    json!({"message": message})
+}
+
+fn error_type(status: u16) -> &'static str {
+    match status {
+        400 => "ValidationException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        408 => "ModelTimeoutException",
+        424 => "ModelErrorException",
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        _ => "InternalServerException",
+    }
+}
+
+/// The prompt of a Converse body: `system` blocks, then the messages. User messages made of
+/// `toolResult` blocks are tool results.
+fn converse_prompt(body: &Value) -> Prompt {
+    let mut prompt = Prompt::default();
+    prompt.context(&text_of(&body["system"]));
+    for message in body["messages"].as_array().into_iter().flatten() {
+        let content = &message["content"];
+        let tool_result = content
+            .as_array()
+            .is_some_and(|blocks| blocks.iter().any(|b| b.get("toolResult").is_some()));
+        let role = message["role"].as_str().unwrap_or("user");
+        prompt.turn(role, &text_of(content), tool_result);
+    }
+    prompt.offer_tools(body.pointer("/toolConfig/tools"));
+    prompt
+}
+
+fn usage(completion: &Completion) -> Value {
+    json!({"inputTokens": completion.prompt_tokens, "outputTokens": completion.completion_tokens,
+           "totalTokens": completion.total_tokens()})
+}
+
+fn stop_reason(completion: &Completion) -> &'static str {
+    completion.stop_reason("end_turn", "tool_use")
+}
+
+/// `POST /model/{modelId}/converse`.
+fn converse(req: &MockRequest) -> Answer {
+    let completion = req.complete(converse_prompt(&req.body));
+    let block = match completion.tool() {
+        Some(name) => json!({"toolUse": {"toolUseId": TOOL_USE_ID, "name": name,
+                                         "input": tool_arguments()}}),
+        None => json!({"text": completion.text()}),
+    };
+    Answer::json(
+        json!({
+            "output": {"message": {"role": "assistant", "content": [block]}},
+            "stopReason": stop_reason(&completion),
+            "usage": usage(&completion),
+            "metrics": {"latencyMs": 1},
+        }),
+        "output",
+    )
+}
+
+/// `POST /model/{modelId}/converse-stream`.
+fn converse_stream(req: &MockRequest) -> Answer {
+    let completion = req.complete(converse_prompt(&req.body));
+    let event = |name: &str, body: Value| encode_event(name, body.to_string().as_bytes());
+    let delta = |delta: Value| {
+        event(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": delta}),
+        )
+    };
+    let mut frames: Vec<Bytes> = vec![event("messageStart", json!({"role": "assistant"}))];
+    match completion.tool() {
+        Some(name) => {
+            frames.push(event(
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0,
+                       "start": {"toolUse": {"toolUseId": TOOL_USE_ID, "name": name}}}),
+            ));
+            frames.extend(
+                TOOL_ARGUMENT_PIECES
+                    .iter()
+                    .map(|piece| delta(json!({"toolUse": {"input": piece}}))),
+            );
+        }
+        None => frames.extend(
+            completion
+                .chunks()
+                .into_iter()
+                .map(|word| delta(json!({"text": word}))),
+        ),
+    }
+    frames.extend([
+        event("contentBlockStop", json!({"contentBlockIndex": 0})),
+        event(
+            "messageStop",
+            json!({"stopReason": stop_reason(&completion)}),
+        ),
+        event(
+            "metadata",
+            json!({"usage": usage(&completion), "metrics": {"latencyMs": 1}}),
+        ),
+    ]);
+    Answer::Stream {
+        content_type: "application/vnd.amazon.eventstream",
+        frames,
+    }
+}
+
+/// `POST /model/{modelId}/invoke`, by body shape.
+fn invoke(req: &MockRequest) -> Answer {
+    let body = &req.body;
+    if let Some(input) = body.get("inputText") {
+        // Amazon Titan text embeddings.
+        let text = text_of(input);
+        return Answer::json(
+            json!({"embedding": embedding(&text, body["dimensions"].as_u64()),
+                   "inputTextTokenCount": word_count(&text)}),
+            "embedding",
+        );
+    }
+    if body.get("texts").is_some() {
+        // Cohere Embed on Bedrock.
+        let vectors: Vec<Vec<f32>> = input_texts(body.get("texts"))
+            .iter()
+            .map(|t| embedding(t, None))
+            .collect();
+        return Answer::json(
+            json!({"id": EMBEDDING_ID, "response_type": "embeddings_floats",
+                   "embeddings": vectors, "texts": body["texts"]}),
+            "embeddings",
+        );
+    }
+    if body.get("messages").is_some() {
+        // Anthropic models take the Messages API body on InvokeModel.
+        return anthropic::messages(req);
+    }
+    Answer::error(
+        400,
+        "mock: unsupported InvokeModel body (expected inputText, texts or messages)",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use crate::{codec::eventstream::EventStreamDecoder, mock::testkit::post_json};
+
+    const MODEL: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0";
+    const REPLY: &str = "Mock bedrock reply to: Double it.";
+
+    fn body() -> Value {
+        json!({"system": [{"text": "Be terse."}], "inferenceConfig": {"maxTokens": 64},
+               "messages": [{"role": "user", "content": [{"text": "What is 2 + 3?"}]},
+                            {"role": "assistant", "content": [{"text": "5."}]},
+                            {"role": "user", "content": [{"text": "Double it."}]}]})
+    }
+
+    fn with_tools(mut body: Value) -> Value {
+        body["toolConfig"] =
+            json!({"tools": [{"toolSpec": {"name": "add", "inputSchema": {"json": {}}}}]});
+        body
+    }
+
+    /// `(event type, payload JSON)` of every frame.
+    fn decode(raw: &[u8]) -> Vec<(String, Value)> {
+        let mut messages = Vec::new();
+        EventStreamDecoder::new().feed(raw, &mut messages).unwrap();
+        messages
+            .into_iter()
+            .map(|m| {
+                (
+                    m.event_type.unwrap(),
+                    serde_json::from_slice(&m.body).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn converse_answers_with_usage() {
+        let got = post_json(&format!("{MODEL}/converse"), &body(), None).await;
+        let v = got.assert_sized_json();
+        assert_eq!(v["output"]["message"]["content"], json!([{"text": REPLY}]));
+        assert_eq!(v["stopReason"], "end_turn");
+        assert_eq!(
+            v["usage"],
+            json!({"inputTokens": 10, "outputTokens": 6, "totalTokens": 16})
+        );
+    }
+
+    #[actix_rt::test]
+    async fn converse_stream_is_an_aws_event_stream() {
+        let got = post_json(&format!("{MODEL}/converse-stream"), &body(), None).await;
+        assert_eq!(got.content_type(), "application/vnd.amazon.eventstream");
+        let events = decode(&got.body);
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        let deltas = vec!["contentBlockDelta"; 6];
+        let expected = [
+            &["messageStart"][..],
+            &deltas,
+            &["contentBlockStop", "messageStop", "metadata"],
+        ]
+        .concat();
+        assert_eq!(names, expected);
+        let text: String = events
+            .iter()
+            .filter_map(|(_, b)| b["delta"]["text"].as_str())
+            .collect();
+        assert_eq!(text, REPLY);
+        assert_eq!(events.last().unwrap().1["usage"]["outputTokens"], 6);
+    }
+
+    #[actix_rt::test]
+    async fn tools_get_tool_use_in_both_modes() {
+        let v = post_json(&format!("{MODEL}/converse"), &with_tools(body()), None)
+            .await
+            .json();
+        let tool_use = &v["output"]["message"]["content"][0]["toolUse"];
+        assert_eq!(tool_use["name"], "add");
+        assert_eq!(tool_use["input"], json!({"a": 2, "b": 12}));
+        assert_eq!(v["stopReason"], "tool_use");
+
+        let got = post_json(
+            &format!("{MODEL}/converse-stream"),
+            &with_tools(body()),
+            None,
+        )
+        .await;
+        let events = decode(&got.body);
+        assert_eq!(events[1].0, "contentBlockStart");
+        assert_eq!(events[1].1["start"]["toolUse"]["name"], "add");
+        let input: String = events
+            .iter()
+            .filter_map(|(_, b)| b["delta"]["toolUse"]["input"].as_str())
+            .collect();
+        assert_eq!(input, r#"{"a":2,"b":12}"#);
+        let stop = events.iter().find(|(n, _)| n == "messageStop").unwrap();
+        assert_eq!(stop.1["stopReason"], "tool_use");
+    }
+
+    #[actix_rt::test]
+    async fn tool_results_get_text() {
+        let mut body = with_tools(body());
+        body["messages"] = json!([
+            {"role": "user", "content": [{"text": "add"}]},
+            {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t", "name": "add", "input": {}}}]},
+            {"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"json": {"r": 14}}]}}]}]);
+        let v = post_json(&format!("{MODEL}/converse"), &body, None)
+            .await
+            .json();
+        assert_eq!(
+            v["output"]["message"]["content"][0]["text"],
+            "Mock bedrock reply to: add"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn invoke_embeds_for_titan_and_cohere() {
+        let path = "/model/amazon.titan-embed-text-v2:0/invoke";
+        let v = post_json(path, &json!({"inputText": "a b", "dimensions": 5}), None)
+            .await
+            .assert_sized_json();
+        assert_eq!(v["embedding"].as_array().unwrap().len(), 5);
+        assert_eq!(v["inputTextTokenCount"], 2);
+
+        let path = "/model/cohere.embed-english-v3/invoke";
+        let v = post_json(
+            path,
+            &json!({"texts": ["a", "b"], "input_type": "search_query"}),
+            None,
+        )
+        .await
+        .json();
+        assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
+
+        let got = post_json(path, &json!({"nothing": 1}), None).await;
+        assert_eq!(got.status, 400);
+    }
+
+    #[actix_rt::test]
+    async fn errors_carry_the_exception_header() {
+        let got = post_json(&format!("{MODEL}/converse"), &body(), Some("status=429")).await;
+        assert_eq!(got.status, 429);
+        assert_eq!(
+            got.headers.get("x-amzn-errortype").unwrap(),
+            "ThrottlingException"
+        );
+        assert!(got.json()["message"].is_string());
+    }
+}

@@ -1,0 +1,352 @@
+//! Llama2, self-hosted (so `upstream_url` is mandatory) in one of three formats:
+//! `raw` (a Llama 2 prompt template sent as TGI `inputs`), `openai`, or `ollama`.
+//!
+//! The raw prompt is built as Kong builds it: the first two messages by position
+//! (`<<SYS>>` block, then the first `[/INST]`), later user turns as new `[INST]` blocks, later
+//! system messages closing with `</s>`, and later assistant turns skipped.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::oai::{ChatCompletion, ChatRequest, ChunkBuilder, FinishReason, TextCompletion, Usage};
+use super::ollama::{self, OllamaStream};
+use super::openai::{self, PassthroughStream};
+use super::{RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use crate::codec::sse::{SseDecoder, SseEvent};
+use crate::config::ai_proxy::{AiProxyConfig, Llama2Format, RouteType};
+use crate::error::GatewayError;
+
+const COMPLETIONS_SYSTEM: &str = "You are a helpful assistant.";
+
+pub struct Llama2 {
+    format: Llama2Format,
+}
+
+impl Translate for Llama2 {
+    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+        let format = config
+            .model
+            .options
+            .as_ref()
+            .and_then(|o| o.llama2_format)
+            .ok_or("must set 'model.options.llama2_format' for llama2 provider")?;
+        Ok(Llama2 { format })
+    }
+
+    fn supports(&self, route_type: RouteType) -> bool {
+        match self.format {
+            Llama2Format::Raw => matches!(route_type, RouteType::Chat | RouteType::Completions),
+            _ => matches!(
+                route_type,
+                RouteType::Chat | RouteType::Completions | RouteType::Embeddings
+            ),
+        }
+    }
+
+    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
+        ctx.options.upstream_url.clone().ok_or_else(|| {
+            GatewayError::BadRequest(
+                "must set 'model.options.upstream_url' for self-hosted providers/models".into(),
+            )
+        })
+    }
+
+    fn request(
+        &self,
+        ctx: &RequestCtx<'_>,
+        body: Map<String, Value>,
+    ) -> Result<Value, GatewayError> {
+        match self.format {
+            Llama2Format::Openai => Ok(openai::request(ctx, body)),
+            Llama2Format::Ollama => ollama::request(ctx, body),
+            Llama2Format::Raw => raw_request(ctx, body),
+        }
+    }
+
+    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
+        match self.format {
+            Llama2Format::Openai => openai::response(ctx.route_type, body),
+            Llama2Format::Ollama => ollama::response(ctx, body),
+            Llama2Format::Raw => raw_response(ctx, body),
+        }
+    }
+
+    fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
+        match self.format {
+            Llama2Format::Openai => Box::new(PassthroughStream::default()),
+            Llama2Format::Ollama => Box::new(OllamaStream::new(ctx)),
+            Llama2Format::Raw => Box::new(RawStream::new(ctx)),
+        }
+    }
+}
+
+/// The Llama 2 chat template over OpenAI messages, as Kong writes it.
+fn chat_prompt(req: &ChatRequest) -> String {
+    let mut prompt = String::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        let text = m.text();
+        match (i, m.role.as_str()) {
+            (0, _) => prompt.push_str(&format!("<s>[INST] <<SYS>> {text} <</SYS>>")),
+            (1, _) => prompt.push_str(&format!(" {text} [/INST]")),
+            (_, "user") => prompt.push_str(&format!(" <s>[INST] {text} [/INST]")),
+            (_, "system") => prompt.push_str(&format!(" {text} </s>")),
+            _ => {}
+        }
+    }
+    prompt
+}
+
+fn raw_request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, GatewayError> {
+    let req: ChatRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| GatewayError::BadRequest(format!("invalid request: {e}")))?;
+    let inputs = match ctx.route_type {
+        RouteType::Completions => format!(
+            "<s> [INST] <<SYS>> {COMPLETIONS_SYSTEM} <<SYS>> {} [/INST]",
+            req.prompt_text().unwrap_or_default()
+        ),
+        _ => chat_prompt(&req),
+    };
+    let mut parameters = Map::new();
+    if let Some(v) = req.max_tokens() {
+        parameters.insert("max_new_tokens".into(), json!(v));
+    }
+    if let Some(v) = req.temperature {
+        parameters.insert("temperature".into(), json!(v));
+    }
+    if let Some(v) = req.top_p {
+        parameters.insert("top_p".into(), json!(v));
+    }
+    if let Some(v) = req.top_k {
+        parameters.insert("top_k".into(), json!(v));
+    }
+    parameters.insert("stream".into(), json!(ctx.stream));
+    Ok(json!({ "inputs": inputs, "parameters": parameters }))
+}
+
+#[derive(Deserialize)]
+struct RawResponse {
+    data: Option<Vec<RawGenerated>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct RawGenerated {
+    generated_text: String,
+}
+
+/// The model echoes the prompt; the answer is what follows the last `[/INST]`.
+fn answer_of(generated: &str) -> &str {
+    generated
+        .rsplit_once("[/INST]")
+        .map_or(generated, |(_, answer)| answer)
+        .trim()
+}
+
+fn raw_response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
+    let r: RawResponse = serde_json::from_slice(&body)
+        .map_err(|_| "cannot parse response from llama2 endpoint".to_string())?;
+    let data = r.data.ok_or("cannot parse response from llama2 endpoint")?;
+    let generated = match data.as_slice() {
+        [] => return Err("response data is empty from llama2 endpoint".into()),
+        [one] => &one.generated_text,
+        _ => return Err("cannot parse response from llama2 endpoint".into()),
+    };
+    let answer = answer_of(generated).to_string();
+    let usage = r.usage.unwrap_or_default();
+    let meta = ctx.meta();
+    let body = if ctx.route_type == RouteType::Completions {
+        serde_json::to_vec(&TextCompletion::single(
+            &meta,
+            answer,
+            Some(FinishReason::Stop),
+            usage,
+        ))
+    } else {
+        serde_json::to_vec(&ChatCompletion::single(
+            &meta,
+            Some(answer),
+            Vec::new(),
+            Some(FinishReason::Stop),
+            usage,
+        ))
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(Translated {
+        body: Bytes::from(body),
+        usage,
+    })
+}
+
+/// TGI's `generate_stream` SSE (`data: {"token":{"text":..},"details":..}`) -> OpenAI chunks.
+struct RawStream {
+    decoder: SseDecoder,
+    events: Vec<SseEvent>,
+    chunks: ChunkBuilder,
+}
+
+#[derive(Deserialize)]
+struct TgiEvent {
+    token: Option<TgiToken>,
+    #[serde(default)]
+    details: Option<TgiDetails>,
+}
+
+#[derive(Deserialize)]
+struct TgiToken {
+    text: String,
+    #[serde(default)]
+    special: bool,
+}
+
+#[derive(Deserialize)]
+struct TgiDetails {
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[serde(default)]
+    generated_tokens: u64,
+}
+
+impl RawStream {
+    fn new(ctx: &RequestCtx<'_>) -> Self {
+        RawStream {
+            decoder: SseDecoder::new(),
+            events: Vec::new(),
+            chunks: ChunkBuilder::new(
+                ctx.meta(),
+                ctx.route_type == RouteType::Completions,
+                ctx.include_usage,
+            ),
+        }
+    }
+
+    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
+        for event in std::mem::take(&mut self.events) {
+            if event.data.is_empty() || event.data == "[DONE]" {
+                continue;
+            }
+            let e: TgiEvent = serde_json::from_str(&event.data)
+                .map_err(|err| StreamError(format!("undecodable llama2 stream event: {err}")))?;
+            if let Some(token) = e.token.filter(|t| !t.special) {
+                self.chunks.text(out, &token.text);
+            }
+            if let Some(details) = e.details {
+                self.chunks.usage.completion_tokens = details.generated_tokens;
+                self.chunks.usage.total_tokens = details.generated_tokens;
+                let reason = match details.finish_reason.as_deref() {
+                    Some("length") => FinishReason::Length,
+                    _ => FinishReason::Stop,
+                };
+                self.chunks.finish(out, reason);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StreamTranslate for RawStream {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
+        self.decoder.feed(input, &mut self.events);
+        self.emit(out)
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
+        self.decoder.finish(&mut self.events);
+        self.emit(out)?;
+        self.chunks.done(out);
+        Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        self.chunks.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ai_proxy::ModelOptions;
+    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+
+    fn driver_and_options() -> (Llama2, ModelOptions) {
+        let config: AiProxyConfig =
+            serde_json::from_str(&fixture("llama2/raw-chat/config.json")).unwrap();
+        let options = config.model.options.clone().unwrap();
+        (Llama2::from_config(&config).unwrap(), options)
+    }
+
+    fn merged(path: &str, options: &ModelOptions) -> Map<String, Value> {
+        let mut body = fixture_json(path).as_object().unwrap().clone();
+        body.insert("max_tokens".into(), json!(options.max_tokens.unwrap()));
+        body.insert("top_k".into(), json!(options.top_k.unwrap()));
+        body
+    }
+
+    #[test]
+    fn raw_chat_request_matches_fixture() {
+        let (d, options) = driver_and_options();
+        let c = ctx(RouteType::Chat, "llama2", false, &options);
+        let out = d
+            .request(&c, merged("llama2/raw-chat/client-request.json", &options))
+            .unwrap();
+        assert_eq!(out, fixture_json("llama2/raw-chat/upstream-request.json"));
+        assert_eq!(d.url(&c).unwrap(), "http://llama.local:8080/generate");
+    }
+
+    #[test]
+    fn raw_completions_request_matches_fixture() {
+        let (d, options) = driver_and_options();
+        let c = ctx(RouteType::Completions, "llama2", false, &options);
+        let out = d
+            .request(&c, merged("llama2/raw-completions/client-request.json", &options))
+            .unwrap();
+        assert_eq!(out, fixture_json("llama2/raw-completions/upstream-request.json"));
+    }
+
+    #[test]
+    fn raw_responses_take_the_text_after_the_last_inst() {
+        let (d, options) = driver_and_options();
+        for (route, case, field) in [
+            (RouteType::Chat, "raw-chat", "/choices/0/message/content"),
+            (RouteType::Completions, "raw-completions", "/choices/0/text"),
+        ] {
+            let c = ctx(route, "llama2", false, &options);
+            let raw = fixture(&format!("llama2/{case}/upstream-response.json"));
+            let t = d.response(&c, Bytes::from(raw)).unwrap();
+            let v: Value = serde_json::from_slice(&t.body).unwrap();
+            let expected = fixture_json(&format!("llama2/{case}/expected-response.json"));
+            assert_eq!(v.pointer(field), expected.pointer(field), "{case}");
+            assert_eq!(v["object"], expected["object"]);
+            assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        }
+    }
+
+    #[test]
+    fn raw_response_errors_use_kongs_texts() {
+        let (d, options) = driver_and_options();
+        let c = ctx(RouteType::Chat, "llama2", false, &options);
+        let empty = d.response(&c, Bytes::from_static(b"{\"data\":[]}"));
+        assert_eq!(empty.unwrap_err(), "response data is empty from llama2 endpoint");
+        let none = d.response(&c, Bytes::from_static(b"{}"));
+        assert_eq!(none.unwrap_err(), "cannot parse response from llama2 endpoint");
+    }
+
+    #[test]
+    fn raw_stream_turns_tgi_tokens_into_chunks() {
+        let (d, options) = driver_and_options();
+        let c = ctx(RouteType::Chat, "llama2", true, &options);
+        let input = "data:{\"token\":{\"text\":\"Hi\",\"special\":false}}\n\n\
+                     data:{\"token\":{\"text\":\" there\",\"special\":false}}\n\n\
+                     data:{\"token\":{\"text\":\"</s>\",\"special\":true},\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":3}}\n\n";
+        for split in 0..input.len() {
+            let mut s = d.stream(&c);
+            let got = sse_payloads(&run_stream(s.as_mut(), input.as_bytes(), split));
+            assert_eq!(got.len(), 4);
+            assert_eq!(got[0]["choices"][0]["delta"]["content"], "Hi");
+            assert_eq!(got[1]["choices"][0]["delta"]["content"], " there");
+            assert_eq!(got[2]["choices"][0]["finish_reason"], "stop");
+            assert_eq!(got[3], "[DONE]");
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! Provider drivers: one module per provider behind [`Translate`], dispatched through the
+//! closed [`Driver`] enum. Translation is pure (no I/O) so every direction is unit-tested
+//! against fixtures; the actors do the I/O.
+//!
+//! Adding a provider: write `providers/<name>.rs` implementing [`Translate`], then add one line
+//! to the `providers!` registration below.
+
+pub mod oai;
+pub mod ollama;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use bytes::{Bytes, BytesMut};
+use serde_json::{Map, Value};
+
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, ProviderName, RouteType};
+use crate::error::GatewayError;
+use oai::{ResponseMeta, Usage};
+
+/// Everything about one request a translator may depend on. Built by the route actor after
+/// Kong's request rules (model selection, option merge, streaming decision) have run.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCtx<'a> {
+    pub route_type: RouteType,
+    /// The effective model: the configured name, else the client's.
+    pub model: &'a str,
+    pub stream: bool,
+    /// The client sent `stream_options.include_usage: true`.
+    pub include_usage: bool,
+    /// Model options with templates already resolved.
+    pub options: &'a ModelOptions,
+    /// The client's raw query string (Azure takes `api-version` from it).
+    pub client_query: &'a str,
+    /// Unique per request; synthesised response ids are derived from it.
+    pub request_id: &'a str,
+    /// Unix seconds at request start, for `created`.
+    pub created: u64,
+}
+
+impl RequestCtx<'_> {
+    /// `id`/`created`/`model` for translators that must synthesise them.
+    pub fn meta(&self) -> ResponseMeta {
+        ResponseMeta {
+            id: format!("chatcmpl-{}", self.request_id),
+            created: self.created,
+            model: self.model.to_string(),
+        }
+    }
+}
+
+/// The request the provider actor sends. Auth and client headers are added by the pipeline;
+/// `sign` may add more (SigV4) once the body is final.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// A translated non-streaming answer, with the token counts for the access log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    pub body: Bytes,
+    pub usage: Usage,
+}
+
+/// A stream that cannot continue (undecodable frame, provider error event). The stream actor
+/// turns it into an error event followed by `[DONE]`, so SDKs raise instead of hanging.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StreamError(pub String);
+
+/// Per-stream state machine: fed each upstream read, it appends OpenAI SSE bytes to `out`.
+pub trait StreamTranslate: Send {
+    /// One upstream read (any byte boundary). Everything complete in it is written to `out`,
+    /// batched, so one read becomes one downstream write.
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError>;
+    /// The upstream body ended. Writes whatever is pending, the finish chunk if the provider
+    /// sent none, and `data: [DONE]`.
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError>;
+    /// Token counts seen so far, for the access log.
+    fn usage(&self) -> Usage;
+}
+
+/// The four translation directions plus URL and signing, for one provider. Built once per
+/// plugin config when the config is loaded, shared by every request of the route.
+pub trait Translate: Send + Sync + Sized {
+    /// Compiles the plugin config (URLs, header values). The config was validated already;
+    /// an error here is reported as a config problem.
+    fn from_config(config: &AiProxyConfig) -> Result<Self, String>;
+
+    /// Whether this provider serves `route_type` in OpenAI format.
+    fn supports(&self, route_type: RouteType) -> bool;
+
+    /// The absolute upstream URL for this request (query included).
+    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError>;
+
+    /// Provider headers besides auth (e.g. `anthropic-version`).
+    fn headers(&self, _ctx: &RequestCtx<'_>, _out: &mut Vec<(HeaderName, HeaderValue)>) {}
+
+    /// OpenAI request (options merged, `model` and `stream` already set) -> provider body.
+    fn request(&self, ctx: &RequestCtx<'_>, body: Map<String, Value>)
+        -> Result<Value, GatewayError>;
+
+    /// Provider 200 body -> OpenAI body. `Err` is the reason in Kong's
+    /// `transformation failed from type <provider>://<route_type>: <reason>`.
+    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>;
+
+    /// A fresh state machine for one streamed answer.
+    fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate>;
+
+    /// A non-200 provider body -> what the client sees. Kong passes provider errors through;
+    /// we keep JSON bodies as they are and wrap anything else so clients always get JSON.
+    fn error(&self, status: StatusCode, body: Bytes) -> Bytes {
+        passthrough_error(status, body)
+    }
+
+    /// Last step before sending, over the final body (AWS SigV4 for Bedrock).
+    fn sign(&self, _ctx: &RequestCtx<'_>, _req: &mut UpstreamRequest) -> Result<(), GatewayError> {
+        Ok(())
+    }
+
+    /// A bearer token that has to be fetched over the network first (GCP service accounts).
+    fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
+        None
+    }
+}
+
+/// An OAuth token obtained by exchanging a credential (a GCP service-account JWT). The logic is
+/// pure; the provider actor does the HTTP exchange and caches through it.
+pub trait TokenSource: Send + Sync {
+    /// A token still valid at `now` (unix seconds, with a safety margin), if one is cached.
+    fn cached(&self, now: u64) -> Option<String>;
+    /// The token-exchange request to send when nothing valid is cached.
+    fn exchange_request(&self, now: u64) -> Result<UpstreamRequest, GatewayError>;
+    /// Reads the exchange's 200 answer, caches the token and returns it.
+    fn store(&self, body: &[u8], now: u64) -> Result<String, GatewayError>;
+}
+
+/// `preserve` streams: bytes pass through untouched.
+pub struct RawPassthrough;
+
+impl StreamTranslate for RawPassthrough {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
+        out.extend_from_slice(input);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut BytesMut) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+}
+
+/// JSON error bodies pass unchanged; HTML pages and empty bodies are wrapped in the OpenAI
+/// error shape with the provider's status.
+pub fn passthrough_error(status: StatusCode, body: Bytes) -> Bytes {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+        return body;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        format!("upstream answered {status} with an empty body")
+    } else {
+        format!(
+            "upstream answered {status}: {}",
+            text.chars().take(512).collect::<String>()
+        )
+    };
+    Bytes::from(
+        serde_json::json!({ "error": { "message": message, "type": "upstream_error" } })
+            .to_string(),
+    )
+}
+
+macro_rules! providers {
+    ($($name:ident => $module:ident :: $ty:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// One compiled driver per plugin config; closed enum dispatch over the providers.
+        pub enum Driver {
+            $($name($module::$ty),)*
+        }
+
+        impl Driver {
+            /// Compiles the driver the plugin config names.
+            pub fn from_config(config: &AiProxyConfig) -> Result<Driver, String> {
+                match config.model.provider {
+                    $(ProviderName::$name => Ok(Driver::$name($module::$ty::from_config(config)?)),)*
+                }
+            }
+
+            fn inner(&self) -> &dyn DynTranslate {
+                match self {
+                    $(Driver::$name(d) => d,)*
+                }
+            }
+        }
+    };
+}
+
+providers! {
+    Openai => openai::OpenAi,
+    Azure => azure::Azure,
+    Mistral => mistral::Mistral,
+    Llama2 => llama2::Llama2,
+    Anthropic => anthropic::Anthropic,
+    Gemini => gemini::Gemini,
+    Bedrock => bedrock::Bedrock,
+    Cohere => cohere::Cohere,
+    Huggingface => huggingface::HuggingFace,
+}
+
+/// The object-safe part of [`Translate`], so [`Driver`] can delegate without a match per method.
+trait DynTranslate: Send + Sync {
+    fn supports(&self, route_type: RouteType) -> bool;
+    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError>;
+    fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>);
+    fn request(&self, ctx: &RequestCtx<'_>, body: Map<String, Value>)
+        -> Result<Value, GatewayError>;
+    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>;
+    fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate>;
+    fn error(&self, status: StatusCode, body: Bytes) -> Bytes;
+    fn sign(&self, ctx: &RequestCtx<'_>, req: &mut UpstreamRequest) -> Result<(), GatewayError>;
+    fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>>;
+}
+
+impl<T: Translate> DynTranslate for T {
+    fn supports(&self, route_type: RouteType) -> bool {
+        Translate::supports(self, route_type)
+    }
+    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
+        Translate::url(self, ctx)
+    }
+    fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>) {
+        Translate::headers(self, ctx, out)
+    }
+    fn request(
+        &self,
+        ctx: &RequestCtx<'_>,
+        body: Map<String, Value>,
+    ) -> Result<Value, GatewayError> {
+        Translate::request(self, ctx, body)
+    }
+    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
+        Translate::response(self, ctx, body)
+    }
+    fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
+        Translate::stream(self, ctx)
+    }
+    fn error(&self, status: StatusCode, body: Bytes) -> Bytes {
+        Translate::error(self, status, body)
+    }
+    fn sign(&self, ctx: &RequestCtx<'_>, req: &mut UpstreamRequest) -> Result<(), GatewayError> {
+        Translate::sign(self, ctx, req)
+    }
+    fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
+        Translate::token_source(self)
+    }
+}
+
+impl Driver {
+    pub fn supports(&self, route_type: RouteType) -> bool {
+        self.inner().supports(route_type)
+    }
+    pub fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
+        self.inner().url(ctx)
+    }
+    pub fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>) {
+        self.inner().headers(ctx, out)
+    }
+    pub fn request(
+        &self,
+        ctx: &RequestCtx<'_>,
+        body: Map<String, Value>,
+    ) -> Result<Value, GatewayError> {
+        self.inner().request(ctx, body)
+    }
+    pub fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
+        self.inner().response(ctx, body)
+    }
+    pub fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
+        self.inner().stream(ctx)
+    }
+    pub fn error(&self, status: StatusCode, body: Bytes) -> Bytes {
+        self.inner().error(status, body)
+    }
+    pub fn sign(&self, ctx: &RequestCtx<'_>, req: &mut UpstreamRequest) -> Result<(), GatewayError> {
+        self.inner().sign(ctx, req)
+    }
+    pub fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
+        self.inner().token_source()
+    }
+}
+
+/// Joins a configured `upstream_url`, or a default base plus path, with extra query pairs.
+/// Shared URL rules: `upstream_url` is a full endpoint URL (Kong), used as is.
+pub fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return url.to_string();
+    }
+    let mut out = String::with_capacity(url.len() + 32);
+    out.push_str(url);
+    let mut sep = if url.contains('?') { '&' } else { '?' };
+    for (k, v) in pairs {
+        out.push(sep);
+        out.push_str(&url_escape(k));
+        out.push('=');
+        out.push_str(&url_escape(v));
+        sep = '&';
+    }
+    out
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for query values and for
+/// model names spliced into URL paths (a model name must never change the upstream path).
+pub fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One URL path segment from untrusted text (a model name): escaped, and never `.` or `..`,
+/// so it cannot climb out of the path the provider expects.
+pub fn path_segment(s: &str) -> String {
+    match s {
+        "." => "%2E".to_string(),
+        ".." => "%2E%2E".to_string(),
+        _ => url_escape(s),
+    }
+}
+
+/// Whitespace-separated word count, the unit the mock and estimates use.
+pub fn word_count(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_pass_through_and_html_is_wrapped() {
+        let json = Bytes::from_static(br#"{"error":{"code":"invalid_api_key"}}"#);
+        assert_eq!(
+            passthrough_error(StatusCode::UNAUTHORIZED, json.clone()),
+            json
+        );
+        let html = Bytes::from_static(b"<html>boom</html>");
+        let wrapped = passthrough_error(StatusCode::INTERNAL_SERVER_ERROR, html);
+        let v: Value = serde_json::from_slice(&wrapped).unwrap();
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("<html>boom</html>"));
+    }
+
+    #[test]
+    fn query_pairs_are_escaped_and_joined() {
+        assert_eq!(
+            with_query("http://h/p", &[("api-version", "2024-01-01")]),
+            "http://h/p?api-version=2024-01-01"
+        );
+        assert_eq!(with_query("http://h/p?x=1", &[("k", "a b")]), "http://h/p?x=1&k=a%20b");
+        assert_eq!(url_escape("../etc/passwd?x"), "..%2Fetc%2Fpasswd%3Fx");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("a/b:c"), "a%2Fb%3Ac");
+    }
+}

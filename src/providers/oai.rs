@@ -1,0 +1,807 @@
+//! OpenAI wire types shared by every translator: the request shapes translators read, the
+//! response and chunk shapes they write, and the stream builder that gives every synthesised
+//! stream the same OpenAI-correct framing (role on the first chunk, a finish chunk, optional
+//! usage chunk, `[DONE]`).
+
+use bytes::{BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// Request side
+// ---------------------------------------------------------------------------------------------
+
+/// An OpenAI chat request as translators need it. Unknown fields are kept in `extra` so a
+/// translator can still see (and forward or drop) them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ChatRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<u64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default)]
+    pub prompt: Option<Value>,
+    #[serde(default)]
+    pub input: Option<Value>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// `max_completion_tokens` is the newer name; either one limits the answer.
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// The completions prompt as one string (an array prompt is joined, as providers take one).
+    pub fn prompt_text(&self) -> Option<String> {
+        match self.prompt.as_ref()? {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// The text of the message: a string content, or its text parts joined.
+    pub fn text(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(MessageContent::Text(s)) => s.clone(),
+            Some(MessageContent::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text {
+        text: String,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    #[serde(other)]
+    Unsupported,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ImageUrl {
+    /// Splits a `data:<mime>;base64,<data>` URL into mime type and base64 payload.
+    pub fn as_data_url(&self) -> Option<(&str, &str)> {
+        let rest = self.url.strip_prefix("data:")?;
+        let (meta, data) = rest.split_once(',')?;
+        let mime = meta.strip_suffix(";base64")?;
+        Some((mime, data))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Tool {
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+fn function_type() -> String {
+    "function".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    /// `"auto"`, `"none"`, `"required"`.
+    Mode(String),
+    Function(ToolChoiceFunction),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ToolChoiceFunction {
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: ToolChoiceName,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ToolChoiceName {
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response side
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// OpenAI's finish reasons; every provider's stop reason maps onto one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// A JSON document as a string, as OpenAI sends it.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    pub fn function(id: impl Into<String>, name: impl Into<String>, arguments: String) -> Self {
+        ToolCall {
+            id: id.into(),
+            kind: function_type(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChoice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    pub finish_reason: Option<FinishReason>,
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AssistantMessage {
+    pub role: &'static str,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl ChatCompletion {
+    /// A single-choice completion, the shape every non-OpenAI translator produces.
+    pub fn single(
+        meta: &ResponseMeta,
+        content: Option<String>,
+        tool_calls: Vec<ToolCall>,
+        finish_reason: Option<FinishReason>,
+        usage: Usage,
+    ) -> Self {
+        ChatCompletion {
+            id: meta.id.clone(),
+            object: "chat.completion",
+            created: meta.created,
+            model: meta.model.clone(),
+            choices: vec![ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content,
+                    tool_calls,
+                },
+                finish_reason,
+                logprobs: None,
+            }],
+            usage,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<TextChoice>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextChoice {
+    pub index: u32,
+    pub text: String,
+    pub finish_reason: Option<FinishReason>,
+    pub logprobs: Option<Value>,
+}
+
+impl TextCompletion {
+    pub fn single(
+        meta: &ResponseMeta,
+        text: String,
+        finish_reason: Option<FinishReason>,
+        usage: Usage,
+    ) -> Self {
+        TextCompletion {
+            id: meta.id.replacen("chatcmpl-", "cmpl-", 1),
+            object: "text_completion",
+            created: meta.created,
+            model: meta.model.clone(),
+            choices: vec![TextChoice {
+                index: 0,
+                text,
+                finish_reason,
+                logprobs: None,
+            }],
+            usage,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EmbeddingList {
+    pub object: &'static str,
+    pub data: Vec<Embedding>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Embedding {
+    pub object: &'static str,
+    pub index: u32,
+    pub embedding: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl EmbeddingList {
+    pub fn new(model: &str, vectors: Vec<Vec<f64>>, prompt_tokens: u64) -> Self {
+        EmbeddingList {
+            object: "list",
+            data: vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, embedding)| Embedding {
+                    object: "embedding",
+                    index: i as u32,
+                    embedding,
+                })
+                .collect(),
+            model: model.to_string(),
+            usage: EmbeddingUsage {
+                prompt_tokens,
+                total_tokens: prompt_tokens,
+            },
+        }
+    }
+}
+
+/// What a translator needs to fill `id`, `created` and `model` of everything it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseMeta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream side
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunk<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<ChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChunkChoice<'a> {
+    pub index: u32,
+    pub delta: Delta<'a>,
+    pub finish_reason: Option<FinishReason>,
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallDelta<'a> {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionDelta<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    pub arguments: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextChunk<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<TextChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextChunkChoice<'a> {
+    pub index: u32,
+    pub text: &'a str,
+    pub finish_reason: Option<FinishReason>,
+    pub logprobs: Option<Value>,
+}
+
+/// Appends one SSE event `data: <json>\n\n`.
+pub fn write_event(out: &mut BytesMut, value: &impl Serialize) {
+    out.put_slice(b"data: ");
+    // Serialising our own types into a buffer cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), value);
+    out.put_slice(b"\n\n");
+}
+
+/// Appends an SSE event whose data is already serialised.
+pub fn write_raw_event(out: &mut BytesMut, data: &[u8]) {
+    out.put_slice(b"data: ");
+    out.put_slice(data);
+    out.put_slice(b"\n\n");
+}
+
+/// Appends the stream terminator.
+pub fn write_done(out: &mut BytesMut) {
+    out.put_slice(b"data: [DONE]\n\n");
+}
+
+/// Appends an error event the OpenAI SDKs raise as an APIError, for a stream that failed midway.
+pub fn write_error_event(out: &mut BytesMut, message: &str) {
+    write_event(
+        out,
+        &serde_json::json!({ "error": { "message": message, "type": "upstream_error" } }),
+    );
+}
+
+/// Builds the OpenAI chunk sequence of a synthesised stream (every provider but the
+/// OpenAI-format ones, whose chunks pass through). Owns the per-stream state the framing needs:
+/// whether the role was sent, the finish reason, the usage, and whether the client asked for a
+/// usage chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkBuilder {
+    meta: ResponseMeta,
+    completions: bool,
+    include_usage: bool,
+    role_sent: bool,
+    finished: bool,
+    pub usage: Usage,
+}
+
+impl ChunkBuilder {
+    /// `completions` selects `text_completion` chunks instead of `chat.completion.chunk`.
+    pub fn new(meta: ResponseMeta, completions: bool, include_usage: bool) -> Self {
+        ChunkBuilder {
+            meta,
+            completions,
+            include_usage,
+            role_sent: false,
+            finished: false,
+            usage: Usage::default(),
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.meta.model
+    }
+
+    pub fn set_model(&mut self, model: &str) {
+        if self.meta.model != model {
+            self.meta.model = model.to_string();
+        }
+    }
+
+    fn chat(&mut self, out: &mut BytesMut, delta: Delta<'_>, finish: Option<FinishReason>) {
+        let mut delta = delta;
+        if !self.role_sent {
+            delta.role = Some("assistant");
+            self.role_sent = true;
+        }
+        write_event(
+            out,
+            &ChatChunk {
+                id: &self.meta.id,
+                object: "chat.completion.chunk",
+                created: self.meta.created,
+                model: &self.meta.model,
+                choices: vec![ChunkChoice {
+                    index: 0,
+                    delta,
+                    finish_reason: finish,
+                    logprobs: None,
+                }],
+                usage: None,
+            },
+        );
+    }
+
+    fn text_chunk(&self, out: &mut BytesMut, text: &str, finish: Option<FinishReason>) {
+        write_event(
+            out,
+            &TextChunk {
+                id: &self.meta.id,
+                object: "text_completion",
+                created: self.meta.created,
+                model: &self.meta.model,
+                choices: vec![TextChunkChoice {
+                    index: 0,
+                    text,
+                    finish_reason: finish,
+                    logprobs: None,
+                }],
+                usage: None,
+            },
+        );
+    }
+
+    /// Sends the role-only opening chunk if nothing was sent yet (providers that open a stream
+    /// before any text, like Anthropic's `message_start`).
+    pub fn start(&mut self, out: &mut BytesMut) {
+        if !self.role_sent && !self.completions {
+            self.chat(
+                out,
+                Delta {
+                    content: Some(""),
+                    ..Delta::default()
+                },
+                None,
+            );
+        }
+    }
+
+    /// A piece of generated text. Empty text produces nothing.
+    pub fn text(&mut self, out: &mut BytesMut, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.completions {
+            self.text_chunk(out, text, None);
+        } else {
+            self.chat(
+                out,
+                Delta {
+                    content: Some(text),
+                    ..Delta::default()
+                },
+                None,
+            );
+        }
+    }
+
+    /// The first delta of tool call `index`: its id and function name.
+    pub fn tool_call_start(&mut self, out: &mut BytesMut, index: u32, id: &str, name: &str) {
+        self.chat(
+            out,
+            Delta {
+                tool_calls: vec![ToolCallDelta {
+                    index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: FunctionDelta {
+                        name: Some(name),
+                        arguments: "",
+                    },
+                }],
+                ..Delta::default()
+            },
+            None,
+        );
+    }
+
+    /// A fragment of tool call `index`'s JSON arguments.
+    pub fn tool_call_arguments(&mut self, out: &mut BytesMut, index: u32, arguments: &str) {
+        if arguments.is_empty() {
+            return;
+        }
+        self.chat(
+            out,
+            Delta {
+                tool_calls: vec![ToolCallDelta {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments,
+                    },
+                }],
+                ..Delta::default()
+            },
+            None,
+        );
+    }
+
+    /// The chunk carrying the finish reason (sent once; later calls are ignored).
+    pub fn finish(&mut self, out: &mut BytesMut, reason: FinishReason) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if self.completions {
+            self.text_chunk(out, "", Some(reason));
+        } else {
+            self.chat(out, Delta::default(), Some(reason));
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Ends the stream: a finish chunk if none was sent, the usage chunk when the client asked
+    /// for it (`stream_options.include_usage`), then `[DONE]`.
+    pub fn done(&mut self, out: &mut BytesMut) {
+        if !self.finished {
+            self.finish(out, FinishReason::Stop);
+        }
+        if self.include_usage {
+            let object = if self.completions {
+                "text_completion"
+            } else {
+                "chat.completion.chunk"
+            };
+            write_event(
+                out,
+                &ChatChunk {
+                    id: &self.meta.id,
+                    object,
+                    created: self.meta.created,
+                    model: &self.meta.model,
+                    choices: Vec::new(),
+                    usage: Some(self.usage),
+                },
+            );
+        }
+        write_done(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(buf: &BytesMut) -> Vec<Value> {
+        std::str::from_utf8(buf)
+            .unwrap()
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let data = e.strip_prefix("data: ").unwrap();
+                if data == "[DONE]" {
+                    Value::String("[DONE]".into())
+                } else {
+                    serde_json::from_str(data).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    fn meta() -> ResponseMeta {
+        ResponseMeta {
+            id: "chatcmpl-1".into(),
+            created: 7,
+            model: "m".into(),
+        }
+    }
+
+    #[test]
+    fn first_chunk_carries_the_role_and_stream_ends_with_finish_and_done() {
+        let mut b = ChunkBuilder::new(meta(), false, false);
+        let mut out = BytesMut::new();
+        b.text(&mut out, "Hel");
+        b.text(&mut out, "lo");
+        b.done(&mut out);
+        let ev = events(&out);
+        assert_eq!(ev.len(), 4);
+        assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(ev[0]["choices"][0]["delta"]["content"], "Hel");
+        assert!(ev[1]["choices"][0]["delta"].get("role").is_none());
+        assert_eq!(ev[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(ev[3], "[DONE]");
+        assert_eq!(ev[0]["object"], "chat.completion.chunk");
+        assert_eq!(ev[0]["id"], "chatcmpl-1");
+    }
+
+    #[test]
+    fn usage_chunk_only_when_asked() {
+        let mut b = ChunkBuilder::new(meta(), false, true);
+        b.usage = Usage::new(3, 4);
+        let mut out = BytesMut::new();
+        b.text(&mut out, "x");
+        b.finish(&mut out, FinishReason::Length);
+        b.done(&mut out);
+        let ev = events(&out);
+        assert_eq!(ev[1]["choices"][0]["finish_reason"], "length");
+        assert_eq!(ev[2]["choices"], Value::Array(vec![]));
+        assert_eq!(ev[2]["usage"]["total_tokens"], 7);
+        assert_eq!(ev.len(), 4);
+    }
+
+    #[test]
+    fn tool_call_deltas_have_id_type_and_arguments() {
+        let mut b = ChunkBuilder::new(meta(), false, false);
+        let mut out = BytesMut::new();
+        b.tool_call_start(&mut out, 0, "call_1", "add");
+        b.tool_call_arguments(&mut out, 0, "{\"a\":");
+        b.finish(&mut out, FinishReason::ToolCalls);
+        b.done(&mut out);
+        let ev = events(&out);
+        let tc = &ev[0]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(tc["id"], "call_1");
+        assert_eq!(tc["type"], "function");
+        assert_eq!(tc["function"]["name"], "add");
+        assert_eq!(tc["function"]["arguments"], "");
+        assert_eq!(
+            ev[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":"
+        );
+        assert_eq!(ev[2]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(ev.len(), 4);
+    }
+
+    #[test]
+    fn completions_chunks_are_text_completion_objects() {
+        let mut b = ChunkBuilder::new(meta(), true, false);
+        let mut out = BytesMut::new();
+        b.text(&mut out, "a");
+        b.done(&mut out);
+        let ev = events(&out);
+        assert_eq!(ev[0]["object"], "text_completion");
+        assert_eq!(ev[0]["choices"][0]["text"], "a");
+        assert_eq!(ev[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn data_urls_split_into_mime_and_payload() {
+        let u = ImageUrl {
+            url: "data:image/png;base64,AAAA".into(),
+            detail: None,
+        };
+        assert_eq!(u.as_data_url(), Some(("image/png", "AAAA")));
+        let u = ImageUrl {
+            url: "https://x/y.png".into(),
+            detail: None,
+        };
+        assert_eq!(u.as_data_url(), None);
+    }
+}

@@ -1,0 +1,365 @@
+//! OpenAI, and the OpenAI wire format that Azure, Mistral (`openai` format) and Llama2
+//! (`openai` format) share: the request is forwarded almost untouched, a 200 body is returned
+//! byte for byte once validated, and stream events pass through.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::oai::{self, Usage};
+use super::{RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use crate::codec::sse::{SseDecoder, SseEvent};
+use crate::config::ai_proxy::{AiProxyConfig, RouteType};
+use crate::error::GatewayError;
+
+pub const DEFAULT_BASE: &str = "https://api.openai.com:443";
+
+pub struct OpenAi;
+
+impl Translate for OpenAi {
+    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+        let _ = config;
+        Ok(OpenAi)
+    }
+
+    fn supports(&self, route_type: RouteType) -> bool {
+        matches!(
+            route_type,
+            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
+        )
+    }
+
+    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
+        // `upstream_url` is a full endpoint URL, used as is (Kong).
+        Ok(match ctx.options.upstream_url.as_deref() {
+            Some(url) => url.to_string(),
+            None => format!("{DEFAULT_BASE}{}", default_path(ctx)),
+        })
+    }
+
+    fn request(
+        &self,
+        ctx: &RequestCtx<'_>,
+        body: Map<String, Value>,
+    ) -> Result<Value, GatewayError> {
+        Ok(request(ctx, body))
+    }
+
+    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
+        response(ctx.route_type, body)
+    }
+
+    fn stream(&self, _ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
+        Box::new(PassthroughStream::default())
+    }
+}
+
+/// The default OpenAI path of a route type (`upstream_path` replaces it when configured).
+pub fn default_path<'a>(ctx: &'a RequestCtx<'_>) -> &'a str {
+    if let Some(path) = ctx.options.upstream_path.as_deref() {
+        return path;
+    }
+    match ctx.route_type {
+        RouteType::Completions => "/v1/completions",
+        RouteType::Embeddings => "/v1/embeddings",
+        RouteType::Chat | RouteType::Preserve => "/v1/chat/completions",
+    }
+}
+
+/// OpenAI-format request: `model` set to the effective model, `stream` explicit, `top_k`
+/// dropped (OpenAI has no such field); reasoning models take `max_completion_tokens`.
+pub fn request(ctx: &RequestCtx<'_>, mut body: Map<String, Value>) -> Value {
+    body.insert("model".into(), Value::String(ctx.model.to_string()));
+    body.remove("top_k");
+    if ctx.route_type == RouteType::Embeddings {
+        if let Some(dimensions) = ctx.options.embeddings_dimensions {
+            body.insert("dimensions".into(), dimensions.into());
+        }
+        body.remove("stream");
+        return Value::Object(body);
+    }
+    body.insert("stream".into(), Value::Bool(ctx.stream));
+    if is_reasoning_model(ctx.model) && !body.contains_key("max_completion_tokens") {
+        if let Some(max) = body.remove("max_tokens") {
+            body.insert("max_completion_tokens".into(), max);
+        }
+    }
+    Value::Object(body)
+}
+
+/// o-series and gpt-5 models reject `max_tokens` (OpenAI API reference).
+fn is_reasoning_model(model: &str) -> bool {
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| model.starts_with(p))
+}
+
+/// Just enough of an OpenAI answer to validate it and read its usage, without building it.
+#[derive(Deserialize)]
+struct Shape {
+    choices: Option<serde::de::IgnoredAny>,
+    data: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    usage: Option<UsageShape>,
+}
+
+#[derive(Deserialize, Default)]
+struct UsageShape {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// A valid OpenAI answer is returned byte for byte; one without `choices` (or `data` for
+/// embeddings) is a transformation failure with Kong's reason text.
+pub fn response(route_type: RouteType, body: Bytes) -> Result<Translated, String> {
+    let shape: Shape = serde_json::from_slice(&body)
+        .map_err(|_| format!("failed to decode {} response", route_type.as_str()))?;
+    let present = match route_type {
+        RouteType::Embeddings => shape.data.is_some(),
+        _ => shape.choices.is_some(),
+    };
+    if !present {
+        let field = if route_type == RouteType::Embeddings {
+            "data"
+        } else {
+            "choices"
+        };
+        return Err(format!(
+            "'{field}' not in {} response",
+            route_type.as_str()
+        ));
+    }
+    let usage = shape.usage.unwrap_or_default();
+    Ok(Translated {
+        body,
+        usage: Usage::new(usage.prompt_tokens, usage.completion_tokens),
+    })
+}
+
+/// Re-frames upstream SSE: every `data:` payload goes out unchanged, comments and
+/// `event:`-only frames are dropped, and a `[DONE]` is added if the upstream forgot it.
+#[derive(Default)]
+pub struct PassthroughStream {
+    decoder: SseDecoder,
+    events: Vec<SseEvent>,
+    done_sent: bool,
+    usage: Usage,
+}
+
+impl PassthroughStream {
+    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
+        for event in self.events.drain(..) {
+            if self.done_sent || event.data.is_empty() {
+                continue;
+            }
+            if event.data == "[DONE]" {
+                oai::write_done(out);
+                self.done_sent = true;
+                continue;
+            }
+            // Only the rare event that carries usage is parsed; the rest is copied as bytes.
+            if event.data.contains("\"usage\":{") {
+                read_usage(&event.data, &mut self.usage);
+            }
+            if event.data.starts_with("{\"error\"") {
+                return Err(StreamError(error_message(&event.data)));
+            }
+            oai::write_raw_event(out, event.data.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+fn read_usage(data: &str, usage: &mut Usage) {
+    #[derive(Deserialize)]
+    struct WithUsage {
+        usage: Option<UsageShape>,
+    }
+    if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_str(data) {
+        *usage = Usage::new(u.prompt_tokens, u.completion_tokens);
+    }
+}
+
+fn error_message(data: &str) -> String {
+    serde_json::from_str::<Value>(data)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "upstream sent an error event".to_string())
+}
+
+impl StreamTranslate for PassthroughStream {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
+        self.decoder.feed(input, &mut self.events);
+        self.emit(out)
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
+        self.decoder.finish(&mut self.events);
+        self.emit(out)?;
+        if !self.done_sent {
+            oai::write_done(out);
+            self.done_sent = true;
+        }
+        Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::ai_proxy::ModelOptions;
+
+    pub fn fixture(path: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    pub fn fixture_json(path: &str) -> Value {
+        serde_json::from_str(&fixture(path)).unwrap()
+    }
+
+    pub fn ctx<'a>(
+        route_type: RouteType,
+        model: &'a str,
+        stream: bool,
+        options: &'a ModelOptions,
+    ) -> RequestCtx<'a> {
+        RequestCtx {
+            route_type,
+            model,
+            stream,
+            include_usage: false,
+            options,
+            client_query: "",
+            request_id: "test",
+            created: 1_700_000_000,
+        }
+    }
+
+    /// Feeds `input` split at `split` and returns the client bytes.
+    pub fn run_stream(t: &mut dyn StreamTranslate, input: &[u8], split: usize) -> String {
+        let mut out = BytesMut::new();
+        t.feed(&input[..split], &mut out).unwrap();
+        t.feed(&input[split..], &mut out).unwrap();
+        t.finish(&mut out).unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    /// The JSON payloads of an SSE text (`[DONE]` as a string).
+    pub fn sse_payloads(text: &str) -> Vec<Value> {
+        text.split("\n\n")
+            .filter_map(|e| e.trim().strip_prefix("data:"))
+            .map(|d| {
+                let d = d.trim();
+                if d == "[DONE]" {
+                    Value::String(d.into())
+                } else {
+                    serde_json::from_str(d).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    fn driver() -> OpenAi {
+        let config: AiProxyConfig = serde_json::from_str(&fixture("openai/chat/config.json")).unwrap();
+        OpenAi::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn chat_request_matches_fixture() {
+        let options = ModelOptions::default();
+        let ctx = ctx(RouteType::Chat, "gpt-4o-mini", false, &options);
+        let client = fixture_json("openai/chat/client-request.json");
+        let out = driver()
+            .request(&ctx, client.as_object().unwrap().clone())
+            .unwrap();
+        assert_eq!(out, fixture_json("openai/chat/upstream-request.json"));
+        assert_eq!(
+            driver().url(&ctx).unwrap(),
+            "https://api.openai.com:443/v1/chat/completions"
+        );
+    }
+
+    #[test]
+    fn completions_request_matches_fixture() {
+        let options = ModelOptions::default();
+        let client = fixture_json("openai/completions/client-request.json");
+        let model = client["model"].as_str().unwrap().to_string();
+        let ctx = ctx(RouteType::Completions, &model, false, &options);
+        let out = driver()
+            .request(&ctx, client.as_object().unwrap().clone())
+            .unwrap();
+        assert_eq!(out, fixture_json("openai/completions/upstream-request.json"));
+        assert!(driver().url(&ctx).unwrap().ends_with("/v1/completions"));
+    }
+
+    #[test]
+    fn top_k_is_dropped_and_reasoning_models_get_max_completion_tokens() {
+        let options = ModelOptions::default();
+        let ctx = ctx(RouteType::Chat, "o3-mini", true, &options);
+        let body = serde_json::json!({"messages": [], "top_k": 3, "max_tokens": 9});
+        let out = request(&ctx, body.as_object().unwrap().clone());
+        assert_eq!(
+            out,
+            serde_json::json!({"model": "o3-mini", "messages": [], "stream": true, "max_completion_tokens": 9})
+        );
+    }
+
+    #[test]
+    fn valid_response_is_returned_byte_for_byte() {
+        let raw = fixture("openai/chat/upstream-response.json");
+        let t = response(RouteType::Chat, Bytes::from(raw.clone())).unwrap();
+        assert_eq!(t.body, raw.as_bytes());
+        let expected = fixture_json("openai/chat/upstream-response.json");
+        assert_eq!(
+            t.usage.total_tokens,
+            expected["usage"]["total_tokens"].as_u64().unwrap()
+        );
+    }
+
+    #[test]
+    fn response_without_choices_fails_with_kongs_reason() {
+        let raw = fixture("openai/errors/upstream-200-bad.json");
+        let err = response(RouteType::Chat, Bytes::from(raw)).unwrap_err();
+        assert_eq!(err, "'choices' not in llm/v1/chat response");
+        let err = response(RouteType::Chat, Bytes::from_static(b"{not json")).unwrap_err();
+        assert_eq!(err, "failed to decode llm/v1/chat response");
+    }
+
+    #[test]
+    fn stream_passes_payloads_through_at_every_split() {
+        let input = fixture("openai/chat-stream/upstream-stream.txt");
+        let expected = sse_payloads(&fixture("openai/chat-stream/expected-client-stream.txt"));
+        for split in 0..input.len() {
+            let mut s = PassthroughStream::default();
+            let got = run_stream(&mut s, input.as_bytes(), split);
+            assert_eq!(sse_payloads(&got), expected, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn stream_without_done_gets_one() {
+        let mut s = PassthroughStream::default();
+        let got = run_stream(&mut s, b"data: {\"choices\":[]}\n\n", 3);
+        assert_eq!(got, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+    }
+
+    #[test]
+    fn stream_error_event_stops_the_stream() {
+        let mut s = PassthroughStream::default();
+        let mut out = BytesMut::new();
+        let err = s
+            .feed(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n", &mut out)
+            .unwrap_err();
+        assert_eq!(err.0, "overloaded");
+    }
+}

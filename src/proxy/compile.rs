@@ -1,0 +1,210 @@
+//! Turns a validated [`GatewayConfig`] into what the hot path uses: per route, the provider
+//! driver, parsed auth headers and timeouts; plus the router. Built once per config generation,
+//! so no request ever parses config.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+
+use super::template;
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, ParamLocation, ProviderName, RouteType};
+use crate::config::load::{ConfigProblem, GatewayConfig};
+use crate::config::settings::Settings;
+use crate::providers::Driver;
+use crate::router::Router;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+}
+
+/// A credential the gateway adds to upstream requests.
+#[derive(Clone)]
+pub struct ParamAuth {
+    pub name: String,
+    pub value: String,
+    pub location: ParamLocation,
+}
+
+#[derive(Clone, Default)]
+pub struct CompiledAuth {
+    /// Marked sensitive, so HTTP debug output never shows it.
+    pub header: Option<(HeaderName, HeaderValue)>,
+    pub param: Option<ParamAuth>,
+    /// Kong's `allow_override`: a credential the client sent under the same name is kept.
+    pub allow_override: bool,
+}
+
+impl CompiledAuth {
+    /// Whether the gateway injects any credential, in which case the client's own credential
+    /// headers are never forwarded alongside it.
+    pub fn injects(&self) -> bool {
+        self.header.is_some() || self.param.is_some()
+    }
+
+    fn from_config(config: &AiProxyConfig) -> Result<CompiledAuth, String> {
+        let Some(auth) = &config.auth else {
+            return Ok(CompiledAuth::default());
+        };
+        let header = match (&auth.header_name, &auth.header_value) {
+            (Some(name), Some(value)) => {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("auth.header_name '{name}' is not a valid header name"))?;
+                let mut value = HeaderValue::from_str(value)
+                    .map_err(|_| "auth.header_value is not a valid header value".to_string())?;
+                value.set_sensitive(true);
+                Some((name, value))
+            }
+            _ => None,
+        };
+        let param = match (&auth.param_name, &auth.param_value, auth.param_location) {
+            (Some(name), Some(value), Some(location)) => Some(ParamAuth {
+                name: name.clone(),
+                value: value.clone(),
+                location,
+            }),
+            _ => None,
+        };
+        Ok(CompiledAuth {
+            header,
+            param,
+            allow_override: auth.allow_override,
+        })
+    }
+}
+
+/// One route's compiled `ai-proxy` plugin.
+pub struct CompiledRoute {
+    pub name: String,
+    pub config: Arc<AiProxyConfig>,
+    pub provider: ProviderName,
+    pub driver: Driver,
+    pub options: Arc<ModelOptions>,
+    pub model_templated: bool,
+    pub options_templated: bool,
+    pub auth: CompiledAuth,
+    pub timeouts: Timeouts,
+    /// `None` = unlimited (`max_request_body_size: 0`).
+    pub body_limit: Option<u64>,
+    /// `X-Kong-LLM-Model` value prefix, `provider/`.
+    pub model_header_prefix: String,
+}
+
+impl CompiledRoute {
+    /// Compiles one plugin config; the error is a config problem message.
+    pub fn new(
+        name: &str,
+        config: Arc<AiProxyConfig>,
+        timeouts: Timeouts,
+    ) -> Result<CompiledRoute, String> {
+        let driver = Driver::from_config(&config)?;
+        if !driver.supports(config.route_type) && config.route_type != RouteType::Preserve {
+            return Err(format!(
+                "provider '{}' does not support route_type '{}'",
+                config.model.provider.as_str(),
+                config.route_type.as_str()
+            ));
+        }
+        let auth = CompiledAuth::from_config(&config)?;
+        let options = config.model.options.clone().unwrap_or_default();
+        Ok(CompiledRoute {
+            name: name.to_string(),
+            provider: config.model.provider,
+            model_templated: config
+                .model
+                .name
+                .as_deref()
+                .is_some_and(template::is_template),
+            options_templated: template::options_are_templated(&options),
+            options: Arc::new(options),
+            driver,
+            auth,
+            timeouts,
+            body_limit: (config.max_request_body_size > 0).then_some(config.max_request_body_size),
+            model_header_prefix: format!("{}/", config.model.provider.as_str()),
+            config,
+        })
+    }
+
+    pub fn route_type(&self) -> RouteType {
+        self.config.route_type
+    }
+}
+
+/// One config generation: routes and the router over them. Shared, immutable.
+pub struct Snapshot {
+    pub generation: u64,
+    /// Indexed like the router's routes; `None` for routes without an `ai-proxy` plugin.
+    pub routes: Vec<Option<Arc<CompiledRoute>>>,
+    pub route_names: Vec<String>,
+    pub router: Router,
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            generation: 0,
+            routes: Vec::new(),
+            route_names: Vec::new(),
+            router: Router::default(),
+        }
+    }
+}
+
+/// Compiles a validated config; problems found here (a provider that cannot serve the route
+/// type, an unusable header value) are reported like load problems.
+pub fn compile(
+    config: &GatewayConfig,
+    settings: &Settings,
+    generation: u64,
+) -> Result<Snapshot, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for spec in &config.routes {
+        let (Some(plugin), Some(path)) = (&spec.plugin, &spec.plugin_path) else {
+            routes.push(None);
+            continue;
+        };
+        let timeouts = match &spec.service {
+            Some(s) => Timeouts {
+                connect: Duration::from_millis(s.connect_timeout_ms),
+                read: Duration::from_millis(s.read_timeout_ms),
+                write: Duration::from_millis(s.write_timeout_ms),
+            },
+            None => Timeouts {
+                connect: Duration::from_millis(settings.connect_timeout_ms),
+                read: Duration::from_millis(settings.read_timeout_ms),
+                write: Duration::from_millis(settings.write_timeout_ms),
+            },
+        };
+        match CompiledRoute::new(&spec.name, plugin.clone(), timeouts) {
+            Ok(route) => routes.push(Some(Arc::new(route))),
+            Err(message) => problems.push(ConfigProblem {
+                path: format!("{path}.config"),
+                message,
+            }),
+        }
+    }
+    let router = Router::new(&config.routes).map_err(|message| {
+        vec![ConfigProblem {
+            path: String::new(),
+            message,
+        }]
+    });
+    match (problems.is_empty(), router) {
+        (true, Ok(router)) => Ok(Snapshot {
+            generation,
+            routes,
+            route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
+            router,
+        }),
+        (_, Err(mut router_problems)) => {
+            problems.append(&mut router_problems);
+            Err(problems)
+        }
+        (false, Ok(_)) => Err(problems),
+    }
+}

@@ -1,0 +1,499 @@
+//! Kong's request rules, in Kong's order, as one pure function: template resolution, body
+//! checks, model selection, format compatibility, the streaming decision, option merge,
+//! translation, and auth injection. The result is the exact upstream request.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::compile::{CompiledAuth, CompiledRoute};
+use super::template::{self, TemplateSource};
+use crate::config::ai_proxy::{ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType};
+use crate::error::GatewayError;
+use crate::providers::{with_query, RequestCtx, UpstreamRequest};
+
+/// What the handler knows about the client's request.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    pub method: Method,
+    /// The original, unstripped path.
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub captures: Vec<(String, String)>,
+}
+
+/// The per-request decisions the response side needs again.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub route_type: RouteType,
+    pub model: String,
+    pub options: Arc<ModelOptions>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub client_query: String,
+    pub request_id: String,
+    pub created: u64,
+}
+
+impl Resolved {
+    pub fn ctx(&self) -> RequestCtx<'_> {
+        RequestCtx {
+            route_type: self.route_type,
+            model: &self.model,
+            stream: self.stream,
+            include_usage: self.include_usage,
+            options: &self.options,
+            client_query: &self.client_query,
+            request_id: &self.request_id,
+            created: self.created,
+        }
+    }
+}
+
+pub struct Prepared {
+    pub upstream: UpstreamRequest,
+    pub resolved: Resolved,
+    /// `X-Kong-LLM-Model` for the response, when the plugin wants it.
+    pub model_header: Option<HeaderValue>,
+}
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1) or that the gateway recomputes.
+const NOT_FORWARDED: [&str; 13] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-type",
+    "accept-encoding",
+];
+
+/// Headers that carry a provider credential; never forwarded when the gateway injects its own.
+const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "api-key", "x-api-key", "x-goog-api-key"];
+
+fn bad(message: impl Into<String>) -> GatewayError {
+    GatewayError::BadRequest(message.into())
+}
+
+/// Builds the upstream request for one client request on `route`.
+pub fn prepare(
+    route: &CompiledRoute,
+    client: &ClientRequest,
+    body: Bytes,
+    request_id: String,
+    created: u64,
+) -> Result<Prepared, GatewayError> {
+    let config = &route.config;
+    let src = TemplateSource {
+        captures: &client.captures,
+        headers: &client.headers,
+        query: &client.query,
+    };
+    let configured_model = match config.model.name.as_deref() {
+        Some(name) if route.model_templated => Some(template::resolve(name, &src).map_err(bad)?),
+        Some(name) => Some(name.to_string()),
+        None => None,
+    };
+    let options = if route.options_templated {
+        Arc::new(template::resolve_options(&route.options, &src).map_err(bad)?)
+    } else {
+        route.options.clone()
+    };
+
+    if config.route_type == RouteType::Preserve {
+        return prepare_preserve(route, client, body, configured_model, options, request_id, created);
+    }
+
+    let mut map = parse_body(client, &body)?;
+    check_prompts(config.route_type, &map)?;
+    let model = select_model(configured_model, &map)?;
+    check_format(config.route_type, &map)?;
+    let client_stream = map.get("stream").and_then(Value::as_bool) == Some(true);
+    let stream = match (config.route_type, config.response_streaming) {
+        (RouteType::Embeddings, _) => false,
+        (_, ResponseStreaming::Deny) if client_stream => {
+            return Err(bad("response streaming is not enabled for this LLM"))
+        }
+        (_, ResponseStreaming::Always) => true,
+        _ => client_stream,
+    };
+    let include_usage = stream
+        && map
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            == Some(true);
+    merge_options(&options, &mut map);
+
+    let resolved = Resolved {
+        route_type: config.route_type,
+        model,
+        options,
+        stream,
+        include_usage,
+        client_query: client.query.clone(),
+        request_id,
+        created,
+    };
+    let ctx = resolved.ctx();
+    let mut upstream_body = route.driver.request(&ctx, map)?;
+    inject_body_param(&route.auth, &mut upstream_body);
+    let body = Bytes::from(
+        serde_json::to_vec(&upstream_body).map_err(|e| GatewayError::Internal(e.to_string()))?,
+    );
+    let url = route.driver.url(&ctx)?;
+    let mut headers = forwarded_headers(&route.auth, &client.headers);
+    headers.push((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    route.driver.headers(&ctx, &mut headers);
+    let mut upstream = UpstreamRequest {
+        method: client.method.clone(),
+        url: finish_url(&route.auth, url, &client.query),
+        headers,
+        body,
+    };
+    route.driver.sign(&ctx, &mut upstream)?;
+    let model_header = model_header(route, &resolved.model);
+    Ok(Prepared {
+        upstream,
+        resolved,
+        model_header,
+    })
+}
+
+fn parse_body(client: &ClientRequest, body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    // Kong treats a missing content type as JSON; anything else that is not JSON is refused.
+    let json_type = client
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(true);
+    let bad_json = || bad("content-type header does not match request body, or bad JSON formatting");
+    if !json_type {
+        return Err(bad_json());
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(bad_json()),
+    }
+}
+
+fn has_messages(map: &Map<String, Value>) -> bool {
+    map.get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|m| !m.is_empty())
+}
+
+fn has_prompt(map: &Map<String, Value>) -> bool {
+    match map.get("prompt") {
+        Some(Value::String(_)) => true,
+        Some(Value::Array(items)) => !items.is_empty() && items.iter().all(Value::is_string),
+        _ => false,
+    }
+}
+
+fn check_prompts(route_type: RouteType, map: &Map<String, Value>) -> Result<(), GatewayError> {
+    match route_type {
+        RouteType::Embeddings => {
+            let valid = match map.get("input") {
+                Some(Value::String(s)) => !s.is_empty(),
+                Some(Value::Array(items)) => !items.is_empty(),
+                _ => false,
+            };
+            if !valid {
+                return Err(bad("request body doesn't contain valid input"));
+            }
+        }
+        _ if !has_messages(map) && !has_prompt(map) => {
+            return Err(bad("request body doesn't contain valid prompts"))
+        }
+        _ => {}
+    }
+    if let Some(messages) = map.get("messages").and_then(Value::as_array) {
+        for (i, m) in messages.iter().enumerate() {
+            if m.get("role").and_then(Value::as_str).is_none() {
+                return Err(bad(format!(
+                    "message at position {i} is not a valid chat message: it needs a string 'role'"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kong §3.3: the configured model wins; a client may repeat it or omit it.
+fn select_model(
+    configured: Option<String>,
+    map: &Map<String, Value>,
+) -> Result<String, GatewayError> {
+    let requested = map
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty());
+    match (configured, requested) {
+        (Some(conf), Some(req)) if conf != req => {
+            Err(bad(format!("cannot use own model - must be: {conf}")))
+        }
+        (Some(conf), _) => Ok(conf),
+        (None, Some(req)) => Ok(req.to_string()),
+        (None, None) => Err(bad(
+            "model parameter not found in request, nor in gateway configuration",
+        )),
+    }
+}
+
+fn check_format(route_type: RouteType, map: &Map<String, Value>) -> Result<(), GatewayError> {
+    let detected = match (has_messages(map), has_prompt(map)) {
+        (true, true) => return Err(bad("request matches multiple LLM request formats")),
+        (true, false) => RouteType::Chat,
+        (false, true) => RouteType::Completions,
+        (false, false) => return Ok(()),
+    };
+    if route_type != RouteType::Embeddings && detected != route_type {
+        return Err(bad(format!(
+            "[{}] message format is not compatible with [{}] route type",
+            detected.as_str(),
+            route_type.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Kong §3.4: configured inference knobs override the client's.
+fn merge_options(options: &ModelOptions, map: &mut Map<String, Value>) {
+    if let Some(v) = options.max_tokens {
+        map.insert("max_tokens".into(), v.into());
+        if map.contains_key("max_completion_tokens") {
+            map.insert("max_completion_tokens".into(), v.into());
+        }
+    }
+    if let Some(v) = options.temperature {
+        map.insert("temperature".into(), v.into());
+    }
+    if let Some(v) = options.top_p {
+        map.insert("top_p".into(), v.into());
+    }
+    if let Some(v) = options.top_k {
+        map.insert("top_k".into(), v.into());
+    }
+}
+
+fn inject_body_param(auth: &CompiledAuth, body: &mut Value) {
+    let Some(param) = auth
+        .param
+        .as_ref()
+        .filter(|p| p.location == ParamLocation::Body)
+    else {
+        return;
+    };
+    if let Value::Object(map) = body {
+        if !(auth.allow_override && map.contains_key(&param.name)) {
+            map.insert(param.name.clone(), Value::String(param.value.clone()));
+        }
+    }
+}
+
+/// The client's headers minus hop-by-hop ones and, when the gateway injects auth, minus every
+/// credential header (unless `allow_override` keeps the client's own under the same name);
+/// then the configured auth header.
+fn forwarded_headers(auth: &CompiledAuth, client: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let auth_name = auth.header.as_ref().map(|(n, _)| n);
+    let client_keeps_auth =
+        auth.allow_override && auth_name.is_some_and(|n| client.contains_key(n));
+    let mut out = Vec::with_capacity(client.len() + 3);
+    for (name, value) in client.iter() {
+        let n = name.as_str();
+        if NOT_FORWARDED.contains(&n) {
+            continue;
+        }
+        let is_auth_header = auth_name == Some(name);
+        if is_auth_header && !client_keeps_auth {
+            continue;
+        }
+        if auth.injects() && !is_auth_header && CREDENTIAL_HEADERS.contains(&n) {
+            continue;
+        }
+        out.push((name.clone(), value.clone()));
+    }
+    if let Some((name, value)) = &auth.header {
+        if !client_keeps_auth {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+/// Appends the client's query (minus keys the provider URL already set and the auth param) and
+/// the query auth param.
+fn finish_url(auth: &CompiledAuth, url: String, client_query: &str) -> String {
+    let query_param = auth
+        .param
+        .as_ref()
+        .filter(|p| p.location == ParamLocation::Query);
+    if client_query.is_empty() && query_param.is_none() {
+        return url;
+    }
+    let existing: Vec<String> = url
+        .split_once('?')
+        .map(|(_, q)| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, _)| k.into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut client_has_param = false;
+    for (k, v) in url::form_urlencoded::parse(client_query.as_bytes()) {
+        if existing.iter().any(|e| *e == k) {
+            continue;
+        }
+        if query_param.is_some_and(|p| p.name == k) {
+            client_has_param = true;
+            if !auth.allow_override {
+                continue;
+            }
+        }
+        pairs.push((k.into_owned(), v.into_owned()));
+    }
+    if let Some(p) = query_param {
+        if !(auth.allow_override && client_has_param) {
+            pairs.push((p.name.clone(), p.value.clone()));
+        }
+    }
+    let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    with_query(&url, &borrowed)
+}
+
+fn model_header(route: &CompiledRoute, model: &str) -> Option<HeaderValue> {
+    if !route.config.model_name_header {
+        return None;
+    }
+    HeaderValue::from_str(&format!("{}{model}", route.model_header_prefix)).ok()
+}
+
+/// Scheme and authority of the provider's default API host, for `preserve` routes.
+fn preserve_base(provider: ProviderName, options: &ModelOptions) -> Option<String> {
+    if let Some(url) = options.upstream_url.as_deref() {
+        let parsed = url::Url::parse(url).ok()?;
+        let port = parsed.port_or_known_default()?;
+        return Some(format!("{}://{}:{port}", parsed.scheme(), parsed.host_str()?));
+    }
+    let host = match provider {
+        ProviderName::Openai => "api.openai.com".to_string(),
+        ProviderName::Anthropic => "api.anthropic.com".to_string(),
+        ProviderName::Cohere => "api.cohere.com".to_string(),
+        ProviderName::Mistral => "api.mistral.ai".to_string(),
+        ProviderName::Gemini => "generativelanguage.googleapis.com".to_string(),
+        ProviderName::Huggingface => "api-inference.huggingface.co".to_string(),
+        ProviderName::Azure => format!(
+            "{}.openai.azure.com",
+            options.azure_instance.as_deref().unwrap_or_default()
+        ),
+        ProviderName::Bedrock => format!(
+            "bedrock-runtime.{}.amazonaws.com",
+            options
+                .bedrock
+                .as_ref()
+                .and_then(|b| b.aws_region.as_deref())
+                .unwrap_or("us-east-1")
+        ),
+        ProviderName::Llama2 => return None,
+    };
+    Some(format!("https://{host}:443"))
+}
+
+/// Kong's `preserve`: the body and the client's original path go to the provider host as they
+/// are; only auth is injected.
+fn prepare_preserve(
+    route: &CompiledRoute,
+    client: &ClientRequest,
+    body: Bytes,
+    configured_model: Option<String>,
+    options: Arc<ModelOptions>,
+    request_id: String,
+    created: u64,
+) -> Result<Prepared, GatewayError> {
+    let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
+    let model = configured_model
+        .or_else(|| {
+            parsed
+                .as_ref()
+                .and_then(|m| m.get("model"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let body = match (&route.auth.param, parsed) {
+        (Some(p), Some(map)) if p.location == ParamLocation::Body => {
+            let mut value = Value::Object(map);
+            inject_body_param(&route.auth, &mut value);
+            Bytes::from(serde_json::to_vec(&value).map_err(|e| GatewayError::Internal(e.to_string()))?)
+        }
+        _ => body,
+    };
+    let base = preserve_base(route.provider, &options).ok_or_else(|| {
+        bad("must set 'model.options.upstream_url' for self-hosted providers/models")
+    })?;
+    let path = options.upstream_path.clone().unwrap_or_else(|| client.path.clone());
+    let path = if route.provider == ProviderName::Azure && options.upstream_path.is_some() {
+        format!(
+            "/openai/deployments/{}{path}",
+            crate::providers::path_segment(options.azure_deployment_id.as_deref().unwrap_or_default())
+        )
+    } else {
+        path
+    };
+    let resolved = Resolved {
+        route_type: RouteType::Preserve,
+        model,
+        options,
+        stream: false,
+        include_usage: false,
+        client_query: client.query.clone(),
+        request_id,
+        created,
+    };
+    let mut headers = forwarded_headers(&route.auth, &client.headers);
+    if let Some(ct) = client.headers.get(header::CONTENT_TYPE) {
+        headers.push((header::CONTENT_TYPE, ct.clone()));
+    }
+    let ctx = resolved.ctx();
+    route.driver.headers(&ctx, &mut headers);
+    let mut upstream = UpstreamRequest {
+        method: client.method.clone(),
+        url: finish_url(&route.auth, format!("{base}{path}"), &client.query),
+        headers,
+        body,
+    };
+    route.driver.sign(&ctx, &mut upstream)?;
+    let model_header = (!resolved.model.is_empty())
+        .then(|| model_header(route, &resolved.model))
+        .flatten();
+    Ok(Prepared {
+        upstream,
+        resolved,
+        model_header,
+    })
+}
+
+#[cfg(test)]
+mod tests;

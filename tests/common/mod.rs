@@ -1,0 +1,391 @@
+//! Test harness: starts the real `ai-gateway` binary and the bundled mock provider as child
+//! processes on free loopback ports, writes decK files for them, and provides a Python venv
+//! with the official `openai` SDK for client-side tests.
+
+#![allow(dead_code)] // each test file uses its own subset of the harness
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ai-gateway");
+
+/// A free loopback port (bound then released; the race is acceptable for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {port} within 20 s");
+}
+
+/// A child process that is killed (by its own PID) when dropped, with its stderr collected.
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to this child, by its PID.
+    pub fn signal(&self, signal: &str) {
+        // The `kill` command keeps the test crate free of unsafe code.
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill command");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the collected stderr contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(stderr);
+        for line in reader.lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
+}
+
+/// Starts `ai-gateway mock-provider` on a free port.
+pub fn start_mock() -> Proc {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["mock-provider", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mock provider");
+    let log = collect_stderr(&mut child);
+    wait_for_port(port, &mut child, "mock provider");
+    Proc { child, port, log }
+}
+
+/// Writes `yaml` to a fresh temp file and returns its path.
+pub fn write_deck(yaml: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("aigw-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "deck-{}.yaml",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Starts the gateway binary with `deck` on a free port; `env` adds variables.
+pub fn start_gateway(deck: &Path, env: &[(&str, &str)]) -> Proc {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--config",
+        deck.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .current_dir(env!("CARGO_MANIFEST_DIR"))
+    .env("AIGW_MOCK__ENABLED", "false")
+    .env("AIGW_WORKERS", "2")
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start gateway");
+    let log = collect_stderr(&mut child);
+    wait_for_port(port, &mut child, "gateway");
+    Proc { child, port, log }
+}
+
+/// A decK file with one service whose routes each carry an ai-proxy plugin. Each entry:
+/// (route name, path, plugin config as YAML flow/block text indented for `config:`).
+pub fn deck(routes: &[(&str, &str, &str)]) -> String {
+    let mut out = String::from("_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n");
+    for (name, path, config) in routes {
+        out.push_str(&format!(
+            "      - name: {name}\n        paths: [\"{path}\"]\n        plugins:\n          - name: ai-proxy\n            config:\n"
+        ));
+        for line in config.trim_matches('\n').lines() {
+            out.push_str("              ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A minimal blocking HTTP/1.1 client (one request per connection), so tests see exactly
+/// what the gateway wrote.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    raw_http::send(port, method, path, headers, body)
+}
+
+pub fn post_json(port: u16, path: &str, body: &serde_json::Value) -> Response {
+    request(
+        port,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// Mock request log: the last request the mock received.
+pub fn mock_last(mock: &Proc) -> serde_json::Value {
+    let r = request(mock.port, "GET", "/__mock/requests?last=1", &[], b"");
+    let v = r.json();
+    v.as_array()
+        .and_then(|a| a.last().cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+pub fn mock_clear(mock: &Proc) {
+    request(mock.port, "DELETE", "/__mock/requests", &[], b"");
+}
+
+mod raw_http {
+    use super::*;
+    use std::io::Write;
+
+    pub fn send(
+            port: u16,
+            method: &str,
+            path: &str,
+            headers: &[(&str, &str)],
+            body: &[u8],
+        ) -> Response {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut head = format!(
+                "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(body).unwrap();
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).unwrap();
+            parse(&raw)
+    }
+
+    fn parse(raw: &[u8]) -> Response {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("response head");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let rest = &raw[split + 4..];
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn dechunk(mut data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") else {
+                return out;
+            };
+            let size_text = String::from_utf8_lossy(&data[..line_end]);
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                .unwrap_or(0);
+            data = &data[line_end + 2..];
+            if size == 0 || data.len() < size {
+                out.extend_from_slice(&data[..size.min(data.len())]);
+                return out;
+            }
+            out.extend_from_slice(&data[..size]);
+            data = &data[(size + 2).min(data.len())..];
+        }
+    }
+}
+
+/// The Python interpreter of a venv with the official `openai` SDK, created once per test run
+/// under target/ (set AIGW_TEST_PYTHON to use an existing interpreter instead).
+pub fn python() -> &'static Path {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Ok(p) = std::env::var("AIGW_TEST_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
+        let py = venv.join("bin/python");
+        // Several test binaries may race here; a lock directory serialises the creation.
+        let lock = venv.with_extension("lock");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if py.exists() && venv.join(".ready").exists() {
+                return py;
+            }
+            if std::fs::create_dir(&lock).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for the venv");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let created = (|| -> Result<(), String> {
+            if !py.exists() {
+                run_ok(Command::new("python3").args(["-m", "venv", venv.to_str().unwrap()]))?;
+            }
+            run_ok(Command::new(&py).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt"),
+            ]))?;
+            std::fs::write(venv.join(".ready"), b"ok").map_err(|e| e.to_string())
+        })();
+        let _ = std::fs::remove_dir(&lock);
+        created.expect("creating the Python venv");
+        py
+    })
+}
+
+fn run_ok(cmd: &mut Command) -> Result<(), String> {
+    let out: Output = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Runs a script from tests/python with the venv's interpreter; returns stdout, panics with
+/// stderr on failure.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script))
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
