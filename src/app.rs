@@ -118,7 +118,9 @@ async fn read_body(
     let read = async {
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| GatewayError::BadRequest(format!("reading the request body failed: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                GatewayError::BadRequest(format!("reading the request body failed: {e}"))
+            })?;
             if let Some(limit) = limit {
                 if (buf.len() + chunk.len()) as u64 > limit {
                     return Err(GatewayError::BodyTooLarge { limit });
@@ -219,9 +221,13 @@ async fn handle(
             }
             response.body(body)
         }
-        ReplyBody::Stream(rx) => response.streaming(futures_util::stream::unfold(rx, |mut rx| async {
-            rx.recv().await.map(|batch| (Ok::<_, Infallible>(batch), rx))
-        })),
+        ReplyBody::Stream(rx) => {
+            response.streaming(futures_util::stream::unfold(rx, |mut rx| async {
+                rx.recv()
+                    .await
+                    .map(|batch| (Ok::<_, Infallible>(batch), rx))
+            }))
+        }
     })
 }
 

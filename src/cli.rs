@@ -13,7 +13,11 @@ use crate::{logging, mock, signals};
 const DEFAULT_SETTINGS: &str = "settings/default.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "ai-gateway", version, about = "An OpenAI-compatible AI gateway configured with Kong decK files")]
+#[command(
+    name = "ai-gateway",
+    version,
+    about = "An OpenAI-compatible AI gateway configured with Kong decK files"
+)]
 pub struct Cli {
     /// Kong decK declarative file (YAML or JSON).
     #[arg(long, global = true)]
@@ -98,7 +102,9 @@ fn mock_provider(listen: &str, workers: usize) -> ExitCode {
 
 fn serve(cli: Cli) -> ExitCode {
     let explicit = cli.settings.is_some();
-    let settings_path = cli.settings.unwrap_or_else(|| PathBuf::from(DEFAULT_SETTINGS));
+    let settings_path = cli
+        .settings
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SETTINGS));
     let overrides = SettingsOverrides {
         listen: cli.listen,
         config: cli.config.map(|p| p.display().to_string()),
@@ -114,7 +120,8 @@ fn serve(cli: Cli) -> ExitCode {
     logging::init(settings.log_format, &settings.log_level);
     let result = actix_rt::System::new().block_on(async move {
         if settings.mock.enabled {
-            let (mock_server, addr) = mock::start(&settings.mock.listen, 1).map_err(StartError::Io)?;
+            let (mock_server, addr) =
+                mock::start(&settings.mock.listen, 1).map_err(StartError::Io)?;
             tracing::info!(%addr, "demo mock provider listening (in-process)");
             actix_rt::spawn(mock_server);
         }

@@ -28,12 +28,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// The access line of a buffered answer (or of an error the gateway made itself).
-pub fn access(
-    info: &AccessInfo,
-    status: u16,
-    usage: Usage,
-    upstream_latency: Option<Duration>,
-) {
+pub fn access(info: &AccessInfo, status: u16, usage: Usage, upstream_latency: Option<Duration>) {
     tracing::info!(
         target: "access",
         request_id = %info.request_id,

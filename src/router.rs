@@ -215,7 +215,10 @@ mod tests {
         .unwrap();
         let m = r.find("POST", None, "/models/gpt-4o/chat").unwrap();
         assert_eq!(m.route, 1);
-        assert_eq!(m.captures, vec![("model".to_string(), "gpt-4o".to_string())]);
+        assert_eq!(
+            m.captures,
+            vec![("model".to_string(), "gpt-4o".to_string())]
+        );
         assert_eq!(find(&r, "POST", None, "/x/models/gpt-4o/chat"), None);
         assert_eq!(find(&r, "POST", None, "/models/gpt-4o/chat/x"), Some(0));
     }
@@ -231,7 +234,10 @@ mod tests {
         .unwrap();
         assert_eq!(find(&r, "GET", None, "/ai"), Some(0));
         assert_eq!(find(&r, "POST", None, "/ai"), Some(1));
-        assert_eq!(find(&r, "POST", Some("api.example.com:8000"), "/ai"), Some(2));
+        assert_eq!(
+            find(&r, "POST", Some("api.example.com:8000"), "/ai"),
+            Some(2)
+        );
         assert_eq!(find(&r, "POST", Some("x.example.org"), "/ai"), Some(3));
         assert_eq!(find(&r, "POST", Some("other.net"), "/ai"), Some(1));
     }

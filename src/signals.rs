@@ -8,8 +8,7 @@ use crate::actors::messages::Reload;
 
 /// Listens for SIGHUP for the life of the process and asks the config actor to reload.
 pub fn spawn_reload_listener(config: Addr<ConfigActor>) -> std::io::Result<()> {
-    let mut hangups =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     actix_rt::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP received: reloading the decK file");

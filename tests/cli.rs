@@ -56,7 +56,9 @@ fn invalid_file_lists_every_problem_with_its_path() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("all or none of these fields must be set: 'auth.header_name', 'auth.header_value'"),
+        stderr.contains(
+            "all or none of these fields must be set: 'auth.header_name', 'auth.header_value'"
+        ),
         "{stderr}"
     );
     assert!(

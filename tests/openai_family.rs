@@ -244,7 +244,11 @@ fn streaming_deny_and_always() {
         .filter_map(|e| e.strip_prefix("data: "))
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(content, expected_reply("openai", "forced stream"));
 }
@@ -284,7 +288,10 @@ fn completions_and_embeddings_routes() {
     let v = r.json();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
-    assert_eq!(r.header("x-kong-llm-model"), Some("openai/text-embedding-3-small"));
+    assert_eq!(
+        r.header("x-kong-llm-model"),
+        Some("openai/text-embedding-3-small")
+    );
 }
 
 #[test]
@@ -328,7 +335,10 @@ fn ollama_chat_and_ndjson_stream() {
     let r = post_json(s.gw.port, "/api/chat", &chat("hi llama"));
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!(v["choices"][0]["message"]["content"], expected_reply("ollama", "hi llama"));
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        expected_reply("ollama", "hi llama")
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     let seen = mock_last(&s.mock);
@@ -355,7 +365,10 @@ fn ollama_chat_and_ndjson_stream() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(text, expected_reply("ollama", "stream llama"));
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
 }
 
 #[test]
@@ -365,7 +378,10 @@ fn provider_errors_keep_status_and_body() {
         s.gw.port,
         "POST",
         "/openai/chat/completions",
-        &[("content-type", "application/json"), ("x-mock-fault", "status=401")],
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-fault", "status=401"),
+        ],
         chat("x").to_string().as_bytes(),
     );
     assert_eq!(r.status, 401);
@@ -377,30 +393,59 @@ fn provider_errors_keep_status_and_body() {
 fn sdk_chat_stream_completions_embeddings() {
     let s = setup();
     let base = s.gw.url("/openai");
-    let out: Value = serde_json::from_str(&run_python("sdk_client.py", &[&base, "chat", "sdk hello"])).unwrap();
+    let out: Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[&base, "chat", "sdk hello", "gpt-4o"],
+    ))
+    .unwrap();
     assert_eq!(out["content"], expected_reply("openai", "sdk hello"));
     assert_eq!(out["header"], "openai/gpt-4o");
     assert_eq!(out["finish_reason"], "stop");
 
-    let out: Value = serde_json::from_str(&run_python("sdk_client.py", &[&base, "stream", "sdk stream"])).unwrap();
+    let out: Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[&base, "stream", "sdk stream", "gpt-4o"],
+    ))
+    .unwrap();
     assert_eq!(out["content"], expected_reply("openai", "sdk stream"));
     assert_eq!(out["role"], "assistant");
     assert_eq!(out["finish_reason"], "stop");
     assert!(out["usage"]["total_tokens"].as_u64().unwrap() > 0);
 
-    let out: Value = serde_json::from_str(&run_python("sdk_client.py", &[&base, "completions", "sdk complete"])).unwrap();
+    let out: Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[
+            &base,
+            "completions",
+            "sdk complete",
+            "gpt-3.5-turbo-instruct",
+        ],
+    ))
+    .unwrap();
     assert_eq!(out["text"], expected_reply("openai", "sdk complete"));
 
-    let out: Value = serde_json::from_str(&run_python("sdk_client.py", &[&base, "embeddings", "sdk embed"])).unwrap();
+    let out: Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[&base, "embeddings", "sdk embed", "text-embedding-3-small"],
+    ))
+    .unwrap();
     assert_eq!(out["count"], 2);
     assert!(out["dims"].as_u64().unwrap() > 0);
 
     let azure = s.gw.url("/azure");
-    let out: Value = serde_json::from_str(&run_python("sdk_client.py", &[&azure, "stream", "azure stream"])).unwrap();
-    assert_eq!(out["content"], expected_reply("openai", "azure stream"));
+    let out: Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[&azure, "stream", "azure stream", "gpt-4o"],
+    ))
+    .unwrap();
+    assert_eq!(out["content"], expected_reply("azure", "azure stream"));
 
     let ollama = s.gw.url("/api/chat");
-    let out: Value = serde_json::from_str(&run_python("sdk_client.py", &[&ollama, "stream", "ollama sdk"])).unwrap();
+    let out: Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[&ollama, "stream", "ollama sdk", "llama3"],
+    ))
+    .unwrap();
     assert_eq!(out["content"], expected_reply("ollama", "ollama sdk"));
     assert!(out["usage"]["completion_tokens"].as_u64().unwrap() > 0);
 }

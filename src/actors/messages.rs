@@ -11,9 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::load::ConfigProblem;
 use crate::error::GatewayError;
+use crate::providers::{StreamTranslate, TokenSource, UpstreamRequest};
 use crate::proxy::compile::Timeouts;
 use crate::proxy::request::ClientRequest;
-use crate::providers::{StreamTranslate, TokenSource, UpstreamRequest};
 
 /// What the access log line of a request says, gathered along the way.
 #[derive(Debug, Clone)]

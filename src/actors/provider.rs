@@ -29,6 +29,8 @@ impl ProviderActor {
     /// `max_connections` caps this worker's pool (awc's default of 100 is too low for an AI
     /// gateway holding long streams).
     pub fn new(connect_timeout: Duration, max_connections: usize, stream_buffer: usize) -> Self {
+        // rustls needs one process-wide crypto provider; a second install attempt is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let connector = awc::Connector::new()
             .timeout(connect_timeout)
             .limit(max_connections);
@@ -127,15 +129,13 @@ async fn cancel_signal(cancel: oneshot::Receiver<()>) {
 }
 
 fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {
-    content_type
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let v = v.to_ascii_lowercase();
-            v.starts_with("text/event-stream")
-                || v.starts_with("application/x-ndjson")
-                || v.starts_with("application/vnd.amazon.eventstream")
-                || v.starts_with("application/stream+json")
-        })
+    content_type.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        let v = v.to_ascii_lowercase();
+        v.starts_with("text/event-stream")
+            || v.starts_with("application/x-ndjson")
+            || v.starts_with("application/vnd.amazon.eventstream")
+            || v.starts_with("application/stream+json")
+    })
 }
 
 async fn send(
@@ -168,7 +168,9 @@ fn send_error(e: SendRequestError, read_timeout: Duration) -> GatewayError {
             GatewayError::UpstreamTimeout(read_timeout.as_millis() as u64)
         }
         SendRequestError::Connect(c) => GatewayError::UpstreamUnreachable(c.to_string()),
-        SendRequestError::Url(u) => GatewayError::UpstreamUnreachable(format!("invalid upstream URL: {u}")),
+        SendRequestError::Url(u) => {
+            GatewayError::UpstreamUnreachable(format!("invalid upstream URL: {u}"))
+        }
         other => GatewayError::UpstreamUnreachable(other.to_string()),
     }
 }
@@ -178,7 +180,9 @@ fn payload_error(e: PayloadError, read_timeout: Duration) -> GatewayError {
         PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             GatewayError::UpstreamTimeout(read_timeout.as_millis() as u64)
         }
-        other => GatewayError::UpstreamProtocol(format!("reading the upstream body failed: {other}")),
+        other => {
+            GatewayError::UpstreamProtocol(format!("reading the upstream body failed: {other}"))
+        }
     }
 }
 

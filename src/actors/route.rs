@@ -94,10 +94,9 @@ impl Handler<Proxy> for RouteActor {
         };
         let provider = self.provider.clone();
         Box::pin(async move {
-            let reply = provider
-                .send(exchange)
-                .await
-                .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
+            let reply = provider.send(exchange).await.map_err(|e| {
+                GatewayError::Internal(format!("provider actor unavailable: {e}"))
+            })??;
             let UpstreamReply {
                 status,
                 content_type,
@@ -129,13 +128,15 @@ impl Handler<Proxy> for RouteActor {
                 headers.push((header::CONTENT_TYPE, content_type.unwrap_or(JSON)));
                 (body, Usage::default())
             } else if status == StatusCode::OK {
-                let translated = route.driver.response(&resolved.ctx(), body).map_err(|reason| {
-                    GatewayError::Transformation {
-                        provider: route.provider.as_str(),
-                        route_type: resolved.route_type.as_str(),
-                        reason,
-                    }
-                })?;
+                let translated =
+                    route
+                        .driver
+                        .response(&resolved.ctx(), body)
+                        .map_err(|reason| GatewayError::Transformation {
+                            provider: route.provider.as_str(),
+                            route_type: resolved.route_type.as_str(),
+                            reason,
+                        })?;
                 headers.push((header::CONTENT_TYPE, JSON));
                 (translated.body, translated.usage)
             } else {

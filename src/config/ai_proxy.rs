@@ -198,7 +198,10 @@ impl std::fmt::Debug for AuthConfig {
                 &redact(&self.gcp_service_account_json),
             )
             .field("aws_access_key_id", &redact(&self.aws_access_key_id))
-            .field("aws_secret_access_key", &redact(&self.aws_secret_access_key))
+            .field(
+                "aws_secret_access_key",
+                &redact(&self.aws_secret_access_key),
+            )
             .field("azure_client_secret", &redact(&self.azure_client_secret))
             .finish_non_exhaustive()
     }

@@ -20,12 +20,7 @@ const MESSAGE_ID: &str = "msg_mock";
 const COMPLETION_ID: &str = "compl_mock";
 const TOOL_USE_ID: &str = "toolu_mock_1";
 
-pub(crate) static ANTHROPIC: Wire = Wire {
-    provider: "anthropic",
-    error_body,
-    error_header: None,
-    json_body: true,
-};
+static ANTHROPIC: Wire = Wire::new("anthropic", error_body);
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/v1/messages", &ANTHROPIC, messages))

@@ -27,10 +27,8 @@ const TOOL_USE_ID: &str = "tooluse_mock_1";
 const EMBEDDING_ID: &str = "mock-embedding";
 
 static BEDROCK: Wire = Wire {
-    provider: "bedrock",
-    error_body,
     error_header: Some(("x-amzn-errortype", error_type)),
-    json_body: true,
+    ..Wire::new("bedrock", error_body)
 };
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {

@@ -26,12 +26,7 @@ const RESPONSE_ID: &str = "mock-response";
 const GENERATION_ID: &str = "mock-generation";
 const TOOL_CALL_ID: &str = "call_mock_1";
 
-static COHERE: Wire = Wire {
-    provider: "cohere",
-    error_body,
-    error_header: None,
-    json_body: true,
-};
+static COHERE: Wire = Wire::new("cohere", error_body);
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/v1/chat", &COHERE, chat))

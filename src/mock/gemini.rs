@@ -31,18 +31,12 @@ const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Separator between streamed array elements, as Gemini writes it.
 const ARRAY_SEPARATOR: &str = "\r\n,\r\n";
 
-static GEMINI: Wire = Wire {
-    provider: "gemini",
-    error_body,
-    error_header: None,
-    json_body: true,
-};
+static GEMINI: Wire = Wire::new("gemini", error_body);
 
+/// The token endpoint reads a form, not JSON.
 static GOOGLE_OAUTH: Wire = Wire {
-    provider: "google-oauth",
-    error_body: oauth_error_body,
-    error_header: None,
     json_body: false,
+    ..Wire::new("google-oauth", oauth_error_body)
 };
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {

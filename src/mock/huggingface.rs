@@ -35,12 +35,7 @@ const EMBEDDING_MODEL_MARKS: [&str; 7] = [
 /// What a loading model's 503 says about the wait, in seconds.
 const ESTIMATED_LOAD_SECS: f64 = 20.0;
 
-pub(crate) static HUGGINGFACE: Wire = Wire {
-    provider: "huggingface",
-    error_body,
-    error_header: None,
-    json_body: true,
-};
+static HUGGINGFACE: Wire = Wire::new("huggingface", error_body);
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     // Longest patterns first: `{model:.+}` would also swallow the suffixes.
@@ -130,6 +125,7 @@ fn features(req: &MockRequest) -> Answer {
             .collect::<Vec<_>>()),
         None => json!(embedding(&text_of(inputs), None)),
     };
+    // A bare array has no content field for `no_choices` to remove.
     Answer::json(body, "")
 }
 
@@ -191,33 +187,18 @@ mod tests {
     async fn feature_extraction_by_path_input_or_model_name() {
         let one = json!({"inputs": "a"});
         let many = json!({"inputs": ["a", "b"]});
-        let vector = |v: &Value| v.as_array().unwrap().iter().all(Value::is_number);
+        let is_vector = |v: Value| v.as_array().unwrap().iter().all(Value::is_number);
+        let vectors = |v: Value| v.as_array().unwrap().len();
 
         let path = "/pipeline/feature-extraction/sentence-transformers/all-MiniLM-L6-v2";
-        assert!(vector(
-            &post_json(path, &one, None).await.assert_sized_json()
+        assert!(is_vector(
+            post_json(path, &one, None).await.assert_sized_json()
         ));
         let path = "/models/BAAI/bge-small-en-v1.5/pipeline/feature-extraction";
-        assert_eq!(
-            post_json(path, &many, None)
-                .await
-                .json()
-                .as_array()
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(vectors(post_json(path, &many, None).await.json()), 2);
         let path = "/models/sentence-transformers/all-MiniLM-L6-v2";
-        assert!(vector(&post_json(path, &one, None).await.json()));
-        assert_eq!(
-            post_json(MODEL, &many, None)
-                .await
-                .json()
-                .as_array()
-                .unwrap()
-                .len(),
-            2
-        );
+        assert!(is_vector(post_json(path, &one, None).await.json()));
+        assert_eq!(vectors(post_json(MODEL, &many, None).await.json()), 2);
     }
 
     #[actix_rt::test]

@@ -14,12 +14,7 @@ use super::{huggingface, post, reply::Prompt, Answer, MockRequest, Wire};
 const INST_OPEN: &str = "[INST]";
 const INST_CLOSE: &str = "[/INST]";
 
-static LLAMA2_RAW: Wire = Wire {
-    provider: "llama2",
-    error_body: huggingface::error_body,
-    error_header: None,
-    json_body: true,
-};
+static LLAMA2_RAW: Wire = Wire::new("llama2", huggingface::error_body);
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/raw/llama2", &LLAMA2_RAW, generate))

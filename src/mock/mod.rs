@@ -112,10 +112,25 @@ pub(crate) struct Wire {
     /// The provider's native error body for a status and message.
     pub error_body: fn(u16, &str) -> Value,
     /// A header the provider adds to errors (Bedrock's `x-amzn-errortype`), by status.
-    pub error_header: Option<(&'static str, fn(u16) -> &'static str)>,
+    pub error_header: Option<ErrorHeader>,
     /// Whether request bodies must be JSON (everything but the OAuth token form).
     pub json_body: bool,
 }
+
+impl Wire {
+    /// A JSON-bodied format with no extra error header.
+    pub(crate) const fn new(provider: &'static str, error_body: fn(u16, &str) -> Value) -> Wire {
+        Wire {
+            provider,
+            error_body,
+            error_header: None,
+            json_body: true,
+        }
+    }
+}
+
+/// A header name and its value by status, added to a format's error responses.
+pub(crate) type ErrorHeader = (&'static str, fn(u16) -> &'static str);
 
 /// The per-endpoint function: a parsed request in, an answer out.
 pub(crate) type Handler = fn(&MockRequest) -> Answer;

@@ -21,12 +21,7 @@ const CREATED_AT: &str = "2024-01-15T08:13:38Z";
 /// Ollama streams when `stream` is absent.
 const STREAM_BY_DEFAULT: bool = true;
 
-static OLLAMA: Wire = Wire {
-    provider: "ollama",
-    error_body,
-    error_header: None,
-    json_body: true,
-};
+static OLLAMA: Wire = Wire::new("ollama", error_body);
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/api/chat", &OLLAMA, chat))

@@ -23,7 +23,7 @@ pub(crate) const TOOL_ARGUMENT_PIECES: [&str; 2] = [r#"{"a":2,"#, r#""b":12}"#];
 const MAX_REPLY_CHARS: usize = 200;
 
 /// Embedding width when the request does not ask for one; small keeps load tests cheap.
-pub(crate) const DEFAULT_EMBEDDING_DIMS: usize = 8;
+const DEFAULT_EMBEDDING_DIMS: usize = 8;
 
 /// Requests asking for wider embeddings are capped here.
 const MAX_EMBEDDING_DIMS: usize = 4096;

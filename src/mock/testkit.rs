@@ -169,14 +169,27 @@ pub(crate) async fn raw_exchange(
     .expect("client thread")
 }
 
-/// A `POST` with a JSON body and extra header lines, closing the connection after the answer.
-pub(crate) fn http_post(path: &str, body: &Value, extra_headers: &str) -> String {
+/// `POST path` of a JSON body to a real server, with `x-mock-fault: faults` unless empty; see
+/// [`raw_exchange`] for the result.
+pub(crate) async fn raw_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &Value,
+    faults: &str,
+    deadline: Duration,
+) -> (Vec<u8>, bool) {
     let body = body.to_string();
-    format!(
+    let fault_header = if faults.is_empty() {
+        String::new()
+    } else {
+        format!("{}: {faults}\r\n", fault::HEADER)
+    };
+    let request = format!(
         "POST {path} HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
+         content-length: {}\r\nconnection: close\r\n{fault_header}\r\n{body}",
         body.len()
-    )
+    );
+    raw_exchange(addr, request, deadline).await
 }
 
 /// `GET path` on a real server, returning the JSON body.

@@ -9,9 +9,7 @@ use serde_json::{json, Value};
 use super::{
     fault,
     log::{MockState, LOG_CAPACITY},
-    testkit::{
-        http_get_json, http_post, post_json, raw_exchange, send, send_with, sse_json, start_server,
-    },
+    testkit::{http_get_json, post_json, raw_post, send, send_with, sse_json, start_server},
 };
 
 fn chat(stream: bool) -> Value {
@@ -224,25 +222,18 @@ async fn a_state_without_log_still_counts() {
 
 // ---- against a real server -------------------------------------------------------------------
 
+const CHAT_PATH: &str = "/v1/chat/completions";
+
 #[actix_rt::test]
 async fn real_server_sends_content_length_and_chunked_streams() {
     let addr = start_server();
-    let (raw, _) = raw_exchange(
-        addr,
-        http_post("/v1/chat/completions", &chat(false), ""),
-        Duration::from_secs(5),
-    )
-    .await;
+    let deadline = Duration::from_secs(5);
+    let (raw, _) = raw_post(addr, CHAT_PATH, &chat(false), "", deadline).await;
     let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(text.contains("content-length:"));
 
-    let (raw, _) = raw_exchange(
-        addr,
-        http_post("/v1/chat/completions", &chat(true), ""),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (raw, _) = raw_post(addr, CHAT_PATH, &chat(true), "", deadline).await;
     let text = String::from_utf8_lossy(&raw);
     assert!(text
         .to_ascii_lowercase()
@@ -254,12 +245,9 @@ async fn real_server_sends_content_length_and_chunked_streams() {
 #[actix_rt::test]
 async fn close_mid_stream_drops_the_connection_without_terminator() {
     let addr = start_server();
-    let request = http_post(
-        "/v1/chat/completions",
-        &chat(true),
-        "x-mock-fault: chunks=10,close_mid_stream\r\n",
-    );
-    let (raw, closed) = raw_exchange(addr, request, Duration::from_secs(5)).await;
+    let faults = "chunks=10,close_mid_stream";
+    let (raw, closed) =
+        raw_post(addr, CHAT_PATH, &chat(true), faults, Duration::from_secs(5)).await;
     let text = String::from_utf8_lossy(&raw);
     assert!(closed, "the server must close the connection");
     assert!(text.contains("\"w1\""), "{text}");
@@ -273,27 +261,20 @@ async fn close_mid_stream_drops_the_connection_without_terminator() {
 #[actix_rt::test]
 async fn hang_holds_until_the_client_times_out() {
     let addr = start_server();
-    let request = http_post(
-        "/v1/chat/completions",
-        &chat(false),
-        "x-mock-fault: hang\r\n",
-    );
     let started = Instant::now();
-    let (raw, closed) = raw_exchange(addr, request, Duration::from_millis(300)).await;
+    let deadline = Duration::from_millis(300);
+    let (raw, closed) = raw_post(addr, CHAT_PATH, &chat(false), "hang", deadline).await;
     assert!(raw.is_empty() && !closed);
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= deadline);
 }
 
 #[actix_rt::test]
 async fn clients_leaving_mid_stream_are_counted_as_cancelled() {
     let addr = start_server();
-    let request = http_post(
-        "/v1/chat/completions",
-        &chat(true),
-        "x-mock-fault: chunks=100,chunk_delay=20\r\n",
-    );
     // Read for a moment, then hang up with the stream still going.
-    let (raw, closed) = raw_exchange(addr, request, Duration::from_millis(150)).await;
+    let faults = "chunks=100,chunk_delay=20";
+    let deadline = Duration::from_millis(150);
+    let (raw, closed) = raw_post(addr, CHAT_PATH, &chat(true), faults, deadline).await;
     assert!(!raw.is_empty() && !closed);
 
     let mut stats = Value::Null;

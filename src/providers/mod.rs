@@ -100,8 +100,11 @@ pub trait Translate: Send + Sync + Sized {
     fn headers(&self, _ctx: &RequestCtx<'_>, _out: &mut Vec<(HeaderName, HeaderValue)>) {}
 
     /// OpenAI request (options merged, `model` and `stream` already set) -> provider body.
-    fn request(&self, ctx: &RequestCtx<'_>, body: Map<String, Value>)
-        -> Result<Value, GatewayError>;
+    fn request(
+        &self,
+        ctx: &RequestCtx<'_>,
+        body: Map<String, Value>,
+    ) -> Result<Value, GatewayError>;
 
     /// Provider 200 body -> OpenAI body. `Err` is the reason in Kong's
     /// `transformation failed from type <provider>://<route_type>: <reason>`.
@@ -221,8 +224,11 @@ trait DynTranslate: Send + Sync {
     fn supports(&self, route_type: RouteType) -> bool;
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError>;
     fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>);
-    fn request(&self, ctx: &RequestCtx<'_>, body: Map<String, Value>)
-        -> Result<Value, GatewayError>;
+    fn request(
+        &self,
+        ctx: &RequestCtx<'_>,
+        body: Map<String, Value>,
+    ) -> Result<Value, GatewayError>;
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>;
     fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate>;
     fn error(&self, status: StatusCode, body: Bytes) -> Bytes;
@@ -290,7 +296,11 @@ impl Driver {
     pub fn error(&self, status: StatusCode, body: Bytes) -> Bytes {
         self.inner().error(status, body)
     }
-    pub fn sign(&self, ctx: &RequestCtx<'_>, req: &mut UpstreamRequest) -> Result<(), GatewayError> {
+    pub fn sign(
+        &self,
+        ctx: &RequestCtx<'_>,
+        req: &mut UpstreamRequest,
+    ) -> Result<(), GatewayError> {
         self.inner().sign(ctx, req)
     }
     pub fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
@@ -372,7 +382,10 @@ mod tests {
             with_query("http://h/p", &[("api-version", "2024-01-01")]),
             "http://h/p?api-version=2024-01-01"
         );
-        assert_eq!(with_query("http://h/p?x=1", &[("k", "a b")]), "http://h/p?x=1&k=a%20b");
+        assert_eq!(
+            with_query("http://h/p?x=1", &[("k", "a b")]),
+            "http://h/p?x=1&k=a%20b"
+        );
         assert_eq!(url_escape("../etc/passwd?x"), "..%2Fetc%2Fpasswd%3Fx");
         assert_eq!(path_segment(".."), "%2E%2E");
         assert_eq!(path_segment("a/b:c"), "a%2Fb%3Ac");

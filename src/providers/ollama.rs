@@ -25,7 +25,10 @@ pub fn request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, 
     out.insert("model".into(), json!(ctx.model));
     match ctx.route_type {
         RouteType::Completions => {
-            out.insert("prompt".into(), json!(req.prompt_text().unwrap_or_default()));
+            out.insert(
+                "prompt".into(),
+                json!(req.prompt_text().unwrap_or_default()),
+            );
         }
         RouteType::Embeddings => {
             out.insert("input".into(), req.input.clone().unwrap_or(Value::Null));
@@ -203,12 +206,18 @@ pub fn response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>
             ))
         }
         RouteType::Completions => {
-            let text = r.response.clone().ok_or("'response' not in ollama response")?;
+            let text = r
+                .response
+                .clone()
+                .ok_or("'response' not in ollama response")?;
             let finish = r.finish_reason(ctx.options.max_tokens, false);
             serde_json::to_vec(&TextCompletion::single(&meta, text, Some(finish), usage))
         }
         _ => {
-            let message = r.message.as_ref().ok_or("'message' not in ollama response")?;
+            let message = r
+                .message
+                .as_ref()
+                .ok_or("'message' not in ollama response")?;
             let tool_calls = r.tool_calls(ctx.request_id);
             let finish = r.finish_reason(ctx.options.max_tokens, !tool_calls.is_empty());
             let content = Some(message.content.clone());
@@ -330,8 +339,15 @@ mod tests {
     fn chat_request_matches_fixture() {
         let options = options();
         let ctx = ctx(RouteType::Chat, "llama3", false, &options);
-        let out = request(&ctx, merged("llama2/ollama-chat/client-request.json", &options)).unwrap();
-        assert_eq!(out, fixture_json("llama2/ollama-chat/upstream-request.json"));
+        let out = request(
+            &ctx,
+            merged("llama2/ollama-chat/client-request.json", &options),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            fixture_json("llama2/ollama-chat/upstream-request.json")
+        );
     }
 
     #[test]
@@ -343,7 +359,10 @@ mod tests {
         body.insert("max_tokens".into(), json!(100));
         body.insert("temperature".into(), json!(0.5));
         let out = request(&ctx, body).unwrap();
-        assert_eq!(out, fixture_json("llama2/ollama-completions/upstream-request.json"));
+        assert_eq!(
+            out,
+            fixture_json("llama2/ollama-completions/upstream-request.json")
+        );
     }
 
     #[test]
@@ -354,11 +373,17 @@ mod tests {
         let t = response(&ctx, Bytes::from(raw)).unwrap();
         let v: Value = serde_json::from_slice(&t.body).unwrap();
         let expected = fixture_json("llama2/ollama-chat/expected-response.json");
-        assert_eq!(v["choices"], expected["choices"].as_array().map(|c| {
-            let mut c = c[0].clone();
-            c["logprobs"] = Value::Null;
-            json!([c])
-        }).unwrap());
+        assert_eq!(
+            v["choices"],
+            expected["choices"]
+                .as_array()
+                .map(|c| {
+                    let mut c = c[0].clone();
+                    c["logprobs"] = Value::Null;
+                    json!([c])
+                })
+                .unwrap()
+        );
         assert_eq!(v["usage"], expected["usage"]);
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["model"], "llama3");
@@ -399,15 +424,23 @@ mod tests {
         let options = options();
         let ctx = ctx(RouteType::Chat, "llama3", true, &options);
         let input = fixture("llama2/ollama-chat-stream/upstream-stream.ndjson");
-        let expected = sse_payloads(&fixture("llama2/ollama-chat-stream/expected-client-stream.txt"));
+        let expected = sse_payloads(&fixture(
+            "llama2/ollama-chat-stream/expected-client-stream.txt",
+        ));
         for split in 0..input.len() {
             let mut s = OllamaStream::new(&ctx);
             let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
             // Kong's two content chunks, then the OpenAI-correct finish chunk, then [DONE].
             assert_eq!(got.len(), 4, "split {split}");
             assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
-            assert_eq!(got[0]["choices"][0]["delta"]["content"], expected[0]["choices"][0]["delta"]["content"]);
-            assert_eq!(got[1]["choices"][0]["delta"]["content"], expected[1]["choices"][0]["delta"]["content"]);
+            assert_eq!(
+                got[0]["choices"][0]["delta"]["content"],
+                expected[0]["choices"][0]["delta"]["content"]
+            );
+            assert_eq!(
+                got[1]["choices"][0]["delta"]["content"],
+                expected[1]["choices"][0]["delta"]["content"]
+            );
             assert_eq!(got[2]["choices"][0]["finish_reason"], "stop");
             assert_eq!(got[3], "[DONE]");
             assert_eq!(s.usage(), Usage::new(26, 3));

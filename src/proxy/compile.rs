@@ -8,7 +8,9 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue};
 
 use super::template;
-use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, ParamLocation, ProviderName, RouteType};
+use crate::config::ai_proxy::{
+    AiProxyConfig, ModelOptions, ParamLocation, ProviderName, RouteType,
+};
 use crate::config::load::{ConfigProblem, GatewayConfig};
 use crate::config::settings::Settings;
 use crate::providers::Driver;

@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 
 use super::compile::{CompiledAuth, CompiledRoute};
 use super::template::{self, TemplateSource};
-use crate::config::ai_proxy::{ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType};
+use crate::config::ai_proxy::{
+    ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType,
+};
 use crate::error::GatewayError;
 use crate::providers::{with_query, RequestCtx, UpstreamRequest};
 
@@ -111,7 +113,15 @@ pub fn prepare(
     };
 
     if config.route_type == RouteType::Preserve {
-        return prepare_preserve(route, client, body, configured_model, options, request_id, created);
+        return prepare_preserve(
+            route,
+            client,
+            body,
+            configured_model,
+            options,
+            request_id,
+            created,
+        );
     }
 
     let mut map = parse_body(client, &body)?;
@@ -180,11 +190,17 @@ fn parse_body(client: &ClientRequest, body: &[u8]) -> Result<Map<String, Value>,
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
-            let mime = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let mime = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             mime == "application/json" || mime.ends_with("+json")
         })
         .unwrap_or(true);
-    let bad_json = || bad("content-type header does not match request body, or bad JSON formatting");
+    let bad_json =
+        || bad("content-type header does not match request body, or bad JSON formatting");
     if !json_type {
         return Err(bad_json());
     }
@@ -379,7 +395,10 @@ fn finish_url(auth: &CompiledAuth, url: String, client_query: &str) -> String {
             pairs.push((p.name.clone(), p.value.clone()));
         }
     }
-    let borrowed: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let borrowed: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     with_query(&url, &borrowed)
 }
 
@@ -395,7 +414,11 @@ fn preserve_base(provider: ProviderName, options: &ModelOptions) -> Option<Strin
     if let Some(url) = options.upstream_url.as_deref() {
         let parsed = url::Url::parse(url).ok()?;
         let port = parsed.port_or_known_default()?;
-        return Some(format!("{}://{}:{port}", parsed.scheme(), parsed.host_str()?));
+        return Some(format!(
+            "{}://{}:{port}",
+            parsed.scheme(),
+            parsed.host_str()?
+        ));
     }
     let host = match provider {
         ProviderName::Openai => "api.openai.com".to_string(),
@@ -446,18 +469,25 @@ fn prepare_preserve(
         (Some(p), Some(map)) if p.location == ParamLocation::Body => {
             let mut value = Value::Object(map);
             inject_body_param(&route.auth, &mut value);
-            Bytes::from(serde_json::to_vec(&value).map_err(|e| GatewayError::Internal(e.to_string()))?)
+            Bytes::from(
+                serde_json::to_vec(&value).map_err(|e| GatewayError::Internal(e.to_string()))?,
+            )
         }
         _ => body,
     };
     let base = preserve_base(route.provider, &options).ok_or_else(|| {
         bad("must set 'model.options.upstream_url' for self-hosted providers/models")
     })?;
-    let path = options.upstream_path.clone().unwrap_or_else(|| client.path.clone());
+    let path = options
+        .upstream_path
+        .clone()
+        .unwrap_or_else(|| client.path.clone());
     let path = if route.provider == ProviderName::Azure && options.upstream_path.is_some() {
         format!(
             "/openai/deployments/{}{path}",
-            crate::providers::path_segment(options.azure_deployment_id.as_deref().unwrap_or_default())
+            crate::providers::path_segment(
+                options.azure_deployment_id.as_deref().unwrap_or_default()
+            )
         )
     } else {
         path

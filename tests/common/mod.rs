@@ -243,29 +243,29 @@ mod raw_http {
     use std::io::Write;
 
     pub fn send(
-            port: u16,
-            method: &str,
-            path: &str,
-            headers: &[(&str, &str)],
-            body: &[u8],
-        ) -> Response {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            let mut head = format!(
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut head = format!(
                 "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\n",
                 body.len()
             );
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            stream.write_all(head.as_bytes()).unwrap();
-            stream.write_all(body).unwrap();
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).unwrap();
-            parse(&raw)
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        parse(&raw)
     }
 
     fn parse(raw: &[u8]) -> Response {
@@ -288,7 +288,11 @@ mod raw_http {
         let chunked = headers
             .iter()
             .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-        let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+        let body = if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_vec()
+        };
         Response {
             status,
             headers,
@@ -303,8 +307,8 @@ mod raw_http {
                 return out;
             };
             let size_text = String::from_utf8_lossy(&data[..line_end]);
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-                .unwrap_or(0);
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
             data = &data[line_end + 2..];
             if size == 0 || data.len() < size {
                 out.extend_from_slice(&data[..size.min(data.len())]);
@@ -377,7 +381,11 @@ fn run_ok(cmd: &mut Command) -> Result<(), String> {
 /// stderr on failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let out = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script))
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script),
+        )
         .args(args)
         .output()
         .expect("run python");

@@ -65,7 +65,11 @@ fn run(route: &CompiledRoute, body: Value) -> Result<Prepared, GatewayError> {
     run_with(route, &client(&[], ""), body)
 }
 
-fn run_with(route: &CompiledRoute, c: &ClientRequest, body: Value) -> Result<Prepared, GatewayError> {
+fn run_with(
+    route: &CompiledRoute,
+    c: &ClientRequest,
+    body: Value,
+) -> Result<Prepared, GatewayError> {
     prepare(route, c, Bytes::from(body.to_string()), "rid".into(), 1)
 }
 
@@ -101,7 +105,10 @@ fn chat_good_sets_model_stream_and_header() {
         body_of(&p),
         json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": false})
     );
-    assert_eq!(p.upstream.url, "https://api.openai.com:443/v1/chat/completions");
+    assert_eq!(
+        p.upstream.url,
+        "https://api.openai.com:443/v1/chat/completions"
+    );
     assert_eq!(p.model_header.clone().unwrap(), "openai/gpt-4o");
     assert_eq!(header(&p, "authorization"), vec!["Bearer sk-gateway"]);
     assert_eq!(header(&p, "content-type"), vec!["application/json"]);
@@ -137,7 +144,10 @@ fn no_model_anywhere_is_rejected_and_client_model_used_when_unconfigured() {
     let mut body = chat();
     body["model"] = json!("try-to-override-the-model");
     let p = run(&r, body).unwrap();
-    assert_eq!(p.model_header.clone().unwrap(), "openai/try-to-override-the-model");
+    assert_eq!(
+        p.model_header.clone().unwrap(),
+        "openai/try-to-override-the-model"
+    );
     // Regression (Kong): the client's choice does not leak into the next request.
     assert_eq!(
         err(run(&r, chat())),
@@ -148,13 +158,19 @@ fn no_model_anywhere_is_rejected_and_client_model_used_when_unconfigured() {
 #[test]
 fn bad_request_bodies_get_kongs_texts() {
     let r = openai_route(json!({}));
-    assert_eq!(err(run(&r, json!({}))), "request body doesn't contain valid prompts");
+    assert_eq!(
+        err(run(&r, json!({}))),
+        "request body doesn't contain valid prompts"
+    );
     assert_eq!(
         err(run(&r, json!({"messages": []}))),
         "request body doesn't contain valid prompts"
     );
     assert_eq!(
-        err(run(&r, json!({"messages": [{"role":"user","content":"x"}], "prompt": "y"}))),
+        err(run(
+            &r,
+            json!({"messages": [{"role":"user","content":"x"}], "prompt": "y"})
+        )),
         "request matches multiple LLM request formats"
     );
     assert_eq!(
@@ -166,7 +182,13 @@ fn bad_request_bodies_get_kongs_texts() {
         err(run(&completions, chat())),
         "[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type"
     );
-    let garbage = prepare(&r, &client(&[], ""), Bytes::from_static(b"{nope"), "r".into(), 1);
+    let garbage = prepare(
+        &r,
+        &client(&[], ""),
+        Bytes::from_static(b"{nope"),
+        "r".into(),
+        1,
+    );
     assert_eq!(
         err(garbage),
         "content-type header does not match request body, or bad JSON formatting"
@@ -215,7 +237,11 @@ fn streaming_allow_deny_always() {
     );
     assert!(!run(&deny, chat()).unwrap().resolved.stream);
 
-    let always = run(&openai_route(json!({"response_streaming": "always"})), chat()).unwrap();
+    let always = run(
+        &openai_route(json!({"response_streaming": "always"})),
+        chat(),
+    )
+    .unwrap();
     assert!(always.resolved.stream);
     assert_eq!(body_of(&always)["stream"], true);
 }
@@ -340,13 +366,21 @@ fn openai_integration_preserve_keeps_body_and_client_path() {
     let p = run_with(&r, &c, body.clone()).unwrap();
     assert_eq!(p.upstream.url, "http://127.0.0.1:18181/v1/embeddings");
     assert_eq!(body_of(&p), body);
-    assert_eq!(p.model_header.clone().unwrap(), "openai/text-embedding-ada-002");
+    assert_eq!(
+        p.model_header.clone().unwrap(),
+        "openai/text-embedding-ada-002"
+    );
 }
 
 #[test]
 fn embeddings_need_input() {
-    let r = openai_route(json!({"route_type": "llm/v1/embeddings", "model": {"name": "text-embedding-3-small"}}));
-    assert_eq!(err(run(&r, json!({"model": "text-embedding-3-small"}))), "request body doesn't contain valid input");
+    let r = openai_route(
+        json!({"route_type": "llm/v1/embeddings", "model": {"name": "text-embedding-3-small"}}),
+    );
+    assert_eq!(
+        err(run(&r, json!({"model": "text-embedding-3-small"}))),
+        "request body doesn't contain valid input"
+    );
     let p = run(&r, json!({"input": ["a", "b"]})).unwrap();
     assert!(p.upstream.url.ends_with("/v1/embeddings"));
     assert!(body_of(&p).get("stream").is_none());
