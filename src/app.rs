@@ -179,7 +179,9 @@ async fn handle(
     let found = routes
         .snapshot
         .router
-        .find(req.method().as_str(), host, req.path())
+        .find(req.method().as_str(), host, req.path(), |name| {
+            req.headers().get(name).and_then(|v| v.to_str().ok())
+        })
         .ok_or(GatewayError::NoRoute)?;
     let name = &routes.snapshot.route_names[found.route];
     access.route = Arc::from(name.as_str());

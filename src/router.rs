@@ -28,6 +28,7 @@ struct Entry {
     path: PathRule,
     methods: Vec<String>,
     hosts: Vec<HostRule>,
+    headers: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +89,7 @@ impl Router {
                     path,
                     methods: methods.clone(),
                     hosts: hosts.clone(),
+                    headers: route.headers.clone(),
                 })
             };
             if route.paths.is_empty() {
@@ -111,8 +113,15 @@ impl Router {
         Ok(Router { entries })
     }
 
-    /// The best route for a request, per Kong's priority rules.
-    pub fn find(&self, method: &str, host: Option<&str>, path: &str) -> Option<RouteMatch> {
+    /// The best route for a request, per Kong's priority rules. `header` looks a request
+    /// header up by its lower-case name.
+    pub fn find<'h>(
+        &self,
+        method: &str,
+        host: Option<&str>,
+        path: &str,
+        header: impl Fn(&str) -> Option<&'h str>,
+    ) -> Option<RouteMatch> {
         let host = host.map(|h| {
             // The Host header may carry a port; Kong matches hosts without it.
             h.rsplit_once(':')
@@ -129,6 +138,13 @@ impl Router {
                 if !entry.hosts.iter().any(|h| h.matches(host)) {
                     return None;
                 }
+            }
+            // Kong compares header values case-insensitively.
+            let headers_match = entry.headers.iter().all(|(name, values)| {
+                header(name).is_some_and(|v| values.iter().any(|w| w.eq_ignore_ascii_case(v)))
+            });
+            if !headers_match {
+                return None;
             }
             let captures = match &entry.path {
                 PathRule::Any => Vec::new(),
@@ -158,9 +174,10 @@ impl Router {
 }
 
 /// Kong's ordering key, most significant first.
-fn priority(e: &Entry) -> (usize, bool, bool, usize) {
+fn priority(e: &Entry) -> (usize, bool, usize, bool, usize) {
     let kinds = usize::from(!e.methods.is_empty())
         + usize::from(!e.hosts.is_empty())
+        + usize::from(!e.headers.is_empty())
         + usize::from(!matches!(e.path, PathRule::Any));
     let plain_hosts = !e.hosts.is_empty() && e.hosts.iter().all(HostRule::is_plain);
     let (is_regex, prefix_len) = match &e.path {
@@ -168,7 +185,7 @@ fn priority(e: &Entry) -> (usize, bool, bool, usize) {
         PathRule::Prefix(p) => (false, p.len()),
         PathRule::Any => (false, 0),
     };
-    (kinds, plain_hosts, is_regex, prefix_len)
+    (kinds, plain_hosts, e.headers.len(), is_regex, prefix_len)
 }
 
 #[cfg(test)]
@@ -181,6 +198,7 @@ mod tests {
             paths: paths.iter().map(|s| s.to_string()).collect(),
             methods: methods.iter().map(|s| s.to_string()).collect(),
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            headers: Vec::new(),
             strip_path: true,
             service: None,
             plugin: None,
@@ -189,7 +207,7 @@ mod tests {
     }
 
     fn find(r: &Router, method: &str, host: Option<&str>, path: &str) -> Option<usize> {
-        r.find(method, host, path).map(|m| m.route)
+        r.find(method, host, path, |_| None).map(|m| m.route)
     }
 
     #[test]
@@ -213,7 +231,7 @@ mod tests {
             route("regex", &["~/models/(?<model>[^/]+)/chat$"], &[], &[]),
         ])
         .unwrap();
-        let m = r.find("POST", None, "/models/gpt-4o/chat").unwrap();
+        let m = r.find("POST", None, "/models/gpt-4o/chat", |_| None).unwrap();
         assert_eq!(m.route, 1);
         assert_eq!(
             m.captures,
@@ -240,6 +258,18 @@ mod tests {
         );
         assert_eq!(find(&r, "POST", Some("x.example.org"), "/ai"), Some(3));
         assert_eq!(find(&r, "POST", Some("other.net"), "/ai"), Some(1));
+    }
+
+    #[test]
+    fn headers_narrow_and_outrank() {
+        let mut with_header = route("tenant", &["/ai"], &[], &[]);
+        with_header.headers = vec![("x-tenant".into(), vec!["Blue".into(), "green".into()])];
+        let r = Router::new(&[route("plain", &["/ai"], &[], &[]), with_header]).unwrap();
+        let blue = |name: &str| (name == "x-tenant").then_some("blue");
+        assert_eq!(r.find("POST", None, "/ai", blue).map(|m| m.route), Some(1));
+        let red = |name: &str| (name == "x-tenant").then_some("red");
+        assert_eq!(r.find("POST", None, "/ai", red).map(|m| m.route), Some(0));
+        assert_eq!(find(&r, "POST", None, "/ai"), Some(0));
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct RouteSpec {
     pub methods: Vec<String>,
     /// Empty matches any host; may hold wildcards such as `*.example.com`.
     pub hosts: Vec<String>,
+    /// Header name (lower-case) -> accepted values; every listed header must match one value.
+    pub headers: Vec<(String, Vec<String>)>,
     /// Kong's default is true.
     pub strip_path: bool,
     pub service: Option<ServiceSpec>,
@@ -655,6 +657,11 @@ fn resolve(tree: &Tree, problems: &mut Problems) -> Vec<RouteSpec> {
                 paths: route.paths.clone(),
                 methods: route.methods.clone(),
                 hosts: route.hosts.clone(),
+                headers: route
+                    .headers
+                    .iter()
+                    .map(|(name, values)| (name.to_ascii_lowercase(), values.clone()))
+                    .collect(),
                 strip_path: route.strip_path,
                 service: entry.service.map(|s| service_spec(&tree.services[s])),
                 plugin: plugin.and_then(|p| p.ai_proxy.clone()),
