@@ -231,7 +231,9 @@ mod tests {
             route("regex", &["~/models/(?<model>[^/]+)/chat$"], &[], &[]),
         ])
         .unwrap();
-        let m = r.find("POST", None, "/models/gpt-4o/chat", |_| None).unwrap();
+        let m = r
+            .find("POST", None, "/models/gpt-4o/chat", |_| None)
+            .unwrap();
         assert_eq!(m.route, 1);
         assert_eq!(
             m.captures,
