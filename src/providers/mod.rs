@@ -351,6 +351,12 @@ pub fn path_segment(s: &str) -> String {
     }
 }
 
+/// An `upstream_url` without a path (`http://host:port` or `.../`): a base URL to which the
+/// provider's own path is appended, rather than Kong's full endpoint URL.
+pub fn is_base_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.path() == "/" && u.query().is_none())
+}
+
 /// Whitespace-separated word count, the unit the mock and estimates use.
 pub fn word_count(s: &str) -> u64 {
     s.split_whitespace().count() as u64
@@ -388,6 +394,9 @@ mod tests {
         );
         assert_eq!(url_escape("../etc/passwd?x"), "..%2Fetc%2Fpasswd%3Fx");
         assert_eq!(path_segment(".."), "%2E%2E");
+        assert!(is_base_url("http://127.0.0.1:9"));
+        assert!(is_base_url("http://127.0.0.1:9/"));
+        assert!(!is_base_url("http://127.0.0.1:9/v1/chat"));
         assert_eq!(path_segment("a/b:c"), "a%2Fb%3Ac");
     }
 }

@@ -431,14 +431,16 @@ fn preserve_base(provider: ProviderName, options: &ModelOptions) -> Option<Strin
             "{}.openai.azure.com",
             options.azure_instance.as_deref().unwrap_or_default()
         ),
-        ProviderName::Bedrock => format!(
-            "bedrock-runtime.{}.amazonaws.com",
-            options
+        ProviderName::Bedrock => {
+            // The same region order the Bedrock driver signs with, so host and signature agree.
+            let region = options
                 .bedrock
                 .as_ref()
-                .and_then(|b| b.aws_region.as_deref())
-                .unwrap_or("us-east-1")
-        ),
+                .and_then(|b| b.aws_region.clone())
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())?;
+            format!("bedrock-runtime.{region}.amazonaws.com")
+        }
         ProviderName::Llama2 => return None,
     };
     Some(format!("https://{host}:443"))
