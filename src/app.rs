@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use crate::actors::config::{build_snapshot, ConfigActor, SharedSnapshot};
 use crate::actors::messages::{AccessInfo, Proxy, ReplyBody};
 use crate::actors::provider::ProviderActor;
 use crate::actors::route::RouteActor;
+use crate::actors::stream::OPEN_STREAMS;
 use crate::config::load::ConfigProblem;
 use crate::config::settings::Settings;
 use crate::error::GatewayError;
@@ -98,6 +99,37 @@ fn next_request_id() -> String {
     format!("{prefix}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Requests between arrival and the handler's answer, process-wide (a streamed answer is then
+/// counted by `OPEN_STREAMS` until it ends).
+static REQUESTS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// One request inside the handler: counted in flight, and given its access line (499) if actix
+/// drops the handler because the client went away, which would otherwise leave no line at all.
+struct InFlight {
+    access: AccessInfo,
+    answered: bool,
+}
+
+impl InFlight {
+    fn start(access: AccessInfo) -> InFlight {
+        REQUESTS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            access,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        REQUESTS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            let status = GatewayError::ClientGone.status_code().as_u16();
+            logging::access(&self.access, status, Usage::default(), None);
+        }
+    }
+}
+
 /// Reads the body up to the route's limit, within the client request timeout.
 async fn read_body(
     req: &HttpRequest,
@@ -143,21 +175,24 @@ async fn proxy(
 ) -> HttpResponse {
     let started = Instant::now();
     let request_id = next_request_id();
-    let mut access = AccessInfo {
+    let mut request = InFlight::start(AccessInfo {
         request_id: request_id.clone(),
         route: Arc::from("-"),
         provider: "-",
         model: String::new(),
         started,
-    };
-    match handle(&req, payload, &state, request_id, started, &mut access).await {
+    });
+    let result = handle(&req, payload, &state, request_id, started, &mut request.access).await;
+    request.answered = true;
+    match result {
         Ok(response) => response,
         Err(e) => {
             let response = e.error_response();
+            let access = &request.access;
             if !matches!(e, GatewayError::ClientGone) {
                 tracing::debug!(request_id = %access.request_id, error = ?e, "request failed");
             }
-            logging::access(&access, response.status().as_u16(), Usage::default(), None);
+            logging::access(access, response.status().as_u16(), Usage::default(), None);
             response
         }
     }
@@ -265,18 +300,50 @@ pub fn start(settings: Settings) -> Result<Gateway, StartError> {
     .workers(workers)
     // Nagle would hold a stream's first chunk back ~40 ms waiting for the client's ACK.
     .tcp_nodelay(true)
+    // A client that closes its side is gone (as nginx treats it): without this, actix keeps
+    // waiting on a request or a quiet stream whose client left, and the upstream call with it.
+    .h1_allow_half_closed(false)
     .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
     .shutdown_timeout(settings.shutdown_grace_ms.div_ceil(1000))
     .bind(&settings.listen)
     .map_err(StartError::Io)?;
     let addrs = server.addrs();
     let server = server.run();
+    if let Some(listen) = &settings.status_listen {
+        actix_rt::spawn(start_status(listen, shared.clone()).map_err(StartError::Io)?);
+    }
     Ok(Gateway {
         server,
         addrs,
         config,
         shared,
     })
+}
+
+/// The optional status listener (Kong's `status_listen`): `GET /status` with the counters that
+/// show work in flight, so operators and tests can see that nothing leaks. It is a listener of
+/// its own, so no decK route can ever collide with it.
+fn start_status(listen: &str, shared: SharedSnapshot) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(shared.clone()))
+            .route("/status", web::get().to(status))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .bind(listen)?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, "status listener");
+    }
+    Ok(server.run())
+}
+
+async fn status(shared: web::Data<SharedSnapshot>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "open_streams": OPEN_STREAMS.load(Ordering::Relaxed),
+        "requests_in_flight": REQUESTS_IN_FLIGHT.load(Ordering::Relaxed),
+        "config_generation": shared.load().generation,
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]

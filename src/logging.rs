@@ -1,6 +1,7 @@
 //! Tracing setup (human or JSON lines on stderr) and the access log: one line per request.
 //! Lines carry ids, names, statuses, timings and token counts, never credentials.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
@@ -15,6 +16,8 @@ pub fn init(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: piped logs (files, journald, grep) stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(true);
     // A second init (tests start several apps in one process) is harmless.
     let _ = match format {

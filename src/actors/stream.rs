@@ -72,6 +72,8 @@ impl StreamActor {
                     async move { tx.send(batch).await.is_ok() }
                         .into_actor(self)
                         .map(move |delivered, act, ctx| {
+                            // Time spent waiting for a slow client is not upstream idleness.
+                            act.last_read = Instant::now();
                             if !delivered {
                                 act.client_gone(ctx);
                             } else if last {

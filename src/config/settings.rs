@@ -41,6 +41,9 @@ pub struct Settings {
     /// Bounded channel capacity, in chunk batches, per stream: a slow client slows the
     /// upstream read instead of growing memory.
     pub stream_buffer: usize,
+    /// Optional status listener (Kong's `status_listen`) serving `GET /status`; apart from the
+    /// proxy listener so no decK route can collide with it. Unset = off.
+    pub status_listen: Option<String>,
     pub mock: MockSettings,
 }
 
@@ -95,6 +98,7 @@ impl Default for Settings {
             shutdown_grace_ms: 30_000,
             max_connections_per_worker: 4096,
             stream_buffer: 16,
+            status_listen: None,
             mock: MockSettings {
                 enabled: false,
                 listen: "127.0.0.1:18181".to_string(),
@@ -226,6 +230,7 @@ mod tests {
         assert_eq!(s.shutdown_grace_ms, 30_000);
         assert_eq!(s.max_connections_per_worker, 4096);
         assert_eq!(s.stream_buffer, 16);
+        assert_eq!(s.status_listen, None);
         assert!(!s.mock.enabled);
         assert_eq!(s.mock.listen, "127.0.0.1:18181");
     }
@@ -254,6 +259,7 @@ mod tests {
             ("AIGW_LOG_FORMAT", "json"),
             ("AIGW_MOCK__ENABLED", "true"),
             ("AIGW_STREAM_BUFFER", "32"),
+            ("AIGW_STATUS_LISTEN", "127.0.0.1:8100"),
             ("UNRELATED", "x"),
         ]);
         let overrides = SettingsOverrides {
@@ -267,6 +273,7 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Json);
         assert!(s.mock.enabled);
         assert_eq!(s.stream_buffer, 32);
+        assert_eq!(s.status_listen.as_deref(), Some("127.0.0.1:8100"));
     }
 
     #[test]

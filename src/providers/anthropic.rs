@@ -1,31 +1,1680 @@
-//! Anthropic: placeholder until its translator lands; every config naming it is rejected.
+//! Anthropic: chat over the Messages API (`POST /v1/messages`), completions over the legacy
+//! Text Completions API (`POST /v1/complete`); no embeddings.
+//! https://docs.anthropic.com/en/api/messages, https://docs.anthropic.com/en/api/complete,
+//! https://docs.anthropic.com/en/api/messages-streaming
+//!
+//! Requests are rebuilt, not patched: system messages move to the top-level `system`, consecutive
+//! turns of one role are merged (Anthropic requires user/assistant alternation), tool calls and
+//! tool results become `tool_use` / `tool_result` blocks, images become `image` blocks, and
+//! `max_tokens` is always present (Anthropic requires it).
+//!
+//! Where Kong 3.9 differs we follow the policy (spec/README.md) and Kong 3.12+: finish reasons are
+//! mapped to OpenAI's, `usage` is always an object, tool calls are streamed, streams end with a
+//! finish chunk. `top_p`, `top_k`, `stop` and `user` are forwarded (Kong drops them).
 
-use bytes::Bytes;
-use serde_json::{Map, Value};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Map, Value};
 
-use super::{RequestCtx, StreamTranslate, Translate, Translated};
+use super::oai::{
+    ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart, FinishReason, ImageUrl,
+    MessageContent, ResponseMeta, TextCompletion, Tool, ToolCall, ToolChoice, Usage,
+};
+use super::{RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, RouteType};
 use crate::error::GatewayError;
 
-pub struct Anthropic;
+// ---------------------------------------------------------------------------------------------
+// Constants
+// ---------------------------------------------------------------------------------------------
+
+pub const DEFAULT_BASE: &str = "https://api.anthropic.com:443";
+const MESSAGES_PATH: &str = "/v1/messages";
+const COMPLETE_PATH: &str = "/v1/complete";
+/// Anthropic rejects a request without `max_tokens` (`max_tokens_to_sample` on `/v1/complete`);
+/// Kong 3.10+ has no default of its own, so when neither the client nor the config sets one we
+/// send this. 4096 is the largest output every Claude model accepts (Claude 3 Haiku/Opus cap it
+/// there), so no model rejects it.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
+/// Kong's reason texts for a 200 body it cannot translate. Kong names the chat route in both,
+/// even for completions (sic); we keep the texts as Kong writes them.
+const NO_CONTENT: &str = "'content' not in anthropic://llm/v1/chat response";
+const NO_COMPLETION: &str = "'completion' not in anthropic://llm/v1/chat response";
+
+// ---------------------------------------------------------------------------------------------
+// Provider
+// ---------------------------------------------------------------------------------------------
+
+pub struct Anthropic {
+    /// `model.options.anthropic_version` as configured, and its header value, built once.
+    version: String,
+    version_header: HeaderValue,
+}
 
 impl Translate for Anthropic {
-    fn from_config(_config: &AiProxyConfig) -> Result<Self, String> {
-        Err("provider 'anthropic' is not available in this build".into())
+    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+        let version = config
+            .model
+            .options
+            .as_ref()
+            .and_then(|o| o.anthropic_version.clone())
+            .ok_or("must set 'model.options.anthropic_version' for anthropic provider")?;
+        let version_header = HeaderValue::from_str(&version)
+            .map_err(|_| "'model.options.anthropic_version' is not a valid header value")?;
+        Ok(Anthropic {
+            version,
+            version_header,
+        })
     }
-    fn supports(&self, _route_type: RouteType) -> bool {
-        false
+
+    fn supports(&self, route_type: RouteType) -> bool {
+        matches!(route_type, RouteType::Chat | RouteType::Completions)
     }
-    fn url(&self, _ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        Err(GatewayError::Internal("unavailable provider".into()))
+
+    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
+        // `upstream_url` is a full endpoint URL, used as is (Kong).
+        if let Some(url) = ctx.options.upstream_url.as_deref() {
+            return Ok(url.to_string());
+        }
+        let path = ctx
+            .options
+            .upstream_path
+            .as_deref()
+            .unwrap_or(match ctx.route_type {
+                RouteType::Completions => COMPLETE_PATH,
+                _ => MESSAGES_PATH,
+            });
+        Ok(format!("{DEFAULT_BASE}{path}"))
     }
-    fn request(&self, _ctx: &RequestCtx<'_>, _body: Map<String, Value>) -> Result<Value, GatewayError> {
-        Err(GatewayError::Internal("unavailable provider".into()))
+
+    fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>) {
+        // A templated version (`$(headers.x)`) is only known per request.
+        let value = match ctx.options.anthropic_version.as_deref() {
+            Some(v) if v != self.version => HeaderValue::from_str(v).ok(),
+            _ => None,
+        };
+        out.push((
+            VERSION_HEADER,
+            value.unwrap_or_else(|| self.version_header.clone()),
+        ));
     }
-    fn response(&self, _ctx: &RequestCtx<'_>, _body: Bytes) -> Result<Translated, String> {
-        Err("unavailable provider".into())
+
+    fn request(
+        &self,
+        ctx: &RequestCtx<'_>,
+        body: Map<String, Value>,
+    ) -> Result<Value, GatewayError> {
+        let req: ChatRequest = serde_json::from_value(Value::Object(body))
+            .map_err(|e| transform_error(ctx, &e.to_string()))?;
+        let out = match ctx.route_type {
+            RouteType::Completions => serde_json::to_value(complete_request(ctx, &req)),
+            _ => serde_json::to_value(messages_request(ctx, req)?),
+        };
+        out.map_err(|e| GatewayError::Internal(e.to_string()))
     }
-    fn stream(&self, _ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
-        unreachable!("unavailable provider has no streams")
+
+    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
+        match ctx.route_type {
+            RouteType::Completions => complete_response(ctx, &body),
+            _ => messages_response(ctx, &body),
+        }
+    }
+
+    fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
+        Box::new(AnthropicStream::new(ctx))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request wire types
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+struct AnthropicRequest<'a> {
+    model: &'a str,
+    messages: Vec<AnthropicMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<AnthropicTool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<AnthropicToolChoice>,
+    #[serde(flatten)]
+    sampling: AnthropicSampling,
+}
+
+/// The legacy Text Completions request (`/v1/complete`).
+#[derive(Debug, Serialize)]
+struct AnthropicCompleteRequest<'a> {
+    model: &'a str,
+    prompt: String,
+    max_tokens_to_sample: u64,
+    #[serde(flatten)]
+    sampling: AnthropicSampling,
+}
+
+/// The fields both APIs share, with the same names and meaning.
+#[derive(Debug, Serialize)]
+struct AnthropicSampling {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequences: Option<Vec<String>>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<AnthropicMetadata>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum AnthropicRole {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Serialize)]
+struct AnthropicMessage {
+    role: AnthropicRole,
+    content: AnthropicContent,
+}
+
+/// A string, or content blocks; a lone string turn stays a string, as clients wrote it.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum AnthropicContent {
+    Text(String),
+    Blocks(Vec<AnthropicBlock>),
+}
+
+impl AnthropicContent {
+    fn into_blocks(self) -> Vec<AnthropicBlock> {
+        match self {
+            AnthropicContent::Text(text) if text.is_empty() => Vec::new(),
+            AnthropicContent::Text(text) => vec![AnthropicBlock::Text { text }],
+            AnthropicContent::Blocks(blocks) => blocks,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicBlock {
+    Text {
+        text: String,
+    },
+    Image {
+        source: AnthropicImageSource,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: AnthropicContent,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicImageSource {
+    Base64 { media_type: String, data: String },
+    Url { url: String },
+}
+
+#[derive(Debug, Serialize)]
+struct AnthropicTool {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    input_schema: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct AnthropicToolChoice {
+    /// `auto`, `any`, `tool` or `none`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_parallel_tool_use: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct AnthropicMetadata {
+    user_id: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response wire types
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct AnthropicResponse {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    content: Option<Vec<AnthropicResponseBlock>>,
+    #[serde(default)]
+    stop_reason: Option<AnthropicStopReason>,
+    #[serde(default, deserialize_with = "lenient")]
+    usage: Option<AnthropicUsage>,
+    #[serde(default)]
+    error: Option<AnthropicError>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicResponseBlock {
+    Text {
+        #[serde(default)]
+        text: String,
+    },
+    ToolUse {
+        #[serde(default)]
+        id: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    /// `thinking`, `redacted_thinking`, server tool blocks, ...: no OpenAI equivalent.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AnthropicStopReason {
+    EndTurn,
+    StopSequence,
+    MaxTokens,
+    ModelContextWindowExceeded,
+    ToolUse,
+    Refusal,
+    PauseTurn,
+    #[serde(other)]
+    Unknown,
+}
+
+impl AnthropicStopReason {
+    fn finish_reason(self) -> FinishReason {
+        match self {
+            AnthropicStopReason::MaxTokens | AnthropicStopReason::ModelContextWindowExceeded => {
+                FinishReason::Length
+            }
+            AnthropicStopReason::ToolUse => FinishReason::ToolCalls,
+            AnthropicStopReason::Refusal => FinishReason::ContentFilter,
+            AnthropicStopReason::EndTurn
+            | AnthropicStopReason::StopSequence
+            | AnthropicStopReason::PauseTurn
+            | AnthropicStopReason::Unknown => FinishReason::Stop,
+        }
+    }
+}
+
+/// Token counts; every field optional because `message_delta` carries only the ones that
+/// changed (its counts are cumulative, so a present field replaces the earlier value).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct AnthropicUsage {
+    #[serde(default, deserialize_with = "lenient")]
+    input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    output_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    fn merge(&mut self, newer: &AnthropicUsage) {
+        self.input_tokens = newer.input_tokens.or(self.input_tokens);
+        self.output_tokens = newer.output_tokens.or(self.output_tokens);
+        self.cache_creation_input_tokens = newer
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = newer
+            .cache_read_input_tokens
+            .or(self.cache_read_input_tokens);
+    }
+
+    /// Anthropic bills cache writes and reads as input, separately from `input_tokens`.
+    fn to_openai(self) -> Usage {
+        let prompt = [
+            self.input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(0u64, u64::saturating_add);
+        let completion = self.output_tokens.unwrap_or(0);
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt.saturating_add(completion),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AnthropicError {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl AnthropicError {
+    fn message(&self) -> String {
+        match (&self.message, &self.kind) {
+            (Some(m), _) => m.clone(),
+            (None, Some(k)) => k.clone(),
+            (None, None) => "anthropic stream error".to_string(),
+        }
+    }
+}
+
+/// A legacy Text Completions answer, and also one `completion` event of its stream.
+#[derive(Debug, Deserialize)]
+struct AnthropicCompletion {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    completion: Option<String>,
+    #[serde(default)]
+    stop_reason: Option<AnthropicStopReason>,
+    #[serde(default)]
+    error: Option<AnthropicError>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream wire types
+// ---------------------------------------------------------------------------------------------
+
+/// One SSE event, told apart by the `type` in its data (which always repeats the `event:` name).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicStreamEvent {
+    MessageStart {
+        #[serde(default)]
+        message: AnthropicStreamMessage,
+    },
+    ContentBlockStart {
+        #[serde(default)]
+        index: u64,
+        content_block: AnthropicResponseBlock,
+    },
+    ContentBlockDelta {
+        #[serde(default)]
+        index: u64,
+        delta: AnthropicBlockDelta,
+    },
+    ContentBlockStop {
+        #[serde(default)]
+        index: u64,
+    },
+    MessageDelta {
+        #[serde(default)]
+        delta: AnthropicMessageDelta,
+        #[serde(default, deserialize_with = "lenient")]
+        usage: Option<AnthropicUsage>,
+    },
+    MessageStop,
+    /// Legacy Text Completions stream.
+    Completion(AnthropicCompletion),
+    Error {
+        #[serde(default)]
+        error: AnthropicError,
+    },
+    /// `ping` and anything newer: nothing to send.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AnthropicStreamMessage {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicBlockDelta {
+    TextDelta {
+        #[serde(default)]
+        text: String,
+    },
+    InputJsonDelta {
+        #[serde(default)]
+        partial_json: String,
+    },
+    /// `thinking_delta`, `signature_delta`, `citations_delta`: no OpenAI equivalent.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AnthropicMessageDelta {
+    #[serde(default)]
+    stop_reason: Option<AnthropicStopReason>,
+}
+
+/// A field of the wrong type reads as absent instead of failing the whole body (Kong answers a
+/// malformed `usage` with 200 too).
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Ok(serde_json::from_value(Value::deserialize(deserializer)?).ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request translation
+// ---------------------------------------------------------------------------------------------
+
+/// Kong's 400 text for a request it cannot translate, with what was wrong.
+fn transform_error(ctx: &RequestCtx<'_>, detail: &str) -> GatewayError {
+    GatewayError::BadRequest(format!(
+        "error transforming to anthropic://{}: {detail}",
+        ctx.route_type.as_str()
+    ))
+}
+
+fn messages_request<'a>(
+    ctx: &RequestCtx<'a>,
+    req: ChatRequest,
+) -> Result<AnthropicRequest<'a>, GatewayError> {
+    let bad = |detail: &str| transform_error(ctx, detail);
+    let mut system: Vec<String> = Vec::new();
+    let mut messages: Vec<AnthropicMessage> = Vec::new();
+    let max_tokens = req.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+    let tool_choice = tool_choice(&req);
+    let sampling = sampling(ctx, &req);
+    for m in req.messages {
+        let (role, content) = match m.role.as_str() {
+            "user" => (AnthropicRole::User, content(m.content).map_err(bad)?),
+            "assistant" => (AnthropicRole::Assistant, assistant_content(m).map_err(bad)?),
+            "tool" => (AnthropicRole::User, tool_result(m).map_err(bad)?),
+            // `system`, `developer` and any other role instruct the model (Kong).
+            _ => {
+                let text = m.text();
+                if !text.is_empty() {
+                    system.push(text);
+                }
+                continue;
+            }
+        };
+        push_turn(&mut messages, role, content);
+    }
+    let tools = req
+        .tools
+        .map(|tools| tools.into_iter().filter_map(tool).collect());
+    Ok(AnthropicRequest {
+        model: ctx.model,
+        messages,
+        system: (!system.is_empty()).then(|| system.join("\n")),
+        max_tokens,
+        tools,
+        tool_choice,
+        sampling,
+    })
+}
+
+/// Anthropic requires alternating roles: a turn of the same role as the previous one is merged
+/// into it (tool results followed by a user text become one user turn, as Anthropic expects).
+fn push_turn(messages: &mut Vec<AnthropicMessage>, role: AnthropicRole, content: AnthropicContent) {
+    match messages.last_mut() {
+        Some(last) if last.role == role => {
+            let previous =
+                std::mem::replace(&mut last.content, AnthropicContent::Blocks(Vec::new()));
+            let mut blocks = previous.into_blocks();
+            blocks.extend(content.into_blocks());
+            last.content = AnthropicContent::Blocks(blocks);
+        }
+        _ => messages.push(AnthropicMessage { role, content }),
+    }
+}
+
+/// User (and plain assistant) content: a string stays a string, parts become blocks.
+fn content(content: Option<MessageContent>) -> Result<AnthropicContent, &'static str> {
+    match content {
+        None => Ok(AnthropicContent::Text(String::new())),
+        Some(MessageContent::Text(text)) => Ok(AnthropicContent::Text(text)),
+        Some(MessageContent::Parts(parts)) => {
+            let mut blocks = Vec::with_capacity(parts.len());
+            for part in parts {
+                if let Some(block) = part_block(part)? {
+                    blocks.push(block);
+                }
+            }
+            Ok(AnthropicContent::Blocks(blocks))
+        }
+    }
+}
+
+/// One OpenAI content part. Empty text parts are dropped (Anthropic rejects empty text blocks).
+fn part_block(part: ContentPart) -> Result<Option<AnthropicBlock>, &'static str> {
+    match part {
+        ContentPart::Text { text } if text.is_empty() => Ok(None),
+        ContentPart::Text { text } => Ok(Some(AnthropicBlock::Text { text })),
+        ContentPart::ImageUrl { image_url } => Ok(Some(AnthropicBlock::Image {
+            source: image_source(image_url)?,
+        })),
+        ContentPart::Unsupported => Err("only text and image_url content parts are supported"),
+    }
+}
+
+/// `data:<mime>;base64,<data>` becomes an inline image, an http(s) URL a URL source.
+fn image_source(image: ImageUrl) -> Result<AnthropicImageSource, &'static str> {
+    if let Some((mime, data)) = image.as_data_url() {
+        return Ok(AnthropicImageSource::Base64 {
+            media_type: mime.to_string(),
+            data: data.to_string(),
+        });
+    }
+    let scheme = image
+        .url
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https") => Ok(AnthropicImageSource::Url { url: image.url }),
+        _ => Err("image_url must be a base64 data URL or an http(s) URL"),
+    }
+}
+
+/// An assistant turn: its text (if any), then one `tool_use` block per tool call.
+fn assistant_content(m: ChatMessage) -> Result<AnthropicContent, &'static str> {
+    let Some(calls) = m.tool_calls.filter(|c| !c.is_empty()) else {
+        return content(m.content);
+    };
+    let mut blocks = content(m.content)?.into_blocks();
+    for call in calls {
+        blocks.push(AnthropicBlock::ToolUse {
+            input: tool_input(&call.function.arguments)?,
+            id: call.id,
+            name: call.function.name,
+        });
+    }
+    Ok(AnthropicContent::Blocks(blocks))
+}
+
+/// OpenAI sends arguments as a JSON string; Anthropic wants the object. No arguments is `{}`.
+fn tool_input(arguments: &str) -> Result<Value, &'static str> {
+    if arguments.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_str(arguments) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err("tool call arguments must be a JSON object"),
+    }
+}
+
+/// A `tool` message: a user turn holding the `tool_result` for `tool_call_id`.
+fn tool_result(m: ChatMessage) -> Result<AnthropicContent, &'static str> {
+    Ok(AnthropicContent::Blocks(vec![AnthropicBlock::ToolResult {
+        tool_use_id: m.tool_call_id.unwrap_or_default(),
+        content: content(m.content)?,
+    }]))
+}
+
+fn tool(t: Tool) -> Option<AnthropicTool> {
+    if t.kind != "function" {
+        return None;
+    }
+    Some(AnthropicTool {
+        name: t.function.name,
+        description: t.function.description,
+        // Anthropic requires a schema; a function without parameters takes none.
+        input_schema: t
+            .function
+            .parameters
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+    })
+}
+
+/// `auto`/`none`/`required`/`{function:{name}}` -> `auto`/`none`/`any`/`{type:tool,name}`; an
+/// unknown mode is left out (Kong). `parallel_tool_calls: false` becomes
+/// `disable_parallel_tool_use` (on `auto` when the client named no choice).
+fn tool_choice(req: &ChatRequest) -> Option<AnthropicToolChoice> {
+    let sequential = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    let (kind, name) = match &req.tool_choice {
+        Some(ToolChoice::Mode(mode)) => match mode.as_str() {
+            "auto" => ("auto", None),
+            "none" => ("none", None),
+            "required" => ("any", None),
+            _ => return None,
+        },
+        Some(ToolChoice::Function(f)) => ("tool", Some(f.function.name.clone())),
+        None if sequential && req.tools.as_ref().is_some_and(|t| !t.is_empty()) => ("auto", None),
+        None => return None,
+    };
+    Some(AnthropicToolChoice {
+        kind,
+        name,
+        disable_parallel_tool_use: sequential && kind != "none",
+    })
+}
+
+/// OpenAI's `user` is Anthropic's `metadata.user_id`.
+fn metadata(req: &ChatRequest) -> Option<AnthropicMetadata> {
+    let user = req.extra.get("user")?.as_str()?;
+    Some(AnthropicMetadata {
+        user_id: user.to_string(),
+    })
+}
+
+/// Anthropic rejects empty and whitespace-only stop sequences with a 400
+/// (`each stop sequence must contain non-whitespace`), so those are dropped.
+fn stop_sequences(stop: Option<&super::oai::Stop>) -> Option<Vec<String>> {
+    let stops: Vec<String> = stop?
+        .to_vec()
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    (!stops.is_empty()).then_some(stops)
+}
+
+/// The legacy API wants the `\n\nHuman: ... \n\nAssistant:` transcript. Kong omits the leading
+/// blank line, which `/v1/complete` rejects (`prompt must start with "\n\nHuman:" turn`); a
+/// prompt the client already formatted is sent as is.
+fn complete_prompt(prompt: &str) -> String {
+    if prompt.starts_with("\n\nHuman:") {
+        prompt.to_string()
+    } else {
+        format!("\n\nHuman: {prompt}\n\nAssistant:")
+    }
+}
+
+fn complete_request<'a>(ctx: &RequestCtx<'a>, req: &ChatRequest) -> AnthropicCompleteRequest<'a> {
+    AnthropicCompleteRequest {
+        model: ctx.model,
+        prompt: complete_prompt(&req.prompt_text().unwrap_or_default()),
+        max_tokens_to_sample: req.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
+        sampling: sampling(ctx, req),
+    }
+}
+
+fn sampling(ctx: &RequestCtx<'_>, req: &ChatRequest) -> AnthropicSampling {
+    AnthropicSampling {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        stop_sequences: stop_sequences(req.stop.as_ref()),
+        stream: ctx.stream,
+        metadata: metadata(req),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response translation
+// ---------------------------------------------------------------------------------------------
+
+fn decode_failed(ctx: &RequestCtx<'_>) -> String {
+    format!(
+        "failed to decode anthropic://{} response",
+        ctx.route_type.as_str()
+    )
+}
+
+/// `id` and `model` from the provider when it sent them, else the request's.
+fn meta_of(ctx: &RequestCtx<'_>, id: Option<String>, model: Option<String>) -> ResponseMeta {
+    let mut meta = ctx.meta();
+    if let Some(id) = id.filter(|id| !id.is_empty()) {
+        meta.id = id;
+    }
+    if let Some(model) = model.filter(|m| !m.is_empty()) {
+        meta.model = model;
+    }
+    meta
+}
+
+/// Tool-use input (an object) as OpenAI's arguments string.
+fn arguments_string(input: &Value) -> String {
+    match input {
+        Value::Null => "{}".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, String> {
+    let r: AnthropicResponse = serde_json::from_slice(body).map_err(|_| decode_failed(ctx))?;
+    if let Some(error) = &r.error {
+        return Err(format!("anthropic error: {}", error.message()));
+    }
+    let blocks = r.content.ok_or(NO_CONTENT)?;
+    // Text blocks are joined without a separator, as the same answer streamed would read.
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in blocks {
+        match block {
+            AnthropicResponseBlock::Text { text: t } => text.push_str(&t),
+            AnthropicResponseBlock::ToolUse { id, name, input } => {
+                let id = if id.is_empty() {
+                    format!("call_{}_{}", ctx.request_id, tool_calls.len())
+                } else {
+                    id
+                };
+                tool_calls.push(ToolCall::function(id, name, arguments_string(&input)));
+            }
+            AnthropicResponseBlock::Unknown => {}
+        }
+    }
+    let finish = match r.stop_reason {
+        Some(reason) => reason.finish_reason(),
+        None if !tool_calls.is_empty() => FinishReason::ToolCalls,
+        None => FinishReason::Stop,
+    };
+    // OpenAI sends `content: null` beside tool calls when there is no text.
+    let content = (!text.is_empty() || tool_calls.is_empty()).then_some(text);
+    let usage = r.usage.unwrap_or_default().to_openai();
+    let meta = meta_of(ctx, r.id, r.model);
+    let completion = ChatCompletion::single(&meta, content, tool_calls, Some(finish), usage);
+    let body = serde_json::to_vec(&completion).map_err(|e| e.to_string())?;
+    Ok(Translated {
+        body: Bytes::from(body),
+        usage,
+    })
+}
+
+/// `/v1/complete` reports no token counts: usage is zeros.
+fn complete_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, String> {
+    let r: AnthropicCompletion = serde_json::from_slice(body).map_err(|_| decode_failed(ctx))?;
+    if let Some(error) = &r.error {
+        return Err(format!("anthropic error: {}", error.message()));
+    }
+    let text = r.completion.ok_or(NO_COMPLETION)?;
+    let finish = r
+        .stop_reason
+        .map_or(FinishReason::Stop, AnthropicStopReason::finish_reason);
+    let usage = Usage::default();
+    let meta = meta_of(ctx, r.id, r.model);
+    let completion = TextCompletion::single(&meta, text, Some(finish), usage);
+    let body = serde_json::to_vec(&completion).map_err(|e| e.to_string())?;
+    Ok(Translated {
+        body: Bytes::from(body),
+        usage,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream translation
+// ---------------------------------------------------------------------------------------------
+
+/// A `tool_use` content block being streamed as OpenAI tool call `index`.
+#[derive(Debug)]
+struct ToolBlock {
+    block: u64,
+    index: u32,
+    has_arguments: bool,
+}
+
+/// Anthropic SSE (Messages events, or legacy `completion` events) -> OpenAI chunks.
+pub struct AnthropicStream {
+    decoder: SseDecoder,
+    events: Vec<SseEvent>,
+    chunks: ChunkBuilder,
+    completions: bool,
+    include_usage: bool,
+    /// An event was handled; `message_start` may set the id only before that.
+    opened: bool,
+    created: u64,
+    request_id: String,
+    tools: Vec<ToolBlock>,
+    usage: AnthropicUsage,
+    /// `message_stop` arrived and `[DONE]` was written.
+    done: bool,
+}
+
+impl AnthropicStream {
+    pub fn new(ctx: &RequestCtx<'_>) -> Self {
+        let completions = ctx.route_type == RouteType::Completions;
+        let mut meta = ctx.meta();
+        if completions {
+            meta.id = meta.id.replacen("chatcmpl-", "cmpl-", 1);
+        }
+        AnthropicStream {
+            decoder: SseDecoder::new(),
+            events: Vec::new(),
+            chunks: ChunkBuilder::new(meta, completions, ctx.include_usage),
+            completions,
+            include_usage: ctx.include_usage,
+            opened: false,
+            created: ctx.created,
+            request_id: ctx.request_id.to_string(),
+            tools: Vec::new(),
+            usage: AnthropicUsage::default(),
+            done: false,
+        }
+    }
+
+    fn add_usage(&mut self, usage: Option<&AnthropicUsage>) {
+        if let Some(u) = usage {
+            self.usage.merge(u);
+            self.chunks.usage = self.usage.to_openai();
+        }
+    }
+
+    /// Chunks carry the upstream id (`msg_...`, `compl_...`) when the first event names one:
+    /// nothing was written yet, so the builder can start over with it.
+    fn adopt_id(&mut self, id: Option<String>) {
+        if self.opened {
+            return;
+        }
+        if let Some(id) = id.filter(|id| !id.is_empty()) {
+            let meta = ResponseMeta {
+                id,
+                created: self.created,
+                model: self.chunks.model().to_string(),
+            };
+            self.chunks = ChunkBuilder::new(meta, self.completions, self.include_usage);
+            self.chunks.usage = self.usage.to_openai();
+        }
+    }
+
+    fn tool_block(&mut self, block: u64) -> Option<&mut ToolBlock> {
+        self.tools.iter_mut().rev().find(|t| t.block == block)
+    }
+
+    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
+        for event in std::mem::take(&mut self.events) {
+            // Anthropic sends no `[DONE]`; one added by a proxy in between means nothing.
+            if self.done || event.data.trim().is_empty() || event.data == "[DONE]" {
+                continue;
+            }
+            let e: AnthropicStreamEvent = serde_json::from_str(&event.data)
+                .map_err(|err| StreamError(format!("undecodable anthropic stream event: {err}")))?;
+            self.event(e, out)?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, e: AnthropicStreamEvent, out: &mut BytesMut) -> Result<(), StreamError> {
+        match e {
+            AnthropicStreamEvent::MessageStart { message } => {
+                self.adopt_id(message.id);
+                if let Some(model) = message.model.filter(|m| !m.is_empty()) {
+                    self.chunks.set_model(&model);
+                }
+                self.add_usage(message.usage.as_ref());
+                self.chunks.start(out);
+            }
+            AnthropicStreamEvent::ContentBlockStart {
+                index,
+                content_block,
+            } => match content_block {
+                AnthropicResponseBlock::Text { text } => self.chunks.text(out, &text),
+                AnthropicResponseBlock::ToolUse { id, name, input } => {
+                    let tool = self.tools.len() as u32;
+                    let id = if id.is_empty() {
+                        format!("call_{}_{tool}", self.request_id)
+                    } else {
+                        id
+                    };
+                    self.chunks.tool_call_start(out, tool, &id, &name);
+                    // The input normally arrives as deltas; a non-empty start is sent whole.
+                    let whole = input.as_object().is_some_and(|o| !o.is_empty());
+                    if whole {
+                        self.chunks
+                            .tool_call_arguments(out, tool, &input.to_string());
+                    }
+                    self.tools.push(ToolBlock {
+                        block: index,
+                        index: tool,
+                        has_arguments: whole,
+                    });
+                }
+                AnthropicResponseBlock::Unknown => {}
+            },
+            AnthropicStreamEvent::ContentBlockDelta { index, delta } => match delta {
+                AnthropicBlockDelta::TextDelta { text } => self.chunks.text(out, &text),
+                AnthropicBlockDelta::InputJsonDelta { partial_json } => {
+                    if let Some(tool) = self.tool_block(index) {
+                        tool.has_arguments |= !partial_json.is_empty();
+                        let tool = tool.index;
+                        self.chunks.tool_call_arguments(out, tool, &partial_json);
+                    }
+                }
+                AnthropicBlockDelta::Unknown => {}
+            },
+            AnthropicStreamEvent::ContentBlockStop { index } => {
+                // A call without parameters streams no input: OpenAI clients expect `{}`.
+                if let Some(tool) = self.tool_block(index).filter(|t| !t.has_arguments) {
+                    tool.has_arguments = true;
+                    let tool = tool.index;
+                    self.chunks.tool_call_arguments(out, tool, "{}");
+                }
+            }
+            AnthropicStreamEvent::MessageDelta { delta, usage } => {
+                self.add_usage(usage.as_ref());
+                if let Some(reason) = delta.stop_reason {
+                    self.chunks.finish(out, reason.finish_reason());
+                }
+            }
+            AnthropicStreamEvent::MessageStop => {
+                self.chunks.done(out);
+                self.done = true;
+            }
+            AnthropicStreamEvent::Completion(c) => {
+                self.adopt_id(c.id);
+                if let Some(model) = c.model.filter(|m| !m.is_empty()) {
+                    self.chunks.set_model(&model);
+                }
+                self.chunks.text(out, c.completion.as_deref().unwrap_or(""));
+                if let Some(reason) = c.stop_reason {
+                    self.chunks.finish(out, reason.finish_reason());
+                }
+            }
+            AnthropicStreamEvent::Error { error } => return Err(StreamError(error.message())),
+            AnthropicStreamEvent::Unknown => return Ok(()),
+        }
+        self.opened = true;
+        Ok(())
+    }
+}
+
+impl StreamTranslate for AnthropicStream {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
+        self.decoder.feed(input, &mut self.events);
+        self.emit(out)
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
+        self.decoder.finish(&mut self.events);
+        self.emit(out)?;
+        if !self.done {
+            self.done = true;
+            self.chunks.done(out);
+        }
+        Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        self.chunks.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ai_proxy::ModelOptions;
+    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use actix_web::http::StatusCode;
+    use proptest::prelude::*;
+
+    const MODEL: &str = "claude-3-5-sonnet-20241022";
+
+    fn config() -> AiProxyConfig {
+        serde_json::from_str(&fixture("anthropic/chat/config.json")).unwrap()
+    }
+
+    fn driver() -> Anthropic {
+        Anthropic::from_config(&config()).unwrap()
+    }
+
+    fn options() -> ModelOptions {
+        config().model.options.unwrap()
+    }
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn translate(route: RouteType, stream: bool, client: Value) -> Value {
+        let options = options();
+        let c = ctx(route, MODEL, stream, &options);
+        driver().request(&c, body(client)).unwrap()
+    }
+
+    fn chat(client: Value) -> Value {
+        translate(RouteType::Chat, false, client)
+    }
+
+    fn respond(route: RouteType, raw: &str) -> Result<(Value, Usage), String> {
+        let options = options();
+        let c = ctx(route, MODEL, false, &options);
+        let t = driver().response(&c, Bytes::from(raw.to_string()))?;
+        Ok((serde_json::from_slice(&t.body).unwrap(), t.usage))
+    }
+
+    /// A chat fixture case's translated response; its message must be the expected one.
+    fn chat_case(case: &str) -> (Value, Usage, Value) {
+        let raw = fixture(&format!("anthropic/{case}/upstream-response.json"));
+        let (v, usage) = respond(RouteType::Chat, &raw).unwrap();
+        let expected = fixture_json(&format!("anthropic/{case}/expected-response.json"));
+        assert_eq!(
+            v["choices"][0]["message"],
+            expected["choices"][0]["message"]
+        );
+        (v, usage, expected)
+    }
+
+    /// Feeds `input` in pieces of `size` bytes and returns the client bytes.
+    fn run_pieces(s: &mut dyn StreamTranslate, input: &[u8], size: usize) -> String {
+        let mut out = BytesMut::new();
+        for piece in input.chunks(size) {
+            s.feed(piece, &mut out).unwrap();
+        }
+        s.finish(&mut out).unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    /// Every split point, and byte by byte, must give the same client stream.
+    fn stream_all_ways(route: RouteType, include_usage: bool, input: &str) -> (Vec<Value>, Usage) {
+        let options = options();
+        let mut c = ctx(route, MODEL, true, &options);
+        c.include_usage = include_usage;
+        let mut s = driver().stream(&c);
+        let whole = run_stream(s.as_mut(), input.as_bytes(), 0);
+        let usage = s.usage();
+        for split in 0..=input.len() {
+            let mut s = driver().stream(&c);
+            assert_eq!(
+                run_stream(s.as_mut(), input.as_bytes(), split),
+                whole,
+                "split {split}"
+            );
+            assert_eq!(s.usage(), usage);
+        }
+        let mut s = driver().stream(&c);
+        assert_eq!(
+            run_pieces(s.as_mut(), input.as_bytes(), 1),
+            whole,
+            "byte by byte"
+        );
+        (sse_payloads(&whole), usage)
+    }
+
+    // --- config, URL, headers ------------------------------------------------------------------
+
+    #[test]
+    fn config_without_anthropic_version_is_rejected_with_kongs_text() {
+        let mut config = config();
+        config.model.options.as_mut().unwrap().anthropic_version = None;
+        let err = Anthropic::from_config(&config).err().unwrap();
+        assert_eq!(
+            err,
+            "must set 'model.options.anthropic_version' for anthropic provider"
+        );
+    }
+
+    #[test]
+    fn chat_and_completions_are_supported_but_not_embeddings() {
+        let d = driver();
+        assert!(d.supports(RouteType::Chat));
+        assert!(d.supports(RouteType::Completions));
+        assert!(!d.supports(RouteType::Embeddings));
+    }
+
+    #[test]
+    fn urls_default_to_messages_and_complete_and_upstream_url_is_used_as_is() {
+        let mut options = options();
+        let d = driver();
+        let c = ctx(RouteType::Chat, MODEL, false, &options);
+        assert_eq!(
+            d.url(&c).unwrap(),
+            "https://api.anthropic.com:443/v1/messages"
+        );
+        let c = ctx(RouteType::Completions, MODEL, false, &options);
+        assert_eq!(
+            d.url(&c).unwrap(),
+            "https://api.anthropic.com:443/v1/complete"
+        );
+        options.upstream_path = Some("/custom/messages".into());
+        let c = ctx(RouteType::Chat, MODEL, false, &options);
+        assert_eq!(
+            d.url(&c).unwrap(),
+            "https://api.anthropic.com:443/custom/messages"
+        );
+        options.upstream_url = Some("http://mock:8080/anthropic/v1/messages".into());
+        let c = ctx(RouteType::Chat, "a/../../b", false, &options);
+        assert_eq!(d.url(&c).unwrap(), "http://mock:8080/anthropic/v1/messages");
+    }
+
+    #[test]
+    fn anthropic_version_header_is_set_from_the_options() {
+        let mut options = options();
+        let d = driver();
+        let mut headers = Vec::new();
+        d.headers(&ctx(RouteType::Chat, MODEL, false, &options), &mut headers);
+        assert_eq!(
+            headers,
+            vec![(VERSION_HEADER, HeaderValue::from_static("2023-06-01"))]
+        );
+        // A templated version is resolved per request.
+        options.anthropic_version = Some("2024-01-01".into());
+        let mut headers = Vec::new();
+        d.headers(&ctx(RouteType::Chat, MODEL, false, &options), &mut headers);
+        assert_eq!(headers[0].1, "2024-01-01");
+    }
+
+    // --- requests ------------------------------------------------------------------------------
+
+    #[test]
+    fn chat_request_matches_fixture() {
+        let out = chat(fixture_json("anthropic/chat/client-request.json"));
+        let mut expected = fixture_json("anthropic/chat/upstream-request.json");
+        // Deviation from Kong 3.9, which drops `top_p` and `stop`: top_p is forwarded; the only
+        // stop sequence ("\n\n") is whitespace, which Anthropic rejects, so it is left out.
+        expected["top_p"] = json!(0.9);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn tools_request_matches_fixture() {
+        let out = chat(fixture_json("anthropic/tools/client-request.json"));
+        assert_eq!(out, fixture_json("anthropic/tools/upstream-request.json"));
+    }
+
+    /// kong-tests.md 03-anthropic: tool_choice conversion sent upstream.
+    #[test]
+    fn tool_choice_mapping_matches_fixture() {
+        let mapping = fixture_json("anthropic/tools/tool_choice-mapping.json");
+        for (choice, expected) in mapping.as_object().unwrap() {
+            let choice: Value =
+                serde_json::from_str(choice).unwrap_or_else(|_| Value::String(choice.clone()));
+            let mut client = fixture_json("anthropic/tools/client-request.json");
+            client["tool_choice"] = choice.clone();
+            assert_eq!(&chat(client)["tool_choice"], expected, "{choice}");
+        }
+        let mut client = fixture_json("anthropic/tools/client-request.json");
+        client["tool_choice"] = json!("sometimes");
+        assert!(chat(client).get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn parallel_tool_calls_false_disables_parallel_tool_use() {
+        let mut client = fixture_json("anthropic/tools/client-request.json");
+        client["parallel_tool_calls"] = json!(false);
+        assert_eq!(
+            chat(client.clone())["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        client.as_object_mut().unwrap().remove("tool_choice");
+        assert_eq!(
+            chat(client)["tool_choice"],
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+    }
+
+    #[test]
+    fn images_systems_and_merged_turns_match_fixture() {
+        let out = translate(
+            RouteType::Chat,
+            true,
+            fixture_json("anthropic/images/client-request.json"),
+        );
+        assert_eq!(out, fixture_json("anthropic/images/upstream-request.json"));
+    }
+
+    #[test]
+    fn tool_results_and_following_user_text_become_one_user_turn() {
+        let out = chat(json!({"messages": [
+            {"role": "user", "content": "Weather in Paris and Lyon?"},
+            {"role": "assistant", "content": "Checking both.", "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "w", "arguments": "{\"c\":\"Paris\"}"}},
+                {"id": "t2", "type": "function", "function": {"name": "now", "arguments": ""}}
+            ]},
+            {"role": "tool", "tool_call_id": "t1", "content": "18C"},
+            {"role": "tool", "tool_call_id": "t2", "content": [{"type": "text", "text": "noon"}]},
+            {"role": "user", "content": "Thanks"}
+        ]}));
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "user", "content": "Weather in Paris and Lyon?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking both."},
+                    {"type": "tool_use", "id": "t1", "name": "w", "input": {"c": "Paris"}},
+                    {"type": "tool_use", "id": "t2", "name": "now", "input": {}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "18C"},
+                    {"type": "tool_result", "tool_use_id": "t2", "content": [{"type": "text", "text": "noon"}]},
+                    {"type": "text", "text": "Thanks"}
+                ]}
+            ])
+        );
+    }
+
+    #[test]
+    fn sampling_knobs_stop_user_and_max_completion_tokens_are_forwarded() {
+        let out = chat(json!({
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_completion_tokens": 77, "temperature": 0.1, "top_p": 0.5, "top_k": 3,
+            "stop": "STOP", "user": "u1", "n": 2, "seed": 7
+        }));
+        assert_eq!(
+            out,
+            json!({
+                "model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 77, "temperature": 0.1, "top_p": 0.5, "top_k": 3,
+                "stop_sequences": ["STOP"], "metadata": {"user_id": "u1"}, "stream": false
+            })
+        );
+    }
+
+    #[test]
+    fn max_tokens_defaults_when_neither_client_nor_config_sets_it() {
+        let out = chat(json!({"messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!(out["max_tokens"], DEFAULT_MAX_TOKENS);
+        let out = translate(RouteType::Completions, false, json!({"prompt": "hi"}));
+        assert_eq!(out["max_tokens_to_sample"], DEFAULT_MAX_TOKENS);
+    }
+
+    #[test]
+    fn untranslatable_requests_are_400s() {
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, false, &options);
+        let cases = [
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+            json!({"messages": [{"role": "assistant", "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
+            json!({"messages": "not a list"}),
+        ];
+        for case in cases {
+            match driver().request(&c, body(case.clone())) {
+                Err(GatewayError::BadRequest(m)) => {
+                    assert!(
+                        m.starts_with("error transforming to anthropic://llm/v1/chat: "),
+                        "{m}"
+                    )
+                }
+                other => panic!("{case}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn completions_request_matches_fixture_with_the_human_turn_anthropic_requires() {
+        let client = fixture_json("anthropic/completions/client-request.json");
+        let options = options();
+        let c = ctx(RouteType::Completions, "claude-2.1", false, &options);
+        let out = driver().request(&c, body(client)).unwrap();
+        let mut expected = fixture_json("anthropic/completions/upstream-request.json");
+        // Deviation from Kong: `/v1/complete` rejects a prompt that does not start with
+        // "\n\nHuman:", which Kong's "Human: ..." does.
+        expected["prompt"] = json!("\n\nHuman: Say hi to Bob.\n\nAssistant:");
+        assert_eq!(out, expected);
+        let pre = "\n\nHuman: hi\n\nAssistant:";
+        let out = translate(RouteType::Completions, true, json!({"prompt": pre}));
+        assert_eq!(out["prompt"], pre);
+        assert_eq!(out["stream"], true);
+    }
+
+    // --- responses -----------------------------------------------------------------------------
+
+    #[test]
+    fn chat_response_is_openai_shaped() {
+        let (v, usage, expected) = chat_case("chat");
+        // OpenAI-correct deviation from Kong 3.9's raw `end_turn`.
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"], expected["usage"]);
+        assert_eq!(usage, Usage::new(25, 4));
+        assert_eq!(v["model"], expected["model"]);
+        assert_eq!(v["object"], "chat.completion");
+        // Kong 3.9 has neither; the policy wants both.
+        assert_eq!(v["id"], "msg_01ABC");
+        assert_eq!(v["created"], 1_700_000_000);
+    }
+
+    #[test]
+    fn tool_use_response_becomes_tool_calls() {
+        let (v, usage, _) = chat_case("tools");
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(usage, Usage::new(50, 30));
+    }
+
+    #[test]
+    fn tool_only_answer_has_null_content() {
+        let raw = r#"{"id":"m","model":"c","content":[{"type":"thinking","thinking":"hm"},{"type":"tool_use","id":"","name":"f","input":{}}],"stop_reason":"tool_use"}"#;
+        let (v, _) = respond(RouteType::Chat, raw).unwrap();
+        let message = &v["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(message["tool_calls"][0]["id"], "call_test_0");
+        assert_eq!(message["tool_calls"][0]["function"]["arguments"], "{}");
+    }
+
+    #[test]
+    fn text_blocks_are_joined() {
+        let raw = r#"{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"stop_reason":"end_turn"}"#;
+        let (v, _) = respond(RouteType::Chat, raw).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "ab");
+        // No upstream id or model: the request's.
+        assert_eq!(v["id"], "chatcmpl-test");
+        assert_eq!(v["model"], MODEL);
+    }
+
+    /// kong-tests.md 03-anthropic: upstream without usage. Policy deviation: a zero usage
+    /// object instead of Kong's string "no usage data returned from upstream".
+    #[test]
+    fn missing_usage_is_a_zero_usage_object() {
+        let (v, usage, expected) = chat_case("no-usage");
+        assert_eq!(expected["usage"], "no usage data returned from upstream");
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        );
+        assert_eq!(usage, Usage::default());
+    }
+
+    /// kong-tests.md 03-anthropic: malformed usage still answers 200 (zeros, not Kong's `{}`).
+    #[test]
+    fn malformed_usage_is_zeros_and_cache_tokens_count_as_prompt() {
+        let raw = r#"{"content":[],"usage":"lots"}"#;
+        assert_eq!(respond(RouteType::Chat, raw).unwrap().1, Usage::default());
+        let raw = r#"{"content":[],"usage":{"input_tokens":"x","output_tokens":5}}"#;
+        assert_eq!(respond(RouteType::Chat, raw).unwrap().1, Usage::new(0, 5));
+        let raw = r#"{"content":[],"usage":{"input_tokens":3,"cache_creation_input_tokens":4,"cache_read_input_tokens":5,"output_tokens":6}}"#;
+        assert_eq!(respond(RouteType::Chat, raw).unwrap().1, Usage::new(12, 6));
+    }
+
+    /// kong-tests.md 03-anthropic: upstream 200 without `content`.
+    #[test]
+    fn missing_content_fails_with_kongs_reason() {
+        let err =
+            respond(RouteType::Chat, r#"{"model":"m","stop_reason":"end_turn"}"#).unwrap_err();
+        assert_eq!(err, "'content' not in anthropic://llm/v1/chat response");
+        let err = respond(RouteType::Chat, "<html>").unwrap_err();
+        assert_eq!(err, "failed to decode anthropic://llm/v1/chat response");
+    }
+
+    #[test]
+    fn stop_reasons_map_to_openai_finish_reasons() {
+        for (reason, finish) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("tool_use", "tool_calls"),
+            ("refusal", "content_filter"),
+            ("pause_turn", "stop"),
+            ("something_new", "stop"),
+        ] {
+            let raw = format!(r#"{{"content":[],"stop_reason":"{reason}"}}"#);
+            let (v, _) = respond(RouteType::Chat, &raw).unwrap();
+            assert_eq!(v["choices"][0]["finish_reason"], finish, "{reason}");
+        }
+        let (v, _) = respond(RouteType::Chat, r#"{"content":[],"stop_reason":null}"#).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn completions_response_is_text_completion() {
+        let (v, usage) = respond(
+            RouteType::Completions,
+            &fixture("anthropic/completions/upstream-response.json"),
+        )
+        .unwrap();
+        let expected = fixture_json("anthropic/completions/expected-response.json");
+        assert_eq!(v["choices"][0]["text"], expected["choices"][0]["text"]);
+        // OpenAI-correct deviation from Kong 3.9's raw `stop_sequence`.
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["model"], "claude-2.1");
+        assert_eq!(v["object"], "text_completion");
+        assert_eq!(v["id"], "compl_1");
+        assert_eq!(v["usage"]["total_tokens"], 0);
+        assert_eq!(usage, Usage::default());
+        let err = respond(RouteType::Completions, r#"{"stop_reason":"max_tokens"}"#).unwrap_err();
+        assert_eq!(err, "'completion' not in anthropic://llm/v1/chat response");
+    }
+
+    /// kong-tests.md 03-anthropic: 401 passes through with `error.type: authentication_error`.
+    #[test]
+    fn error_bodies_pass_through() {
+        let raw = Bytes::from(fixture("anthropic/errors/upstream-401.json"));
+        assert_eq!(driver().error(StatusCode::UNAUTHORIZED, raw.clone()), raw);
+        let html = driver().error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Bytes::from_static(b"<h1>down</h1>"),
+        );
+        let v: Value = serde_json::from_slice(&html).unwrap();
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("<h1>down</h1>"));
+    }
+
+    // --- streams -------------------------------------------------------------------------------
+
+    #[test]
+    fn chat_stream_at_every_split_gives_openai_chunks() {
+        let input = fixture("anthropic/chat-stream/upstream-stream.txt");
+        let (got, usage) = stream_all_ways(RouteType::Chat, false, &input);
+        let kong = sse_payloads(&fixture("anthropic/chat-stream/expected-client-stream.txt"));
+        // Kong's opening chunk, its two text chunks (Kong's empty content_block_start chunk has no
+        // OpenAI meaning and is not sent), then the OpenAI-correct finish chunk and [DONE].
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(
+            got[0]["choices"][0]["delta"],
+            kong[0]["choices"][0]["delta"]
+        );
+        assert_eq!(
+            got[1]["choices"][0]["delta"],
+            kong[2]["choices"][0]["delta"]
+        );
+        assert_eq!(
+            got[2]["choices"][0]["delta"],
+            kong[3]["choices"][0]["delta"]
+        );
+        assert_eq!(got[3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(got[3]["choices"][0]["delta"], json!({}));
+        assert_eq!(got[4], "[DONE]");
+        for chunk in &got[..4] {
+            assert_eq!(chunk["id"], "msg_s1");
+            assert_eq!(chunk["model"], MODEL);
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            assert_eq!(chunk["created"], 1_700_000_000);
+        }
+        // message_delta's output count is cumulative: 3, not Kong's 1 + 3.
+        assert_eq!(usage, Usage::new(25, 3));
+    }
+
+    #[test]
+    fn chat_stream_usage_chunk_when_asked() {
+        let input = fixture("anthropic/chat-stream/upstream-stream.txt");
+        let (got, _) = stream_all_ways(RouteType::Chat, true, &input);
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[4]["choices"], json!([]));
+        assert_eq!(
+            got[4]["usage"],
+            json!({"prompt_tokens": 25, "completion_tokens": 3, "total_tokens": 28})
+        );
+        assert_eq!(got[5], "[DONE]");
+    }
+
+    #[test]
+    fn tool_calls_are_streamed_with_id_name_and_arguments() {
+        let input = fixture("anthropic/chat-stream-tools/upstream-stream.txt");
+        let (got, usage) = stream_all_ways(RouteType::Chat, false, &input);
+        let deltas: Vec<&Value> = got.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        assert_eq!(got.len(), 9, "{got:?}");
+        assert_eq!(*deltas[0], json!({"role": "assistant", "content": ""}));
+        assert_eq!(deltas[1]["content"], "Let me check.");
+        assert_eq!(
+            deltas[2]["tool_calls"],
+            json!([{"index": 0, "id": "toolu_01T1x", "type": "function", "function": {"name": "get_weather", "arguments": ""}}])
+        );
+        assert_eq!(
+            deltas[3]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\": \"Par"
+        );
+        assert_eq!(deltas[4]["tool_calls"][0]["function"]["arguments"], "is\"}");
+        assert_eq!(deltas[4]["tool_calls"][0]["index"], 0);
+        assert_eq!(deltas[5]["tool_calls"][0]["id"], "toolu_01T2y");
+        assert_eq!(deltas[5]["tool_calls"][0]["index"], 1);
+        assert_eq!(
+            deltas[6]["tool_calls"],
+            json!([{"index": 1, "function": {"arguments": "{}"}}])
+        );
+        assert_eq!(got[7]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(got[8], "[DONE]");
+        assert_eq!(usage, Usage::new(482, 89));
+    }
+
+    #[test]
+    fn completions_stream_gives_text_completion_chunks() {
+        let input = fixture("anthropic/completions-stream/upstream-stream.txt");
+        let (got, usage) = stream_all_ways(RouteType::Completions, false, &input);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0]["object"], "text_completion");
+        assert_eq!(got[0]["id"], "cmpl-test");
+        assert_eq!(got[0]["model"], "claude-2.0");
+        assert_eq!(got[0]["choices"][0]["text"], " Hello");
+        assert_eq!(got[1]["choices"][0]["text"], "!");
+        assert_eq!(got[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(got[3], "[DONE]");
+        assert_eq!(usage, Usage::default());
+    }
+
+    #[test]
+    fn completions_stream_takes_the_upstream_id_when_it_has_one() {
+        let options = options();
+        let c = ctx(RouteType::Completions, "claude-2.1", true, &options);
+        let mut s = driver().stream(&c);
+        let input = "event: completion\ndata: {\"type\":\"completion\",\"id\":\"compl_9\",\"completion\":\"Hi\",\"stop_reason\":\"max_tokens\"}\n\n";
+        let got = sse_payloads(&run_stream(s.as_mut(), input.as_bytes(), 5));
+        assert_eq!(got[0]["id"], "compl_9");
+        assert_eq!(got[0]["choices"][0]["text"], "Hi");
+        assert_eq!(got[1]["id"], "compl_9");
+        assert_eq!(got[1]["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
+    fn error_event_ends_the_stream_with_its_message() {
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, true, &options);
+        let mut s = driver().stream(&c);
+        let mut out = BytesMut::new();
+        let input = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+                     event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n";
+        let err = s.feed(input.as_bytes(), &mut out).unwrap_err();
+        assert_eq!(err, StreamError("Overloaded".into()));
+        // What came before the error is still delivered.
+        let got = sse_payloads(std::str::from_utf8(&out).unwrap());
+        assert_eq!(got[0]["choices"][0]["delta"]["content"], "Hi");
+        assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
+    }
+
+    #[test]
+    fn cut_off_stream_still_ends_with_finish_and_done_once() {
+        let input = fixture("anthropic/chat-stream/upstream-stream.txt");
+        let cut = input.find("event: message_delta").unwrap();
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, true, &options);
+        let mut s = driver().stream(&c);
+        let got = sse_payloads(&run_stream(s.as_mut(), &input.as_bytes()[..cut], 7));
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(got[4], "[DONE]");
+        // Events after message_stop are ignored; [DONE] is written once.
+        let mut s = driver().stream(&c);
+        let trailing = format!("{input}event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"late\"}}}}\n\n");
+        let text = run_stream(s.as_mut(), trailing.as_bytes(), 3);
+        assert_eq!(text.matches("[DONE]").count(), 1);
+        assert!(!text.contains("late"));
+    }
+
+    #[test]
+    fn unknown_events_and_deltas_are_skipped() {
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, true, &options);
+        let mut s = driver().stream(&c);
+        let input = "event: future_event\ndata: {\"type\":\"future_event\",\"x\":1}\n\n\
+                     event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n\
+                     event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hm\"}}\n\n\
+                     event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":5,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n\
+                     event: ping\n\n";
+        let got = sse_payloads(&run_stream(s.as_mut(), input.as_bytes(), 11));
+        // Nothing but the framing a stream always has.
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(got[1], "[DONE]");
+    }
+
+    #[test]
+    fn undecodable_event_is_a_stream_error() {
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, true, &options);
+        let mut s = driver().stream(&c);
+        let mut out = BytesMut::new();
+        let err = s
+            .feed(b"event: message_start\ndata: {nope\n\n", &mut out)
+            .unwrap_err();
+        assert!(
+            err.0.starts_with("undecodable anthropic stream event"),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_and_chunkings_never_panic(
+            data in proptest::collection::vec(any::<u8>(), 0..512),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            completions in any::<bool>(),
+        ) {
+            let options = options();
+            let route = if completions { RouteType::Completions } else { RouteType::Chat };
+            let c = ctx(route, MODEL, true, &options);
+            let mut s = driver().stream(&c);
+            let mut out = BytesMut::new();
+            let mut rest: &[u8] = &data;
+            for cut in cuts {
+                let at = if rest.is_empty() { 0 } else { cut % rest.len() };
+                let (head, tail) = rest.split_at(at);
+                let _ = s.feed(head, &mut out);
+                rest = tail;
+            }
+            let _ = s.feed(rest, &mut out);
+            let _ = s.finish(&mut out);
+            let _ = driver().response(&c, Bytes::from(data.clone()));
+        }
+
+        #[test]
+        fn random_events_in_the_anthropic_shape_never_panic(
+            kinds in proptest::collection::vec(0usize..9, 0..20),
+            index in 0u64..4,
+            text in ".{0,8}",
+        ) {
+            let names = ["message_start", "content_block_start", "content_block_delta",
+                "content_block_stop", "message_delta", "message_stop", "completion", "ping", "error"];
+            let mut input = String::new();
+            for k in kinds {
+                let name = names[k];
+                let data = json!({"type": name, "index": index, "message": {"id": text, "usage": {"input_tokens": 1}},
+                    "content_block": {"type": if k % 2 == 0 { "text" } else { "tool_use" }, "text": text, "id": "", "name": text, "input": {}},
+                    "delta": {"type": "input_json_delta", "partial_json": text, "stop_reason": "max_tokens"},
+                    "usage": {"output_tokens": 2}, "completion": text});
+                input.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+            }
+            let options = options();
+            let c = ctx(RouteType::Chat, MODEL, true, &options);
+            let mut s = driver().stream(&c);
+            let mut out = BytesMut::new();
+            let _ = s.feed(input.as_bytes(), &mut out);
+            let _ = s.finish(&mut out);
+        }
     }
 }

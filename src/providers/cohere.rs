@@ -93,10 +93,10 @@ impl Translate for Cohere {
         let answer = r.answer(ctx.request_id)?;
         let usage = r.usage();
         let mut meta = ctx.meta();
+        let finish = answer.finish_reason();
         if let Some(id) = answer.id.filter(|id| !id.is_empty()) {
             meta.id = id;
         }
-        let finish = answer.finish_reason();
         let body = if ctx.route_type == RouteType::Completions {
             let text = answer.text.unwrap_or_default();
             serde_json::to_vec(&TextCompletion::single(&meta, text, Some(finish), usage))
@@ -534,9 +534,7 @@ fn tool_result(m: &ChatMessage, all: &[ChatMessage]) -> CohereToolResult {
     let text = m.text();
     let outputs = match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(o)) => vec![Value::Object(o)],
-        Ok(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_object) => {
-            items
-        }
+        Ok(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_object) => items,
         _ => vec![json!({ "output": text })],
     };
     CohereToolResult { call, outputs }
@@ -776,10 +774,9 @@ impl CohereResponse {
                     Value::Null => "{}".to_string(),
                     other => other.to_string(),
                 };
-                let id = c
-                    .id
-                    .filter(|id| !id.is_empty())
-                    .unwrap_or_else(|| call_id(request_id, i));
+                let id =
+                    c.id.filter(|id| !id.is_empty())
+                        .unwrap_or_else(|| call_id(request_id, i));
                 ToolCall::function(id, c.function.name, arguments)
             })
             .collect();
@@ -961,7 +958,9 @@ mod tests {
     fn translate(route: RouteType, model: &str, body: Value) -> Value {
         let options = ModelOptions::default();
         let c = ctx(route, model, false, &options);
-        Cohere.request(&c, body.as_object().unwrap().clone()).unwrap()
+        Cohere
+            .request(&c, body.as_object().unwrap().clone())
+            .unwrap()
     }
 
     fn respond(route: RouteType, model: &str, body: &str) -> Result<Value, String> {
@@ -977,11 +976,19 @@ mod tests {
         let mut options = ModelOptions::default();
         let cases = [
             (RouteType::Chat, "https://api.cohere.com:443/v1/chat"),
-            (RouteType::Completions, "https://api.cohere.com:443/v1/generate"),
+            (
+                RouteType::Completions,
+                "https://api.cohere.com:443/v1/generate",
+            ),
             (RouteType::Embeddings, "https://api.cohere.com:443/v2/embed"),
         ];
         for (route, url) in cases {
-            assert_eq!(Cohere.url(&ctx(route, "command-r", false, &options)).unwrap(), url);
+            assert_eq!(
+                Cohere
+                    .url(&ctx(route, "command-r", false, &options))
+                    .unwrap(),
+                url
+            );
         }
         options.upstream_url = Some("http://cohere.local/custom".into());
         let c = ctx(RouteType::Chat, "command-r", false, &options);
@@ -1013,7 +1020,10 @@ mod tests {
             "command",
             fixture_json("cohere/completions/client-request.json"),
         );
-        assert_eq!(out, fixture_json("cohere/completions/upstream-request.json"));
+        assert_eq!(
+            out,
+            fixture_json("cohere/completions/upstream-request.json")
+        );
     }
 
     #[test]
@@ -1133,18 +1143,25 @@ mod tests {
 
     #[test]
     fn embeddings_request_uses_the_configured_input_type() {
-        let mut options: ModelOptions = serde_json::from_value(json!({
-            "cohere": {"embedding_input_type": "search_document"}, "embeddings_dimensions": 256
-        }))
-        .unwrap();
+        let config: AiProxyConfig =
+            serde_json::from_str(&fixture("cohere/embeddings/config.json")).unwrap();
+        let mut options = config.model.options.unwrap();
         let c = ctx(RouteType::Embeddings, "embed-english-v3.0", false, &options);
-        let body = json!({"input": ["a", "b c"]}).as_object().unwrap().clone();
+        let body = fixture_json("cohere/embeddings/client-request.json");
+        let out = Cohere
+            .request(&c, body.as_object().unwrap().clone())
+            .unwrap();
+        assert_eq!(out, fixture_json("cohere/embeddings/upstream-request.json"));
         assert_eq!(
-            Cohere.request(&c, body).unwrap(),
-            json!({"model": "embed-english-v3.0", "texts": ["a", "b c"],
-                   "input_type": "search_document", "embedding_types": ["float"],
-                   "output_dimension": 256})
+            Cohere.url(&c).unwrap(),
+            "https://api.cohere.com:443/v2/embed"
         );
+        options.embeddings_dimensions = Some(256);
+        let c = ctx(RouteType::Embeddings, "embed-english-v3.0", false, &options);
+        let out = Cohere
+            .request(&c, body.as_object().unwrap().clone())
+            .unwrap();
+        assert_eq!(out["output_dimension"], 256);
         options = ModelOptions::default();
         let c = ctx(RouteType::Embeddings, "embed-english-v3.0", false, &options);
         let body = json!({"input": "a"}).as_object().unwrap().clone();
@@ -1166,7 +1183,10 @@ mod tests {
         for field in ["object", "model", "id", "usage"] {
             assert_eq!(v[field], expected[field], "{field}");
         }
-        assert_eq!(v["choices"][0]["message"], expected["choices"][0]["message"]);
+        assert_eq!(
+            v["choices"][0]["message"],
+            expected["choices"][0]["message"]
+        );
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["created"], 1_700_000_000);
     }
@@ -1216,7 +1236,10 @@ mod tests {
         assert_eq!(call["function"]["name"], "add");
         assert_eq!(call["function"]["arguments"], r#"{"a":2,"b":12}"#);
         // No usage anywhere: a zero usage object, never a missing one.
-        assert_eq!(v["usage"], json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}));
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        );
     }
 
     #[test]
@@ -1228,7 +1251,10 @@ mod tests {
         let v = respond(RouteType::Chat, "command-r", body).unwrap();
         assert_eq!(v["id"], "r1");
         assert_eq!(v["choices"][0]["message"]["content"], "I will call add.");
-        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_mock_1");
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["id"],
+            "call_mock_1"
+        );
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(v["usage"]["total_tokens"], 7);
 
@@ -1259,8 +1285,9 @@ mod tests {
 
     #[test]
     fn embeddings_response_in_v2_and_v1_shapes() {
+        let v2 = fixture("cohere/embeddings/upstream-response.json");
         for body in [
-            r#"{"id":"e","embeddings":{"float":[[0.5,1.0],[2.0,3.0]]},"meta":{"billed_units":{"input_tokens":3}}}"#,
+            v2.as_str(),
             r#"{"id":"e","embeddings":[[0.5,1.0],[2.0,3.0]],"meta":{"billed_units":{"input_tokens":3}}}"#,
         ] {
             let v = respond(RouteType::Embeddings, "embed-english-v3.0", body).unwrap();
@@ -1270,8 +1297,15 @@ mod tests {
             assert_eq!(v["data"][1]["index"], 1);
             assert_eq!(v["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
         }
-        let err = respond(RouteType::Embeddings, "e", r#"{"embeddings":{"int8":[[1]]}}"#);
-        assert_eq!(err.unwrap_err(), "'embeddings' missing from cohere response body");
+        let err = respond(
+            RouteType::Embeddings,
+            "e",
+            r#"{"embeddings":{"int8":[[1]]}}"#,
+        );
+        assert_eq!(
+            err.unwrap_err(),
+            "'embeddings' missing from cohere response body"
+        );
     }
 
     #[test]
@@ -1292,13 +1326,13 @@ mod tests {
             let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
             // Kong's three chunks, then the OpenAI-correct finish chunk Kong lacks, then [DONE].
             assert_eq!(got.len(), 5, "split {split}");
-            for i in 0..3 {
-                assert_eq!(got[i]["id"], expected[i]["id"]);
-                assert_eq!(got[i]["model"], expected[i]["model"]);
-                assert_eq!(got[i]["object"], expected[i]["object"]);
-                assert_eq!(got[i]["created"], 1_700_000_000);
-                let delta = &got[i]["choices"][0]["delta"];
-                assert_eq!(delta["content"], expected[i]["choices"][0]["delta"]["content"]);
+            for (g, e) in got.iter().zip(&expected).take(3) {
+                for field in ["id", "model", "object"] {
+                    assert_eq!(g[field], e[field], "{field}");
+                }
+                assert_eq!(g["created"], 1_700_000_000);
+                let content = &g["choices"][0]["delta"]["content"];
+                assert_eq!(content, &e["choices"][0]["delta"]["content"]);
             }
             assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
             assert!(got[1]["choices"][0]["delta"].get("role").is_none());
@@ -1324,7 +1358,10 @@ mod tests {
         let got = sse_payloads(std::str::from_utf8(&out).unwrap());
         assert_eq!(got.len(), 6);
         assert_eq!(got[4]["choices"], json!([]));
-        assert_eq!(got[4]["usage"], json!({"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22}));
+        assert_eq!(
+            got[4]["usage"],
+            json!({"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22})
+        );
         assert_eq!(got[5], "[DONE]");
     }
 
@@ -1332,13 +1369,7 @@ mod tests {
     fn stream_tool_calls_are_streamed_with_ids() {
         let options = ModelOptions::default();
         let c = ctx(RouteType::Chat, "command-r", true, &options);
-        let input = concat!(
-            r#"{"event_type":"stream-start","generation_id":"g"}"#, "\n",
-            r#"{"event_type":"tool-calls-chunk","tool_call_delta":{"index":0,"name":"add"}}"#, "\n",
-            r#"{"event_type":"tool-calls-generation","tool_calls":[{"name":"add","parameters":{"a":2}}]}"#, "\n",
-            r#"{"event_type":"citation-generation","citations":[]}"#, "\n",
-            r#"{"event_type":"stream-end","finish_reason":"COMPLETE","response":{"meta":{"billed_units":{"input_tokens":1,"output_tokens":2}}}}"#, "\n",
-        );
+        let input = fixture("cohere/chat-stream-tools/upstream-stream.ndjson");
         for split in 0..=input.len() {
             let mut s = CohereStream::new(&c);
             let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
@@ -1358,18 +1389,18 @@ mod tests {
     fn generate_streams_in_both_dialects() {
         let options = ModelOptions::default();
         let c = ctx(RouteType::Completions, "command", true, &options);
-        let legacy = concat!(
-            r#"{"text":"Hi","is_finished":false}"#, "\n",
-            r#"{"text":" Bob","is_finished":false}"#, "\n",
-            r#"{"is_finished":true,"finish_reason":"MAX_TOKENS","response":{"id":"x","generations":[{"text":"Hi Bob"}],"meta":{"billed_units":{"input_tokens":5,"output_tokens":2}}}}"#,
-        );
+        let legacy = fixture("cohere/completions-stream/upstream-stream.ndjson");
         let events = concat!(
-            r#"{"event_type":"stream-start","generation_id":"x","is_finished":false}"#, "\n",
-            r#"{"event_type":"text-generation","text":"Hi","is_finished":false}"#, "\n",
-            r#"{"event_type":"text-generation","text":" Bob","is_finished":false}"#, "\n",
-            r#"{"event_type":"stream-end","is_finished":true,"finish_reason":"MAX_TOKENS","response":{"id":"x","generations":[{"text":"Hi Bob"}],"meta":{"billed_units":{"input_tokens":5,"output_tokens":2}}}}"#, "\n",
+            r#"{"event_type":"stream-start","generation_id":"x","is_finished":false}"#,
+            "\n",
+            r#"{"event_type":"text-generation","text":"Hi","is_finished":false}"#,
+            "\n",
+            r#"{"event_type":"text-generation","text":" Bob","is_finished":false}"#,
+            "\n",
+            r#"{"event_type":"stream-end","is_finished":true,"finish_reason":"MAX_TOKENS","response":{"id":"x","generations":[{"text":"Hi Bob"}],"meta":{"billed_units":{"input_tokens":5,"output_tokens":2}}}}"#,
+            "\n",
         );
-        for input in [legacy, events] {
+        for input in [legacy.as_str(), events] {
             for split in 0..=input.len() {
                 let mut s = CohereStream::new(&c);
                 let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
@@ -1396,7 +1427,11 @@ mod tests {
         assert!(s.feed(b"not json\n", &mut out).is_err());
         // A stream cut short still ends with a finish chunk and [DONE].
         let mut s = CohereStream::new(&c);
-        let got = sse_payloads(&run_stream(&mut s, b"{\"event_type\":\"text-generation\",\"text\":\"a\"}", 5));
+        let got = sse_payloads(&run_stream(
+            &mut s,
+            b"{\"event_type\":\"text-generation\",\"text\":\"a\"}",
+            5,
+        ));
         assert_eq!(got.len(), 3);
         assert_eq!(got[1]["choices"][0]["finish_reason"], "stop");
     }

@@ -397,3 +397,183 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The mock's counters: `{"requests", "open_streams", "cancelled_streams"}`.
+pub fn mock_stats(mock: &Proc) -> serde_json::Value {
+    request(mock.port, "GET", "/__mock/stats", &[], b"").json()
+}
+
+/// Starts the gateway with its status listener on a free port; returns it and that port.
+pub fn start_gateway_with_status(deck: &Path, env: &[(&str, &str)]) -> (Proc, u16) {
+    let status_port = free_port();
+    let listen = format!("127.0.0.1:{status_port}");
+    let mut all: Vec<(&str, &str)> = vec![("AIGW_STATUS_LISTEN", &listen)];
+    all.extend_from_slice(env);
+    let gw = start_gateway(deck, &all);
+    assert!(
+        poll_until(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            status_port
+        ))
+        .is_ok()),
+        "status listener did not come up"
+    );
+    (gw, status_port)
+}
+
+/// The gateway's `GET /status` counters.
+pub fn gateway_status(status_port: u16) -> serde_json::Value {
+    request(status_port, "GET", "/status", &[], b"").json()
+}
+
+/// Waits until the gateway has no stream and no request left in flight.
+pub fn assert_no_leaks(status_port: u16) {
+    let mut last = serde_json::Value::Null;
+    let idle = poll_until(Duration::from_secs(5), || {
+        last = gateway_status(status_port);
+        last["open_streams"] == 0 && last["requests_in_flight"] == 0
+    });
+    assert!(idle, "gateway still has work in flight: {last}");
+}
+
+/// A chat request body; `stream` sets `"stream": true`.
+pub fn chat_body(text: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({"messages": [{"role": "user", "content": text}], "stream": stream})
+}
+
+/// One route on the mock's OpenAI endpoint with a configured model and header auth; `extra`
+/// adds plugin config lines.
+pub fn openai_route(mock_port: u16, extra: &str) -> String {
+    format!(
+        "route_type: llm/v1/chat\nauth: {{header_name: Authorization, header_value: \"Bearer sk-gateway-key\"}}\nmodel: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{mock_port}/v1/chat/completions\"}}}}\n{extra}"
+    )
+}
+
+/// A decK file with one service carrying Kong's timeouts (ms) and ai-proxy routes as in
+/// [`deck`].
+pub fn deck_with_timeouts(
+    connect_ms: u64,
+    read_ms: u64,
+    write_ms: u64,
+    routes: &[(&str, &str, &str)],
+) -> String {
+    deck(routes).replacen(
+        "    url: http://127.0.0.1:9\n",
+        &format!(
+            "    url: http://127.0.0.1:9\n    connect_timeout: {connect_ms}\n    read_timeout: {read_ms}\n    write_timeout: {write_ms}\n"
+        ),
+        1,
+    )
+}
+
+/// A raw connection for requests the simple client cannot express (slow bodies, absolute-form
+/// targets, early disconnects, incremental stream reads).
+pub struct RawConn {
+    pub stream: TcpStream,
+    pub received: Vec<u8>,
+}
+
+impl RawConn {
+    pub fn open(port: u16) -> RawConn {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        RawConn {
+            stream,
+            received: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends a POST with a JSON body and `connection: close`.
+    pub fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawConn {
+        let mut conn = RawConn::open(port);
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        conn.send(head.as_bytes());
+        conn.send(body);
+        conn
+    }
+
+    /// Reads until `needle` has been received or the peer closes; returns whether it was seen.
+    pub fn read_until(&mut self, needle: &[u8]) -> bool {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if self.received.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Reads to the end of the connection.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let _ = self.stream.read_to_end(&mut self.received);
+        self.received.clone()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.received).into_owned()
+    }
+
+    /// The status code of the response head received so far.
+    pub fn status(&self) -> Option<u16> {
+        let text = self.text();
+        text.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+    }
+}
+
+/// The `data:` payloads of an SSE body (chunked framing left in place is skipped, since chunk
+/// size lines never start with `data:`).
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The concatenated `delta.content` of an OpenAI SSE body.
+pub fn sse_content(text: &str) -> String {
+    sse_data(text)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A gateway's resident memory in KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
