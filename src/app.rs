@@ -182,7 +182,15 @@ async fn proxy(
         model: String::new(),
         started,
     });
-    let result = handle(&req, payload, &state, request_id, started, &mut request.access).await;
+    let result = handle(
+        &req,
+        payload,
+        &state,
+        request_id,
+        started,
+        &mut request.access,
+    )
+    .await;
     request.answered = true;
     match result {
         Ok(response) => response,

@@ -41,7 +41,8 @@ fn silent_upstream() -> (u16, mpsc::Receiver<SilentEvent>) {
             std::thread::spawn(move || {
                 let _ = tx.send(SilentEvent::Accepted);
                 let mut buf = [0u8; 4096];
-                conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(60)))
+                    .unwrap();
                 // Reads until the peer closes (0) or resets (error): the gateway gave up.
                 while let Ok(n) = conn.read(&mut buf) {
                     if n == 0 {
@@ -95,7 +96,11 @@ fn bad_input_gets_400_json_and_never_reaches_the_provider() {
         ("application/json", b"{not json", bad_json),
         ("application/json", b"[1,2,3]", bad_json),
         ("application/json", b"\xff\xfe\x00garbage", bad_json),
-        ("text/plain", br#"{"messages":[{"role":"user","content":"hi"}]}"#, bad_json),
+        (
+            "text/plain",
+            br#"{"messages":[{"role":"user","content":"hi"}]}"#,
+            bad_json,
+        ),
         (
             "application/x-www-form-urlencoded",
             b"messages=hi",
@@ -124,7 +129,11 @@ fn bad_input_gets_400_json_and_never_reaches_the_provider() {
         assert_eq!(r.json()["error"]["message"], message, "{shown}");
         assert_eq!(r.json()["error"]["type"], "invalid_request_error");
     }
-    assert_eq!(requests_seen(&s.mock), before, "bad input reached the provider");
+    assert_eq!(
+        requests_seen(&s.mock),
+        before,
+        "bad input reached the provider"
+    );
 }
 
 #[test]
@@ -221,7 +230,10 @@ fn client_gone_mid_request_cancels_the_upstream_call_promptly() {
         match s.silent.recv_timeout(Duration::from_secs(3)) {
             Ok(SilentEvent::Closed(at)) => {
                 let after = at.duration_since(left);
-                assert!(after < Duration::from_secs(1), "upstream closed after {after:?}");
+                assert!(
+                    after < Duration::from_secs(1),
+                    "upstream closed after {after:?}"
+                );
             }
             _ => panic!("stream={stream}: the upstream call was not cancelled within 3 s"),
         }
@@ -263,13 +275,21 @@ fn client_gone_mid_stream_cancels_the_upstream_stream_within_a_second() {
             "gap {gap_ms} ms: upstream stream not cancelled: {}",
             mock_stats(&s.mock)
         );
-        assert!(left.elapsed() < Duration::from_secs(2), "{:?}", left.elapsed());
+        assert!(
+            left.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            left.elapsed()
+        );
     }
     assert_no_leaks(s.status);
     assert!(poll_until(Duration::from_secs(3), || mock_stats(&s.mock)
         ["open_streams"]
         == 0));
-    assert!(s.gw.logs().contains("outcome=\"client closed\""), "{}", s.gw.logs());
+    assert!(
+        s.gw.logs().contains("outcome=\"client closed\""),
+        "{}",
+        s.gw.logs()
+    );
 }
 
 #[test]
@@ -308,11 +328,17 @@ fn many_clients_leaving_at_random_points_leak_nothing() {
     }
     assert_no_leaks(s.status);
     assert!(
-        poll_until(Duration::from_secs(5), || mock_stats(&s.mock)["open_streams"] == 0),
+        poll_until(Duration::from_secs(5), || mock_stats(&s.mock)
+            ["open_streams"]
+            == 0),
         "{}",
         mock_stats(&s.mock)
     );
     // Still serving.
-    let r = post_json(s.gw.port, "/chat", &json!({"messages": [{"role": "user", "content": "ok?"}]}));
+    let r = post_json(
+        s.gw.port,
+        "/chat",
+        &json!({"messages": [{"role": "user", "content": "ok?"}]}),
+    );
     assert_eq!(r.status, 200);
 }

@@ -81,14 +81,18 @@ impl Translate for Llama2 {
     }
 }
 
-/// The Llama 2 chat template over OpenAI messages, as Kong writes it.
+/// The Llama 2 chat template over OpenAI messages, as Kong writes it when the conversation
+/// opens with a system message; a conversation that opens with a user turn starts with a plain
+/// `[INST]` block instead of an empty `<<SYS>>` one.
 fn chat_prompt(req: &ChatRequest) -> String {
     let mut prompt = String::new();
+    let opens_with_system = req.messages.first().is_some_and(|m| m.role == "system");
     for (i, m) in req.messages.iter().enumerate() {
         let text = m.text();
         match (i, m.role.as_str()) {
-            (0, _) => prompt.push_str(&format!("<s>[INST] <<SYS>> {text} <</SYS>>")),
-            (1, _) => prompt.push_str(&format!(" {text} [/INST]")),
+            (0, "system") => prompt.push_str(&format!("<s>[INST] <<SYS>> {text} <</SYS>>")),
+            (0, _) => prompt.push_str(&format!("<s>[INST] {text} [/INST]")),
+            (1, _) if opens_with_system => prompt.push_str(&format!(" {text} [/INST]")),
             (_, "user") => prompt.push_str(&format!(" <s>[INST] {text} [/INST]")),
             (_, "system") => prompt.push_str(&format!(" {text} </s>")),
             _ => {}
@@ -292,6 +296,18 @@ mod tests {
             .unwrap();
         assert_eq!(out, fixture_json("llama2/raw-chat/upstream-request.json"));
         assert_eq!(d.url(&c).unwrap(), "http://llama.local:8080/generate");
+    }
+
+    #[test]
+    fn raw_chat_without_system_message_opens_a_plain_inst_block() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}, {"role": "user", "content": "Again"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            chat_prompt(&req),
+            "<s>[INST] Hi [/INST] <s>[INST] Again [/INST]"
+        );
     }
 
     #[test]

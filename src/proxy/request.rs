@@ -127,6 +127,7 @@ pub fn prepare(
     let mut map = parse_body(client, &body)?;
     check_prompts(config.route_type, &map)?;
     let model = select_model(configured_model, &map)?;
+    check_model_name(&model)?;
     check_format(config.route_type, &map)?;
     let client_stream = map.get("stream").and_then(Value::as_bool) == Some(true);
     let stream = match (config.route_type, config.response_streaming) {
@@ -167,7 +168,7 @@ pub fn prepare(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     ));
-    route.driver.headers(&ctx, &mut headers);
+    add_driver_headers(route, &ctx, &mut headers);
     let mut upstream = UpstreamRequest {
         method: client.method.clone(),
         url: finish_url(&route.auth, url, &client.query),
@@ -181,6 +182,18 @@ pub fn prepare(
         resolved,
         model_header,
     })
+}
+
+/// The provider's own headers (e.g. `anthropic-version`) replace any the client sent.
+fn add_driver_headers(
+    route: &CompiledRoute,
+    ctx: &crate::providers::RequestCtx<'_>,
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+) {
+    let mut own = Vec::new();
+    route.driver.headers(ctx, &mut own);
+    headers.retain(|(name, _)| !own.iter().any(|(n, _)| n == name));
+    headers.extend(own);
 }
 
 fn parse_body(client: &ClientRequest, body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
@@ -277,6 +290,16 @@ fn select_model(
     }
 }
 
+/// Some providers put the model into the URL path, escaped (`providers::path_segment`); `.`
+/// and `..` cannot be made safe there, since URL normalisation (WHATWG, the `url` crate) reads
+/// `%2E%2E` as `..` as well and would climb out of the provider's path.
+fn check_model_name(model: &str) -> Result<(), GatewayError> {
+    if model == "." || model == ".." {
+        return Err(bad(format!("invalid model name '{model}'")));
+    }
+    Ok(())
+}
+
 fn check_format(route_type: RouteType, map: &Map<String, Value>) -> Result<(), GatewayError> {
     let detected = match (has_messages(map), has_prompt(map)) {
         (true, true) => return Err(bad("request matches multiple LLM request formats")),
@@ -328,6 +351,18 @@ fn inject_body_param(auth: &CompiledAuth, body: &mut Value) {
     }
 }
 
+/// The header names the client's `Connection` header lists: hop-by-hop as well (RFC 9110
+/// §7.6.1), so a proxy must not forward them.
+fn connection_nominated(client: &HeaderMap) -> Vec<String> {
+    client
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
 /// The client's headers minus hop-by-hop ones and, when the gateway injects auth, minus every
 /// credential header (unless `allow_override` keeps the client's own under the same name);
 /// then the configured auth header.
@@ -335,10 +370,11 @@ fn forwarded_headers(auth: &CompiledAuth, client: &HeaderMap) -> Vec<(HeaderName
     let auth_name = auth.header.as_ref().map(|(n, _)| n);
     let client_keeps_auth =
         auth.allow_override && auth_name.is_some_and(|n| client.contains_key(n));
+    let nominated = connection_nominated(client);
     let mut out = Vec::with_capacity(client.len() + 3);
     for (name, value) in client.iter() {
         let n = name.as_str();
-        if NOT_FORWARDED.contains(&n) {
+        if NOT_FORWARDED.contains(&n) || nominated.iter().any(|t| t == n) {
             continue;
         }
         let is_auth_header = auth_name == Some(name);
@@ -509,7 +545,7 @@ fn prepare_preserve(
         headers.push((header::CONTENT_TYPE, ct.clone()));
     }
     let ctx = resolved.ctx();
-    route.driver.headers(&ctx, &mut headers);
+    add_driver_headers(route, &ctx, &mut headers);
     let mut upstream = UpstreamRequest {
         method: client.method.clone(),
         url: finish_url(&route.auth, format!("{base}{path}"), &client.query),

@@ -268,7 +268,7 @@ mod raw_http {
         parse(&raw)
     }
 
-    fn parse(raw: &[u8]) -> Response {
+    pub(super) fn parse(raw: &[u8]) -> Response {
         let split = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -544,6 +544,11 @@ impl RawConn {
         String::from_utf8_lossy(&self.received).into_owned()
     }
 
+    /// The response received so far, parsed (chunked framing removed).
+    pub fn response(&self) -> Response {
+        raw_http::parse(&self.received)
+    }
+
     /// The status code of the response head received so far.
     pub fn status(&self) -> Option<u16> {
         let text = self.text();
@@ -565,7 +570,11 @@ pub fn sse_content(text: &str) -> String {
     sse_data(text)
         .iter()
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect()
 }
 

@@ -1,8 +1,10 @@
 """Drives the gateway with the official OpenAI Python SDK and prints what the SDK saw as JSON.
 
 Usage: sdk_client.py BASE_URL MODE [PROMPT] [MODEL]
-Modes: chat, stream, completions, stream-completions, embeddings, tools, stream-tools, error.
-The Rust integration tests run this and assert on the printed JSON.
+       sdk_client.py batch CASES_JSON   (a list of {"base", "mode", "prompt", "model"}; prints a list)
+Modes: chat, stream, completions, stream-completions, embeddings (two inputs), embedding
+(one input), tools, stream-tools, error,
+stream-error. The Rust integration tests run this and assert on the printed JSON.
 """
 
 import json
@@ -26,10 +28,7 @@ TOOLS = [
 ]
 
 
-def main() -> None:
-    base_url, mode = sys.argv[1], sys.argv[2]
-    prompt = sys.argv[3] if len(sys.argv) > 3 else "Say hello"
-    model = sys.argv[4] if len(sys.argv) > 4 else "ignored-by-gateway"
+def run(base_url: str, mode: str, prompt: str, model: str) -> dict:
     # The key is deliberately wrong: the gateway must replace it with the configured one.
     client = openai.OpenAI(base_url=base_url, api_key="sk-client-key-must-not-reach-upstream", max_retries=0, timeout=30)
     messages = [{"role": "user", "content": prompt}]
@@ -101,8 +100,9 @@ def main() -> None:
                 text += choice.text or ""
                 finish = choice.finish_reason or finish
         out = {"text": text, "finish_reason": finish}
-    elif mode == "embeddings":
-        r = client.embeddings.create(model=model, input=[prompt, prompt + " again"])
+    elif mode in ("embeddings", "embedding"):
+        inputs = [prompt, prompt + " again"] if mode == "embeddings" else prompt
+        r = client.embeddings.create(model=model, input=inputs)
         out = {"count": len(r.data), "dims": len(r.data[0].embedding), "object": r.object,
                "usage": r.usage.model_dump() if r.usage else None}
     elif mode == "error":
@@ -122,7 +122,22 @@ def main() -> None:
             out = {"error": type(e).__name__, "message": str(e)}
     else:
         raise SystemExit(f"unknown mode {mode}")
-    print(json.dumps(out))
+    return out
+
+
+def main() -> None:
+    if sys.argv[1] == "batch":
+        results = []
+        for case in json.loads(sys.argv[2]):
+            try:
+                results.append(run(case["base"], case["mode"], case["prompt"], case["model"]))
+            except Exception as e:  # reported per case, so one failure doesn't hide the others
+                results.append({"exception": f"{type(e).__name__}: {e}"})
+        print(json.dumps(results))
+        return
+    prompt = sys.argv[3] if len(sys.argv) > 3 else "Say hello"
+    model = sys.argv[4] if len(sys.argv) > 4 else "ignored-by-gateway"
+    print(json.dumps(run(sys.argv[1], sys.argv[2], prompt, model)))
 
 
 if __name__ == "__main__":

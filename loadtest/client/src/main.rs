@@ -64,6 +64,8 @@ struct Opts {
     timeout: Duration,
     connect_parallel: usize,
     watch: Vec<u32>,
+    /// Other processes of the run (the mock): their CPU is not "background".
+    aux: Vec<u32>,
     clk_tck: f64,
     out: Option<String>,
 }
@@ -71,7 +73,7 @@ struct Opts {
 const USAGE: &str = "usage: aigw-load closed|rate|hold --url http://HOST:PORT/PATH --body FILE \
 [--header 'name: value']... [--stream] [--expect TEXT] [--concurrency N] [--rate R] \
 [--warmup S] [--duration S] [--max-requests N] [--timeout S] [--connect-parallel N] \
-[--watch PID,PID] [--clk-tck N] [--label NAME] [--out FILE]";
+[--watch PID,PID] [--aux PID,PID] [--clk-tck N] [--label NAME] [--out FILE]";
 
 fn die(msg: &str) -> ! {
     eprintln!("aigw-load: {msg}\n{USAGE}");
@@ -116,6 +118,7 @@ fn parse_args() -> Opts {
         timeout: Duration::from_secs(30),
         connect_parallel: 256,
         watch: Vec::new(),
+        aux: Vec::new(),
         clk_tck: 100.0,
         out: None,
     };
@@ -144,6 +147,13 @@ fn parse_args() -> Opts {
             "--connect-parallel" => o.connect_parallel = number(&value),
             "--watch" => {
                 o.watch = value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(number)
+                    .collect()
+            }
+            "--aux" => {
+                o.aux = value
                     .split(',')
                     .filter(|s| !s.is_empty())
                     .map(number)
@@ -554,6 +564,38 @@ fn cpu_ticks(pids: &[u32]) -> Option<u64> {
     Some(sum)
 }
 
+/// Busy ticks of the whole machine (all CPUs, everything but idle and iowait).
+fn machine_busy_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    Some(v.iter().take(8).sum::<u64>() - v.get(3)? - v.get(4)?)
+}
+
+/// CPU ticks of the processes under test, the run's other processes, this client and the
+/// whole machine, read at one instant.
+#[derive(Clone, Copy)]
+struct CpuSnap {
+    watch: u64,
+    aux: u64,
+    client: u64,
+    machine: u64,
+}
+
+fn cpu_snap(o: &Opts) -> Option<CpuSnap> {
+    Some(CpuSnap {
+        watch: cpu_ticks(&o.watch)?,
+        aux: cpu_ticks(&o.aux)?,
+        client: cpu_ticks(&[std::process::id()])?,
+        machine: machine_busy_ticks()?,
+    })
+}
+
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`), summed over `pids`.
 fn status_kib(pids: &[u32], field: &str) -> Option<u64> {
     let mut sum = 0;
@@ -573,8 +615,8 @@ struct Watch {
     rss_peak: Cell<u64>,
     /// Highest RSS seen while every `hold` stream was open.
     rss_full: Cell<u64>,
-    cpu_start: Cell<Option<u64>>,
-    cpu_end: Cell<Option<u64>>,
+    cpu_start: Cell<Option<CpuSnap>>,
+    cpu_end: Cell<Option<CpuSnap>>,
     stop: Cell<bool>,
 }
 
@@ -835,12 +877,12 @@ async fn run(o: Rc<Opts>) -> Value {
         let (o2, w2) = (o.clone(), watch.clone());
         tokio::task::spawn_local(async move {
             tokio::time::sleep_until(t_start.into()).await;
-            w2.cpu_start.set(cpu_ticks(&o2.watch));
+            w2.cpu_start.set(cpu_snap(&o2));
             tokio::time::sleep_until(t_end.into()).await;
-            w2.cpu_end.set(cpu_ticks(&o2.watch));
+            w2.cpu_end.set(cpu_snap(&o2));
         });
     } else {
-        watch.cpu_start.set(cpu_ticks(&o.watch));
+        watch.cpu_start.set(cpu_snap(&o));
     }
     match o.mode {
         Mode::Closed => run_closed(o.clone(), st.clone(), t_start, t_end).await,
@@ -862,11 +904,12 @@ async fn run(o: Rc<Opts>) -> Value {
     }
     let finished = Instant::now();
     watch.stop.set(true);
+    if watch.cpu_end.get().is_none() {
+        // The workers stop at the window's end; read now if the edge timer has not run yet.
+        watch.cpu_end.set(cpu_snap(&o));
+    }
     let window = match o.mode {
-        Mode::Hold => {
-            watch.cpu_end.set(cpu_ticks(&o.watch));
-            finished - t0
-        }
+        Mode::Hold => finished - t0,
         _ => t_end - t_start,
     };
     let window_s = window.as_secs_f64();
@@ -874,12 +917,20 @@ async fn run(o: Rc<Opts>) -> Value {
     let errors: u64 = st.errors.values().sum();
     let ok = st.ok;
     let cpu = match (watch.cpu_start.get(), watch.cpu_end.get()) {
-        (Some(a), Some(b)) if !o.watch.is_empty() => {
-            let seconds = (b.saturating_sub(a)) as f64 / o.clk_tck;
+        (Some(a), Some(b)) => {
+            let s = |x: u64, y: u64| y.saturating_sub(x) as f64 / o.clk_tck;
+            let seconds = s(a.watch, b.watch);
+            let ours = seconds + s(a.aux, b.aux) + s(a.client, b.client);
+            let machine = s(a.machine, b.machine);
             json!({
-                "ticks": b.saturating_sub(a), "clk_tck": o.clk_tck, "seconds": round3(seconds),
+                "ticks": b.watch.saturating_sub(a.watch), "clk_tck": o.clk_tck,
+                "seconds": round3(seconds),
                 "util": round3(seconds / window_s),
                 "us_per_req": if ok > 0 { round(seconds * 1e6 / ok as f64) } else { 0.0 },
+                "aux_seconds": round3(s(a.aux, b.aux)),
+                "client_seconds": round3(s(a.client, b.client)),
+                // CPU used by processes outside this run (a compile next door), in cores.
+                "background_cores": round3(((machine - ours) / window_s).max(0.0)),
             })
         }
         _ => Value::Null,

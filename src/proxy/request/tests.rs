@@ -275,6 +275,37 @@ fn openai_integration_header_auth_replaces_client_credentials() {
 }
 
 #[test]
+fn headers_nominated_by_connection_are_hop_by_hop() {
+    let c = client(
+        &[
+            ("connection", "keep-alive, X-Hop-One"),
+            ("connection", "x-hop-two"),
+            ("x-hop-one", "1"),
+            ("x-hop-two", "2"),
+            ("x-end-to-end", "kept"),
+        ],
+        "",
+    );
+    let p = run_with(&openai_route(json!({})), &c, chat()).unwrap();
+    assert!(header(&p, "x-hop-one").is_empty());
+    assert!(header(&p, "x-hop-two").is_empty());
+    assert_eq!(header(&p, "x-end-to-end"), vec!["kept"]);
+}
+
+#[test]
+fn dot_segment_model_names_are_refused() {
+    let r = route(json!({"route_type": "llm/v1/chat", "model": {"provider": "openai"}}));
+    for model in [".", ".."] {
+        let mut body = chat();
+        body["model"] = json!(model);
+        assert_eq!(err(run(&r, body)), format!("invalid model name '{model}'"));
+    }
+    let mut body = chat();
+    body["model"] = json!("..a");
+    assert!(run(&r, body).is_ok());
+}
+
+#[test]
 fn openai_integration_allow_override_keeps_the_client_header() {
     let r = openai_route(json!({"auth": {"allow_override": true}}));
     let c = client(&[("authorization", "Bearer sk-client")], "");
