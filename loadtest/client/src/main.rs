@@ -88,7 +88,8 @@ fn secs(v: &str) -> Duration {
 }
 
 fn number<T: std::str::FromStr>(v: &str) -> T {
-    v.parse().unwrap_or_else(|_| die(&format!("bad number: {v}")))
+    v.parse()
+        .unwrap_or_else(|_| die(&format!("bad number: {v}")))
 }
 
 fn parse_args() -> Opts {
@@ -747,7 +748,13 @@ async fn rate_one(
     }
 }
 
-async fn run_rate(o: Rc<Opts>, st: Rc<RefCell<Stats>>, t0: Instant, t_start: Instant, t_end: Instant) {
+async fn run_rate(
+    o: Rc<Opts>,
+    st: Rc<RefCell<Stats>>,
+    t0: Instant,
+    t_start: Instant,
+    t_end: Instant,
+) {
     let interval_ns = (1e9 / o.rate) as u64;
     let pool = Rc::new(RefCell::new(Vec::new()));
     let permits = Rc::new(Semaphore::new(o.concurrency));
