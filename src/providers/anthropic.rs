@@ -19,10 +19,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart, FinishReason, ImageUrl,
-    MessageContent, ResponseMeta, TextCompletion, Tool, ToolCall, ToolChoice, Usage,
+    arguments_string, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart,
+    FinishReason, ImageUrl, MessageContent, ResponseMeta, TextCompletion, Tool, ToolCall,
+    ToolChoice, Usage,
 };
-use super::{RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use super::stream::{DecodedStream, EventTranslate};
+use super::{
+    endpoint_url, required_option, RequestCtx, StreamError, StreamTranslate, Translate, Translated,
+};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, RouteType};
 use crate::error::GatewayError;
@@ -57,12 +61,8 @@ pub struct Anthropic {
 
 impl Translate for Anthropic {
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
-        let version = config
-            .model
-            .options
-            .as_ref()
-            .and_then(|o| o.anthropic_version.clone())
-            .ok_or("must set 'model.options.anthropic_version' for anthropic provider")?;
+        let version =
+            required_option(config, "anthropic_version", |o| o.anthropic_version.clone())?;
         let version_header = HeaderValue::from_str(&version)
             .map_err(|_| "'model.options.anthropic_version' is not a valid header value")?;
         Ok(Anthropic {
@@ -76,19 +76,11 @@ impl Translate for Anthropic {
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        // `upstream_url` is a full endpoint URL, used as is (Kong).
-        if let Some(url) = ctx.options.upstream_url.as_deref() {
-            return Ok(url.to_string());
-        }
-        let path = ctx
-            .options
-            .upstream_path
-            .as_deref()
-            .unwrap_or(match ctx.route_type {
-                RouteType::Completions => COMPLETE_PATH,
-                _ => MESSAGES_PATH,
-            });
-        Ok(format!("{DEFAULT_BASE}{path}"))
+        let path = match ctx.route_type {
+            RouteType::Completions => COMPLETE_PATH,
+            _ => MESSAGES_PATH,
+        };
+        Ok(endpoint_url(ctx, DEFAULT_BASE, path))
     }
 
     fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>) {
@@ -750,14 +742,6 @@ fn meta_of(ctx: &RequestCtx<'_>, id: Option<String>, model: Option<String>) -> R
     meta
 }
 
-/// Tool-use input (an object) as OpenAI's arguments string.
-fn arguments_string(input: &Value) -> String {
-    match input {
-        Value::Null => "{}".to_string(),
-        other => other.to_string(),
-    }
-}
-
 fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, String> {
     let r: AnthropicResponse = serde_json::from_slice(body).map_err(|_| decode_failed(ctx))?;
     if let Some(error) = &r.error {
@@ -831,65 +815,66 @@ struct ToolBlock {
 }
 
 /// Anthropic SSE (Messages events, or legacy `completion` events) -> OpenAI chunks.
-pub struct AnthropicStream {
-    decoder: SseDecoder,
-    events: Vec<SseEvent>,
-    chunks: ChunkBuilder,
-    completions: bool,
-    include_usage: bool,
-    /// An event was handled; `message_start` may set the id only before that.
-    opened: bool,
-    created: u64,
-    request_id: String,
-    tools: Vec<ToolBlock>,
-    usage: AnthropicUsage,
-    /// `message_stop` arrived and `[DONE]` was written.
-    done: bool,
-}
+pub type AnthropicStream = DecodedStream<SseDecoder, AnthropicEvents>;
 
 impl AnthropicStream {
     pub fn new(ctx: &RequestCtx<'_>) -> Self {
-        let completions = ctx.route_type == RouteType::Completions;
-        let mut meta = ctx.meta();
-        if completions {
-            meta.id = meta.id.replacen("chatcmpl-", "cmpl-", 1);
+        let mut chunks = ctx.chunk_builder();
+        if ctx.route_type == RouteType::Completions {
+            chunks.set_id(&ctx.meta().id.replacen("chatcmpl-", "cmpl-", 1));
         }
-        AnthropicStream {
-            decoder: SseDecoder::new(),
-            events: Vec::new(),
-            chunks: ChunkBuilder::new(meta, completions, ctx.include_usage),
-            completions,
-            include_usage: ctx.include_usage,
+        let events = AnthropicEvents {
             opened: false,
-            created: ctx.created,
             request_id: ctx.request_id.to_string(),
             tools: Vec::new(),
             usage: AnthropicUsage::default(),
-            done: false,
-        }
+        };
+        DecodedStream::from_parts(SseDecoder::new(), events, chunks)
     }
+}
 
-    fn add_usage(&mut self, usage: Option<&AnthropicUsage>) {
+pub struct AnthropicEvents {
+    /// An event was handled; `message_start` may set the id only before that.
+    opened: bool,
+    request_id: String,
+    tools: Vec<ToolBlock>,
+    usage: AnthropicUsage,
+}
+
+impl EventTranslate<SseEvent> for AnthropicEvents {
+    fn event(
+        &mut self,
+        event: SseEvent,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
+        // Nothing follows `message_stop`. Anthropic sends no `[DONE]`; one added by a proxy in
+        // between means nothing.
+        if chunks.is_done() || event.data.trim().is_empty() || event.data == "[DONE]" {
+            return Ok(());
+        }
+        let e: AnthropicStreamEvent = serde_json::from_str(&event.data)
+            .map_err(|err| StreamError(format!("undecodable anthropic stream event: {err}")))?;
+        self.translate(e, chunks, out)
+    }
+}
+
+impl AnthropicEvents {
+    fn add_usage(&mut self, usage: Option<&AnthropicUsage>, chunks: &mut ChunkBuilder) {
         if let Some(u) = usage {
             self.usage.merge(u);
-            self.chunks.usage = self.usage.to_openai();
+            chunks.usage = self.usage.to_openai();
         }
     }
 
     /// Chunks carry the upstream id (`msg_...`, `compl_...`) when the first event names one:
-    /// nothing was written yet, so the builder can start over with it.
-    fn adopt_id(&mut self, id: Option<String>) {
+    /// nothing was written yet.
+    fn adopt_id(&mut self, id: Option<String>, chunks: &mut ChunkBuilder) {
         if self.opened {
             return;
         }
         if let Some(id) = id.filter(|id| !id.is_empty()) {
-            let meta = ResponseMeta {
-                id,
-                created: self.created,
-                model: self.chunks.model().to_string(),
-            };
-            self.chunks = ChunkBuilder::new(meta, self.completions, self.include_usage);
-            self.chunks.usage = self.usage.to_openai();
+            chunks.set_id(&id);
         }
     }
 
@@ -897,34 +882,26 @@ impl AnthropicStream {
         self.tools.iter_mut().rev().find(|t| t.block == block)
     }
 
-    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        for event in std::mem::take(&mut self.events) {
-            // Anthropic sends no `[DONE]`; one added by a proxy in between means nothing.
-            if self.done || event.data.trim().is_empty() || event.data == "[DONE]" {
-                continue;
-            }
-            let e: AnthropicStreamEvent = serde_json::from_str(&event.data)
-                .map_err(|err| StreamError(format!("undecodable anthropic stream event: {err}")))?;
-            self.event(e, out)?;
-        }
-        Ok(())
-    }
-
-    fn event(&mut self, e: AnthropicStreamEvent, out: &mut BytesMut) -> Result<(), StreamError> {
+    fn translate(
+        &mut self,
+        e: AnthropicStreamEvent,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
         match e {
             AnthropicStreamEvent::MessageStart { message } => {
-                self.adopt_id(message.id);
+                self.adopt_id(message.id, chunks);
                 if let Some(model) = message.model.filter(|m| !m.is_empty()) {
-                    self.chunks.set_model(&model);
+                    chunks.set_model(&model);
                 }
-                self.add_usage(message.usage.as_ref());
-                self.chunks.start(out);
+                self.add_usage(message.usage.as_ref(), chunks);
+                chunks.start(out);
             }
             AnthropicStreamEvent::ContentBlockStart {
                 index,
                 content_block,
             } => match content_block {
-                AnthropicResponseBlock::Text { text } => self.chunks.text(out, &text),
+                AnthropicResponseBlock::Text { text } => chunks.text(out, &text),
                 AnthropicResponseBlock::ToolUse { id, name, input } => {
                     let tool = self.tools.len() as u32;
                     let id = if id.is_empty() {
@@ -932,12 +909,11 @@ impl AnthropicStream {
                     } else {
                         id
                     };
-                    self.chunks.tool_call_start(out, tool, &id, &name);
+                    chunks.tool_call_start(out, tool, &id, &name);
                     // The input normally arrives as deltas; a non-empty start is sent whole.
                     let whole = input.as_object().is_some_and(|o| !o.is_empty());
                     if whole {
-                        self.chunks
-                            .tool_call_arguments(out, tool, &input.to_string());
+                        chunks.tool_call_arguments(out, tool, &input.to_string());
                     }
                     self.tools.push(ToolBlock {
                         block: index,
@@ -948,12 +924,12 @@ impl AnthropicStream {
                 AnthropicResponseBlock::Unknown => {}
             },
             AnthropicStreamEvent::ContentBlockDelta { index, delta } => match delta {
-                AnthropicBlockDelta::TextDelta { text } => self.chunks.text(out, &text),
+                AnthropicBlockDelta::TextDelta { text } => chunks.text(out, &text),
                 AnthropicBlockDelta::InputJsonDelta { partial_json } => {
                     if let Some(tool) = self.tool_block(index) {
                         tool.has_arguments |= !partial_json.is_empty();
                         let tool = tool.index;
-                        self.chunks.tool_call_arguments(out, tool, &partial_json);
+                        chunks.tool_call_arguments(out, tool, &partial_json);
                     }
                 }
                 AnthropicBlockDelta::Unknown => {}
@@ -963,27 +939,24 @@ impl AnthropicStream {
                 if let Some(tool) = self.tool_block(index).filter(|t| !t.has_arguments) {
                     tool.has_arguments = true;
                     let tool = tool.index;
-                    self.chunks.tool_call_arguments(out, tool, "{}");
+                    chunks.tool_call_arguments(out, tool, "{}");
                 }
             }
             AnthropicStreamEvent::MessageDelta { delta, usage } => {
-                self.add_usage(usage.as_ref());
+                self.add_usage(usage.as_ref(), chunks);
                 if let Some(reason) = delta.stop_reason {
-                    self.chunks.finish(out, reason.finish_reason());
+                    chunks.finish(out, reason.finish_reason());
                 }
             }
-            AnthropicStreamEvent::MessageStop => {
-                self.chunks.done(out);
-                self.done = true;
-            }
+            AnthropicStreamEvent::MessageStop => chunks.done(out),
             AnthropicStreamEvent::Completion(c) => {
-                self.adopt_id(c.id);
+                self.adopt_id(c.id, chunks);
                 if let Some(model) = c.model.filter(|m| !m.is_empty()) {
-                    self.chunks.set_model(&model);
+                    chunks.set_model(&model);
                 }
-                self.chunks.text(out, c.completion.as_deref().unwrap_or(""));
+                chunks.text(out, c.completion.as_deref().unwrap_or(""));
                 if let Some(reason) = c.stop_reason {
-                    self.chunks.finish(out, reason.finish_reason());
+                    chunks.finish(out, reason.finish_reason());
                 }
             }
             AnthropicStreamEvent::Error { error } => return Err(StreamError(error.message())),
@@ -994,39 +967,20 @@ impl AnthropicStream {
     }
 }
 
-impl StreamTranslate for AnthropicStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.feed(input, &mut self.events);
-        self.emit(out)
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.finish(&mut self.events);
-        self.emit(out)?;
-        if !self.done {
-            self.done = true;
-            self.chunks.done(out);
-        }
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.chunks.usage
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use crate::providers::testkit::{
+        ctx, fixture, fixture_config, fixture_json, run_pieces, run_stream, sse_payloads,
+    };
     use actix_web::http::StatusCode;
     use proptest::prelude::*;
 
     const MODEL: &str = "claude-3-5-sonnet-20241022";
 
     fn config() -> AiProxyConfig {
-        serde_json::from_str(&fixture("anthropic/chat/config.json")).unwrap()
+        fixture_config("anthropic/chat/config.json")
     }
 
     fn driver() -> Anthropic {
@@ -1068,16 +1022,6 @@ mod tests {
             expected["choices"][0]["message"]
         );
         (v, usage, expected)
-    }
-
-    /// Feeds `input` in pieces of `size` bytes and returns the client bytes.
-    fn run_pieces(s: &mut dyn StreamTranslate, input: &[u8], size: usize) -> String {
-        let mut out = BytesMut::new();
-        for piece in input.chunks(size) {
-            s.feed(piece, &mut out).unwrap();
-        }
-        s.finish(&mut out).unwrap();
-        String::from_utf8(out.to_vec()).unwrap()
     }
 
     /// Every split point, and byte by byte, must give the same client stream.

@@ -16,13 +16,6 @@ impl Translate for Azure {
         Ok(Azure)
     }
 
-    fn supports(&self, route_type: RouteType) -> bool {
-        matches!(
-            route_type,
-            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-        )
-    }
-
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
         let o = ctx.options;
         let base = match o.upstream_url.as_deref() {
@@ -75,11 +68,13 @@ fn client_api_version(query: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json};
+    use crate::providers::testkit::{ctx, fixture, fixture_config, fixture_json};
 
     fn options() -> crate::config::ai_proxy::ModelOptions {
-        let config: AiProxyConfig = serde_json::from_str(&fixture("azure/chat/config.json")).unwrap();
-        config.model.options.unwrap()
+        fixture_config("azure/chat/config.json")
+            .model
+            .options
+            .unwrap()
     }
 
     #[test]
@@ -119,9 +114,14 @@ mod tests {
         let options = options();
         let c = ctx(RouteType::Chat, "gpt-4o", false, &options);
         let client = fixture_json("azure/chat/client-request.json");
-        let out = Azure.request(&c, client.as_object().unwrap().clone()).unwrap();
+        let out = Azure
+            .request(&c, client.as_object().unwrap().clone())
+            .unwrap();
         assert_eq!(out, fixture_json("azure/chat/upstream-request.json"));
         let raw = fixture("azure/chat/upstream-response.json");
-        assert_eq!(Azure.response(&c, Bytes::from(raw.clone())).unwrap().body, raw.as_bytes());
+        assert_eq!(
+            Azure.response(&c, Bytes::from(raw.clone())).unwrap().body,
+            raw.as_bytes()
+        );
     }
 }

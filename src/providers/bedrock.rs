@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart, EmbeddingList,
-    FinishReason, MessageContent, TextCompletion, Tool, ToolCall, ToolChoice, Usage,
+    arguments_string, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart,
+    EmbeddingList, FinishReason, MessageContent, TextCompletion, Tool, ToolCall, ToolChoice, Usage,
 };
+use super::stream::{DecodedStream, EventTranslate};
 use super::{
     path_segment, RequestCtx, StreamError, StreamTranslate, Translate, Translated, UpstreamRequest,
 };
@@ -129,13 +130,6 @@ impl Bedrock {
 impl Translate for Bedrock {
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
         Ok(Bedrock::with_env(config, |name| std::env::var(name).ok()))
-    }
-
-    fn supports(&self, route_type: RouteType) -> bool {
-        matches!(
-            route_type,
-            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-        )
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
@@ -542,13 +536,9 @@ fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::BadRequest(message.into())
 }
 
-fn chat_request(body: Map<String, Value>) -> Result<ChatRequest, GatewayError> {
-    serde_json::from_value(Value::Object(body)).map_err(|e| bad(format!("invalid request: {e}")))
-}
-
 /// OpenAI chat/completions request -> Converse request.
 fn converse_request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, GatewayError> {
-    let req = chat_request(body)?;
+    let req = ChatRequest::from_body(body).map_err(bad)?;
     let mut system = Vec::new();
     let mut messages: Vec<BedrockMessage> = Vec::new();
     if ctx.route_type == RouteType::Completions {
@@ -773,7 +763,7 @@ fn embeddings_request(
     ctx: &RequestCtx<'_>,
     body: Map<String, Value>,
 ) -> Result<Value, GatewayError> {
-    let req = chat_request(body)?;
+    let req = ChatRequest::from_body(body).map_err(bad)?;
     let texts: Vec<String> = match req.input.as_ref() {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
@@ -835,10 +825,7 @@ fn converse_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
             text.get_or_insert_with(String::new).push_str(&t);
         }
         if let Some(tool) = block.tool_use {
-            let arguments = match tool.input {
-                Value::Null => "{}".to_string(),
-                input => input.to_string(),
-            };
+            let arguments = arguments_string(&tool.input);
             tool_calls.push(ToolCall::function(tool.tool_use_id, tool.name, arguments));
         }
     }
@@ -905,69 +892,63 @@ fn embeddings_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, 
 // ---------------------------------------------------------------------------------------------
 
 /// ConverseStream event-stream frames -> OpenAI chunks.
-pub struct BedrockStream {
-    decoder: EventStreamDecoder,
-    messages: Vec<EventMessage>,
-    chunks: ChunkBuilder,
+pub type BedrockStream = DecodedStream<EventStreamDecoder, BedrockEvents>;
+
+impl BedrockStream {
+    fn new(ctx: &RequestCtx<'_>) -> Self {
+        let events = BedrockEvents {
+            tool_blocks: Vec::new(),
+        };
+        DecodedStream::from_parts(EventStreamDecoder::new(), events, ctx.chunk_builder())
+    }
+}
+
+pub struct BedrockEvents {
     /// `contentBlockIndex` of each tool call, by OpenAI tool-call index.
     tool_blocks: Vec<u64>,
 }
 
-impl BedrockStream {
-    fn new(ctx: &RequestCtx<'_>) -> Self {
-        BedrockStream {
-            decoder: EventStreamDecoder::new(),
-            messages: Vec::new(),
-            chunks: ChunkBuilder::new(
-                ctx.meta(),
-                ctx.route_type == RouteType::Completions,
-                ctx.include_usage,
-            ),
-            tool_blocks: Vec::new(),
-        }
-    }
-
+impl BedrockEvents {
     fn tool_index(&self, block: u64) -> Option<u32> {
         self.tool_blocks
             .iter()
             .position(|b| *b == block)
             .and_then(|i| u32::try_from(i).ok())
     }
+}
 
-    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        for message in std::mem::take(&mut self.messages) {
-            self.event(&message, out)?;
-        }
-        Ok(())
-    }
-
-    fn event(&mut self, message: &EventMessage, out: &mut BytesMut) -> Result<(), StreamError> {
+impl EventTranslate<EventMessage> for BedrockEvents {
+    fn event(
+        &mut self,
+        message: EventMessage,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
         if matches!(message.message_type.as_deref(), Some("exception" | "error")) {
-            return Err(stream_exception(message));
+            return Err(stream_exception(&message));
         }
         let kind = BedrockEventType::parse(message.event_type.as_deref());
         let body = &message.body;
         match kind {
-            BedrockEventType::MessageStart => self.chunks.start(out),
+            BedrockEventType::MessageStart => chunks.start(out),
             BedrockEventType::ContentBlockStart => {
                 let e: BedrockContentBlockStart = decode_event(kind, body)?;
                 if let Some(tool) = e.start.and_then(|s| s.tool_use) {
                     let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
                     self.tool_blocks.push(e.content_block_index);
-                    self.chunks
-                        .tool_call_start(out, index, &tool.tool_use_id, &tool.name);
+                    chunks.tool_call_start(out, index, &tool.tool_use_id, &tool.name);
                 }
             }
             BedrockEventType::ContentBlockDelta => {
                 let e: BedrockContentBlockDelta = decode_event(kind, body)?;
                 let Some(delta) = e.delta else { return Ok(()) };
                 if let Some(text) = &delta.text {
-                    self.chunks.text(out, text);
+                    chunks.text(out, text);
                 }
                 if let Some(tool) = &delta.tool_use {
                     // Arguments of a block never started have no call to belong to.
                     if let Some(index) = self.tool_index(e.content_block_index) {
-                        self.chunks.tool_call_arguments(out, index, &tool.input);
+                        chunks.tool_call_arguments(out, index, &tool.input);
                     }
                 }
             }
@@ -978,12 +959,12 @@ impl BedrockStream {
                     None if !self.tool_blocks.is_empty() => FinishReason::ToolCalls,
                     None => FinishReason::Stop,
                 };
-                self.chunks.finish(out, finish);
+                chunks.finish(out, finish);
             }
             BedrockEventType::Metadata => {
                 let e: BedrockMetadata = decode_event(kind, body)?;
                 if let Some(usage) = e.usage {
-                    self.chunks.usage = usage.into();
+                    chunks.usage = usage.into();
                 }
             }
             BedrockEventType::ContentBlockStop | BedrockEventType::Unknown => {}
@@ -1013,25 +994,6 @@ fn stream_exception(message: &EventMessage) -> StreamError {
                 .collect()
         });
     StreamError(format!("bedrock {kind}: {text}"))
-}
-
-impl StreamTranslate for BedrockStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        let decoded = self.decoder.feed(input, &mut self.messages);
-        // Frames decoded before a corrupt one are still delivered.
-        self.emit(out)?;
-        decoded.map_err(|e| StreamError(e.to_string()))
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        self.emit(out)?;
-        self.chunks.done(out);
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.chunks.usage
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1163,7 +1125,10 @@ mod tests {
     use super::*;
     use crate::codec::eventstream::{encode_event, encode_exception};
     use crate::config::ai_proxy::ModelOptions;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use crate::providers::testkit::{
+        ctx, feed_at_cuts, fixture, fixture_bytes, fixture_config, fixture_json, run_pieces,
+        run_stream, sse_payloads,
+    };
     use actix_web::http::header::{HeaderName, HeaderValue};
     use actix_web::http::Method;
     use proptest::prelude::*;
@@ -1173,7 +1138,7 @@ mod tests {
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 
     fn config() -> AiProxyConfig {
-        serde_json::from_str(&fixture("bedrock/chat/config.json")).unwrap()
+        fixture_config("bedrock/chat/config.json")
     }
 
     fn options() -> ModelOptions {
@@ -1869,17 +1834,9 @@ mod tests {
 
     // ---- stream -------------------------------------------------------------------------
 
-    fn bin(path: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
     #[test]
     fn chat_stream_at_every_split_matches_fixture() {
-        let input = bin("bedrock/chat-stream/upstream-stream.bin");
+        let input = fixture_bytes("bedrock/chat-stream/upstream-stream.bin");
         let expected = sse_payloads(&fixture("bedrock/chat-stream/expected-client-stream.txt"));
         for split in 0..=input.len() {
             let got = run(RouteType::Chat, &input, split);
@@ -1904,17 +1861,12 @@ mod tests {
 
     #[test]
     fn stream_fed_byte_by_byte_reports_usage() {
-        let input = bin("bedrock/chat-stream/upstream-stream.bin");
+        let input = fixture_bytes("bedrock/chat-stream/upstream-stream.bin");
         let options = options();
         let mut c = ctx(RouteType::Chat, MODEL, true, &options);
         c.include_usage = true;
         let mut s = BedrockStream::new(&c);
-        let mut out = BytesMut::new();
-        for b in &input {
-            s.feed(std::slice::from_ref(b), &mut out).unwrap();
-        }
-        s.finish(&mut out).unwrap();
-        let got = sse_payloads(std::str::from_utf8(&out).unwrap());
+        let got = sse_payloads(&run_pieces(&mut s, &input, 1));
         assert_eq!(s.usage(), Usage::new(22, 3));
         assert_eq!(got.len(), 6);
         assert_eq!(
@@ -1926,7 +1878,7 @@ mod tests {
 
     #[test]
     fn tools_stream_at_every_split_streams_tool_calls() {
-        let input = bin("bedrock/tools-stream/upstream-stream.bin");
+        let input = fixture_bytes("bedrock/tools-stream/upstream-stream.bin");
         let expected = sse_payloads(&fixture("bedrock/tools-stream/expected-client-stream.txt"));
         for split in 0..=input.len() {
             let got = run(RouteType::Chat, &input, split);
@@ -2042,7 +1994,7 @@ mod tests {
 
     #[test]
     fn completions_stream_sends_text_completion_chunks() {
-        let input = bin("bedrock/chat-stream/upstream-stream.bin");
+        let input = fixture_bytes("bedrock/chat-stream/upstream-stream.bin");
         let got = run(RouteType::Completions, &input, 17);
         assert_eq!(got.len(), 4);
         assert_eq!(got[0]["object"], "text_completion");
@@ -2083,7 +2035,7 @@ mod tests {
         let c = ctx(RouteType::Chat, MODEL, true, &options);
         let mut s = BedrockStream::new(&c);
         let mut out = BytesMut::new();
-        let mut input = bin("bedrock/chat-stream/upstream-stream.bin");
+        let mut input = fixture_bytes("bedrock/chat-stream/upstream-stream.bin");
         let last = input.len() - 1;
         input[last] ^= 0xff;
         assert!(s.feed(&input, &mut out).is_err());
@@ -2095,16 +2047,7 @@ mod tests {
                                     cuts in proptest::collection::vec(0usize..512, 0..8)) {
             let options = options();
             let c = ctx(RouteType::Chat, MODEL, true, &options);
-            let mut s = BedrockStream::new(&c);
-            let mut out = BytesMut::new();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|x| x.min(data.len())).collect();
-            cuts.sort_unstable();
-            let mut at = 0;
-            for cut in cuts.into_iter().chain([data.len()]) {
-                let _ = s.feed(&data[at..cut], &mut out);
-                at = cut;
-            }
-            let _ = s.finish(&mut out);
+            feed_at_cuts(&mut BedrockStream::new(&c), &data, &cuts);
         }
 
         #[test]

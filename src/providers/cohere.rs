@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, EmbeddingList, FinishReason,
-    ResponseMeta, TextCompletion, Tool, ToolCall, ToolChoice, Usage,
+    arguments_string, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, EmbeddingList,
+    FinishReason, TextCompletion, Tool, ToolCall, ToolChoice, Usage,
 };
-use super::{RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use super::stream::{DecodedStream, EventTranslate};
+use super::{endpoint_url, RequestCtx, StreamError, StreamTranslate, Translate, Translated};
 use crate::codec::ndjson::NdjsonDecoder;
 use crate::config::ai_proxy::{AiProxyConfig, CohereEmbeddingInputType, RouteType};
 use crate::error::GatewayError;
@@ -41,28 +42,13 @@ impl Translate for Cohere {
         Ok(Cohere)
     }
 
-    fn supports(&self, route_type: RouteType) -> bool {
-        matches!(
-            route_type,
-            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-        )
-    }
-
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        // `upstream_url` is a full endpoint URL, used as is (Kong).
-        if let Some(url) = ctx.options.upstream_url.as_deref() {
-            return Ok(url.to_string());
-        }
-        let path = ctx
-            .options
-            .upstream_path
-            .as_deref()
-            .unwrap_or(match ctx.route_type {
-                RouteType::Completions => GENERATE_PATH,
-                RouteType::Embeddings => EMBED_PATH,
-                RouteType::Chat | RouteType::Preserve => CHAT_PATH,
-            });
-        Ok(format!("{DEFAULT_BASE}{path}"))
+        let path = match ctx.route_type {
+            RouteType::Completions => GENERATE_PATH,
+            RouteType::Embeddings => EMBED_PATH,
+            RouteType::Chat | RouteType::Preserve => CHAT_PATH,
+        };
+        Ok(endpoint_url(ctx, DEFAULT_BASE, path))
     }
 
     fn request(
@@ -70,8 +56,7 @@ impl Translate for Cohere {
         ctx: &RequestCtx<'_>,
         body: Map<String, Value>,
     ) -> Result<Value, GatewayError> {
-        let req: ChatRequest = serde_json::from_value(Value::Object(body))
-            .map_err(|e| GatewayError::BadRequest(format!("invalid request: {e}")))?;
+        let req = ChatRequest::from_body(body).map_err(GatewayError::BadRequest)?;
         let out = match ctx.route_type {
             RouteType::Embeddings => serde_json::to_value(embed_request(ctx, &req)?),
             RouteType::Completions => serde_json::to_value(CohereGenerateRequest {
@@ -769,11 +754,7 @@ impl CohereResponse {
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                let arguments = match c.function.arguments {
-                    Value::String(s) => s,
-                    Value::Null => "{}".to_string(),
-                    other => other.to_string(),
-                };
+                let arguments = arguments_string(&c.function.arguments);
                 let id =
                     c.id.filter(|id| !id.is_empty())
                         .unwrap_or_else(|| call_id(request_id, i));
@@ -811,88 +792,90 @@ impl CohereResponse {
 }
 
 /// NDJSON events -> OpenAI chunks.
-pub struct CohereStream {
-    decoder: NdjsonDecoder,
-    lines: Vec<Bytes>,
-    chunks: ChunkBuilder,
-    meta: ResponseMeta,
-    completions: bool,
-    include_usage: bool,
+pub type CohereStream = DecodedStream<NdjsonDecoder, CohereEvents>;
+
+impl CohereStream {
+    pub fn new(ctx: &RequestCtx<'_>) -> Self {
+        let events = CohereEvents {
+            request_id: ctx.request_id.to_string(),
+            started: false,
+            tool_calls: 0,
+        };
+        DecodedStream::from_parts(NdjsonDecoder::new(), events, ctx.chunk_builder())
+    }
+}
+
+pub struct CohereEvents {
     request_id: String,
     /// Something was sent already, so `stream-start` may no longer change the id.
     started: bool,
     tool_calls: usize,
 }
 
-impl CohereStream {
-    pub fn new(ctx: &RequestCtx<'_>) -> Self {
-        let completions = ctx.route_type == RouteType::Completions;
-        CohereStream {
-            decoder: NdjsonDecoder::new(),
-            lines: Vec::new(),
-            chunks: ChunkBuilder::new(ctx.meta(), completions, ctx.include_usage),
-            meta: ctx.meta(),
-            completions,
-            include_usage: ctx.include_usage,
-            request_id: ctx.request_id.to_string(),
-            started: false,
-            tool_calls: 0,
-        }
-    }
-
-    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        for line in std::mem::take(&mut self.lines) {
-            let e: CohereStreamEvent = serde_json::from_slice(&line)
-                .map_err(|err| StreamError(format!("undecodable cohere stream line: {err}")))?;
-            match e.event_type {
-                Some(CohereEventType::StreamStart) => self.start(out, e.generation_id),
-                Some(CohereEventType::TextGeneration) => {
-                    self.started = true;
-                    self.chunks.text(out, e.text.as_deref().unwrap_or_default());
+impl EventTranslate<Bytes> for CohereEvents {
+    fn event(
+        &mut self,
+        line: Bytes,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
+        let e: CohereStreamEvent = serde_json::from_slice(&line)
+            .map_err(|err| StreamError(format!("undecodable cohere stream line: {err}")))?;
+        match e.event_type {
+            Some(CohereEventType::StreamStart) => self.start(e.generation_id, chunks, out),
+            Some(CohereEventType::TextGeneration) => {
+                self.started = true;
+                chunks.text(out, e.text.as_deref().unwrap_or_default());
+            }
+            Some(CohereEventType::ToolCallsGeneration) => {
+                self.started = true;
+                for call in e.tool_calls.iter().flatten() {
+                    let id = call_id(&self.request_id, self.tool_calls);
+                    let index = self.tool_calls as u32;
+                    self.tool_calls += 1;
+                    chunks.tool_call_start(out, index, &id, &call.name);
+                    chunks.tool_call_arguments(out, index, &call.parameters.to_string());
                 }
-                Some(CohereEventType::ToolCallsGeneration) => {
-                    self.started = true;
-                    for call in e.tool_calls.iter().flatten() {
-                        let id = call_id(&self.request_id, self.tool_calls);
-                        let index = self.tool_calls as u32;
-                        self.tool_calls += 1;
-                        self.chunks.tool_call_start(out, index, &id, &call.name);
-                        self.chunks
-                            .tool_call_arguments(out, index, &call.parameters.to_string());
-                    }
-                }
-                Some(CohereEventType::StreamEnd) => self.end(out, &e)?,
-                Some(CohereEventType::Unknown) => {}
-                // The legacy generate stream: text lines, then one `is_finished` line.
-                None if e.is_finished => self.end(out, &e)?,
-                None => {
-                    self.started = true;
-                    self.chunks.text(out, e.text.as_deref().unwrap_or_default());
-                }
+            }
+            Some(CohereEventType::StreamEnd) => self.end(&e, chunks, out)?,
+            Some(CohereEventType::Unknown) => {}
+            // The legacy generate stream: text lines, then one `is_finished` line.
+            None if e.is_finished => self.end(&e, chunks, out)?,
+            None => {
+                self.started = true;
+                chunks.text(out, e.text.as_deref().unwrap_or_default());
             }
         }
         Ok(())
     }
+}
 
+impl CohereEvents {
     /// `stream-start` names the generation; like Kong, it becomes the chunks' id.
-    fn start(&mut self, out: &mut BytesMut, generation_id: Option<String>) {
+    fn start(
+        &mut self,
+        generation_id: Option<String>,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) {
         if !self.started {
             if let Some(id) = generation_id.filter(|id| !id.is_empty()) {
-                let meta = ResponseMeta {
-                    id,
-                    ..self.meta.clone()
-                };
-                self.chunks = ChunkBuilder::new(meta, self.completions, self.include_usage);
+                chunks.set_id(&id);
             }
             self.started = true;
         }
-        self.chunks.start(out);
+        chunks.start(out);
     }
 
-    fn end(&mut self, out: &mut BytesMut, e: &CohereStreamEvent) -> Result<(), StreamError> {
+    fn end(
+        &mut self,
+        e: &CohereStreamEvent,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
         self.started = true;
         if let Some(response) = &e.response {
-            self.chunks.usage = response.usage();
+            chunks.usage = response.usage();
         }
         let finish = e
             .finish_reason
@@ -905,26 +888,8 @@ impl CohereStream {
         } else {
             finish.map_or(FinishReason::Stop, CohereFinish::openai)
         };
-        self.chunks.finish(out, reason);
+        chunks.finish(out, reason);
         Ok(())
-    }
-}
-
-impl StreamTranslate for CohereStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.feed(input, &mut self.lines);
-        self.emit(out)
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.finish(&mut self.lines);
-        self.emit(out)?;
-        self.chunks.done(out);
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.chunks.usage
     }
 }
 
@@ -932,11 +897,14 @@ impl StreamTranslate for CohereStream {
 mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use crate::providers::testkit::{
+        ctx, feed_at_cuts, fixture, fixture_config, fixture_json, run_pieces, run_stream,
+        sse_payloads,
+    };
     use proptest::prelude::*;
 
     fn config() -> AiProxyConfig {
-        serde_json::from_str(&fixture("cohere/chat/config.json")).unwrap()
+        fixture_config("cohere/chat/config.json")
     }
 
     fn options() -> ModelOptions {
@@ -1143,9 +1111,10 @@ mod tests {
 
     #[test]
     fn embeddings_request_uses_the_configured_input_type() {
-        let config: AiProxyConfig =
-            serde_json::from_str(&fixture("cohere/embeddings/config.json")).unwrap();
-        let mut options = config.model.options.unwrap();
+        let mut options = fixture_config("cohere/embeddings/config.json")
+            .model
+            .options
+            .unwrap();
         let c = ctx(RouteType::Embeddings, "embed-english-v3.0", false, &options);
         let body = fixture_json("cohere/embeddings/client-request.json");
         let out = Cohere
@@ -1350,12 +1319,7 @@ mod tests {
         c.include_usage = true;
         let input = fixture("cohere/chat-stream/upstream-stream.ndjson");
         let mut s = CohereStream::new(&c);
-        let mut out = BytesMut::new();
-        for b in input.as_bytes() {
-            s.feed(std::slice::from_ref(b), &mut out).unwrap();
-        }
-        s.finish(&mut out).unwrap();
-        let got = sse_payloads(std::str::from_utf8(&out).unwrap());
+        let got = sse_payloads(&run_pieces(&mut s, input.as_bytes(), 1));
         assert_eq!(got.len(), 6);
         assert_eq!(got[4]["choices"], json!([]));
         assert_eq!(
@@ -1443,16 +1407,7 @@ mod tests {
             let options = ModelOptions::default();
             for route in [RouteType::Chat, RouteType::Completions] {
                 let c = ctx(route, "command-r", true, &options);
-                let mut s = CohereStream::new(&c);
-                let mut out = BytesMut::new();
-                let mut cuts: Vec<usize> = cuts.iter().map(|&x| x.min(data.len())).collect();
-                cuts.sort_unstable();
-                let mut at = 0;
-                for cut in cuts.into_iter().chain([data.len()]) {
-                    let _ = s.feed(&data[at..cut], &mut out);
-                    at = cut;
-                }
-                let _ = s.finish(&mut out);
+                feed_at_cuts(&mut CohereStream::new(&c), &data, &cuts);
             }
         }
 

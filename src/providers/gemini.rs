@@ -20,9 +20,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    ChatChoice, ChatCompletion, ChatRequest, ChunkBuilder, EmbeddingList, FinishReason,
-    FunctionDef, ResponseMeta, TextChoice, TextCompletion, ToolCall, ToolChoice, Usage,
+    arguments_string, split_data_url, ChatChoice, ChatCompletion, ChatRequest, ChunkBuilder,
+    EmbeddingList, FinishReason, FunctionDef, ResponseMeta, TextChoice, TextCompletion, ToolCall,
+    ToolChoice, Usage,
 };
+use super::stream::{DecodedStream, EventTranslate, Frames};
 use super::{
     path_segment, with_query, RequestCtx, StreamError, StreamTranslate, TokenSource, Translate,
     Translated,
@@ -78,13 +80,6 @@ impl Translate for Gemini {
             }
         };
         Ok(Gemini { tokens })
-    }
-
-    fn supports(&self, route_type: RouteType) -> bool {
-        matches!(
-            route_type,
-            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-        )
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
@@ -493,7 +488,9 @@ struct VertexEmbeddingStatistics {
 // ---------------------------------------------------------------------------------------------
 
 /// How the upstream frames its events: decided by the body's first non-space byte.
+#[derive(Default)]
 enum Framing {
+    #[default]
     Undecided,
     /// `alt=sse`: `data: {GenerateContentResponse}` events.
     Sse(SseDecoder),
@@ -515,8 +512,7 @@ const MAX_OBJECT_BODY: usize = 16 * 1024 * 1024;
 /// text for `error transforming to gemini://<route>: <detail>`.
 fn generate_request(ctx: &RequestCtx<'_>, mut body: Map<String, Value>) -> Result<Value, String> {
     let messages = body.remove("messages");
-    let req: ChatRequest =
-        serde_json::from_value(Value::Object(body)).map_err(|e| format!("invalid request: {e}"))?;
+    let req = ChatRequest::from_body(body)?;
 
     let mut turns = Turns::default();
     let mut system_parts = Vec::new();
@@ -812,12 +808,6 @@ fn image_part(url: &str) -> Result<Value, String> {
     Ok(json!({ "fileData": { "mimeType": mime_from_extension(url), "fileUri": url } }))
 }
 
-/// `data:<mime>;base64,<data>` -> (mime, data).
-fn split_data_url(url: &str) -> Option<(&str, &str)> {
-    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
-    Some((meta.strip_suffix(";base64")?, data))
-}
-
 /// Gemini wants an IANA type for `fileData`; Kong sends `image/generic`, which is kept for
 /// URLs whose extension says nothing.
 fn mime_from_extension(url: &str) -> &'static str {
@@ -899,14 +889,6 @@ fn tool_call_id(request_id: &str, n: usize, signature: Option<&str>) -> String {
     match signature.filter(|s| !s.is_empty()) {
         Some(sig) => format!("call_{request_id}_{n}{THOUGHT_SIGNATURE_MARK}{sig}"),
         None => format!("call_{request_id}_{n}"),
-    }
-}
-
-/// Gemini sends arguments as an object; OpenAI as a JSON string.
-fn arguments_string(args: &Value) -> String {
-    match args {
-        Value::Null => "{}".to_string(),
-        other => other.to_string(),
     }
 }
 
@@ -1034,32 +1016,39 @@ fn embeddings_response(
 // ---------------------------------------------------------------------------------------------
 
 /// Gemini stream events (SSE or JSON-array elements) -> OpenAI chunks.
-pub struct GeminiStream {
-    framing: Framing,
-    sse: Vec<SseEvent>,
-    items: Vec<JsonArrayItem>,
-    chunks: ChunkBuilder,
-    request_id: String,
-    tool_calls: u32,
-}
+pub type GeminiStream = DecodedStream<GeminiFrames, GeminiEvents>;
 
 impl GeminiStream {
     pub fn new(ctx: &RequestCtx<'_>) -> Self {
-        GeminiStream {
-            framing: Framing::Undecided,
-            sse: Vec::new(),
-            items: Vec::new(),
-            chunks: ChunkBuilder::new(
-                ctx.meta(),
-                ctx.route_type == RouteType::Completions,
-                ctx.include_usage,
-            ),
+        let events = GeminiEvents {
             request_id: ctx.request_id.to_string(),
             tool_calls: 0,
-        }
+        };
+        DecodedStream::from_parts(GeminiFrames::default(), events, ctx.chunk_builder())
     }
+}
 
-    fn decode(&mut self, input: &[u8]) -> Result<(), StreamError> {
+/// The body cut into `GenerateContentResponse` JSON documents, whatever the [`Framing`].
+#[derive(Default)]
+pub struct GeminiFrames {
+    framing: Framing,
+    sse: Vec<SseEvent>,
+    array: Vec<JsonArrayItem>,
+}
+
+impl GeminiFrames {
+    fn sse_payloads(&mut self, out: &mut Vec<Bytes>) {
+        let events = self.sse.drain(..);
+        let payloads = events.filter(|e| !e.data.is_empty() && e.data != "[DONE]");
+        out.extend(payloads.map(|e| Bytes::from(e.data)));
+    }
+}
+
+impl Frames for GeminiFrames {
+    type Item = Bytes;
+
+    /// A broken JSON array fails the read without handing out the elements decoded in it.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<Bytes>) -> Result<(), StreamError> {
         let mut input = input;
         if let Framing::Undecided = self.framing {
             let Some(start) = input.iter().position(|b| !b.is_ascii_whitespace()) else {
@@ -1074,10 +1063,18 @@ impl GeminiStream {
         }
         match &mut self.framing {
             Framing::Undecided => {}
-            Framing::Sse(d) => d.feed(input, &mut self.sse),
-            Framing::JsonArray(d) => d
-                .feed(input, &mut self.items)
-                .map_err(|e| StreamError(format!("gemini stream: {e}")))?,
+            Framing::Sse(d) => {
+                d.feed(input, &mut self.sse);
+                self.sse_payloads(out);
+            }
+            Framing::JsonArray(d) => {
+                d.feed(input, &mut self.array)
+                    .map_err(|e| StreamError(format!("gemini stream: {e}")))?;
+                out.extend(self.array.drain(..).filter_map(|item| match item {
+                    JsonArrayItem::Element(bytes) => Some(bytes),
+                    JsonArrayItem::End => None,
+                }));
+            }
             Framing::Object(buf) => {
                 if buf.len() + input.len() > MAX_OBJECT_BODY {
                     return Err(StreamError(
@@ -1090,37 +1087,31 @@ impl GeminiStream {
         Ok(())
     }
 
-    /// End of the upstream body: flush what the framing still holds.
-    fn flush(&mut self) {
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
         match &mut self.framing {
-            Framing::Sse(d) => d.finish(&mut self.sse),
-            Framing::Object(buf) if !buf.is_empty() => {
-                let body = buf.split().freeze();
-                self.items.push(JsonArrayItem::Element(body));
+            Framing::Sse(d) => {
+                d.finish(&mut self.sse);
+                self.sse_payloads(out);
             }
+            Framing::Object(buf) if !buf.is_empty() => out.push(buf.split().freeze()),
             _ => {}
         }
     }
+}
 
-    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        let mut events: Vec<Bytes> = self
-            .sse
-            .drain(..)
-            .filter(|e| !e.data.is_empty() && e.data != "[DONE]")
-            .map(|e| Bytes::from(e.data))
-            .collect();
-        events.extend(self.items.drain(..).filter_map(|item| match item {
-            JsonArrayItem::Element(bytes) => Some(bytes),
-            JsonArrayItem::End => None,
-        }));
-        for data in events {
-            self.event(&data, out)?;
-        }
-        Ok(())
-    }
+pub struct GeminiEvents {
+    request_id: String,
+    tool_calls: u32,
+}
 
-    fn event(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        let r: GeminiResponse = serde_json::from_slice(data)
+impl EventTranslate<Bytes> for GeminiEvents {
+    fn event(
+        &mut self,
+        data: Bytes,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
+        let r: GeminiResponse = serde_json::from_slice(&data)
             .map_err(|e| StreamError(format!("undecodable gemini stream event: {e}")))?;
         if let Some(error) = &r.error {
             let message = error
@@ -1131,11 +1122,11 @@ impl GeminiStream {
             return Err(StreamError(message));
         }
         if let Some(usage) = r.usage_metadata {
-            self.chunks.usage = usage.to_openai();
+            chunks.usage = usage.to_openai();
         }
         let Some(candidate) = r.candidates.first() else {
             if r.prompt_feedback.is_some_and(|f| f.block_reason.is_some()) {
-                self.chunks.finish(out, FinishReason::ContentFilter);
+                chunks.finish(out, FinishReason::ContentFilter);
             }
             return Ok(());
         };
@@ -1149,39 +1140,23 @@ impl GeminiStream {
                     index as usize,
                     part.thought_signature.as_deref(),
                 );
-                self.chunks.tool_call_start(out, index, &id, &call.name);
-                self.chunks
-                    .tool_call_arguments(out, index, &arguments_string(&call.args));
+                chunks.tool_call_start(out, index, &id, &call.name);
+                chunks.tool_call_arguments(out, index, &arguments_string(&call.args));
             } else if let Some(text) = part.text.as_deref().filter(|_| !part.thought) {
-                self.chunks.text(out, text);
+                chunks.text(out, text);
             }
         }
         if let Some(reason) = candidate.finish_reason {
-            self.chunks
-                .finish(out, reason.to_openai(self.tool_calls > 0));
+            chunks.finish(out, reason.to_openai(self.tool_calls > 0));
         }
         Ok(())
     }
-}
 
-impl StreamTranslate for GeminiStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decode(input)?;
-        self.emit(out)
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        self.flush();
-        self.emit(out)?;
-        if !self.chunks.is_finished() && self.tool_calls > 0 {
-            self.chunks.finish(out, FinishReason::ToolCalls);
+    /// A stream that called tools but never said why it stopped stopped for them.
+    fn end(&mut self, chunks: &mut ChunkBuilder, out: &mut BytesMut) {
+        if !chunks.is_finished() && self.tool_calls > 0 {
+            chunks.finish(out, FinishReason::ToolCalls);
         }
-        self.chunks.done(out);
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.chunks.usage
     }
 }
 
@@ -1358,13 +1333,13 @@ mod vertex_auth {
 mod tests {
     use super::*;
     use crate::config::ai_proxy::GeminiOptions;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use crate::providers::testkit::{
+        ctx, fixture, fixture_config, fixture_json, run_pieces, run_stream, sse_payloads,
+    };
     use proptest::prelude::*;
 
     fn driver() -> Gemini {
-        let config: AiProxyConfig =
-            serde_json::from_str(&fixture("gemini/chat/config.json")).unwrap();
-        Gemini::from_config(&config).unwrap()
+        Gemini::from_config(&fixture_config("gemini/chat/config.json")).unwrap()
     }
 
     fn vertex_options() -> ModelOptions {
@@ -1959,17 +1934,8 @@ mod tests {
             let got = run_stream(&mut GeminiStream::new(c), input.as_bytes(), split);
             assert_eq!(sse_payloads(&got), first, "split at {split}");
         }
-        let mut s = GeminiStream::new(c);
-        let mut out = BytesMut::new();
-        for b in input.as_bytes() {
-            s.feed(std::slice::from_ref(b), &mut out).unwrap();
-        }
-        s.finish(&mut out).unwrap();
-        assert_eq!(
-            sse_payloads(std::str::from_utf8(&out).unwrap()),
-            first,
-            "byte by byte"
-        );
+        let bytewise = run_pieces(&mut GeminiStream::new(c), input.as_bytes(), 1);
+        assert_eq!(sse_payloads(&bytewise), first, "byte by byte");
         first
     }
 

@@ -20,11 +20,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatRequest, ChunkBuilder, EmbeddingList,
-    FinishReason, TextCompletion, ToolCall, Usage,
+    arguments_string, AssistantMessage, ChatChoice, ChatCompletion, ChatRequest, ChunkBuilder,
+    EmbeddingList, FinishReason, TextCompletion, ToolCall, Usage,
 };
+use super::stream::{DecodedStream, EventTranslate};
 use super::{
-    openai, path_segment, RequestCtx, StreamError, StreamTranslate, Translate, Translated,
+    openai, path_segment, tgi, RequestCtx, StreamError, StreamTranslate, Translate, Translated,
 };
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, RouteType};
@@ -63,13 +64,6 @@ impl Translate for HuggingFace {
             headers.push((HeaderName::from_static("x-wait-for-model"), flag(b)));
         }
         Ok(HuggingFace { headers })
-    }
-
-    fn supports(&self, route_type: RouteType) -> bool {
-        matches!(
-            route_type,
-            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-        )
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
@@ -165,7 +159,7 @@ struct HfChoice {
     #[serde(default)]
     message: Option<HfMessage>,
     #[serde(default)]
-    finish_reason: Option<HfFinish>,
+    finish_reason: Option<tgi::Finish>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,46 +193,12 @@ struct HfUsage {
     completion_tokens: u64,
 }
 
-/// OpenAI's values plus TGI's own (`eos_token`, `stop_sequence`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum HfFinish {
-    Stop,
-    EosToken,
-    StopSequence,
-    Length,
-    ToolCalls,
-    ContentFilter,
-    #[serde(other)]
-    Unknown,
-}
-
-impl HfFinish {
-    fn openai(self, has_tool_calls: bool) -> FinishReason {
-        match self {
-            _ if has_tool_calls => FinishReason::ToolCalls,
-            HfFinish::Length => FinishReason::Length,
-            HfFinish::ContentFilter => FinishReason::ContentFilter,
-            HfFinish::ToolCalls => FinishReason::ToolCalls,
-            _ => FinishReason::Stop,
-        }
-    }
-}
-
 /// One TGI `generate` answer (an element of the array, or TGI's `/generate` object).
 #[derive(Debug, Deserialize)]
 struct HfGenerated {
     generated_text: String,
     #[serde(default)]
-    details: Option<HfDetails>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HfDetails {
-    #[serde(default)]
-    finish_reason: Option<HfFinish>,
-    #[serde(default)]
-    generated_tokens: u64,
+    details: Option<tgi::Details>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,9 +225,9 @@ struct HfStreamEvent {
     #[serde(default)]
     usage: Option<HfUsage>,
     #[serde(default)]
-    token: Option<HfToken>,
+    token: Option<tgi::Token>,
     #[serde(default)]
-    details: Option<HfDetails>,
+    details: Option<tgi::Details>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,7 +237,7 @@ struct HfChunkChoice {
     #[serde(default)]
     delta: Option<HfDelta>,
     #[serde(default)]
-    finish_reason: Option<HfFinish>,
+    finish_reason: Option<tgi::Finish>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,14 +274,6 @@ struct HfFunctionDelta {
     arguments: Value,
 }
 
-#[derive(Debug, Deserialize)]
-struct HfToken {
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    special: bool,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Translation
 // ---------------------------------------------------------------------------------------------
@@ -334,17 +286,15 @@ fn generate_request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Va
         Some(Value::Object(p)) => p.clone(),
         _ => Map::new(),
     };
-    let req: ChatRequest = serde_json::from_value(Value::Object(body))
-        .map_err(|e| GatewayError::BadRequest(format!("invalid request: {e}")))?;
+    let req = ChatRequest::from_body(body).map_err(GatewayError::BadRequest)?;
+    for (key, value) in req.sampling("max_new_tokens") {
+        parameters.entry(key).or_insert(value);
+    }
     let mut set = |key: &str, value: Option<Value>| {
         if let Some(v) = value {
             parameters.entry(key).or_insert(v);
         }
     };
-    set("max_new_tokens", req.max_tokens().map(Value::from));
-    set("temperature", req.temperature.map(Value::from));
-    set("top_p", req.top_p.map(Value::from));
-    set("top_k", req.top_k.map(Value::from));
     set("stop", req.stop.as_ref().map(|s| json!(s.to_vec())));
     set(
         "seed",
@@ -379,15 +329,6 @@ fn embeddings_request(body: &Map<String, Value>) -> Result<Value, GatewayError> 
     }
 }
 
-/// OpenAI arguments are a JSON string; TGI sends an object.
-fn arguments_text(v: Value) -> String {
-    match v {
-        Value::String(s) => s,
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 fn chat_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage), String> {
     if !v.get("choices").is_some_and(Value::is_array) {
         return Err(INVALID_FORMAT.into());
@@ -415,11 +356,10 @@ fn chat_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage), Str
                     let id =
                         c.id.filter(|id| !id.is_empty() && id != "0")
                             .unwrap_or_else(|| format!("call_{}_{i}_{n}", ctx.request_id));
-                    let arguments = arguments_text(c.function.arguments);
-                    let arguments = if arguments.is_empty() {
-                        "{}".into()
-                    } else {
-                        arguments
+                    // TGI may send `""` for a call without arguments; clients parse the string.
+                    let arguments = match arguments_string(&c.function.arguments) {
+                        a if a.is_empty() => "{}".into(),
+                        a => a,
                     };
                     ToolCall::function(id, c.function.name, arguments)
                 })
@@ -430,7 +370,7 @@ fn chat_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage), Str
             };
             let finish = choice
                 .finish_reason
-                .unwrap_or(HfFinish::Stop)
+                .unwrap_or(tgi::Finish::Stop)
                 .openai(!tool_calls.is_empty());
             ChatChoice {
                 index: choice.index.unwrap_or(i as u32),
@@ -470,7 +410,7 @@ fn generate_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage),
         .ok_or(INVALID_FORMAT)?;
     let (finish, usage) = match &generated.details {
         Some(d) => (
-            d.finish_reason.unwrap_or(HfFinish::Stop).openai(false),
+            d.finish_reason.unwrap_or(tgi::Finish::Stop).openai(false),
             Usage::new(0, d.generated_tokens),
         ),
         None => (FinishReason::Stop, Usage::default()),
@@ -497,73 +437,66 @@ fn embeddings_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage
 /// SSE -> OpenAI chunks, re-serialised through [`ChunkBuilder`] so TGI's chunks get OpenAI's
 /// finish reasons, ids, the role on the first chunk, usage on request and a final `[DONE]`.
 /// Chat payloads are OpenAI chunks; completions payloads are TGI token events.
-///
-/// The TGI token-event reading duplicates llama2's raw format (a shared TGI module is due).
-pub struct HfStream {
-    decoder: SseDecoder,
-    events: Vec<SseEvent>,
-    chunks: ChunkBuilder,
+pub type HfStream = DecodedStream<SseDecoder, HfEvents>;
+
+impl HfStream {
+    pub fn new(ctx: &RequestCtx<'_>) -> Self {
+        let events = HfEvents {
+            request_id: ctx.request_id.to_string(),
+            tool_calls: Vec::new(),
+        };
+        DecodedStream::from_parts(SseDecoder::new(), events, ctx.chunk_builder())
+    }
+}
+
+pub struct HfEvents {
     request_id: String,
     /// Indexes of the tool calls whose opening delta was sent.
     tool_calls: Vec<u32>,
 }
 
-impl HfStream {
-    pub fn new(ctx: &RequestCtx<'_>) -> Self {
-        HfStream {
-            decoder: SseDecoder::new(),
-            events: Vec::new(),
-            chunks: ChunkBuilder::new(
-                ctx.meta(),
-                ctx.route_type == RouteType::Completions,
-                ctx.include_usage,
-            ),
-            request_id: ctx.request_id.to_string(),
-            tool_calls: Vec::new(),
+impl EventTranslate<SseEvent> for HfEvents {
+    fn event(
+        &mut self,
+        event: SseEvent,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
+        let data = event.data.trim();
+        if data.is_empty() || data == "[DONE]" {
+            return Ok(());
         }
-    }
-
-    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        for event in std::mem::take(&mut self.events) {
-            let data = event.data.trim();
-            if data.is_empty() || data == "[DONE]" {
-                continue;
-            }
-            let e: HfStreamEvent = serde_json::from_str(data).map_err(|err| {
-                StreamError(format!("undecodable huggingface stream event: {err}"))
-            })?;
-            if let Some(error) = &e.error {
-                let message = error
-                    .as_str()
-                    .map_or_else(|| error.to_string(), str::to_string);
-                return Err(StreamError(format!("API error: {message}")));
-            }
-            if let Some(model) = e.model.as_deref().filter(|m| !m.is_empty()) {
-                self.chunks.set_model(model);
-            }
-            if let Some(u) = e.usage {
-                self.chunks.usage = Usage::new(u.prompt_tokens, u.completion_tokens);
-            }
-            // One choice is all TGI generates; others (none in practice) are dropped.
-            for choice in e.choices.into_iter().filter(|c| c.index == 0) {
-                self.choice(out, choice);
-            }
-            if let Some(token) = e.token.filter(|t| !t.special) {
-                self.chunks.text(out, &token.text);
-            }
-            if let Some(d) = e.details {
-                self.chunks.usage = Usage::new(self.chunks.usage.prompt_tokens, d.generated_tokens);
-                let reason = d.finish_reason.unwrap_or(HfFinish::Stop).openai(false);
-                self.chunks.finish(out, reason);
-            }
+        let e: HfStreamEvent = serde_json::from_str(data)
+            .map_err(|err| StreamError(format!("undecodable huggingface stream event: {err}")))?;
+        if let Some(error) = &e.error {
+            let message = error
+                .as_str()
+                .map_or_else(|| error.to_string(), str::to_string);
+            return Err(StreamError(format!("API error: {message}")));
         }
+        if let Some(model) = e.model.as_deref().filter(|m| !m.is_empty()) {
+            chunks.set_model(model);
+        }
+        if let Some(u) = e.usage {
+            chunks.usage = Usage::new(u.prompt_tokens, u.completion_tokens);
+        }
+        // One choice is all TGI generates; others (none in practice) are dropped.
+        for choice in e.choices.into_iter().filter(|c| c.index == 0) {
+            self.choice(choice, chunks, out);
+        }
+        let tokens = tgi::TokenEvent {
+            token: e.token,
+            details: e.details,
+        };
+        tokens.translate(chunks, out);
         Ok(())
     }
+}
 
-    fn choice(&mut self, out: &mut BytesMut, choice: HfChunkChoice) {
+impl HfEvents {
+    fn choice(&mut self, choice: HfChunkChoice, chunks: &mut ChunkBuilder, out: &mut BytesMut) {
         if let Some(delta) = choice.delta {
-            self.chunks
-                .text(out, delta.content.as_deref().unwrap_or_default());
+            chunks.text(out, delta.content.as_deref().unwrap_or_default());
             let calls = match delta.tool_calls {
                 Some(HfToolCallDeltas::Many(calls)) => calls,
                 Some(HfToolCallDeltas::One(call)) => vec![call],
@@ -571,7 +504,9 @@ impl HfStream {
             };
             for call in calls {
                 let (name, arguments) = match call.function {
-                    Some(f) => (f.name, arguments_text(f.arguments)),
+                    // A delta without arguments adds none (not the `{}` of a whole call).
+                    Some(f) if f.arguments.is_null() => (f.name, String::new()),
+                    Some(f) => (f.name, arguments_string(&f.arguments)),
                     None => (None, String::new()),
                 };
                 if !self.tool_calls.contains(&call.index) {
@@ -581,33 +516,15 @@ impl HfStream {
                         .filter(|id| !id.is_empty() && id != "0")
                         .unwrap_or_else(|| format!("call_{}_{}", self.request_id, call.index));
                     let name = name.unwrap_or_default();
-                    self.chunks.tool_call_start(out, call.index, &id, &name);
+                    chunks.tool_call_start(out, call.index, &id, &name);
                 }
-                self.chunks.tool_call_arguments(out, call.index, &arguments);
+                chunks.tool_call_arguments(out, call.index, &arguments);
             }
         }
         if let Some(finish) = choice.finish_reason {
             let reason = finish.openai(!self.tool_calls.is_empty());
-            self.chunks.finish(out, reason);
+            chunks.finish(out, reason);
         }
-    }
-}
-
-impl StreamTranslate for HfStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.feed(input, &mut self.events);
-        self.emit(out)
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.finish(&mut self.events);
-        self.emit(out)?;
-        self.chunks.done(out);
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.chunks.usage
     }
 }
 
@@ -615,13 +532,16 @@ impl StreamTranslate for HfStream {
 mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use crate::providers::testkit::{
+        ctx, feed_at_cuts, fixture, fixture_config, fixture_json, run_pieces, run_stream,
+        sse_payloads,
+    };
     use proptest::prelude::*;
 
     const MODEL: &str = "mistralai/Mistral-7B-Instruct-v0.2";
 
     fn config() -> AiProxyConfig {
-        serde_json::from_str(&fixture("huggingface/chat/config.json")).unwrap()
+        fixture_config("huggingface/chat/config.json")
     }
 
     fn driver() -> HuggingFace {
@@ -922,12 +842,7 @@ mod tests {
         let input = fixture("huggingface/chat-stream/upstream-stream.txt");
         let input = input.trim_end().trim_end_matches("data: [DONE]");
         let mut s = HfStream::new(&c);
-        let mut out = BytesMut::new();
-        for b in input.as_bytes() {
-            s.feed(std::slice::from_ref(b), &mut out).unwrap();
-        }
-        s.finish(&mut out).unwrap();
-        let got = sse_payloads(std::str::from_utf8(&out).unwrap());
+        let got = sse_payloads(&run_pieces(&mut s, input.as_bytes(), 1));
         assert_eq!(got.len(), 5);
         assert_eq!(got[3]["usage"]["total_tokens"], 13);
         assert_eq!(got[4], "[DONE]");
@@ -995,16 +910,7 @@ mod tests {
             let options = ModelOptions::default();
             for route in [RouteType::Chat, RouteType::Completions] {
                 let c = ctx(route, MODEL, true, &options);
-                let mut s = HfStream::new(&c);
-                let mut out = BytesMut::new();
-                let mut cuts: Vec<usize> = cuts.iter().map(|&x| x.min(data.len())).collect();
-                cuts.sort_unstable();
-                let mut at = 0;
-                for cut in cuts.into_iter().chain([data.len()]) {
-                    let _ = s.feed(&data[at..cut], &mut out);
-                    at = cut;
-                }
-                let _ = s.finish(&mut out);
+                feed_at_cuts(&mut HfStream::new(&c), &data, &cuts);
             }
         }
 

@@ -12,7 +12,12 @@ use serde_json::{json, Map, Value};
 use super::oai::{ChatCompletion, ChatRequest, ChunkBuilder, FinishReason, TextCompletion, Usage};
 use super::ollama::{self, OllamaStream};
 use super::openai::{self, PassthroughStream};
-use super::{RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use super::stream::{DecodedStream, EventTranslate};
+use super::tgi::TokenEvent;
+use super::{
+    default_routes, required_option, self_hosted_url, RequestCtx, StreamError, StreamTranslate,
+    Translate, Translated,
+};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, Llama2Format, RouteType};
 use crate::error::GatewayError;
@@ -25,31 +30,20 @@ pub struct Llama2 {
 
 impl Translate for Llama2 {
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
-        let format = config
-            .model
-            .options
-            .as_ref()
-            .and_then(|o| o.llama2_format)
-            .ok_or("must set 'model.options.llama2_format' for llama2 provider")?;
+        let format = required_option(config, "llama2_format", |o| o.llama2_format)?;
         Ok(Llama2 { format })
     }
 
     fn supports(&self, route_type: RouteType) -> bool {
         match self.format {
+            // TGI's `generate` embeds nothing.
             Llama2Format::Raw => matches!(route_type, RouteType::Chat | RouteType::Completions),
-            _ => matches!(
-                route_type,
-                RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-            ),
+            _ => default_routes(route_type),
         }
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        ctx.options.upstream_url.clone().ok_or_else(|| {
-            GatewayError::BadRequest(
-                "must set 'model.options.upstream_url' for self-hosted providers/models".into(),
-            )
-        })
+        self_hosted_url(ctx)
     }
 
     fn request(
@@ -76,7 +70,11 @@ impl Translate for Llama2 {
         match self.format {
             Llama2Format::Openai => Box::new(PassthroughStream::default()),
             Llama2Format::Ollama => Box::new(OllamaStream::new(ctx)),
-            Llama2Format::Raw => Box::new(RawStream::new(ctx)),
+            Llama2Format::Raw => Box::new(DecodedStream::from_parts(
+                SseDecoder::new(),
+                RawEvents,
+                ctx.chunk_builder(),
+            )),
         }
     }
 }
@@ -102,8 +100,7 @@ fn chat_prompt(req: &ChatRequest) -> String {
 }
 
 fn raw_request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, GatewayError> {
-    let req: ChatRequest = serde_json::from_value(Value::Object(body))
-        .map_err(|e| GatewayError::BadRequest(format!("invalid request: {e}")))?;
+    let req = ChatRequest::from_body(body).map_err(GatewayError::BadRequest)?;
     let inputs = match ctx.route_type {
         RouteType::Completions => format!(
             "<s> [INST] <<SYS>> {COMPLETIONS_SYSTEM} <<SYS>> {} [/INST]",
@@ -111,19 +108,7 @@ fn raw_request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, 
         ),
         _ => chat_prompt(&req),
     };
-    let mut parameters = Map::new();
-    if let Some(v) = req.max_tokens() {
-        parameters.insert("max_new_tokens".into(), json!(v));
-    }
-    if let Some(v) = req.temperature {
-        parameters.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = req.top_p {
-        parameters.insert("top_p".into(), json!(v));
-    }
-    if let Some(v) = req.top_k {
-        parameters.insert("top_k".into(), json!(v));
-    }
+    let mut parameters = req.sampling("max_new_tokens");
     parameters.insert("stream".into(), json!(ctx.stream));
     Ok(json!({ "inputs": inputs, "parameters": parameters }))
 }
@@ -183,87 +168,23 @@ fn raw_response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>
     })
 }
 
-/// TGI's `generate_stream` SSE (`data: {"token":{"text":..},"details":..}`) -> OpenAI chunks.
-struct RawStream {
-    decoder: SseDecoder,
-    events: Vec<SseEvent>,
-    chunks: ChunkBuilder,
-}
+/// TGI's `generate_stream` SSE -> OpenAI chunks.
+struct RawEvents;
 
-#[derive(Deserialize)]
-struct TgiEvent {
-    token: Option<TgiToken>,
-    #[serde(default)]
-    details: Option<TgiDetails>,
-}
-
-#[derive(Deserialize)]
-struct TgiToken {
-    text: String,
-    #[serde(default)]
-    special: bool,
-}
-
-#[derive(Deserialize)]
-struct TgiDetails {
-    #[serde(default)]
-    finish_reason: Option<String>,
-    #[serde(default)]
-    generated_tokens: u64,
-}
-
-impl RawStream {
-    fn new(ctx: &RequestCtx<'_>) -> Self {
-        RawStream {
-            decoder: SseDecoder::new(),
-            events: Vec::new(),
-            chunks: ChunkBuilder::new(
-                ctx.meta(),
-                ctx.route_type == RouteType::Completions,
-                ctx.include_usage,
-            ),
+impl EventTranslate<SseEvent> for RawEvents {
+    fn event(
+        &mut self,
+        event: SseEvent,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
+        if event.data.is_empty() || event.data == "[DONE]" {
+            return Ok(());
         }
-    }
-
-    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        for event in std::mem::take(&mut self.events) {
-            if event.data.is_empty() || event.data == "[DONE]" {
-                continue;
-            }
-            let e: TgiEvent = serde_json::from_str(&event.data)
-                .map_err(|err| StreamError(format!("undecodable llama2 stream event: {err}")))?;
-            if let Some(token) = e.token.filter(|t| !t.special) {
-                self.chunks.text(out, &token.text);
-            }
-            if let Some(details) = e.details {
-                self.chunks.usage.completion_tokens = details.generated_tokens;
-                self.chunks.usage.total_tokens = details.generated_tokens;
-                let reason = match details.finish_reason.as_deref() {
-                    Some("length") => FinishReason::Length,
-                    _ => FinishReason::Stop,
-                };
-                self.chunks.finish(out, reason);
-            }
-        }
+        let e: TokenEvent = serde_json::from_str(&event.data)
+            .map_err(|err| StreamError(format!("undecodable llama2 stream event: {err}")))?;
+        e.translate(chunks, out);
         Ok(())
-    }
-}
-
-impl StreamTranslate for RawStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.feed(input, &mut self.events);
-        self.emit(out)
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.finish(&mut self.events);
-        self.emit(out)?;
-        self.chunks.done(out);
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.chunks.usage
     }
 }
 
@@ -271,11 +192,12 @@ impl StreamTranslate for RawStream {
 mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use crate::providers::testkit::{
+        ctx, fixture, fixture_config, fixture_json, run_stream, sse_payloads,
+    };
 
     fn driver_and_options() -> (Llama2, ModelOptions) {
-        let config: AiProxyConfig =
-            serde_json::from_str(&fixture("llama2/raw-chat/config.json")).unwrap();
+        let config = fixture_config("llama2/raw-chat/config.json");
         let options = config.model.options.clone().unwrap();
         (Llama2::from_config(&config).unwrap(), options)
     }
@@ -315,9 +237,15 @@ mod tests {
         let (d, options) = driver_and_options();
         let c = ctx(RouteType::Completions, "llama2", false, &options);
         let out = d
-            .request(&c, merged("llama2/raw-completions/client-request.json", &options))
+            .request(
+                &c,
+                merged("llama2/raw-completions/client-request.json", &options),
+            )
             .unwrap();
-        assert_eq!(out, fixture_json("llama2/raw-completions/upstream-request.json"));
+        assert_eq!(
+            out,
+            fixture_json("llama2/raw-completions/upstream-request.json")
+        );
     }
 
     #[test]
@@ -343,9 +271,15 @@ mod tests {
         let (d, options) = driver_and_options();
         let c = ctx(RouteType::Chat, "llama2", false, &options);
         let empty = d.response(&c, Bytes::from_static(b"{\"data\":[]}"));
-        assert_eq!(empty.unwrap_err(), "response data is empty from llama2 endpoint");
+        assert_eq!(
+            empty.unwrap_err(),
+            "response data is empty from llama2 endpoint"
+        );
         let none = d.response(&c, Bytes::from_static(b"{}"));
-        assert_eq!(none.unwrap_err(), "cannot parse response from llama2 endpoint");
+        assert_eq!(
+            none.unwrap_err(),
+            "cannot parse response from llama2 endpoint"
+        );
     }
 
     #[test]

@@ -6,8 +6,11 @@ use serde_json::{Map, Value};
 
 use super::ollama::{self, OllamaStream};
 use super::openai::{self, PassthroughStream};
-use super::{RequestCtx, StreamTranslate, Translate, Translated};
-use crate::config::ai_proxy::{AiProxyConfig, MistralFormat, RouteType};
+use super::{
+    endpoint_url, required_option, self_hosted_url, RequestCtx, StreamTranslate, Translate,
+    Translated,
+};
+use crate::config::ai_proxy::{AiProxyConfig, MistralFormat};
 use crate::error::GatewayError;
 
 pub const DEFAULT_BASE: &str = "https://api.mistral.ai:443";
@@ -18,31 +21,18 @@ pub struct Mistral {
 
 impl Translate for Mistral {
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
-        let format = config
-            .model
-            .options
-            .as_ref()
-            .and_then(|o| o.mistral_format)
-            .ok_or("must set 'model.options.mistral_format' for mistral provider")?;
+        let format = required_option(config, "mistral_format", |o| o.mistral_format)?;
         Ok(Mistral { format })
     }
 
-    fn supports(&self, route_type: RouteType) -> bool {
-        matches!(
-            route_type,
-            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-        )
-    }
-
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        if let Some(url) = ctx.options.upstream_url.as_deref() {
-            return Ok(url.to_string());
-        }
         match self.format {
-            MistralFormat::Openai => Ok(format!("{DEFAULT_BASE}{}", openai::default_path(ctx))),
-            MistralFormat::Ollama => Err(GatewayError::BadRequest(
-                "must set 'model.options.upstream_url' for self-hosted providers/models".into(),
+            MistralFormat::Openai => Ok(endpoint_url(
+                ctx,
+                DEFAULT_BASE,
+                openai::route_path(ctx.route_type),
             )),
+            MistralFormat::Ollama => self_hosted_url(ctx),
         }
     }
 
@@ -75,12 +65,12 @@ impl Translate for Mistral {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json};
+    use crate::config::ai_proxy::RouteType;
+    use crate::providers::testkit::{ctx, fixture_config, fixture_json};
 
     #[test]
     fn openai_format_goes_to_mistral_and_drops_top_k() {
-        let config: AiProxyConfig =
-            serde_json::from_str(&fixture("mistral/openai-chat/config.json")).unwrap();
+        let config = fixture_config("mistral/openai-chat/config.json");
         let m = Mistral::from_config(&config).unwrap();
         let options = config.model.options.clone().unwrap();
         let model = config.model.name.clone().unwrap();
@@ -104,7 +94,10 @@ mod tests {
             body.insert("max_tokens".into(), t.into());
         }
         let out = m.request(&c, body).unwrap();
-        assert_eq!(out, fixture_json("mistral/openai-chat/upstream-request.json"));
+        assert_eq!(
+            out,
+            fixture_json("mistral/openai-chat/upstream-request.json")
+        );
     }
 
     #[test]

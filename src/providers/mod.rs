@@ -3,10 +3,16 @@
 //! against fixtures; the actors do the I/O.
 //!
 //! Adding a provider: write `providers/<name>.rs` implementing [`Translate`], then add one line
-//! to the `providers!` registration below.
+//! to the `providers!` registration below. A synthesised stream is the provider's
+//! [`stream::EventTranslate`] behind a [`stream::DecodedStream`]; the shared pieces of the
+//! OpenAI wire format are in [`oai`], those of TGI in [`tgi`].
 
 pub mod oai;
 pub mod ollama;
+pub mod stream;
+#[cfg(test)]
+pub(crate) mod testkit;
+pub mod tgi;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -15,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, ProviderName, RouteType};
 use crate::error::GatewayError;
-use oai::{ResponseMeta, Usage};
+use oai::{ChunkBuilder, ResponseMeta, Usage};
 
 /// Everything about one request a translator may depend on. Built by the route actor after
 /// Kong's request rules (model selection, option merge, streaming decision) have run.
@@ -45,6 +51,16 @@ impl RequestCtx<'_> {
             created: self.created,
             model: self.model.to_string(),
         }
+    }
+
+    /// The builder of a synthesised stream: this request's meta, the chunk shape of its route
+    /// (`text_completion` on completions) and whether the client asked for a usage chunk.
+    pub fn chunk_builder(&self) -> ChunkBuilder {
+        ChunkBuilder::new(
+            self.meta(),
+            self.route_type == RouteType::Completions,
+            self.include_usage,
+        )
     }
 }
 
@@ -90,8 +106,11 @@ pub trait Translate: Send + Sync + Sized {
     /// an error here is reported as a config problem.
     fn from_config(config: &AiProxyConfig) -> Result<Self, String>;
 
-    /// Whether this provider serves `route_type` in OpenAI format.
-    fn supports(&self, route_type: RouteType) -> bool;
+    /// Whether this provider serves `route_type` in OpenAI format. By default the three routes
+    /// most providers serve: chat, completions and embeddings.
+    fn supports(&self, route_type: RouteType) -> bool {
+        default_routes(route_type)
+    }
 
     /// The absolute upstream URL for this request (query included).
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError>;
@@ -306,6 +325,47 @@ impl Driver {
     pub fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
         self.inner().token_source()
     }
+}
+
+/// Chat, completions and embeddings: what [`Translate::supports`] answers unless overridden.
+pub fn default_routes(route_type: RouteType) -> bool {
+    matches!(
+        route_type,
+        RouteType::Chat | RouteType::Completions | RouteType::Embeddings
+    )
+}
+
+/// A model option the provider cannot be configured without; Kong's text when it is missing.
+pub fn required_option<T>(
+    config: &AiProxyConfig,
+    name: &str,
+    get: impl FnOnce(&ModelOptions) -> Option<T>,
+) -> Result<T, String> {
+    config.model.options.as_ref().and_then(get).ok_or_else(|| {
+        format!(
+            "must set 'model.options.{name}' for {} provider",
+            config.model.provider.as_str()
+        )
+    })
+}
+
+/// Kong's URL rule for a hosted provider: `upstream_url` is the full endpoint URL, used as is;
+/// otherwise `base` plus the configured `upstream_path`, else the route's own `path`.
+pub fn endpoint_url(ctx: &RequestCtx<'_>, base: &str, path: &str) -> String {
+    if let Some(url) = ctx.options.upstream_url.as_deref() {
+        return url.to_string();
+    }
+    let path = ctx.options.upstream_path.as_deref().unwrap_or(path);
+    format!("{base}{path}")
+}
+
+/// A self-hosted model has no default host, so `upstream_url` is required (Kong's 400 text).
+pub fn self_hosted_url(ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
+    ctx.options.upstream_url.clone().ok_or_else(|| {
+        GatewayError::BadRequest(
+            "must set 'model.options.upstream_url' for self-hosted providers/models".into(),
+        )
+    })
 }
 
 /// Joins a configured `upstream_url`, or a default base plus path, with extra query pairs.

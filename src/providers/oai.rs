@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 // ---------------------------------------------------------------------------------------------
 // Request side
@@ -42,10 +42,34 @@ pub struct ChatRequest {
     #[serde(default)]
     pub input: Option<Value>,
     #[serde(flatten)]
-    pub extra: serde_json::Map<String, Value>,
+    pub extra: Map<String, Value>,
 }
 
 impl ChatRequest {
+    /// Reads a client body; the error is the reason for the client's 400.
+    pub fn from_body(body: Map<String, Value>) -> Result<Self, String> {
+        serde_json::from_value(Value::Object(body)).map_err(|e| format!("invalid request: {e}"))
+    }
+
+    /// The sampling knobs providers take under OpenAI's names (`temperature`, `top_p`,
+    /// `top_k`), plus the length limit under the provider's own `max_tokens_key`.
+    pub fn sampling(&self, max_tokens_key: &str) -> Map<String, Value> {
+        let mut out = Map::new();
+        if let Some(v) = self.max_tokens() {
+            out.insert(max_tokens_key.into(), v.into());
+        }
+        if let Some(v) = self.temperature {
+            out.insert("temperature".into(), v.into());
+        }
+        if let Some(v) = self.top_p {
+            out.insert("top_p".into(), v.into());
+        }
+        if let Some(v) = self.top_k {
+            out.insert("top_k".into(), v.into());
+        }
+        out
+    }
+
     /// `max_completion_tokens` is the newer name; either one limits the answer.
     pub fn max_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -144,11 +168,15 @@ pub struct ImageUrl {
 impl ImageUrl {
     /// Splits a `data:<mime>;base64,<data>` URL into mime type and base64 payload.
     pub fn as_data_url(&self) -> Option<(&str, &str)> {
-        let rest = self.url.strip_prefix("data:")?;
-        let (meta, data) = rest.split_once(',')?;
-        let mime = meta.strip_suffix(";base64")?;
-        Some((mime, data))
+        split_data_url(&self.url)
     }
+}
+
+/// `data:<mime>;base64,<data>` -> (mime, base64 payload); `None` for any other URL. A free
+/// function for translators that read image URLs out of raw JSON instead of [`ImageUrl`].
+pub fn split_data_url(url: &str) -> Option<(&str, &str)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    Some((meta.strip_suffix(";base64")?, data))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -235,6 +263,17 @@ pub struct FunctionCall {
     pub name: String,
     /// A JSON document as a string, as OpenAI sends it.
     pub arguments: String,
+}
+
+/// Tool-call arguments as a provider sends them (a JSON value) -> OpenAI's `arguments` (a JSON
+/// document as a string). A string is taken as already serialised (Cohere v2 sends one);
+/// missing arguments are `{}`, the empty argument list, since clients parse the string.
+pub fn arguments_string(arguments: &Value) -> String {
+    match arguments {
+        Value::String(s) => s.clone(),
+        Value::Null => "{}".to_string(),
+        other => other.to_string(),
+    }
 }
 
 impl ToolCall {
@@ -505,6 +544,8 @@ pub struct ChunkBuilder {
     include_usage: bool,
     role_sent: bool,
     finished: bool,
+    /// `[DONE]` was written; the stream is over.
+    done: bool,
     pub usage: Usage,
 }
 
@@ -517,6 +558,7 @@ impl ChunkBuilder {
             include_usage,
             role_sent: false,
             finished: false,
+            done: false,
             usage: Usage::default(),
         }
     }
@@ -528,6 +570,14 @@ impl ChunkBuilder {
     pub fn set_model(&mut self, model: &str) {
         if self.meta.model != model {
             self.meta.model = model.to_string();
+        }
+    }
+
+    /// Takes the provider's own response id (Anthropic `msg_...`, Cohere `generation_id`). Call
+    /// it before the first chunk is written, so one stream never shows two ids.
+    pub fn set_id(&mut self, id: &str) {
+        if self.meta.id != id {
+            self.meta.id = id.to_string();
         }
     }
 
@@ -668,9 +718,20 @@ impl ChunkBuilder {
         self.finished
     }
 
+    /// Whether [`ChunkBuilder::done`] was called: nothing may follow `[DONE]`.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// Ends the stream: a finish chunk if none was sent, the usage chunk when the client asked
-    /// for it (`stream_options.include_usage`), then `[DONE]`.
+    /// for it (`stream_options.include_usage`), then `[DONE]`. Only the first call writes, so a
+    /// provider that ends its stream explicitly (Anthropic's `message_stop`) is not closed twice
+    /// when the body ends.
     pub fn done(&mut self, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        self.done = true;
         if !self.finished {
             self.finish(out, FinishReason::Stop);
         }
@@ -789,6 +850,32 @@ mod tests {
         assert_eq!(ev[0]["object"], "text_completion");
         assert_eq!(ev[0]["choices"][0]["text"], "a");
         assert_eq!(ev[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn upstream_id_replaces_ours_and_done_writes_once() {
+        let mut b = ChunkBuilder::new(meta(), false, false);
+        b.set_id("msg_1");
+        let mut out = BytesMut::new();
+        b.text(&mut out, "x");
+        b.done(&mut out);
+        b.done(&mut out);
+        assert!(b.is_done());
+        let ev = events(&out);
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[0]["id"], "msg_1");
+        assert_eq!(ev[1]["id"], "msg_1");
+        assert_eq!(ev[2], "[DONE]");
+    }
+
+    #[test]
+    fn tool_arguments_become_a_json_string() {
+        assert_eq!(arguments_string(&serde_json::json!({"a": 1})), r#"{"a":1}"#);
+        assert_eq!(arguments_string(&Value::Null), "{}");
+        assert_eq!(
+            arguments_string(&Value::String("{\"b\":2}".into())),
+            r#"{"b":2}"#
+        );
     }
 
     #[test]

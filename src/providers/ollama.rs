@@ -9,18 +9,18 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart, FinishReason,
-    MessageContent, TextCompletion, ToolCall, Usage,
+    arguments_string, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart,
+    FinishReason, MessageContent, TextCompletion, ToolCall, Usage,
 };
-use super::{RequestCtx, StreamError, StreamTranslate, Translated};
+use super::stream::{DecodedStream, EventTranslate};
+use super::{RequestCtx, StreamError, Translated};
 use crate::codec::ndjson::NdjsonDecoder;
 use crate::config::ai_proxy::RouteType;
 use crate::error::GatewayError;
 
 /// OpenAI request -> Ollama request. Sampling knobs move under `options`.
 pub fn request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, GatewayError> {
-    let req: ChatRequest = serde_json::from_value(Value::Object(body))
-        .map_err(|e| GatewayError::BadRequest(format!("invalid request: {e}")))?;
+    let req = ChatRequest::from_body(body).map_err(GatewayError::BadRequest)?;
     let mut out = Map::new();
     out.insert("model".into(), json!(ctx.model));
     match ctx.route_type {
@@ -46,19 +46,7 @@ pub fn request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, 
     if let Some(choice) = &req.tool_choice {
         out.insert("tool_choice".into(), json!(choice));
     }
-    let mut options = Map::new();
-    if let Some(v) = req.max_tokens() {
-        options.insert("num_predict".into(), json!(v));
-    }
-    if let Some(v) = req.temperature {
-        options.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = req.top_p {
-        options.insert("top_p".into(), json!(v));
-    }
-    if let Some(v) = req.top_k {
-        options.insert("top_k".into(), json!(v));
-    }
+    let mut options = req.sampling("num_predict");
     if let Some(stop) = &req.stop {
         options.insert("stop".into(), json!(stop.to_vec()));
     }
@@ -175,15 +163,6 @@ impl OllamaResponse {
     }
 }
 
-/// Ollama sends arguments as an object; OpenAI as a JSON string.
-fn arguments_string(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "{}".to_string(),
-        other => other.to_string(),
-    }
-}
-
 /// Ollama 200 body -> OpenAI body.
 pub fn response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
     let r: OllamaResponse = serde_json::from_slice(&body)
@@ -237,94 +216,76 @@ pub fn response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>
     })
 }
 
-/// NDJSON lines -> OpenAI chunks.
-pub struct OllamaStream {
-    decoder: NdjsonDecoder,
-    lines: Vec<Bytes>,
-    chunks: ChunkBuilder,
+/// Ollama's NDJSON lines -> OpenAI chunks.
+pub type OllamaStream = DecodedStream<NdjsonDecoder, OllamaEvents>;
+
+impl OllamaStream {
+    pub fn new(ctx: &RequestCtx<'_>) -> Self {
+        let events = OllamaEvents {
+            max_tokens: ctx.options.max_tokens,
+            request_id: ctx.request_id.to_string(),
+            tool_calls: 0,
+        };
+        DecodedStream::from_parts(NdjsonDecoder::new(), events, ctx.chunk_builder())
+    }
+}
+
+pub struct OllamaEvents {
     max_tokens: Option<u64>,
     request_id: String,
     tool_calls: u32,
 }
 
-impl OllamaStream {
-    pub fn new(ctx: &RequestCtx<'_>) -> Self {
-        OllamaStream {
-            decoder: NdjsonDecoder::new(),
-            lines: Vec::new(),
-            chunks: ChunkBuilder::new(
-                ctx.meta(),
-                ctx.route_type == RouteType::Completions,
-                ctx.include_usage,
-            ),
-            max_tokens: ctx.options.max_tokens,
-            request_id: ctx.request_id.to_string(),
-            tool_calls: 0,
+impl EventTranslate<Bytes> for OllamaEvents {
+    fn event(
+        &mut self,
+        line: Bytes,
+        chunks: &mut ChunkBuilder,
+        out: &mut BytesMut,
+    ) -> Result<(), StreamError> {
+        let r: OllamaResponse = serde_json::from_slice(&line)
+            .map_err(|e| StreamError(format!("undecodable ollama stream line: {e}")))?;
+        if let Some(error) = &r.error {
+            return Err(StreamError(format!("ollama error: {error}")));
         }
-    }
-
-    fn emit(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        for line in std::mem::take(&mut self.lines) {
-            let r: OllamaResponse = serde_json::from_slice(&line)
-                .map_err(|e| StreamError(format!("undecodable ollama stream line: {e}")))?;
-            if let Some(error) = &r.error {
-                return Err(StreamError(format!("ollama error: {error}")));
-            }
-            if let Some(model) = &r.model {
-                self.chunks.set_model(model);
-            }
-            if let Some(text) = &r.response {
-                self.chunks.text(out, text);
-            }
-            if let Some(m) = &r.message {
-                self.chunks.text(out, &m.content);
-                for call in r.tool_calls(&self.request_id) {
-                    let index = self.tool_calls;
-                    self.tool_calls += 1;
-                    self.chunks
-                        .tool_call_start(out, index, &call.id, &call.function.name);
-                    self.chunks
-                        .tool_call_arguments(out, index, &call.function.arguments);
-                }
-            }
-            if r.done {
-                self.chunks.usage = r.usage();
-                let finish = r.finish_reason(self.max_tokens, self.tool_calls > 0);
-                self.chunks.finish(out, finish);
+        if let Some(model) = &r.model {
+            chunks.set_model(model);
+        }
+        if let Some(text) = &r.response {
+            chunks.text(out, text);
+        }
+        if let Some(m) = &r.message {
+            chunks.text(out, &m.content);
+            for call in r.tool_calls(&self.request_id) {
+                let index = self.tool_calls;
+                self.tool_calls += 1;
+                chunks.tool_call_start(out, index, &call.id, &call.function.name);
+                chunks.tool_call_arguments(out, index, &call.function.arguments);
             }
         }
+        if r.done {
+            chunks.usage = r.usage();
+            let finish = r.finish_reason(self.max_tokens, self.tool_calls > 0);
+            chunks.finish(out, finish);
+        }
         Ok(())
-    }
-}
-
-impl StreamTranslate for OllamaStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.feed(input, &mut self.lines);
-        self.emit(out)
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        self.decoder.finish(&mut self.lines);
-        self.emit(out)?;
-        self.chunks.done(out);
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.chunks.usage
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ai_proxy::{AiProxyConfig, ModelOptions};
-    use crate::providers::openai::tests::{ctx, fixture, fixture_json, run_stream, sse_payloads};
+    use crate::config::ai_proxy::ModelOptions;
+    use crate::providers::testkit::{
+        ctx, fixture, fixture_config, fixture_json, run_stream, sse_payloads,
+    };
+    use crate::providers::StreamTranslate;
 
     fn options() -> ModelOptions {
-        let config: AiProxyConfig =
-            serde_json::from_str(&fixture("llama2/ollama-chat/config.json")).unwrap();
-        config.model.options.unwrap()
+        fixture_config("llama2/ollama-chat/config.json")
+            .model
+            .options
+            .unwrap()
     }
 
     /// The pipeline merges config options into the body before translation.

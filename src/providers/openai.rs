@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::oai::{self, Usage};
-use super::{RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use super::{endpoint_url, RequestCtx, StreamError, StreamTranslate, Translate, Translated};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, RouteType};
 use crate::error::GatewayError;
@@ -22,19 +22,8 @@ impl Translate for OpenAi {
         Ok(OpenAi)
     }
 
-    fn supports(&self, route_type: RouteType) -> bool {
-        matches!(
-            route_type,
-            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
-        )
-    }
-
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        // `upstream_url` is a full endpoint URL, used as is (Kong).
-        Ok(match ctx.options.upstream_url.as_deref() {
-            Some(url) => url.to_string(),
-            None => format!("{DEFAULT_BASE}{}", default_path(ctx)),
-        })
+        Ok(endpoint_url(ctx, DEFAULT_BASE, route_path(ctx.route_type)))
     }
 
     fn request(
@@ -54,12 +43,10 @@ impl Translate for OpenAi {
     }
 }
 
-/// The default OpenAI path of a route type (`upstream_path` replaces it when configured).
-pub fn default_path<'a>(ctx: &'a RequestCtx<'_>) -> &'a str {
-    if let Some(path) = ctx.options.upstream_path.as_deref() {
-        return path;
-    }
-    match ctx.route_type {
+/// The OpenAI path of a route type ([`endpoint_url`] puts a configured `upstream_path` in its
+/// place).
+pub fn route_path(route_type: RouteType) -> &'static str {
+    match route_type {
         RouteType::Completions => "/v1/completions",
         RouteType::Embeddings => "/v1/embeddings",
         RouteType::Chat | RouteType::Preserve => "/v1/chat/completions",
@@ -126,10 +113,7 @@ pub fn response(route_type: RouteType, body: Bytes) -> Result<Translated, String
         } else {
             "choices"
         };
-        return Err(format!(
-            "'{field}' not in {} response",
-            route_type.as_str()
-        ));
+        return Err(format!("'{field}' not in {} response", route_type.as_str()));
     }
     let usage = shape.usage.unwrap_or_default();
     Ok(Translated {
@@ -211,67 +195,15 @@ impl StreamTranslate for PassthroughStream {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
-
-    pub fn fixture(path: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    pub fn fixture_json(path: &str) -> Value {
-        serde_json::from_str(&fixture(path)).unwrap()
-    }
-
-    pub fn ctx<'a>(
-        route_type: RouteType,
-        model: &'a str,
-        stream: bool,
-        options: &'a ModelOptions,
-    ) -> RequestCtx<'a> {
-        RequestCtx {
-            route_type,
-            model,
-            stream,
-            include_usage: false,
-            options,
-            client_query: "",
-            request_id: "test",
-            created: 1_700_000_000,
-        }
-    }
-
-    /// Feeds `input` split at `split` and returns the client bytes.
-    pub fn run_stream(t: &mut dyn StreamTranslate, input: &[u8], split: usize) -> String {
-        let mut out = BytesMut::new();
-        t.feed(&input[..split], &mut out).unwrap();
-        t.feed(&input[split..], &mut out).unwrap();
-        t.finish(&mut out).unwrap();
-        String::from_utf8(out.to_vec()).unwrap()
-    }
-
-    /// The JSON payloads of an SSE text (`[DONE]` as a string).
-    pub fn sse_payloads(text: &str) -> Vec<Value> {
-        text.split("\n\n")
-            .filter_map(|e| e.trim().strip_prefix("data:"))
-            .map(|d| {
-                let d = d.trim();
-                if d == "[DONE]" {
-                    Value::String(d.into())
-                } else {
-                    serde_json::from_str(d).unwrap()
-                }
-            })
-            .collect()
-    }
+    use crate::providers::testkit::{
+        ctx, fixture, fixture_config, fixture_json, run_stream, sse_payloads,
+    };
 
     fn driver() -> OpenAi {
-        let config: AiProxyConfig = serde_json::from_str(&fixture("openai/chat/config.json")).unwrap();
-        OpenAi::from_config(&config).unwrap()
+        OpenAi::from_config(&fixture_config("openai/chat/config.json")).unwrap()
     }
 
     #[test]
@@ -298,7 +230,10 @@ pub(crate) mod tests {
         let out = driver()
             .request(&ctx, client.as_object().unwrap().clone())
             .unwrap();
-        assert_eq!(out, fixture_json("openai/completions/upstream-request.json"));
+        assert_eq!(
+            out,
+            fixture_json("openai/completions/upstream-request.json")
+        );
         assert!(driver().url(&ctx).unwrap().ends_with("/v1/completions"));
     }
 
@@ -358,7 +293,10 @@ pub(crate) mod tests {
         let mut s = PassthroughStream::default();
         let mut out = BytesMut::new();
         let err = s
-            .feed(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n", &mut out)
+            .feed(
+                b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n",
+                &mut out,
+            )
             .unwrap_err();
         assert_eq!(err.0, "overloaded");
     }

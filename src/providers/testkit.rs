@@ -1,0 +1,96 @@
+//! Test helpers every provider's tests share: fixture loading, a request context, and the
+//! ways of feeding a stream translator (split in two, in fixed-size pieces, at random cuts).
+
+use bytes::BytesMut;
+use serde_json::Value;
+
+use super::{RequestCtx, StreamTranslate};
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
+
+/// A file under `tests/fixtures/`, as bytes (Bedrock's event streams are binary).
+pub fn fixture_bytes(path: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+pub fn fixture(path: &str) -> String {
+    String::from_utf8(fixture_bytes(path)).unwrap()
+}
+
+pub fn fixture_json(path: &str) -> Value {
+    serde_json::from_str(&fixture(path)).unwrap()
+}
+
+/// A plugin config fixture (`<provider>/<case>/config.json`).
+pub fn fixture_config(path: &str) -> AiProxyConfig {
+    serde_json::from_str(&fixture(path)).unwrap()
+}
+
+pub fn ctx<'a>(
+    route_type: RouteType,
+    model: &'a str,
+    stream: bool,
+    options: &'a ModelOptions,
+) -> RequestCtx<'a> {
+    RequestCtx {
+        route_type,
+        model,
+        stream,
+        include_usage: false,
+        options,
+        client_query: "",
+        request_id: "test",
+        created: 1_700_000_000,
+    }
+}
+
+/// Feeds `input` split at `split` and returns the client bytes.
+pub fn run_stream(t: &mut dyn StreamTranslate, input: &[u8], split: usize) -> String {
+    let mut out = BytesMut::new();
+    t.feed(&input[..split], &mut out).unwrap();
+    t.feed(&input[split..], &mut out).unwrap();
+    t.finish(&mut out).unwrap();
+    String::from_utf8(out.to_vec()).unwrap()
+}
+
+/// Feeds `input` in pieces of `size` bytes (1: byte by byte) and returns the client bytes.
+pub fn run_pieces(t: &mut dyn StreamTranslate, input: &[u8], size: usize) -> String {
+    let mut out = BytesMut::new();
+    for piece in input.chunks(size) {
+        t.feed(piece, &mut out).unwrap();
+    }
+    t.finish(&mut out).unwrap();
+    String::from_utf8(out.to_vec()).unwrap()
+}
+
+/// Feeds arbitrary `data` cut at the (clamped, sorted) `cuts`, ignoring errors: for property
+/// tests that only ask that nothing panics.
+pub fn feed_at_cuts(t: &mut dyn StreamTranslate, data: &[u8], cuts: &[usize]) {
+    let mut out = BytesMut::new();
+    let mut cuts: Vec<usize> = cuts.iter().map(|&x| x.min(data.len())).collect();
+    cuts.sort_unstable();
+    let mut at = 0;
+    for cut in cuts.into_iter().chain([data.len()]) {
+        let _ = t.feed(&data[at..cut], &mut out);
+        at = cut;
+    }
+    let _ = t.finish(&mut out);
+}
+
+/// The JSON payloads of an SSE text (`[DONE]` as a string).
+pub fn sse_payloads(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data:"))
+        .map(|d| {
+            let d = d.trim();
+            if d == "[DONE]" {
+                Value::String(d.into())
+            } else {
+                serde_json::from_str(d).unwrap()
+            }
+        })
+        .collect()
+}
