@@ -130,6 +130,14 @@ impl Drop for InFlight {
     }
 }
 
+/// A body that ends early means the client left mid-upload; anything else is a malformed body.
+fn body_error(e: actix_web::error::PayloadError) -> GatewayError {
+    match e {
+        actix_web::error::PayloadError::Incomplete(_) => GatewayError::ClientGone,
+        other => GatewayError::BadRequest(format!("reading the request body failed: {other}")),
+    }
+}
+
 /// Reads the body up to the route's limit, within the client request timeout.
 async fn read_body(
     req: &HttpRequest,
@@ -150,9 +158,7 @@ async fn read_body(
     let read = async {
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| {
-                GatewayError::BadRequest(format!("reading the request body failed: {e}"))
-            })?;
+            let chunk = chunk.map_err(body_error)?;
             if let Some(limit) = limit {
                 if (buf.len() + chunk.len()) as u64 > limit {
                     return Err(GatewayError::BodyTooLarge { limit });

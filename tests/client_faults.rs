@@ -198,6 +198,28 @@ fn slow_loris_body_gets_408_within_the_client_timeout() {
 }
 
 #[test]
+fn client_gone_mid_upload_is_logged_as_499_and_never_reaches_the_provider() {
+    let s = setup();
+    let before = requests_seen(&s.mock);
+    let mut conn = RawConn::open(s.gw.port);
+    conn.send(
+        b"POST /chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"messages\":",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    drop(conn);
+    assert!(
+        s.gw.wait_for_log(
+            "route=chat provider=\"openai\" model= status=499",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        s.gw.logs()
+    );
+    assert_eq!(requests_seen(&s.mock), before);
+    assert_no_leaks(s.status);
+}
+
+#[test]
 fn slow_loris_head_gets_408_and_is_closed() {
     let s = setup();
     let mut conn = RawConn::open(s.gw.port);

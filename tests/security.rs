@@ -329,26 +329,34 @@ fn secrets_never_appear_in_logs_errors_or_validate_output() {
     ];
     let mut answers = Vec::new();
     for path in ["/openai", "/env", "/query", "/body", "/bedrock"] {
-        let model =
-            json!({"model": "anthropic.claude", "messages": [{"role": "user", "content": "hi"}]});
-        let body = model.to_string();
-        for fault in ["", "status=401", "html,status=403", "bad_json"] {
+        // Only the Bedrock route lets the client choose the model.
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
+        if path == "/bedrock" {
+            body["model"] = json!("anthropic.claude");
+        }
+        for (fault, status) in [
+            ("", 200),
+            ("status=401", 401),
+            ("html,status=403", 403),
+            ("bad_json", 500),
+        ] {
             let mut headers = with_client_key.to_vec();
             if !fault.is_empty() {
                 headers.push(("x-mock-fault", fault));
             }
-            let r = request(port, "POST", path, &headers, body.as_bytes());
+            let r = request(port, "POST", path, &headers, body.to_string().as_bytes());
+            assert_eq!(r.status, status, "{path} {fault}: {}", r.text());
             answers.push(format!("{path} {fault}: {} {}", r.status, r.text()));
         }
-        let mut stream = model.clone();
-        stream["stream"] = json!(true);
+        body["stream"] = json!(true);
         let r = request(
             port,
             "POST",
             path,
             &with_client_key,
-            stream.to_string().as_bytes(),
+            body.to_string().as_bytes(),
         );
+        assert_eq!(r.status, 200, "{path} stream: {}", r.text());
         answers.push(format!("{path} stream: {} {}", r.status, r.text()));
     }
     // Bad input, including a client key in the body where none is expected.

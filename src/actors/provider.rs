@@ -16,12 +16,15 @@ use super::messages::{Exchange, ReplyBody, StreamPlan, UpstreamReply};
 use super::stream::StreamActor;
 use crate::error::GatewayError;
 use crate::providers::{TokenSource, UpstreamRequest};
+use crate::proxy::compile::Timeouts;
 
 /// Largest upstream body the gateway buffers for translation.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
 pub struct ProviderActor {
     client: awc::Client,
+    /// The pool's connect timeout (awc sets it per client, not per request).
+    connect_timeout: Duration,
     stream_buffer: usize,
 }
 
@@ -43,6 +46,7 @@ impl ProviderActor {
             .finish();
         ProviderActor {
             client,
+            connect_timeout,
             stream_buffer: stream_buffer.max(1),
         }
     }
@@ -57,6 +61,7 @@ impl Handler<Exchange> for ProviderActor {
 
     fn handle(&mut self, msg: Exchange, _ctx: &mut Context<Self>) -> Self::Result {
         let client = self.client.clone();
+        let connect_timeout = self.connect_timeout;
         let buffer = self.stream_buffer;
         Box::pin(async move {
             let Exchange {
@@ -69,13 +74,18 @@ impl Handler<Exchange> for ProviderActor {
             } = msg;
             let started = Instant::now();
             let work = async move {
+                // The connect timeout in force is the pool's: awc sets it per client.
+                let timeouts = Timeouts {
+                    connect: connect_timeout,
+                    ..timeouts
+                };
                 if let Some(source) = token {
-                    let bearer = fetch_token(&client, source.as_ref(), timeouts.read).await?;
+                    let bearer = fetch_token(&client, source.as_ref(), timeouts).await?;
                     let value = header::HeaderValue::from_str(&format!("Bearer {bearer}"))
                         .map_err(|_| GatewayError::Identity("unusable token".into()))?;
                     request.headers.push((header::AUTHORIZATION, value));
                 }
-                let response = send(&client, request, timeouts.read).await?;
+                let response = send(&client, request, timeouts).await?;
                 let status = response.status();
                 let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
                 let latency = started.elapsed();
@@ -138,17 +148,18 @@ fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {
     })
 }
 
+/// Sends `request`, allowing `timeouts.read` up to the response head (awc's request timeout).
 async fn send(
     client: &awc::Client,
     request: UpstreamRequest,
-    read_timeout: Duration,
+    timeouts: Timeouts,
 ) -> Result<
     awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, PayloadError>>>,
     GatewayError,
 > {
     let mut req = client
         .request(request.method, request.url.as_str())
-        .timeout(read_timeout);
+        .timeout(timeouts.read);
     {
         let headers = req.headers_mut();
         for (name, value) in request.headers {
@@ -157,15 +168,17 @@ async fn send(
     }
     req.send_body(request.body)
         .await
-        .map_err(|e| send_error(e, read_timeout))
+        .map_err(|e| send_error(e, timeouts))
 }
 
 /// Upstream failures in the gateway's taxonomy; messages carry no request data.
-fn send_error(e: SendRequestError, read_timeout: Duration) -> GatewayError {
+fn send_error(e: SendRequestError, timeouts: Timeouts) -> GatewayError {
     match e {
-        SendRequestError::Timeout => GatewayError::UpstreamTimeout(read_timeout.as_millis() as u64),
+        SendRequestError::Timeout => {
+            GatewayError::UpstreamTimeout(timeouts.read.as_millis() as u64)
+        }
         SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
-            GatewayError::UpstreamTimeout(read_timeout.as_millis() as u64)
+            GatewayError::UpstreamTimeout(timeouts.connect.as_millis() as u64)
         }
         SendRequestError::Connect(c) => GatewayError::UpstreamUnreachable(c.to_string()),
         SendRequestError::Url(u) => {
@@ -196,14 +209,14 @@ fn unix_now() -> u64 {
 async fn fetch_token(
     client: &awc::Client,
     source: &dyn TokenSource,
-    timeout: Duration,
+    timeouts: Timeouts,
 ) -> Result<String, GatewayError> {
     let now = unix_now();
     if let Some(token) = source.cached(now) {
         return Ok(token);
     }
     let exchange = source.exchange_request(now)?;
-    let mut response = send(client, exchange, timeout)
+    let mut response = send(client, exchange, timeouts)
         .await
         .map_err(|e| GatewayError::Identity(format!("token exchange failed: {e}")))?;
     let status = response.status();

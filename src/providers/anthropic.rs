@@ -973,7 +973,7 @@ mod tests {
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
         ctx, fixture, fixture_config, fixture_json, run_pieces, run_stream, sse_payloads,
-    };
+     run_truncated,};
     use actix_web::http::StatusCode;
     use proptest::prelude::*;
 
@@ -1522,16 +1522,18 @@ mod tests {
     }
 
     #[test]
-    fn cut_off_stream_still_ends_with_finish_and_done_once() {
+    fn cut_off_stream_is_a_truncation_error_and_done_is_written_once() {
         let input = fixture("anthropic/chat-stream/upstream-stream.txt");
         let cut = input.find("event: message_delta").unwrap();
         let options = options();
         let c = ctx(RouteType::Chat, MODEL, true, &options);
         let mut s = driver().stream(&c);
-        let got = sse_payloads(&run_stream(s.as_mut(), &input.as_bytes()[..cut], 7));
-        assert_eq!(got.len(), 5);
-        assert_eq!(got[3]["choices"][0]["finish_reason"], "stop");
-        assert_eq!(got[4], "[DONE]");
+        let (text, err) = run_truncated(s.as_mut(), &input.as_bytes()[..cut], 7);
+        let got = sse_payloads(&text);
+        // The text before the cut was relayed; no invented finish reason, no [DONE].
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
+        assert_eq!(err, crate::providers::stream::TRUNCATED);
         // Events after message_stop are ignored; [DONE] is written once.
         let mut s = driver().stream(&c);
         let trailing = format!("{input}event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"late\"}}}}\n\n");
@@ -1549,7 +1551,9 @@ mod tests {
                      event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\"}}\n\n\
                      event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"hm\"}}\n\n\
                      event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":5,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n\
-                     event: ping\n\n";
+                     event: ping\n\n\
+                     event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n\
+                     event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let got = sse_payloads(&run_stream(s.as_mut(), input.as_bytes(), 11));
         // Nothing but the framing a stream always has.
         assert_eq!(got.len(), 2, "{got:?}");

@@ -1128,7 +1128,7 @@ mod tests {
     use crate::providers::testkit::{
         ctx, feed_at_cuts, fixture, fixture_bytes, fixture_config, fixture_json, run_pieces,
         run_stream, sse_payloads,
-    };
+     run_truncated,};
     use actix_web::http::header::{HeaderName, HeaderValue};
     use actix_web::http::Method;
     use proptest::prelude::*;
@@ -1968,7 +1968,7 @@ mod tests {
     }
 
     #[test]
-    fn stream_stop_reasons_are_mapped_and_missing_stop_still_finishes() {
+    fn stream_stop_reasons_are_mapped_and_a_missing_stop_is_a_truncation() {
         let input = stream_bytes(&[
             (
                 "contentBlockDelta",
@@ -1987,9 +1987,11 @@ mod tests {
             "contentBlockDelta",
             json!({"contentBlockIndex": 0, "delta": {"text": "a"}}),
         )]);
-        let got = run(RouteType::Chat, &input, 5);
-        assert_eq!(got[1]["choices"][0]["finish_reason"], "stop");
-        assert_eq!(got[2], "[DONE]");
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, true, &options);
+        let (text, err) = run_truncated(driver().stream(&c).as_mut(), &input, 5);
+        assert_eq!(sse_payloads(&text).len(), 1);
+        assert_eq!(err, crate::providers::stream::TRUNCATED);
     }
 
     #[test]

@@ -900,7 +900,7 @@ mod tests {
     use crate::providers::testkit::{
         ctx, feed_at_cuts, fixture, fixture_config, fixture_json, run_pieces, run_stream,
         sse_payloads,
-    };
+     run_truncated,};
     use proptest::prelude::*;
 
     fn config() -> AiProxyConfig {
@@ -1389,15 +1389,17 @@ mod tests {
         assert!(s.feed(end, &mut out).is_err());
         let mut s = CohereStream::new(&c);
         assert!(s.feed(b"not json\n", &mut out).is_err());
-        // A stream cut short still ends with a finish chunk and [DONE].
+        // A stream cut short (no stream-end) relays what came, then fails as truncated.
         let mut s = CohereStream::new(&c);
-        let got = sse_payloads(&run_stream(
+        let (text, err) = run_truncated(
             &mut s,
             b"{\"event_type\":\"text-generation\",\"text\":\"a\"}",
             5,
-        ));
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[1]["choices"][0]["finish_reason"], "stop");
+        );
+        let got = sse_payloads(&text);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["choices"][0]["delta"]["content"], "a");
+        assert_eq!(err, crate::providers::stream::TRUNCATED);
     }
 
     proptest! {

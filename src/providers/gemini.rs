@@ -1335,7 +1335,7 @@ mod tests {
     use crate::config::ai_proxy::GeminiOptions;
     use crate::providers::testkit::{
         ctx, fixture, fixture_config, fixture_json, run_pieces, run_stream, sse_payloads,
-    };
+     run_truncated,};
     use proptest::prelude::*;
 
     fn driver() -> Gemini {
@@ -2061,10 +2061,10 @@ mod tests {
         assert_eq!(got[0]["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
 
-        // An empty body still ends properly.
-        let got = sse_payloads(&run_stream(&mut GeminiStream::new(&c), b"", 0));
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0]["choices"][0]["finish_reason"], "stop");
+        // An empty body is a truncated answer, not an empty one.
+        let (text, err) = run_truncated(&mut GeminiStream::new(&c), b"", 0);
+        assert!(text.is_empty());
+        assert_eq!(err, crate::providers::stream::TRUNCATED);
     }
 
     proptest! {

@@ -515,9 +515,13 @@ pub fn write_event(out: &mut BytesMut, value: &impl Serialize) {
 
 /// Appends an SSE event whose data is already serialised.
 pub fn write_raw_event(out: &mut BytesMut, data: &[u8]) {
-    out.put_slice(b"data: ");
-    out.put_slice(data);
-    out.put_slice(b"\n\n");
+    // Data spanning several lines needs a `data: ` prefix on each (SSE framing).
+    for line in data.split(|&b| b == b'\n') {
+        out.put_slice(b"data: ");
+        out.put_slice(line);
+        out.put_slice(b"\n");
+    }
+    out.put_slice(b"\n");
 }
 
 /// Appends the stream terminator.

@@ -129,6 +129,9 @@ pub struct PassthroughStream {
     decoder: SseDecoder,
     events: Vec<SseEvent>,
     done_sent: bool,
+    /// A chunk with a non-null `finish_reason` went by: a missing `[DONE]` after it is only a
+    /// server that omits it, not a cut stream.
+    finish_seen: bool,
     usage: Usage,
 }
 
@@ -150,10 +153,17 @@ impl PassthroughStream {
             if event.data.starts_with("{\"error\"") {
                 return Err(StreamError(error_message(&event.data)));
             }
+            self.finish_seen |= has_finish_reason(&event.data);
             oai::write_raw_event(out, event.data.as_bytes());
         }
         Ok(())
     }
+}
+
+/// A non-null `finish_reason`, found without parsing the chunk.
+fn has_finish_reason(data: &str) -> bool {
+    data.match_indices("\"finish_reason\":")
+        .any(|(at, key)| !data[at + key.len()..].trim_start().starts_with("null"))
 }
 
 fn read_usage(data: &str, usage: &mut Usage) {
@@ -183,6 +193,9 @@ impl StreamTranslate for PassthroughStream {
         self.decoder.finish(&mut self.events);
         self.emit(out)?;
         if !self.done_sent {
+            if !self.finish_seen {
+                return Err(StreamError(super::stream::TRUNCATED.into()));
+            }
             oai::write_done(out);
             self.done_sent = true;
         }
@@ -200,7 +213,7 @@ mod tests {
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
         ctx, fixture, fixture_config, fixture_json, run_stream, sse_payloads,
-    };
+     run_truncated,};
 
     fn driver() -> OpenAi {
         OpenAi::from_config(&fixture_config("openai/chat/config.json")).unwrap()
@@ -282,10 +295,17 @@ mod tests {
     }
 
     #[test]
-    fn stream_without_done_gets_one() {
-        let mut s = PassthroughStream::default();
-        let got = run_stream(&mut s, b"data: {\"choices\":[]}\n\n", 3);
-        assert_eq!(got, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+    fn stream_without_done_gets_one_only_after_a_finish_reason() {
+        let finished = b"data: {\"choices\":[{\"finish_reason\": \"stop\"}]}\n\n";
+        let got = run_stream(&mut PassthroughStream::default(), finished, 3);
+        assert_eq!(
+            got,
+            "data: {\"choices\":[{\"finish_reason\": \"stop\"}]}\n\ndata: [DONE]\n\n"
+        );
+        let cut = b"data: {\"choices\":[{\"finish_reason\":null}]}\n\n";
+        let (got, err) = run_truncated(&mut PassthroughStream::default(), cut, 3);
+        assert_eq!(got, "data: {\"choices\":[{\"finish_reason\":null}]}\n\n");
+        assert_eq!(err, crate::providers::stream::TRUNCATED);
     }
 
     #[test]

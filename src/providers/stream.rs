@@ -15,6 +15,9 @@ use crate::codec::eventstream::{EventMessage, EventStreamDecoder};
 use crate::codec::ndjson::NdjsonDecoder;
 use crate::codec::sse::{SseDecoder, SseEvent};
 
+/// Why a stream that ended without the provider's end marker fails.
+pub const TRUNCATED: &str = "the provider closed the stream before the answer was complete";
+
 /// An incremental decoder of an upstream body: it keeps partial frames between reads and
 /// yields complete items only.
 pub trait Frames: Send {
@@ -124,6 +127,11 @@ where
         self.frames.finish(&mut self.items);
         self.emit(out)?;
         self.events.end(&mut self.chunks, out);
+        // Every provider signals the end of an answer (a stop reason, `done: true`, ...);
+        // a body that ends without one was cut short, which the client must be told.
+        if !self.chunks.is_finished() {
+            return Err(StreamError(TRUNCATED.into()));
+        }
         self.chunks.done(out);
         Ok(())
     }

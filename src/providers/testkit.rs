@@ -56,6 +56,16 @@ pub fn run_stream(t: &mut dyn StreamTranslate, input: &[u8], split: usize) -> St
     String::from_utf8(out.to_vec()).unwrap()
 }
 
+/// Feeds a stream that ends before the provider's end marker: returns what the client got and
+/// the error that must end it (the stream actor then writes an error event and `[DONE]`).
+pub fn run_truncated(t: &mut dyn StreamTranslate, input: &[u8], split: usize) -> (String, String) {
+    let mut out = BytesMut::new();
+    t.feed(&input[..split], &mut out).unwrap();
+    t.feed(&input[split..], &mut out).unwrap();
+    let err = t.finish(&mut out).unwrap_err();
+    (String::from_utf8(out.to_vec()).unwrap(), err.0)
+}
+
 /// Feeds `input` in pieces of `size` bytes (1: byte by byte) and returns the client bytes.
 pub fn run_pieces(t: &mut dyn StreamTranslate, input: &[u8], size: usize) -> String {
     let mut out = BytesMut::new();
