@@ -387,6 +387,20 @@ fn provider_errors_keep_status_and_body() {
     assert_eq!(r.status, 401);
     assert!(r.json()["error"]["message"].is_string());
     assert_eq!(r.header("x-kong-llm-model"), Some("openai/gpt-4o"));
+    // Throttling hints reach the client so SDKs can pace their retries.
+    let r = request(
+        s.gw.port,
+        "POST",
+        "/openai/chat/completions",
+        &[
+            ("content-type", "application/json"),
+            ("x-mock-fault", "status=429"),
+        ],
+        chat("x").to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
 }
 
 #[test]

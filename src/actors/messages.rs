@@ -79,6 +79,8 @@ pub struct Exchange {
 pub struct UpstreamReply {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
+    /// Provider headers a client needs to behave well (`retry-after`, rate limits).
+    pub relayed: Vec<(HeaderName, HeaderValue)>,
     pub body: ReplyBody,
     pub latency: Duration,
 }

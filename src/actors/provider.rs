@@ -88,6 +88,7 @@ impl Handler<Exchange> for ProviderActor {
                 let response = send(&client, request, timeouts).await?;
                 let status = response.status();
                 let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+                let relayed = relayed_headers(response.headers());
                 let latency = started.elapsed();
                 let streamed = match &stream {
                     StreamPlan::None => false,
@@ -106,6 +107,7 @@ impl Handler<Exchange> for ProviderActor {
                     return Ok(UpstreamReply {
                         status,
                         content_type,
+                        relayed,
                         body: ReplyBody::Stream(rx),
                         latency,
                     });
@@ -119,6 +121,7 @@ impl Handler<Exchange> for ProviderActor {
                 Ok(UpstreamReply {
                     status,
                     content_type,
+                    relayed,
                     body: ReplyBody::Full(body),
                     latency,
                 })
@@ -136,6 +139,22 @@ impl Handler<Exchange> for ProviderActor {
 async fn cancel_signal(cancel: oneshot::Receiver<()>) {
     // Either outcome means the client is gone: a send, or the sender dropped.
     let _ = cancel.await;
+}
+
+/// SDKs pace their retries on these (OpenAI's `x-ratelimit-*`, Anthropic's
+/// `anthropic-ratelimit-*`, the standard `retry-after`), so they reach the client.
+fn relayed_headers(headers: &header::HeaderMap) -> Vec<(header::HeaderName, header::HeaderValue)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            n == "retry-after"
+                || n == "retry-after-ms"
+                || n.starts_with("x-ratelimit-")
+                || n.starts_with("anthropic-ratelimit-")
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
 }
 
 fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {

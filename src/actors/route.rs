@@ -100,10 +100,11 @@ impl Handler<Proxy> for RouteActor {
             let UpstreamReply {
                 status,
                 content_type,
+                relayed,
                 body,
                 latency,
             } = reply;
-            let mut headers = Vec::with_capacity(2);
+            let mut headers = relayed;
             if let Some(value) = model_header {
                 headers.push((header::HeaderName::from_static(X_KONG_LLM_MODEL), value));
             }

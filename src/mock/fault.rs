@@ -120,6 +120,11 @@ pub(crate) fn native_error(wire: &Wire, status: u16, message: &str) -> HttpRespo
     if let Some((name, value_for)) = wire.error_header {
         response.insert_header((name, value_for(status)));
     }
+    // Real providers tell a throttled client when to come back.
+    if status == 429 {
+        response.insert_header(("retry-after", "1"));
+        response.insert_header(("x-ratelimit-remaining-requests", "0"));
+    }
     response.json((wire.error_body)(status, message))
 }
 

@@ -66,12 +66,27 @@ impl RequestCtx<'_> {
 
 /// The request the provider actor sends. Auth and client headers are added by the pipeline;
 /// `sign` may add more (SigV4) once the body is final.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UpstreamRequest {
     pub method: Method,
     pub url: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+}
+
+/// The query (query-param auth), header values and body (body-param auth) may carry
+/// credentials, so debug output shows only their shape.
+impl std::fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.url.split('?').next().unwrap_or_default();
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("UpstreamRequest")
+            .field("method", &self.method)
+            .field("url", &path)
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// A translated non-streaming answer, with the token counts for the access log.
@@ -440,6 +455,22 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("<html>boom</html>"));
+    }
+
+    #[test]
+    fn upstream_request_debug_hides_credentials() {
+        let req = UpstreamRequest {
+            method: Method::POST,
+            url: "https://h/p?key=sk-query-secret".into(),
+            headers: vec![(
+                HeaderName::from_static("authorization"),
+                HeaderValue::from_static("Bearer sk-header-secret"),
+            )],
+            body: Bytes::from_static(b"{\"apikey\":\"sk-body-secret\"}"),
+        };
+        let debug = format!("{req:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("authorization") && debug.contains("https://h/p"));
     }
 
     #[test]
