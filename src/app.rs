@@ -62,12 +62,8 @@ pub struct WorkerState {
 
 impl WorkerState {
     pub fn new(settings: &Settings, shared: SharedSnapshot) -> WorkerState {
-        let provider = ProviderActor::new(
-            Duration::from_millis(settings.connect_timeout_ms),
-            settings.max_connections_per_worker,
-            settings.stream_buffer,
-        )
-        .start();
+        let provider =
+            ProviderActor::new(settings.max_connections_per_worker, settings.stream_buffer).start();
         let local = WorkerRoutes::start(shared.load_full(), &provider);
         WorkerState {
             shared,

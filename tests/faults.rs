@@ -256,14 +256,15 @@ fn unanswered_connect_gets_504_after_the_connect_timeout() {
         "route_type: llm/v1/chat\nmodel: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{}/v1/chat/completions\"}}}}",
         hole.port
     );
-    // A long read timeout: only the connect timeout (the worker pool's setting) can end it.
+    // A long read timeout and a long settings-level connect timeout: only the service's own
+    // `connect_timeout` (300 ms) can end it.
     let path = write_deck(&deck_with_timeouts(
         300,
         20_000,
         1000,
         &[("hole", "/hole", &route)],
     ));
-    let gw = start_gateway(&path, &[("AIGW_CONNECT_TIMEOUT_MS", "300")]);
+    let gw = start_gateway(&path, &[("AIGW_CONNECT_TIMEOUT_MS", "60000")]);
     let started = std::time::Instant::now();
     let r = post_json(gw.port, "/hole", &chat_body("anyone?", false));
     assert_eq!(r.status, 504, "{}", r.text());

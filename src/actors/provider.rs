@@ -3,6 +3,7 @@
 //! path on one thread.) It sends each upstream request, and for a streamed 200 hands the body
 //! to a new `StreamActor`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, ResponseFuture};
@@ -22,33 +23,43 @@ use crate::proxy::compile::Timeouts;
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
 pub struct ProviderActor {
-    client: awc::Client,
-    /// The pool's connect timeout (awc sets it per client, not per request).
-    connect_timeout: Duration,
+    /// One keep-alive pool per connect timeout in use: awc sets the connect timeout per client,
+    /// and Kong's services each have their own. Most configs have exactly one.
+    clients: HashMap<Duration, awc::Client>,
+    max_connections: usize,
     stream_buffer: usize,
 }
 
 impl ProviderActor {
-    /// `max_connections` caps this worker's pool (awc's default of 100 is too low for an AI
-    /// gateway holding long streams).
-    pub fn new(connect_timeout: Duration, max_connections: usize, stream_buffer: usize) -> Self {
+    /// `max_connections` caps each of this worker's pools (awc's default of 100 is too low for
+    /// an AI gateway holding long streams).
+    pub fn new(max_connections: usize, stream_buffer: usize) -> Self {
         // rustls needs one process-wide crypto provider; a second install attempt is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let connector = awc::Connector::new()
-            .timeout(connect_timeout)
-            .limit(max_connections);
-        let client = awc::Client::builder()
-            .connector(connector)
-            .no_default_headers()
-            .disable_redirects()
-            // Per-request timeouts are set from each route's service; this is only a ceiling.
-            .timeout(Duration::from_secs(24 * 3600))
-            .finish();
         ProviderActor {
-            client,
-            connect_timeout,
+            clients: HashMap::new(),
+            max_connections,
             stream_buffer: stream_buffer.max(1),
         }
+    }
+
+    fn client(&mut self, connect_timeout: Duration) -> awc::Client {
+        let max_connections = self.max_connections;
+        self.clients
+            .entry(connect_timeout)
+            .or_insert_with(|| {
+                let connector = awc::Connector::new()
+                    .timeout(connect_timeout)
+                    .limit(max_connections);
+                awc::Client::builder()
+                    .connector(connector)
+                    .no_default_headers()
+                    .disable_redirects()
+                    // Per-request timeouts come from each route's service; this is a ceiling.
+                    .timeout(Duration::from_secs(24 * 3600))
+                    .finish()
+            })
+            .clone()
     }
 }
 
@@ -60,8 +71,8 @@ impl Handler<Exchange> for ProviderActor {
     type Result = ResponseFuture<Result<UpstreamReply, GatewayError>>;
 
     fn handle(&mut self, msg: Exchange, _ctx: &mut Context<Self>) -> Self::Result {
-        let client = self.client.clone();
-        let connect_timeout = self.connect_timeout;
+        let client = self.client(msg.timeouts.connect);
+        let connect_timeout = msg.timeouts.connect;
         let buffer = self.stream_buffer;
         Box::pin(async move {
             let Exchange {
