@@ -64,6 +64,13 @@ pub struct JsonArrayDecoder {
     failed: Option<JsonArrayError>,
 }
 
+impl JsonArrayDecoder {
+    /// Bytes held while waiting for an element to close (see `SseDecoder::pending_bytes`).
+    pub fn pending_bytes(&self) -> usize {
+        self.element.len()
+    }
+}
+
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }

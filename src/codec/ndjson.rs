@@ -17,6 +17,11 @@ pub struct NdjsonDecoder {
 }
 
 impl NdjsonDecoder {
+    /// Bytes held while waiting for a line to end (see `SseDecoder::pending_bytes`).
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

@@ -47,6 +47,12 @@ impl SseDecoder {
         Self::default()
     }
 
+    /// Bytes held while waiting for a line or event to complete, so callers can refuse an
+    /// upstream that never ends its events.
+    pub fn pending_bytes(&self) -> usize {
+        self.line.len() + self.data.len()
+    }
+
     /// Decode one read; complete events are appended to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<SseEvent>) {
         let mut rest = input;

@@ -1097,6 +1097,15 @@ impl Frames for GeminiFrames {
             _ => {}
         }
     }
+
+    /// A whole-object answer is capped by `MAX_OBJECT_BODY` in `feed`.
+    fn pending_bytes(&self) -> usize {
+        match &self.framing {
+            Framing::Sse(d) => d.pending_bytes(),
+            Framing::JsonArray(d) => d.pending_bytes(),
+            Framing::Undecided | Framing::Object(_) => 0,
+        }
+    }
 }
 
 pub struct GeminiEvents {

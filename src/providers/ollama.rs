@@ -409,6 +409,19 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_never_ends_is_refused() {
+        let options = options();
+        let c = ctx(RouteType::Chat, "llama3", true, &options);
+        let mut s = OllamaStream::new(&c);
+        let mut out = BytesMut::new();
+        let chunk = vec![b'x'; 1024 * 1024];
+        let err = (0..32)
+            .find_map(|_| s.feed(&chunk, &mut out).err())
+            .expect("refused after 16 MiB");
+        assert!(err.0.contains("larger than"), "{err}");
+    }
+
+    #[test]
     fn stream_usage_chunk_when_asked() {
         let options = options();
         let mut c = ctx(RouteType::Chat, "llama3", true, &options);

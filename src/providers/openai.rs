@@ -186,7 +186,8 @@ fn error_message(data: &str) -> String {
 impl StreamTranslate for PassthroughStream {
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
         self.decoder.feed(input, &mut self.events);
-        self.emit(out)
+        self.emit(out)?;
+        super::stream::check_pending(self.decoder.pending_bytes())
     }
 
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
@@ -306,6 +307,18 @@ mod tests {
         let (got, err) = run_truncated(&mut PassthroughStream::default(), cut, 3);
         assert_eq!(got, "data: {\"choices\":[{\"finish_reason\":null}]}\n\n");
         assert_eq!(err, crate::providers::stream::TRUNCATED);
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_refused_before_memory_grows_without_bound() {
+        let mut s = PassthroughStream::default();
+        let mut out = BytesMut::new();
+        s.feed(b"data: {\"x\":\"", &mut out).unwrap();
+        let chunk = vec![b'a'; 1024 * 1024];
+        let err = (0..32)
+            .find_map(|_| s.feed(&chunk, &mut out).err())
+            .expect("refused after 16 MiB");
+        assert!(err.0.contains("larger than"), "{err}");
     }
 
     #[test]

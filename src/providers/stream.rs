@@ -29,6 +29,23 @@ pub trait Frames: Send {
 
     /// The body ended: yields what was held back waiting for a terminator.
     fn finish(&mut self, out: &mut Vec<Self::Item>);
+
+    /// Bytes held back waiting for a terminator (memory the upstream controls).
+    fn pending_bytes(&self) -> usize;
+}
+
+/// The largest single event an upstream may send before the stream is refused: memory per
+/// stream stays bounded even if a provider never terminates a line.
+pub const MAX_PENDING: usize = 16 * 1024 * 1024;
+
+/// Fails a stream whose decoder holds more than [`MAX_PENDING`] bytes.
+pub fn check_pending(pending: usize) -> Result<(), StreamError> {
+    if pending > MAX_PENDING {
+        return Err(StreamError(format!(
+            "the provider sent an event larger than {MAX_PENDING} bytes"
+        )));
+    }
+    Ok(())
 }
 
 impl Frames for SseDecoder {
@@ -41,6 +58,10 @@ impl Frames for SseDecoder {
 
     fn finish(&mut self, out: &mut Vec<SseEvent>) {
         SseDecoder::finish(self, out);
+    }
+
+    fn pending_bytes(&self) -> usize {
+        SseDecoder::pending_bytes(self)
     }
 }
 
@@ -55,6 +76,10 @@ impl Frames for NdjsonDecoder {
     fn finish(&mut self, out: &mut Vec<Bytes>) {
         NdjsonDecoder::finish(self, out);
     }
+
+    fn pending_bytes(&self) -> usize {
+        NdjsonDecoder::pending_bytes(self)
+    }
 }
 
 impl Frames for EventStreamDecoder {
@@ -66,6 +91,11 @@ impl Frames for EventStreamDecoder {
 
     /// A frame cut short by the end of the body is dropped: it has no CRC to trust.
     fn finish(&mut self, _out: &mut Vec<EventMessage>) {}
+
+    /// The decoder refuses frames over 16 MiB itself.
+    fn pending_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// One provider's reading of its stream items: the state a stream needs beyond the
@@ -120,7 +150,8 @@ where
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
         let framed = self.frames.feed(input, &mut self.items);
         self.emit(out)?;
-        framed
+        framed?;
+        check_pending(self.frames.pending_bytes())
     }
 
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
