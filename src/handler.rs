@@ -1,0 +1,209 @@
+//! The one HTTP handler: every request goes through Kong's router to its route's actor on
+//! this worker; the body is read within the route's limit and the client timeout, and the
+//! reply (buffered or streamed) is written back.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+
+use crate::actors::messages::{AccessInfo, Proxy, ReplyBody};
+use crate::app::WorkerState;
+use crate::error::GatewayError;
+use crate::logging;
+use crate::providers::oai::Usage;
+use crate::proxy::request::ClientRequest;
+use crate::status::REQUESTS_IN_FLIGHT;
+
+/// Request ids: a per-process random prefix plus a counter (cheaper than a UUID per request).
+fn next_request_id() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    format!("{prefix}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// One request inside the handler: counted in flight, and given its access line (499) if actix
+/// drops the handler because the client went away, which would otherwise leave no line at all.
+struct InFlight {
+    access: AccessInfo,
+    answered: bool,
+}
+
+impl InFlight {
+    fn start(access: AccessInfo) -> InFlight {
+        REQUESTS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            access,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        REQUESTS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            let status = GatewayError::ClientGone.status_code().as_u16();
+            logging::access(&self.access, status, Usage::default(), None);
+        }
+    }
+}
+
+/// A body that ends early means the client left mid-upload; anything else is a malformed body.
+fn body_error(e: actix_web::error::PayloadError) -> GatewayError {
+    match e {
+        actix_web::error::PayloadError::Incomplete(_) => GatewayError::ClientGone,
+        other => GatewayError::BadRequest(format!("reading the request body failed: {other}")),
+    }
+}
+
+/// Reads the body up to the route's limit, within the client request timeout.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: Option<u64>,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(limit), Some(declared)) = (limit, declared) {
+        if declared > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+    }
+    let read = async {
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(body_error)?;
+            if let Some(limit) = limit {
+                if (buf.len() + chunk.len()) as u64 > limit {
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| GatewayError::ClientTimeout)?
+}
+
+/// The one handler: every path goes through Kong's router to a route actor.
+pub async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<WorkerState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let request_id = next_request_id();
+    let mut request = InFlight::start(AccessInfo {
+        request_id: request_id.clone(),
+        route: Arc::from("-"),
+        provider: "-",
+        model: String::new(),
+        started,
+    });
+    let result = handle(
+        &req,
+        payload,
+        &state,
+        request_id,
+        started,
+        &mut request.access,
+    )
+    .await;
+    request.answered = true;
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            let response = e.error_response();
+            let access = &request.access;
+            if !matches!(e, GatewayError::ClientGone) {
+                tracing::debug!(request_id = %access.request_id, error = ?e, "request failed");
+            }
+            logging::access(access, response.status().as_u16(), Usage::default(), None);
+            response
+        }
+    }
+}
+
+async fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &WorkerState,
+    request_id: String,
+    started: Instant,
+    access: &mut AccessInfo,
+) -> Result<HttpResponse, GatewayError> {
+    let routes = state.routes();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let found = routes
+        .snapshot
+        .router
+        .find(req.method().as_str(), host, req.path(), |name| {
+            req.headers().get(name).and_then(|v| v.to_str().ok())
+        })
+        .ok_or(GatewayError::NoRoute)?;
+    let name = &routes.snapshot.route_names[found.route];
+    access.route = Arc::from(name.as_str());
+    let (Some(actor), Some(route)) = (
+        &routes.actors[found.route],
+        &routes.snapshot.routes[found.route],
+    ) else {
+        return Err(GatewayError::NotAnAiRoute(name.clone()));
+    };
+    access.provider = route.provider.as_str();
+    let body = read_body(req, payload, route.body_limit, state.client_timeout).await?;
+    let client = ClientRequest {
+        method: req.method().clone(),
+        path: req.path().to_string(),
+        query: req.query_string().to_string(),
+        headers: req.headers().clone(),
+        captures: found.captures,
+    };
+    // Dropped with this future if the client goes away, which cancels the upstream call.
+    let (_cancel_guard, cancel) = oneshot::channel::<()>();
+    let reply = actor
+        .send(Proxy {
+            client,
+            body,
+            request_id,
+            started,
+            cancel,
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(format!("route actor unavailable: {e}")))??;
+    let mut response = HttpResponse::build(reply.status);
+    for (name, value) in reply.headers {
+        response.insert_header((name, value));
+    }
+    Ok(match reply.body {
+        ReplyBody::Full(body) => {
+            if let Some((info, usage, latency)) = &reply.access {
+                logging::access(info, reply.status.as_u16(), *usage, Some(*latency));
+            }
+            response.body(body)
+        }
+        ReplyBody::Stream(rx) => {
+            response.streaming(futures_util::stream::unfold(rx, |mut rx| async {
+                rx.recv()
+                    .await
+                    .map(|batch| (Ok::<_, Infallible>(batch), rx))
+            }))
+        }
+    })
+}
