@@ -159,12 +159,12 @@ async fn handle(
         })
         .ok_or(GatewayError::NoRoute)?;
     let name = &routes.snapshot.route_names[found.route];
-    access.route = Arc::from(name.as_str());
+    access.route = name.clone();
     let (Some(actor), Some(route)) = (
         &routes.actors[found.route],
         &routes.snapshot.routes[found.route],
     ) else {
-        return Err(GatewayError::NotAnAiRoute(name.clone()));
+        return Err(GatewayError::NotAnAiRoute(name.to_string()));
     };
     access.provider = route.provider.as_str();
     let body = read_body(req, payload, route.body_limit, state.client_timeout).await?;

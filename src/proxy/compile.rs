@@ -141,7 +141,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Indexed like the router's routes; `None` for routes without an `ai-proxy` plugin.
     pub routes: Vec<Option<Arc<CompiledRoute>>>,
-    pub route_names: Vec<String>,
+    /// Shared, so the access log names a route without copying its name per request.
+    pub route_names: Vec<Arc<str>>,
     pub router: Router,
 }
 
@@ -200,7 +201,11 @@ pub fn compile(
         (true, Ok(router)) => Ok(Snapshot {
             generation,
             routes,
-            route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
+            route_names: config
+                .routes
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
             router,
         }),
         (_, Err(mut router_problems)) => {
