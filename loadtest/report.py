@@ -475,7 +475,9 @@ def main():
         ["ai-gateway, 1 s after start", fmt(mib(f_["gw_idle_rss_kib"]), 1)],
         ["ai-gateway, idle after the throughput and streaming runs",
          fmt(mib(f_["gw_idle_rss_after_load_kib"]), 1)],
-        ["ai-gateway, at the end (after the held streams)", fmt(mib(f_["gw_rss_end_kib"]), 1)],
+        ["ai-gateway, 3 s after the last held stream ended", fmt(mib(f_["gw_rss_end_kib"]), 1)],
+        ["ai-gateway, 20 s later (idle upstream connections expired)",
+         fmt(mib(f_.get("gw_rss_settled_kib")), 1)],
         ["nginx (master + worker)", fmt(mib(f_["nginx_idle_rss_kib"]), 1)],
         ["mock provider", fmt(mib(f_["mock_idle_rss_kib"]), 1)],
     ]) + "\n")
@@ -521,7 +523,9 @@ def main():
                   f"every {f_['hold_delay_ms']} ms)\n")
         md.append("All streams are opened (at most 500 waiting for their head at once) and "
                   "held until they end; RSS sampled every 100 ms. `RSS all open` = highest "
-                  "sample while every stream was open.\n")
+                  "sample while every stream was open. The gateway's RSS does not fall back "
+                  "after its streams end (see Idle memory), so a later gateway row starts from "
+                  "the earlier peak.\n")
         md.append(hold_table(ordered(hold_scen), facts) + "\n")
     if not f_.get("anthropic"):
         md.append("> The anthropic scenarios are **not available**: this build's anthropic "

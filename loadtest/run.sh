@@ -465,6 +465,8 @@ for t in "${HOLD_TARGETS[@]}"; do
     sleep 3 # let the closed connections and the pools settle
 done
 GW_RSS_END="$(rss_kib "$GW_PID")"
+sleep 20 # past the upstream pool's idle limit (15 s): does the memory come back?
+GW_RSS_SETTLED="$(rss_kib "$GW_PID")"
 
 # Load-generator cross-check: the same closed-loop run with wrk.
 if [ "$WRK_CHECK" = 1 ]; then
@@ -557,6 +559,7 @@ cat >"$OUT/facts.json" <<EOF
   "gw_idle_rss_kib": $GW_IDLE_RSS,
   "gw_idle_rss_after_load_kib": $GW_IDLE_RSS_AFTER,
   "gw_rss_end_kib": $GW_RSS_END,
+  "gw_rss_settled_kib": $GW_RSS_SETTLED,
   "nginx_idle_rss_kib": $NGX_IDLE_RSS,
   "mock_idle_rss_kib": $MOCK_IDLE_RSS,
   "duration_s": $((ENDED_AT - STARTED_AT)),

@@ -481,6 +481,28 @@ async fn exchange(
     })
 }
 
+/// One exchange on `conn`; when `conn` was reused and the server had already closed it (EOF
+/// before any byte of the answer), once more on a new connection.
+async fn exchange_retrying(
+    conn: &mut Conn,
+    reused: bool,
+    o: &Opts,
+    gaps: &mut Vec<u64>,
+    st: &RefCell<Stats>,
+) -> Result<Result<Outcome, &'static str>, tokio::time::error::Elapsed> {
+    let first = timeout(o.timeout, exchange(conn, o, gaps, || {})).await;
+    if !(reused && matches!(first, Ok(Err("closed")))) {
+        return first;
+    }
+    *conn = match timeout(o.timeout, connect(&o.addr)).await {
+        Ok(Ok(c)) => c,
+        _ => return Ok(Err("connect")),
+    };
+    st.borrow_mut().retried_stale += 1;
+    gaps.clear();
+    timeout(o.timeout, exchange(conn, o, gaps, || {})).await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Statistics
 
@@ -493,6 +515,9 @@ struct Stats {
     ttfe: Vec<u64>,
     gaps: Vec<u64>,
     events: u64,
+    /// Requests sent again on a new connection because the server had closed the idle
+    /// keep-alive connection they were written to (not errors: any HTTP client does this).
+    retried_stale: u64,
 }
 
 impl Stats {
@@ -655,6 +680,7 @@ async fn closed_worker(
     let mut gaps = Vec::new();
     while Instant::now() < t_end && issued.get() < o.max_requests {
         issued.set(issued.get() + 1);
+        let reused = conn.is_some();
         let mut c = match conn.take() {
             Some(c) => c,
             None => match timeout(o.timeout, connect(&o.addr)).await {
@@ -669,7 +695,7 @@ async fn closed_worker(
             },
         };
         gaps.clear();
-        let result = timeout(o.timeout, exchange(&mut c, &o, &mut gaps, || {})).await;
+        let result = exchange_retrying(&mut c, reused, &o, &mut gaps, &st).await;
         let now = Instant::now();
         let measured = now >= t_start && now <= t_end;
         match result {
@@ -718,6 +744,7 @@ async fn rate_one(
         return;
     };
     let pooled = pool.borrow_mut().pop();
+    let reused = pooled.is_some();
     let mut c = match pooled {
         Some(c) => c,
         None => match timeout(o.timeout, connect(&o.addr)).await {
@@ -731,7 +758,7 @@ async fn rate_one(
         },
     };
     let mut gaps = Vec::new();
-    let result = timeout(o.timeout, exchange(&mut c, &o, &mut gaps, || {})).await;
+    let result = exchange_retrying(&mut c, reused, &o, &mut gaps, &st).await;
     let sched = at.elapsed();
     match result {
         Ok(Ok(out)) => {
@@ -968,6 +995,7 @@ async fn run(o: Rc<Opts>) -> Value {
         "ok": ok,
         "errors": st.errors,
         "error_count": errors,
+        "retried_stale": st.retried_stale,
         "rps": round(ok as f64 / window_s),
         "latency_us": summary(&mut st.latency),
         "latency_sched_us": summary(&mut st.latency_sched),
