@@ -50,8 +50,12 @@ pub struct WorkerState {
 
 impl WorkerState {
     pub fn new(settings: &Settings, shared: SharedSnapshot) -> WorkerState {
-        let provider =
-            ProviderActor::new(settings.max_connections_per_worker, settings.stream_buffer).start();
+        let provider = ProviderActor::new(
+            settings.max_connections_per_worker,
+            Duration::from_millis(settings.upstream_idle_timeout_ms),
+            settings.stream_buffer,
+        )
+        .start();
         let local = WorkerRoutes::start(shared.load_full(), &provider);
         WorkerState {
             shared,

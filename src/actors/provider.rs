@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, ResponseFuture};
 use actix_web::http::{header, StatusCode};
+use actix_web::HttpMessage;
 use awc::error::{PayloadError, SendRequestError};
 use bytes::Bytes;
 use futures_util::future::{select, Either};
@@ -27,30 +28,35 @@ pub struct ProviderActor {
     /// and Kong's services each have their own. Most configs have exactly one.
     clients: HashMap<Duration, awc::Client>,
     max_connections: usize,
+    idle_timeout: Duration,
     stream_buffer: usize,
 }
 
 impl ProviderActor {
     /// `max_connections` caps each of this worker's pools (awc's default of 100 is too low for
     /// an AI gateway holding long streams).
-    pub fn new(max_connections: usize, stream_buffer: usize) -> Self {
+    pub fn new(max_connections: usize, idle_timeout: Duration, stream_buffer: usize) -> Self {
         // rustls needs one process-wide crypto provider; a second install attempt is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         ProviderActor {
             clients: HashMap::new(),
             max_connections,
+            idle_timeout,
             stream_buffer: stream_buffer.max(1),
         }
     }
 
     fn client(&mut self, connect_timeout: Duration) -> awc::Client {
-        let max_connections = self.max_connections;
+        let (max_connections, idle_timeout) = (self.max_connections, self.idle_timeout);
         self.clients
             .entry(connect_timeout)
             .or_insert_with(|| {
                 let connector = awc::Connector::new()
                     .timeout(connect_timeout)
-                    .limit(max_connections);
+                    .limit(max_connections)
+                    // awc's liveness check misses some connections the provider closed while
+                    // idle (a 502 per ~150 after a quiet spell); expiring them first avoids it.
+                    .conn_keep_alive(idle_timeout);
                 awc::Client::builder()
                     .connector(connector)
                     .no_default_headers()
@@ -114,7 +120,11 @@ impl Handler<Exchange> for ProviderActor {
                         _ => Box::new(crate::providers::RawPassthrough),
                     };
                     let (tx, rx) = mpsc::channel(buffer);
-                    StreamActor::start_for(response, translator, tx, timeouts.read, access);
+                    // Only the body stream lives on: the response head (its header map) is
+                    // dropped now rather than held for the whole stream.
+                    let mut response = response;
+                    let body = response.take_payload();
+                    StreamActor::start_for(body, translator, tx, timeouts.read, access);
                     return Ok(UpstreamReply {
                         status,
                         content_type,

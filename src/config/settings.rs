@@ -38,6 +38,9 @@ pub struct Settings {
     pub shutdown_grace_ms: u64,
     /// Upstream connection pool cap per worker.
     pub max_connections_per_worker: usize,
+    /// How long an idle upstream connection is kept for reuse. Below the providers' own
+    /// keep-alive, so the gateway never reuses a connection the other side already closed.
+    pub upstream_idle_timeout_ms: u64,
     /// Bounded channel capacity, in chunk batches, per stream: a slow client slows the
     /// upstream read instead of growing memory.
     pub stream_buffer: usize,
@@ -97,6 +100,7 @@ impl Default for Settings {
             client_request_timeout_ms: 60_000,
             shutdown_grace_ms: 30_000,
             max_connections_per_worker: 4096,
+            upstream_idle_timeout_ms: 4_000,
             stream_buffer: 16,
             status_listen: None,
             mock: MockSettings {
@@ -160,6 +164,7 @@ impl Settings {
                 self.max_connections_per_worker as u64,
             ),
             ("stream_buffer", self.stream_buffer as u64),
+            ("upstream_idle_timeout_ms", self.upstream_idle_timeout_ms),
         ];
         match positive.iter().find(|(_, value)| *value == 0) {
             Some((key, _)) => Err(SettingsError::Value {

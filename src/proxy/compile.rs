@@ -93,6 +93,9 @@ pub struct CompiledRoute {
     pub body_limit: Option<u64>,
     /// `X-Kong-LLM-Model` value prefix, `provider/`.
     pub model_header_prefix: String,
+    /// The whole `X-Kong-LLM-Model` value when the configured model is fixed (the usual case),
+    /// built once instead of per request.
+    pub fixed_model_header: Option<HeaderValue>,
 }
 
 impl CompiledRoute {
@@ -127,6 +130,15 @@ impl CompiledRoute {
             timeouts,
             body_limit: (config.max_request_body_size > 0).then_some(config.max_request_body_size),
             model_header_prefix: format!("{}/", config.model.provider.as_str()),
+            fixed_model_header: config
+                .model
+                .name
+                .as_deref()
+                .filter(|name| !template::is_template(name))
+                .and_then(|name| {
+                    HeaderValue::from_str(&format!("{}/{name}", config.model.provider.as_str()))
+                        .ok()
+                }),
             config,
         })
     }

@@ -442,6 +442,10 @@ fn model_header(route: &CompiledRoute, model: &str) -> Option<HeaderValue> {
     if !route.config.model_name_header {
         return None;
     }
+    // A fixed configured model is the only model its route can use (Kong's model rule).
+    if let Some(fixed) = &route.fixed_model_header {
+        return Some(fixed.clone());
+    }
     HeaderValue::from_str(&format!("{}{model}", route.model_header_prefix)).ok()
 }
 
