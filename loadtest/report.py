@@ -442,6 +442,10 @@ def main():
                   "test, not a measurement.\n")
     md.append("## Budgets\n")
     md.append(budget_rows(bs) + "\n")
+    # Hand-written: why a budget is not met and what would close it (kept across runs).
+    analysis = os.path.join(HERE, "ANALYSIS.md")
+    if os.path.exists(analysis):
+        md.append(open(analysis).read().strip() + "\n")
     noisy_rows = [f"{s}/{t}" for s, rr in runs.items() for t, r in rr.items() if noisy(r)]
     if noisy_rows:
         md.append(f"> ⚠ Other processes used more than {NOISY_CORES} of a core during "
