@@ -775,11 +775,7 @@ fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
     let usage = r.usage.unwrap_or_default().to_openai();
     let meta = meta_of(ctx, r.id, r.model);
     let completion = ChatCompletion::single(&meta, content, tool_calls, Some(finish), usage);
-    let body = serde_json::to_vec(&completion).map_err(|e| e.to_string())?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage,
-    })
+    Translated::json(&completion, usage)
 }
 
 /// `/v1/complete` reports no token counts: usage is zeros.
@@ -795,11 +791,7 @@ fn complete_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
     let usage = Usage::default();
     let meta = meta_of(ctx, r.id, r.model);
     let completion = TextCompletion::single(&meta, text, Some(finish), usage);
-    let body = serde_json::to_vec(&completion).map_err(|e| e.to_string())?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage,
-    })
+    Translated::json(&completion, usage)
 }
 
 // ---------------------------------------------------------------------------------------------

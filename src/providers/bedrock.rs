@@ -856,11 +856,7 @@ fn converse_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
     if let (Some(trace), Some(map)) = (r.trace, out.as_object_mut()) {
         map.insert("trace".into(), trace);
     }
-    let body = serde_json::to_vec(&out).map_err(|e| e.to_string())?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage,
-    })
+    Translated::json(&out, usage)
 }
 
 /// `InvokeModel` embeddings answer (Titan or Cohere) -> OpenAI embedding list.
@@ -880,11 +876,7 @@ fn embeddings_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, 
         (vec![vector], r.input_text_token_count)
     };
     let list = EmbeddingList::new(ctx.model, vectors, prompt_tokens);
-    let body = serde_json::to_vec(&list).map_err(|e| e.to_string())?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage: Usage::new(prompt_tokens, 0),
-    })
+    Translated::json(&list, Usage::new(prompt_tokens, 0))
 }
 
 // ---------------------------------------------------------------------------------------------

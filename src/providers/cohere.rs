@@ -82,9 +82,9 @@ impl Translate for Cohere {
         if let Some(id) = answer.id.filter(|id| !id.is_empty()) {
             meta.id = id;
         }
-        let body = if ctx.route_type == RouteType::Completions {
+        if ctx.route_type == RouteType::Completions {
             let text = answer.text.unwrap_or_default();
-            serde_json::to_vec(&TextCompletion::single(&meta, text, Some(finish), usage))
+            Translated::json(&TextCompletion::single(&meta, text, Some(finish), usage), usage)
         } else {
             let content = match answer.text {
                 Some(text) if text.is_empty() && !answer.tool_calls.is_empty() => None,
@@ -92,19 +92,10 @@ impl Translate for Cohere {
                 None if answer.tool_calls.is_empty() => Some(String::new()),
                 None => None,
             };
-            serde_json::to_vec(&ChatCompletion::single(
-                &meta,
-                content,
-                answer.tool_calls,
-                Some(finish),
-                usage,
-            ))
+            let completion =
+                ChatCompletion::single(&meta, content, answer.tool_calls, Some(finish), usage);
+            Translated::json(&completion, usage)
         }
-        .map_err(|e| e.to_string())?;
-        Ok(Translated {
-            body: Bytes::from(body),
-            usage,
-        })
     }
 
     fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
@@ -658,11 +649,7 @@ fn embed_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, Strin
         .and_then(|u| u.input_tokens)
         .map_or(0, tokens);
     let list = EmbeddingList::new(ctx.model, vectors, prompt_tokens);
-    let body = serde_json::to_vec(&list).map_err(|e| e.to_string())?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage: Usage::new(prompt_tokens, 0),
-    })
+    Translated::json(&list, Usage::new(prompt_tokens, 0))
 }
 
 fn tokens(n: f64) -> u64 {

@@ -145,27 +145,13 @@ fn raw_response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>
     let answer = answer_of(generated).to_string();
     let usage = r.usage.unwrap_or_default();
     let meta = ctx.meta();
-    let body = if ctx.route_type == RouteType::Completions {
-        serde_json::to_vec(&TextCompletion::single(
-            &meta,
-            answer,
-            Some(FinishReason::Stop),
-            usage,
-        ))
+    let finish = Some(FinishReason::Stop);
+    if ctx.route_type == RouteType::Completions {
+        Translated::json(&TextCompletion::single(&meta, answer, finish, usage), usage)
     } else {
-        serde_json::to_vec(&ChatCompletion::single(
-            &meta,
-            Some(answer),
-            Vec::new(),
-            Some(FinishReason::Stop),
-            usage,
-        ))
+        let completion = ChatCompletion::single(&meta, Some(answer), Vec::new(), finish, usage);
+        Translated::json(&completion, usage)
     }
-    .map_err(|e| e.to_string())?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage,
-    })
 }
 
 /// TGI's `generate_stream` SSE -> OpenAI chunks.

@@ -96,6 +96,17 @@ pub struct Translated {
     pub usage: Usage,
 }
 
+impl Translated {
+    /// An OpenAI-format answer serialised as the client's body.
+    pub fn json(answer: &impl serde::Serialize, usage: Usage) -> Result<Translated, String> {
+        let body = serde_json::to_vec(answer).map_err(|e| e.to_string())?;
+        Ok(Translated {
+            body: Bytes::from(body),
+            usage,
+        })
+    }
+}
+
 /// A stream that cannot continue (undecodable frame, provider error event). The stream actor
 /// turns it into an error event followed by `[DONE]`, so SDKs raise instead of hanging.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -175,14 +175,11 @@ pub fn response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>
         meta.model = model.clone();
     }
     let usage = r.usage();
-    let body = match ctx.route_type {
+    match ctx.route_type {
         RouteType::Embeddings => {
             let vectors = r.embeddings.ok_or("'embeddings' not in ollama response")?;
-            serde_json::to_vec(&super::oai::EmbeddingList::new(
-                &meta.model,
-                vectors,
-                usage.prompt_tokens,
-            ))
+            let list = super::oai::EmbeddingList::new(&meta.model, vectors, usage.prompt_tokens);
+            Translated::json(&list, usage)
         }
         RouteType::Completions => {
             let text = r
@@ -190,7 +187,10 @@ pub fn response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>
                 .clone()
                 .ok_or("'response' not in ollama response")?;
             let finish = r.finish_reason(ctx.options.max_tokens, false);
-            serde_json::to_vec(&TextCompletion::single(&meta, text, Some(finish), usage))
+            Translated::json(
+                &TextCompletion::single(&meta, text, Some(finish), usage),
+                usage,
+            )
         }
         _ => {
             let message = r
@@ -200,20 +200,11 @@ pub fn response(ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>
             let tool_calls = r.tool_calls(ctx.request_id);
             let finish = r.finish_reason(ctx.options.max_tokens, !tool_calls.is_empty());
             let content = Some(message.content.clone());
-            serde_json::to_vec(&ChatCompletion::single(
-                &meta,
-                content,
-                tool_calls,
-                Some(finish),
-                usage,
-            ))
+            let completion =
+                ChatCompletion::single(&meta, content, tool_calls, Some(finish), usage);
+            Translated::json(&completion, usage)
         }
     }
-    .map_err(|e| e.to_string())?;
-    Ok(Translated {
-        body: Bytes::from(body),
-        usage,
-    })
 }
 
 /// Ollama's NDJSON lines -> OpenAI chunks.

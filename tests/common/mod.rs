@@ -238,6 +238,24 @@ pub fn mock_clear(mock: &Proc) {
     request(mock.port, "DELETE", "/__mock/requests", &[], b"");
 }
 
+/// An HTTP/1.1 request head with `connection: close`, for the raw clients below.
+pub fn request_head(
+    method: &str,
+    path: &str,
+    port: u16,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> String {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {body_len}\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
 mod raw_http {
     use super::*;
     use std::io::Write;
@@ -253,14 +271,7 @@ mod raw_http {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let mut head = format!(
-                "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-length: {}\r\n",
-                body.len()
-            );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
+        let head = request_head(method, path, port, headers, body.len());
         stream.write_all(head.as_bytes()).unwrap();
         stream.write_all(body).unwrap();
         let mut raw = Vec::new();
@@ -507,15 +518,9 @@ impl RawConn {
     /// Sends a POST with a JSON body and `connection: close`.
     pub fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawConn {
         let mut conn = RawConn::open(port);
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        conn.send(head.as_bytes());
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        conn.send(request_head("POST", path, port, &all, body.len()).as_bytes());
         conn.send(body);
         conn
     }
