@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, StartError};
-use crate::config::load::{load_deck_file, process_env, ConfigProblem};
+use crate::config::load::{load_deck_file, process_env};
+use crate::config::problem::ConfigProblem;
 use crate::config::settings::{Settings, SettingsOverrides};
 use crate::{logging, mock, signals};
 

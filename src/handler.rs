@@ -14,12 +14,12 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::actors::messages::{AccessInfo, Proxy, ReplyBody};
-use crate::app::WorkerState;
 use crate::error::GatewayError;
 use crate::logging;
 use crate::providers::oai::Usage;
 use crate::proxy::request::ClientRequest;
 use crate::status::REQUESTS_IN_FLIGHT;
+use crate::worker::WorkerState;
 
 /// Request ids: a per-process random prefix plus a counter (cheaper than a UUID per request).
 fn next_request_id() -> String {

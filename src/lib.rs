@@ -16,3 +16,4 @@ pub mod proxy;
 pub mod router;
 pub mod signals;
 pub mod status;
+pub mod worker;

@@ -10,7 +10,8 @@ use actix::{Actor, Context, Handler, MessageResult};
 use arc_swap::ArcSwap;
 
 use super::messages::{Reload, ReloadOutcome};
-use crate::config::load::{load_deck_file, process_env, ConfigProblem};
+use crate::config::load::{load_deck_file, process_env};
+use crate::config::problem::ConfigProblem;
 use crate::config::settings::Settings;
 use crate::proxy::compile::{compile, Snapshot};
 

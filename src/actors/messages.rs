@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::load::ConfigProblem;
+use crate::config::problem::ConfigProblem;
 use crate::error::GatewayError;
 use crate::providers::{StreamTranslate, TokenSource, UpstreamRequest};
 use crate::proxy::compile::Timeouts;

@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Number, Value};
 
-use crate::config::load::{field, item, ConfigProblem};
+use crate::config::problem::{field, item, ConfigProblem};
 
 /// Only variables with this prefix may be referenced (decK's rule).
 pub const ENV_PREFIX: &str = "DECK_";

@@ -7,5 +7,6 @@ pub mod ai_proxy;
 pub mod deck;
 pub mod env_subst;
 pub mod load;
+pub mod problem;
 pub mod settings;
 pub mod validate;

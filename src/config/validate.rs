@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::config::ai_proxy::{AiProxyConfig, LlmFormat, ProviderName, RouteType};
 use crate::config::deck::{DeckRoute, DeckService};
-use crate::config::load::{field, item, Problems};
+use crate::config::problem::{field, item, Problems};
 
 /// Kong's service timeouts are integers between 1 and 2^31 - 2 milliseconds.
 const MAX_TIMEOUT_MS: u64 = 2_147_483_646;

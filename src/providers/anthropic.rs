@@ -964,8 +964,9 @@ mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
-        ctx, fixture, fixture_config, fixture_json, run_pieces, run_stream, sse_payloads,
-     run_truncated,};
+        ctx, fixture, fixture_config, fixture_json, run_pieces, run_stream, run_truncated,
+        sse_payloads,
+    };
     use actix_web::http::StatusCode;
     use proptest::prelude::*;
 
@@ -1524,7 +1525,9 @@ mod tests {
         let got = sse_payloads(&text);
         // The text before the cut was relayed; no invented finish reason, no [DONE].
         assert_eq!(got.len(), 3, "{got:?}");
-        assert!(got.iter().all(|c| c["choices"][0]["finish_reason"].is_null()));
+        assert!(got
+            .iter()
+            .all(|c| c["choices"][0]["finish_reason"].is_null()));
         assert_eq!(err, crate::providers::stream::TRUNCATED);
         // Events after message_stop are ignored; [DONE] is written once.
         let mut s = driver().stream(&c);

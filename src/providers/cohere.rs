@@ -84,7 +84,10 @@ impl Translate for Cohere {
         }
         if ctx.route_type == RouteType::Completions {
             let text = answer.text.unwrap_or_default();
-            Translated::json(&TextCompletion::single(&meta, text, Some(finish), usage), usage)
+            Translated::json(
+                &TextCompletion::single(&meta, text, Some(finish), usage),
+                usage,
+            )
         } else {
             let content = match answer.text {
                 Some(text) if text.is_empty() && !answer.tool_calls.is_empty() => None,
@@ -886,8 +889,8 @@ mod tests {
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
         ctx, feed_at_cuts, fixture, fixture_config, fixture_json, run_pieces, run_stream,
-        sse_payloads,
-     run_truncated,};
+        run_truncated, sse_payloads,
+    };
     use proptest::prelude::*;
 
     fn config() -> AiProxyConfig {

@@ -7,8 +7,19 @@
 //! [`stream::EventTranslate`] behind a [`stream::DecodedStream`]; the shared pieces of the
 //! OpenAI wire format are in [`oai`], those of TGI in [`tgi`].
 
+// Declared here rather than inside `providers!` so rustfmt (which does not look into macro
+// invocations) formats every provider module.
+pub mod anthropic;
+pub mod azure;
+pub mod bedrock;
+pub mod cohere;
+pub mod gemini;
+pub mod huggingface;
+pub mod llama2;
+pub mod mistral;
 pub mod oai;
 pub mod ollama;
+pub mod openai;
 pub mod stream;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -228,8 +239,6 @@ pub fn passthrough_error(status: StatusCode, body: Bytes) -> Bytes {
 
 macro_rules! providers {
     ($($name:ident => $module:ident :: $ty:ident),* $(,)?) => {
-        $(pub mod $module;)*
-
         /// One compiled driver per plugin config; closed enum dispatch over the providers.
         pub enum Driver {
             $($name($module::$ty),)*

@@ -213,8 +213,8 @@ mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
-        ctx, fixture, fixture_config, fixture_json, run_stream, sse_payloads,
-     run_truncated,};
+        ctx, fixture, fixture_config, fixture_json, run_stream, run_truncated, sse_payloads,
+    };
 
     fn driver() -> OpenAi {
         OpenAi::from_config(&fixture_config("openai/chat/config.json")).unwrap()

@@ -11,7 +11,8 @@ use super::template;
 use crate::config::ai_proxy::{
     AiProxyConfig, ModelOptions, ParamLocation, ProviderName, RouteType,
 };
-use crate::config::load::{ConfigProblem, GatewayConfig};
+use crate::config::load::GatewayConfig;
+use crate::config::problem::ConfigProblem;
 use crate::config::settings::Settings;
 use crate::providers::Driver;
 use crate::router::Router;
