@@ -13,7 +13,7 @@ use ai_gateway::providers::ollama::OllamaStream;
 use ai_gateway::providers::openai::PassthroughStream;
 use ai_gateway::providers::{RequestCtx, StreamTranslate};
 use ai_gateway::proxy::compile::{CompiledRoute, Timeouts};
-use ai_gateway::proxy::request::{prepare, ClientRequest};
+use ai_gateway::proxy::request::{prepare, ClientRequest, Plan};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -341,7 +341,7 @@ proptest! {
     ) {
         let client = client(path, query, &headers);
         for (route, host) in routes() {
-            let Ok(prepared) = prepare(&route, &client, Bytes::from(body.clone()), "rid".into(), 1) else {
+            let Ok(Plan::Upstream(prepared)) = prepare(&route, &client, Bytes::from(body.clone()), "rid".into(), 1) else {
                 continue;
             };
             let url = &prepared.upstream.url;

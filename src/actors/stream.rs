@@ -16,7 +16,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::messages::AccessInfo;
 use crate::logging;
-use crate::providers::{oai, StreamTranslate};
+use crate::providers::StreamTranslate;
 
 /// Streams alive right now, process-wide (tests check that none leak).
 pub static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
@@ -95,8 +95,7 @@ impl StreamActor {
     /// of waiting.
     fn fail(&mut self, message: &str, ctx: &mut Context<Self>) {
         let mut out = BytesMut::new();
-        oai::write_error_event(&mut out, message);
-        oai::write_done(&mut out);
+        self.translator.write_error(&mut out, message);
         self.outcome = "upstream error";
         tracing::warn!(request_id = %self.access.request_id, error = message, "stream ended with an error");
         self.deliver(out, true, ctx);

@@ -134,6 +134,12 @@ pub trait StreamTranslate: Send {
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError>;
     /// Token counts seen so far, for the access log.
     fn usage(&self) -> Usage;
+    /// Ends a failed stream in the client's format: by default an OpenAI error event (SDKs
+    /// raise it as an APIError) and `data: [DONE]`.
+    fn write_error(&mut self, out: &mut BytesMut, message: &str) {
+        oai::write_error_event(out, message);
+        oai::write_done(out);
+    }
 }
 
 /// The four translation directions plus URL and signing, for one provider. Built once per

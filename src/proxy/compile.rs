@@ -14,6 +14,7 @@ use crate::config::ai_proxy::{
 use crate::config::load::GatewayConfig;
 use crate::config::problem::ConfigProblem;
 use crate::config::settings::Settings;
+use crate::formats::ClientFormat;
 use crate::providers::Driver;
 use crate::router::Router;
 
@@ -97,6 +98,8 @@ pub struct CompiledRoute {
     /// The whole `X-Kong-LLM-Model` value when the configured model is fixed (the usual case),
     /// built once instead of per request.
     pub fixed_model_header: Option<HeaderValue>,
+    /// How this route's clients speak (`llm_format` with the provider).
+    pub client_format: ClientFormat,
 }
 
 impl CompiledRoute {
@@ -140,6 +143,7 @@ impl CompiledRoute {
                     HeaderValue::from_str(&format!("{}/{name}", config.model.provider.as_str()))
                         .ok()
                 }),
+            client_format: ClientFormat::of(config.llm_format, config.model.provider),
             config,
         })
     }

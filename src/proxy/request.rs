@@ -15,6 +15,7 @@ use crate::config::ai_proxy::{
     ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType,
 };
 use crate::error::GatewayError;
+use crate::formats::{anthropic, ClientFormat};
 use crate::providers::{with_query, RequestCtx, UpstreamRequest};
 
 /// What the handler knows about the client's request.
@@ -39,6 +40,13 @@ pub struct Resolved {
     pub client_query: String,
     pub request_id: String,
     pub created: u64,
+    /// The client's format, for the answer's translation back.
+    pub format: ClientFormat,
+    /// Request fields the provider has no equivalent for (`x-ai-gateway-dropped-fields`).
+    pub dropped: Vec<String>,
+    /// The prompt's token estimate, for formats that report input tokens before the provider
+    /// does (Anthropic's `message_start`).
+    pub input_estimate: u64,
 }
 
 impl Resolved {
@@ -54,6 +62,15 @@ impl Resolved {
             created: self.created,
         }
     }
+}
+
+/// What a client request turns into: an upstream call, or an answer the gateway gives itself
+/// (Anthropic `count_tokens` for providers without a counting API).
+// Moved once per request; boxing the common variant would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Plan {
+    Upstream(Prepared),
+    Answer(Bytes),
 }
 
 pub struct Prepared {
@@ -94,7 +111,7 @@ pub fn prepare(
     body: Bytes,
     request_id: String,
     created: u64,
-) -> Result<Prepared, GatewayError> {
+) -> Result<Plan, GatewayError> {
     let config = &route.config;
     let src = TemplateSource {
         captures: &client.captures,
@@ -121,10 +138,32 @@ pub fn prepare(
             options,
             request_id,
             created,
-        );
+        )
+        .map(Plan::Upstream);
     }
 
     let mut map = parse_body(client, &body)?;
+    let mut dropped = Vec::new();
+    let mut input_estimate = 0;
+    if route.client_format == ClientFormat::AnthropicTranslated {
+        let operation = anthropic::Operation::from_path(&client.path).ok_or_else(|| {
+            bad("this route speaks the Anthropic Messages API: POST .../v1/messages or .../v1/messages/count_tokens")
+        })?;
+        input_estimate = anthropic::request::estimate_tokens(&map);
+        if operation == anthropic::Operation::CountTokens {
+            let answer = serde_json::json!({ "input_tokens": input_estimate });
+            return Ok(Plan::Answer(Bytes::from(answer.to_string())));
+        }
+        let converted = anthropic::request::to_openai(&map).map_err(bad)?;
+        map = converted.body;
+        dropped = converted.dropped;
+        // Claude Code always sends its own model names: the route's model replaces them.
+        if configured_model.is_none() {
+            if let Some(model) = converted.model {
+                map.insert("model".into(), Value::String(model));
+            }
+        }
+    }
     check_prompts(config.route_type, &map)?;
     let model = select_model(configured_model, &map)?;
     check_model_name(&model)?;
@@ -155,6 +194,9 @@ pub fn prepare(
         client_query: client.query.clone(),
         request_id,
         created,
+        format: route.client_format,
+        dropped,
+        input_estimate,
     };
     let ctx = resolved.ctx();
     let mut upstream_body = route.driver.request(&ctx, map)?;
@@ -163,25 +205,54 @@ pub fn prepare(
         serde_json::to_vec(&upstream_body).map_err(|e| GatewayError::Internal(e.to_string()))?,
     );
     let url = route.driver.url(&ctx)?;
-    let mut headers = forwarded_headers(&route.auth, &client.headers);
+    let translated = route.client_format == ClientFormat::AnthropicTranslated;
+    let mut headers = if translated {
+        forwarded_headers(&route.auth, &foreign_headers_removed(&client.headers))
+    } else {
+        forwarded_headers(&route.auth, &client.headers)
+    };
     headers.push((
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     ));
     add_driver_headers(route, &ctx, &mut headers);
+    // A translated client's query (the Anthropic SDK's `?beta=true`) means nothing upstream.
+    let client_query = if translated {
+        ""
+    } else {
+        client.query.as_str()
+    };
     let mut upstream = UpstreamRequest {
         method: client.method.clone(),
-        url: finish_url(&route.auth, url, &client.query),
+        url: finish_url(&route.auth, url, client_query),
         headers,
         body,
     };
     route.driver.sign(&ctx, &mut upstream)?;
     let model_header = model_header(route, &resolved.model);
-    Ok(Prepared {
+    Ok(Plan::Upstream(Prepared {
         upstream,
         resolved,
         model_header,
-    })
+    }))
+}
+
+/// A client of another provider's API: its credentials (the Anthropic SDK's `x-api-key` or
+/// bearer token) and that API's own headers (`anthropic-version`, `anthropic-beta`) never
+/// reach the provider the route translates to.
+fn foreign_headers_removed(client: &HeaderMap) -> HeaderMap {
+    let mut kept = client.clone();
+    let foreign: Vec<HeaderName> = client
+        .keys()
+        .filter(|n| {
+            CREDENTIAL_HEADERS.contains(&n.as_str()) || n.as_str().starts_with("anthropic-")
+        })
+        .cloned()
+        .collect();
+    for name in foreign {
+        kept.remove(name);
+    }
+    kept
 }
 
 /// The provider's own headers (e.g. `anthropic-version`) replace any the client sent.
@@ -543,6 +614,9 @@ fn prepare_preserve(
         client_query: client.query.clone(),
         request_id,
         created,
+        format: route.client_format,
+        dropped: Vec::new(),
+        input_estimate: 0,
     };
     let mut headers = forwarded_headers(&route.auth, &client.headers);
     if let Some(ct) = client.headers.get(header::CONTENT_TYPE) {

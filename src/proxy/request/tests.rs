@@ -70,7 +70,20 @@ fn run_with(
     c: &ClientRequest,
     body: Value,
 ) -> Result<Prepared, GatewayError> {
-    prepare(route, c, Bytes::from(body.to_string()), "rid".into(), 1)
+    upstream(prepare(
+        route,
+        c,
+        Bytes::from(body.to_string()),
+        "rid".into(),
+        1,
+    ))
+}
+
+fn upstream(plan: Result<Plan, GatewayError>) -> Result<Prepared, GatewayError> {
+    plan.map(|p| match p {
+        Plan::Upstream(p) => p,
+        Plan::Answer(_) => panic!("expected an upstream call"),
+    })
 }
 
 fn err(result: Result<Prepared, GatewayError>) -> String {
@@ -182,24 +195,24 @@ fn bad_request_bodies_get_kongs_texts() {
         err(run(&completions, chat())),
         "[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type"
     );
-    let garbage = prepare(
+    let garbage = upstream(prepare(
         &r,
         &client(&[], ""),
         Bytes::from_static(b"{nope"),
         "r".into(),
         1,
-    );
+    ));
     assert_eq!(
         err(garbage),
         "content-type header does not match request body, or bad JSON formatting"
     );
-    let wrong_type = prepare(
+    let wrong_type = upstream(prepare(
         &r,
         &client(&[("content-type", "text/plain")], ""),
         Bytes::from(chat().to_string()),
         "r".into(),
         1,
-    );
+    ));
     assert_eq!(
         err(wrong_type),
         "content-type header does not match request body, or bad JSON formatting"
