@@ -331,7 +331,9 @@ mod raw_http {
     }
 }
 
-/// The Python interpreter of a venv with the official `openai` SDK, created once per test run
+const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
+
+/// The Python interpreter of a venv with the SDKs of tests/python/requirements.txt, made once per run
 /// under target/ (set AIGW_TEST_PYTHON to use an existing interpreter instead).
 pub fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
@@ -340,12 +342,14 @@ pub fn python() -> &'static Path {
             return PathBuf::from(p);
         }
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-venv");
+        let requirements = std::fs::read_to_string(REQUIREMENTS).ok();
         let py = venv.join("bin/python");
         // Several test binaries may race here; a lock directory serialises the creation.
         let lock = venv.with_extension("lock");
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            if py.exists() && venv.join(".ready").exists() {
+            // `.ready` holds the requirements it was made from: a changed list reinstalls.
+            if py.exists() && std::fs::read_to_string(venv.join(".ready")).ok() == requirements {
                 return py;
             }
             if std::fs::create_dir(&lock).is_ok() {
@@ -365,9 +369,13 @@ pub fn python() -> &'static Path {
                 "--quiet",
                 "--disable-pip-version-check",
                 "-r",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt"),
+                REQUIREMENTS,
             ]))?;
-            std::fs::write(venv.join(".ready"), b"ok").map_err(|e| e.to_string())
+            std::fs::write(
+                venv.join(".ready"),
+                requirements.clone().unwrap_or_default(),
+            )
+            .map_err(|e| e.to_string())
         })();
         let _ = std::fs::remove_dir(&lock);
         created.expect("creating the Python venv");
