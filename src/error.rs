@@ -31,10 +31,19 @@ pub enum GatewayError {
         route_type: &'static str,
         reason: String,
     },
+    /// The request may have reached the provider (a retry would repeat it).
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
+    /// No connection was made, so the request never reached the provider.
+    #[error("upstream unreachable: {0}")]
+    UpstreamConnect(String),
     #[error("upstream timed out after {0} ms")]
     UpstreamTimeout(u64),
+    #[error("upstream timed out after {0} ms")]
+    UpstreamConnectTimeout(u64),
+    /// Every target of an ai-proxy-advanced route is excluded by the circuit breaker.
+    #[error("all targets of route '{route}' are unavailable: the circuit breaker excluded them after repeated failures; retry later")]
+    NoAvailableTarget { route: String },
     #[error("upstream answered with a malformed response: {0}")]
     UpstreamProtocol(String),
     /// Cloud identity (AWS / GCP) could not be established; the reason goes to the log only.
@@ -79,11 +88,15 @@ impl ResponseError for GatewayError {
             GatewayError::Transformation { .. }
             | GatewayError::Identity(_)
             | GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamProtocol(_) => {
-                StatusCode::BAD_GATEWAY
+            GatewayError::UpstreamUnreachable(_)
+            | GatewayError::UpstreamConnect(_)
+            | GatewayError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout(_) | GatewayError::UpstreamConnectTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
             }
-            GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown | GatewayError::NoAvailableTarget { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // nginx's "client closed request"; only ever seen in logs.
             GatewayError::ClientGone => {
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)

@@ -113,6 +113,7 @@ pub async fn proxy(
         provider: "-",
         model: String::new(),
         started,
+        tried: None,
     });
     let result = handle(
         &req,
@@ -166,7 +167,7 @@ async fn handle(
     ) else {
         return Err(GatewayError::NotAnAiRoute(name.to_string()));
     };
-    access.provider = route.provider.as_str();
+    access.provider = route.first().provider.as_str();
     let body = read_body(req, payload, route.body_limit, state.client_timeout).await?;
     let client = ClientRequest {
         method: req.method().clone(),

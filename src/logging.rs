@@ -44,6 +44,7 @@ pub fn access(info: &AccessInfo, status: u16, usage: Usage, upstream_latency: Op
         upstream_ms = upstream_latency.map(millis),
         prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens,
+        tried = info.tried.as_deref(),
         "request"
     );
 }
@@ -62,6 +63,7 @@ pub fn access_stream(info: &AccessInfo, outcome: &'static str, usage: Usage) {
         latency_ms = millis(info.started.elapsed()),
         prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens,
+        tried = info.tried.as_deref(),
         "request"
     );
 }

@@ -203,6 +203,7 @@ mod tests {
             service: None,
             plugin: None,
             plugin_path: None,
+            prometheus: None,
         }
     }
 

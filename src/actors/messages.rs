@@ -23,6 +23,8 @@ pub struct AccessInfo {
     pub provider: &'static str,
     pub model: String,
     pub started: Instant,
+    /// ai-proxy-advanced: every attempt, as in the `x-kong-llm-tried` header.
+    pub tried: Option<Arc<str>>,
 }
 
 /// A client request for one route: sent by the HTTP handler to that route's `RouteActor`.
@@ -74,6 +76,17 @@ pub struct Exchange {
     pub cancel: oneshot::Receiver<()>,
     /// The stream's access-log line is written by its `StreamActor`.
     pub access: AccessInfo,
+    /// Told how a streamed answer ended (balancer and metrics bookkeeping).
+    pub on_end: Option<oneshot::Sender<StreamEnd>>,
+}
+
+/// How a streamed answer ended, sent by its `StreamActor` when it stops.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEnd {
+    pub usage: crate::providers::oai::Usage,
+    /// From the request's start to the first chunk for the client.
+    pub first_chunk: Option<Duration>,
+    pub completed: bool,
 }
 
 pub struct UpstreamReply {

@@ -88,6 +88,7 @@ impl Handler<Exchange> for ProviderActor {
                 token,
                 cancel,
                 access,
+                on_end,
             } = msg;
             let started = Instant::now();
             let work = async move {
@@ -124,7 +125,7 @@ impl Handler<Exchange> for ProviderActor {
                     // dropped now rather than held for the whole stream.
                     let mut response = response;
                     let body = response.take_payload();
-                    StreamActor::start_for(body, translator, tx, timeouts.read, access);
+                    StreamActor::start_for(body, translator, tx, timeouts.read, access, on_end);
                     return Ok(UpstreamReply {
                         status,
                         content_type,
@@ -218,11 +219,11 @@ fn send_error(e: SendRequestError, timeouts: Timeouts) -> GatewayError {
             GatewayError::UpstreamTimeout(timeouts.read.as_millis() as u64)
         }
         SendRequestError::Connect(awc::error::ConnectError::Timeout) => {
-            GatewayError::UpstreamTimeout(timeouts.connect.as_millis() as u64)
+            GatewayError::UpstreamConnectTimeout(timeouts.connect.as_millis() as u64)
         }
-        SendRequestError::Connect(c) => GatewayError::UpstreamUnreachable(c.to_string()),
+        SendRequestError::Connect(c) => GatewayError::UpstreamConnect(c.to_string()),
         SendRequestError::Url(u) => {
-            GatewayError::UpstreamUnreachable(format!("invalid upstream URL: {u}"))
+            GatewayError::UpstreamConnect(format!("invalid upstream URL: {u}"))
         }
         other => GatewayError::UpstreamUnreachable(other.to_string()),
     }

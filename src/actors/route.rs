@@ -2,16 +2,26 @@
 //! the config generation it was started with, so requests it accepted finish on that config
 //! even after a reload), applies Kong's request rules, sends the upstream call through the
 //! worker's `ProviderActor`, and translates a buffered answer.
+//!
+//! For `ai-proxy-advanced` it also owns this worker's balancing state: it picks a target per
+//! attempt, and moves a failed attempt on to another target (re-translated for that target's
+//! provider and auth) within `retries`; the client only sees the answer that ends the request.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::ResponseError;
+use bytes::Bytes;
+use futures_util::future::{select, Either};
+use tokio::sync::oneshot;
 
 use super::messages::{
-    AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamPlan, UpstreamReply,
+    AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamEnd, StreamPlan, UpstreamReply,
 };
 use super::provider::ProviderActor;
 use crate::config::ai_proxy::RouteType;
@@ -19,19 +29,38 @@ use crate::error::GatewayError;
 use crate::formats::anthropic::{self, stream::AnthropicEvents};
 use crate::formats::ClientFormat;
 use crate::providers::oai::Usage;
-use crate::proxy::compile::CompiledRoute;
-use crate::proxy::request::{prepare, Plan, Prepared};
+use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
+use crate::proxy::compile::{AiRoute, CompiledRoute};
+use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
 
 pub struct RouteActor {
-    route: Arc<CompiledRoute>,
+    route: Arc<AiRoute>,
     route_name: Arc<str>,
     provider: Addr<ProviderActor>,
+    /// This worker's balancing state (ai-proxy-advanced), shared with this actor's request
+    /// futures, which run on the same thread.
+    state: Rc<RefCell<BalancerState>>,
+    /// `provider/model` per target, for the `x-kong-llm-tried` header and the access log.
+    labels: Rc<[String]>,
 }
 
 impl RouteActor {
-    pub fn new(route: Arc<CompiledRoute>, provider: Addr<ProviderActor>) -> Self {
+    pub fn new(route: Arc<AiRoute>, provider: Addr<ProviderActor>) -> Self {
+        let labels = route
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}/{}",
+                    t.provider.as_str(),
+                    t.config.model.name.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
         RouteActor {
-            route_name: Arc::from(route.name.as_str()),
+            route_name: Arc::from(route.first().name.as_str()),
+            state: Rc::new(RefCell::new(BalancerState::new(route.targets.len()))),
+            labels,
             route,
             provider,
         }
@@ -59,186 +88,506 @@ fn anthropic_id(request_id: &str) -> String {
     format!("msg_{request_id}")
 }
 
+/// The gateway's own error as a reply, in the shape the client's SDK reads.
+fn error_reply(e: &GatewayError, format: ClientFormat, access: AccessInfo) -> ProxyReply {
+    let status = e.status_code();
+    let body = if format == ClientFormat::AnthropicTranslated {
+        anthropic::response::error_body(status.as_u16(), e.body().as_bytes())
+    } else {
+        Bytes::from(e.body())
+    };
+    ProxyReply {
+        status,
+        headers: vec![(header::CONTENT_TYPE, JSON)],
+        body: ReplyBody::Full(body),
+        access: Some((access, Usage::default(), Duration::ZERO)),
+    }
+}
+
+/// Every attempt of an ai-proxy-advanced request: `<target index> <provider>/<model>
+/// <status | error | timeout | invalid_header>`, comma-separated, the last one answering.
+pub const X_KONG_LLM_TRIED: &str = "x-kong-llm-tried";
+
+/// What one attempt needs besides its target.
+struct AttemptInput<'a> {
+    client: &'a ClientRequest,
+    body: Bytes,
+    request_id: &'a str,
+    started: Instant,
+    route_name: &'a Arc<str>,
+    tried: Option<Arc<str>>,
+    on_end: Option<oneshot::Sender<StreamEnd>>,
+}
+
+/// One upstream call on `target`: Kong's request rules and translation for its provider, the
+/// call, and the translated answer (or the provider's error in the client's format).
+async fn attempt(
+    target: &CompiledRoute,
+    provider: &Addr<ProviderActor>,
+    input: AttemptInput<'_>,
+    cancel: oneshot::Receiver<()>,
+) -> Result<ProxyReply, GatewayError> {
+    let mut access = AccessInfo {
+        request_id: input.request_id.to_string(),
+        route: input.route_name.clone(),
+        provider: target.provider.as_str(),
+        model: String::new(),
+        started: input.started,
+        tried: input.tried,
+    };
+    let prepared = match prepare(
+        target,
+        input.client,
+        input.body,
+        input.request_id.to_string(),
+        unix_now(),
+    )? {
+        Plan::Upstream(p) => p,
+        Plan::Answer(body) => {
+            return Ok(ProxyReply {
+                status: StatusCode::OK,
+                headers: vec![(header::CONTENT_TYPE, JSON)],
+                body: ReplyBody::Full(body),
+                access: Some((access, Usage::default(), Duration::ZERO)),
+            })
+        }
+    };
+    let Prepared {
+        upstream,
+        resolved,
+        model_header,
+    } = prepared;
+    access.model = resolved.model.clone();
+    let stream = if resolved.route_type == RouteType::Preserve {
+        StreamPlan::PassthroughIfStreamed
+    } else if resolved.stream {
+        let inner = target.driver.stream(&resolved.ctx());
+        StreamPlan::Translate(match resolved.format {
+            ClientFormat::AnthropicTranslated => Box::new(AnthropicEvents::new(
+                inner,
+                anthropic_id(&resolved.request_id),
+                resolved.model.clone(),
+                resolved.input_estimate,
+            )),
+            _ => inner,
+        })
+    } else {
+        StreamPlan::None
+    };
+    let exchange = Exchange {
+        request: upstream,
+        timeouts: target.timeouts,
+        stream,
+        token: target.driver.token_source(),
+        cancel,
+        access: access.clone(),
+        on_end: input.on_end,
+    };
+    let reply = provider
+        .send(exchange)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
+    let UpstreamReply {
+        status,
+        content_type,
+        relayed,
+        body,
+        latency,
+    } = reply;
+    let mut headers = relayed;
+    if let Some(value) = model_header {
+        headers.push((HeaderName::from_static(X_KONG_LLM_MODEL), value));
+    }
+    if !resolved.dropped.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&resolved.dropped.join(", ")) {
+            headers.push((HeaderName::from_static(X_DROPPED_FIELDS), value));
+        }
+    }
+    let anthropic = resolved.format == ClientFormat::AnthropicTranslated;
+    let body = match body {
+        ReplyBody::Stream(rx) => {
+            let ct = match resolved.route_type {
+                RouteType::Preserve => content_type.unwrap_or(EVENT_STREAM),
+                _ => EVENT_STREAM,
+            };
+            headers.push((header::CONTENT_TYPE, ct));
+            headers.push((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")));
+            return Ok(ProxyReply {
+                status,
+                headers,
+                body: ReplyBody::Stream(rx),
+                access: None,
+            });
+        }
+        ReplyBody::Full(body) => body,
+    };
+    let (body, usage) = if resolved.route_type == RouteType::Preserve {
+        headers.push((header::CONTENT_TYPE, content_type.unwrap_or(JSON)));
+        (body, Usage::default())
+    } else if status == StatusCode::OK {
+        let translated = target
+            .driver
+            .response(&resolved.ctx(), body)
+            .map_err(|reason| GatewayError::Transformation {
+                provider: target.provider.as_str(),
+                route_type: resolved.route_type.as_str(),
+                reason,
+            })?;
+        let body = if anthropic {
+            anthropic::response::from_openai(
+                &translated.body,
+                &anthropic_id(&resolved.request_id),
+                &resolved.model,
+            )
+            .map_err(|reason| GatewayError::Transformation {
+                provider: target.provider.as_str(),
+                route_type: resolved.route_type.as_str(),
+                reason,
+            })?
+        } else {
+            translated.body
+        };
+        headers.push((header::CONTENT_TYPE, JSON));
+        (body, translated.usage)
+    } else {
+        headers.push((header::CONTENT_TYPE, JSON));
+        let body = target.driver.error(status, body);
+        let body = if anthropic {
+            anthropic::response::error_body(status.as_u16(), &body)
+        } else {
+            body
+        };
+        (body, Usage::default())
+    };
+    Ok(ProxyReply {
+        status,
+        headers,
+        body: ReplyBody::Full(body),
+        access: Some((access, usage, latency)),
+    })
+}
+
 impl Handler<Proxy> for RouteActor {
     type Result = ResponseFuture<Result<ProxyReply, GatewayError>>;
 
     fn handle(&mut self, msg: Proxy, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.route.client_format != ClientFormat::AnthropicTranslated {
-            return self.proxy(msg);
-        }
-        // The gateway's own errors, in the shape the client's SDK reads.
-        let access = self.access(msg.request_id.clone(), msg.started, String::new());
-        let reply = self.proxy(msg);
-        Box::pin(async move {
-            match reply.await {
-                Err(e) if !matches!(e, GatewayError::ClientGone) => {
-                    let status = e.status_code();
-                    let body =
-                        anthropic::response::error_body(status.as_u16(), e.body().as_bytes());
-                    Ok(ProxyReply {
-                        status,
-                        headers: vec![(header::CONTENT_TYPE, JSON)],
-                        body: ReplyBody::Full(body),
-                        access: Some((access, Usage::default(), std::time::Duration::ZERO)),
-                    })
+        let route = self.route.clone();
+        let provider = self.provider.clone();
+        let route_name = self.route_name.clone();
+        let Some(balancer) = route.balancer.clone() else {
+            return Box::pin(async move {
+                let Proxy {
+                    client,
+                    body,
+                    request_id,
+                    started,
+                    cancel,
+                } = msg;
+                let input = AttemptInput {
+                    client: &client,
+                    body,
+                    request_id: &request_id,
+                    started,
+                    route_name: &route_name,
+                    tried: None,
+                    on_end: None,
+                };
+                let format = route.first().client_format;
+                match attempt(route.first(), &provider, input, cancel).await {
+                    Err(e)
+                        if format == ClientFormat::AnthropicTranslated
+                            && !matches!(e, GatewayError::ClientGone) =>
+                    {
+                        let access = AccessInfo {
+                            request_id,
+                            route: route_name,
+                            provider: route.first().provider.as_str(),
+                            model: String::new(),
+                            started,
+                            tried: None,
+                        };
+                        Ok(error_reply(&e, format, access))
+                    }
+                    other => other,
                 }
-                other => other,
-            }
-        })
+            });
+        };
+        let balanced = Balanced {
+            route,
+            balancer,
+            provider,
+            route_name,
+            state: self.state.clone(),
+            labels: self.labels.clone(),
+        };
+        Box::pin(balanced.run(msg))
     }
 }
 
-impl RouteActor {
-    fn access(&self, request_id: String, started: std::time::Instant, model: String) -> AccessInfo {
-        AccessInfo {
-            request_id,
-            route: self.route_name.clone(),
-            provider: self.route.provider.as_str(),
-            model,
-            started,
-        }
-    }
+/// One ai-proxy-advanced request on its way through the targets.
+struct Balanced {
+    route: Arc<AiRoute>,
+    balancer: Arc<Balancer>,
+    provider: Addr<ProviderActor>,
+    route_name: Arc<str>,
+    state: Rc<RefCell<BalancerState>>,
+    labels: Rc<[String]>,
+}
 
-    fn proxy(&mut self, msg: Proxy) -> ResponseFuture<Result<ProxyReply, GatewayError>> {
-        let route = self.route.clone();
+/// What an attempt's result means for the balancer.
+enum Verdict {
+    /// The answer goes to the client.
+    Answer(Result<ProxyReply, GatewayError>),
+    /// The attempt failed this way; the answer goes to the client if no other target follows.
+    Failed(Failure, Result<ProxyReply, GatewayError>),
+}
+
+fn judge(balancer: &Balancer, result: Result<ProxyReply, GatewayError>) -> Verdict {
+    let failure = match &result {
+        Ok(reply) if balancer.is_failure_status(reply.status.as_u16()) => {
+            Failure::Status(reply.status.as_u16())
+        }
+        Ok(_) => return Verdict::Answer(result),
+        Err(GatewayError::UpstreamConnect(_)) | Err(GatewayError::Identity(_)) => {
+            Failure::Error { sent: false }
+        }
+        Err(GatewayError::UpstreamUnreachable(_)) => Failure::Error { sent: true },
+        Err(GatewayError::UpstreamConnectTimeout(_)) => Failure::Timeout { sent: false },
+        Err(GatewayError::UpstreamTimeout(_)) => Failure::Timeout { sent: true },
+        Err(GatewayError::UpstreamProtocol(_)) | Err(GatewayError::Transformation { .. }) => {
+            Failure::InvalidHeader
+        }
+        // The client's own mistakes, and the client leaving, end the request.
+        Err(_) => return Verdict::Answer(result),
+    };
+    Verdict::Failed(failure, result)
+}
+
+/// A failed attempt whose answer goes to the client if no other target follows.
+struct LastFailure {
+    result: Result<ProxyReply, GatewayError>,
+    target: usize,
+    elapsed: Duration,
+}
+
+impl Balanced {
+    async fn run(self, msg: Proxy) -> Result<ProxyReply, GatewayError> {
         let Proxy {
             client,
             body,
             request_id,
             started,
-            cancel,
+            mut cancel,
         } = msg;
-        let prepared = match prepare(&route, &client, body, request_id.clone(), unix_now()) {
-            Ok(Plan::Upstream(p)) => p,
-            Ok(Plan::Answer(body)) => {
-                let reply = ProxyReply {
-                    status: StatusCode::OK,
-                    headers: vec![(header::CONTENT_TYPE, JSON)],
-                    body: ReplyBody::Full(body),
-                    access: Some((
-                        self.access(request_id, started, String::new()),
-                        Usage::default(),
-                        std::time::Duration::ZERO,
-                    )),
-                };
-                return Box::pin(std::future::ready(Ok(reply)));
-            }
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
-        let Prepared {
-            upstream,
-            resolved,
-            model_header,
-        } = prepared;
-        let access = self.access(request_id, started, resolved.model.clone());
-        let stream = if resolved.route_type == RouteType::Preserve {
-            StreamPlan::PassthroughIfStreamed
-        } else if resolved.stream {
-            let inner = route.driver.stream(&resolved.ctx());
-            StreamPlan::Translate(match resolved.format {
-                ClientFormat::AnthropicTranslated => Box::new(AnthropicEvents::new(
-                    inner,
-                    anthropic_id(&resolved.request_id),
-                    resolved.model.clone(),
-                    resolved.input_estimate,
-                )),
-                _ => inner,
-            })
-        } else {
-            StreamPlan::None
-        };
-        let exchange = Exchange {
-            request: upstream,
-            timeouts: route.timeouts,
-            stream,
-            token: route.driver.token_source(),
-            cancel,
-            access: access.clone(),
-        };
-        let provider = self.provider.clone();
-        Box::pin(async move {
-            let reply = provider.send(exchange).await.map_err(|e| {
-                GatewayError::Internal(format!("provider actor unavailable: {e}"))
-            })??;
-            let UpstreamReply {
-                status,
-                content_type,
-                relayed,
-                body,
-                latency,
-            } = reply;
-            let mut headers = relayed;
-            if let Some(value) = model_header {
-                headers.push((header::HeaderName::from_static(X_KONG_LLM_MODEL), value));
-            }
-            if !resolved.dropped.is_empty() {
-                if let Ok(value) = HeaderValue::from_str(&resolved.dropped.join(", ")) {
-                    headers.push((header::HeaderName::from_static(X_DROPPED_FIELDS), value));
+        let hash_key = client
+            .headers
+            .get(&self.balancer.hash_header)
+            .map(|v| v.as_bytes().to_vec());
+        // nginx's definition: POST, LOCK and PATCH are not idempotent.
+        let idempotent = !matches!(client.method, Method::POST | Method::PATCH)
+            && client.method.as_str() != "LOCK";
+        let mut tried: Vec<usize> = Vec::new();
+        let mut entries: Vec<String> = Vec::new();
+        let mut last: Option<LastFailure> = None;
+        loop {
+            // `retries: N` allows N attempts after the first.
+            let pick = if tried.len() <= self.balancer.retries as usize {
+                self.state
+                    .borrow_mut()
+                    .pick(&self.balancer, &tried, hash_key.as_deref())
+            } else {
+                Pick::Exhausted
+            };
+            let target = match (pick, last.take()) {
+                (Pick::Target(t), _) => t,
+                (_, Some(failed)) => {
+                    let access = self.access(&request_id, started, failed.target, &entries);
+                    return Ok(self.answer(failed.result, access, &entries, failed.elapsed));
                 }
+                (_, None) => return Ok(self.no_target(&request_id, started)),
+            };
+            tried.push(target);
+            let label = format!("{target} {}", self.labels[target]);
+            let (end_tx, end_rx) = oneshot::channel();
+            let input = AttemptInput {
+                client: &client,
+                body: body.clone(),
+                request_id: &request_id,
+                started,
+                route_name: &self.route_name,
+                // What the access line of a stream says: a stream is a 200 from this target.
+                tried: Some(Arc::from(joined(&entries, &format!("{label} 200")))),
+                on_end: Some(end_tx),
+            };
+            let guard = self.balancer.start_attempt(target);
+            let attempt_started = Instant::now();
+            // Each attempt has its own cancel signal, fired by dropping `_attempt_cancel` when
+            // the client goes away while it runs.
+            let (_attempt_cancel, attempt_cancel) = oneshot::channel::<()>();
+            let call = attempt(
+                &self.route.targets[target],
+                &self.provider,
+                input,
+                attempt_cancel,
+            );
+            let result = match select(Box::pin(call), &mut cancel).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => return Err(GatewayError::ClientGone),
+            };
+            let elapsed = attempt_started.elapsed();
+            let (failure, result) = match judge(&self.balancer, result) {
+                Verdict::Answer(result) => (None, result),
+                Verdict::Failed(f, result) => (Some(f), result),
+            };
+            if self.balancer.record(target, failure) {
+                tracing::warn!(route = %self.route_name, target, "circuit breaker opened");
             }
-            let anthropic = resolved.format == ClientFormat::AnthropicTranslated;
-            let body = match body {
-                ReplyBody::Stream(rx) => {
-                    let ct = match resolved.route_type {
-                        RouteType::Preserve => content_type.unwrap_or(EVENT_STREAM),
-                        _ => EVENT_STREAM,
-                    };
-                    headers.push((header::CONTENT_TYPE, ct));
-                    headers.push((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")));
-                    return Ok(ProxyReply {
-                        status,
-                        headers,
-                        body: ReplyBody::Stream(rx),
-                        access: None,
+            let outcome = match (&failure, &result) {
+                (Some(f), _) => f.label(),
+                (None, Ok(reply)) => reply.status.as_u16().to_string(),
+                (None, Err(e)) => e.status_code().as_u16().to_string(),
+            };
+            entries.push(format!("{label} {outcome}"));
+            match failure {
+                Some(f) if self.balancer.fails_over(f, idempotent) => {
+                    tracing::debug!(route = %self.route_name, target, outcome, "attempt failed");
+                    last = Some(LastFailure {
+                        result,
+                        target,
+                        elapsed,
                     });
                 }
-                ReplyBody::Full(body) => body,
-            };
-            let (body, usage) = if resolved.route_type == RouteType::Preserve {
-                headers.push((header::CONTENT_TYPE, content_type.unwrap_or(JSON)));
-                (body, Usage::default())
-            } else if status == StatusCode::OK {
-                let translated =
-                    route
-                        .driver
-                        .response(&resolved.ctx(), body)
-                        .map_err(|reason| GatewayError::Transformation {
-                            provider: route.provider.as_str(),
-                            route_type: resolved.route_type.as_str(),
-                            reason,
-                        })?;
-                let body = if anthropic {
-                    anthropic::response::from_openai(
-                        &translated.body,
-                        &anthropic_id(&resolved.request_id),
-                        &resolved.model,
-                    )
-                    .map_err(|reason| GatewayError::Transformation {
-                        provider: route.provider.as_str(),
-                        route_type: resolved.route_type.as_str(),
-                        reason,
-                    })?
-                } else {
-                    translated.body
-                };
-                headers.push((header::CONTENT_TYPE, JSON));
-                (body, translated.usage)
-            } else {
-                headers.push((header::CONTENT_TYPE, JSON));
-                let body = route.driver.error(status, body);
-                let body = if anthropic {
-                    anthropic::response::error_body(status.as_u16(), &body)
-                } else {
-                    body
-                };
-                (body, Usage::default())
-            };
-            Ok(ProxyReply {
-                status,
-                headers,
-                body: ReplyBody::Full(body),
-                access: Some((access, usage, latency)),
-            })
-        })
+                _ => {
+                    if result.is_ok() && failure.is_none() {
+                        self.learn(target, &result, elapsed, guard, end_rx);
+                    }
+                    let access = self.access(&request_id, started, target, &entries);
+                    return Ok(self.answer(result, access, &entries, elapsed));
+                }
+            }
+        }
     }
+
+    /// Feeds a successful attempt to this worker's balancing state: at once for a buffered
+    /// answer, when it ends for a stream (which also keeps the attempt counted in flight).
+    fn learn(
+        &self,
+        target: usize,
+        result: &Result<ProxyReply, GatewayError>,
+        elapsed: Duration,
+        guard: crate::proxy::balancer::InFlightGuard,
+        end_rx: oneshot::Receiver<StreamEnd>,
+    ) {
+        let compiled = self.route.targets[target].clone();
+        match result {
+            Ok(ProxyReply {
+                access: Some((_, usage, _)),
+                ..
+            }) => {
+                let cost = compiled.cost(*usage).unwrap_or(0.0);
+                self.state
+                    .borrow_mut()
+                    .observe(&self.balancer, target, elapsed, *usage, cost);
+            }
+            Ok(ProxyReply {
+                body: ReplyBody::Stream(_),
+                ..
+            }) => {
+                let state = self.state.clone();
+                let balancer = self.balancer.clone();
+                let attempt_started = Instant::now() - elapsed;
+                actix::spawn(async move {
+                    let _guard = guard;
+                    if let Ok(end) = end_rx.await {
+                        if end.completed {
+                            let cost = compiled.cost(end.usage).unwrap_or(0.0);
+                            state.borrow_mut().observe(
+                                &balancer,
+                                target,
+                                attempt_started.elapsed(),
+                                end.usage,
+                                cost,
+                            );
+                        }
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn access(
+        &self,
+        request_id: &str,
+        started: Instant,
+        target: usize,
+        entries: &[String],
+    ) -> AccessInfo {
+        let compiled = &self.route.targets[target];
+        AccessInfo {
+            request_id: request_id.to_string(),
+            route: self.route_name.clone(),
+            provider: compiled.provider.as_str(),
+            model: compiled.config.model.name.clone().unwrap_or_default(),
+            started,
+            tried: Some(Arc::from(entries.join(", "))),
+        }
+    }
+
+    /// The client's answer: the attempt's reply, or its error as a reply, with every attempt in
+    /// the `x-kong-llm-tried` header and the access line.
+    fn answer(
+        &self,
+        result: Result<ProxyReply, GatewayError>,
+        access: AccessInfo,
+        entries: &[String],
+        elapsed: Duration,
+    ) -> ProxyReply {
+        let tried = HeaderValue::from_str(&entries.join(", ")).ok();
+        let mut reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                let mut reply = error_reply(&e, self.route.first().client_format, access.clone());
+                if let Some((_, _, latency)) = reply.access.as_mut() {
+                    *latency = elapsed;
+                }
+                reply
+            }
+        };
+        if let Some((info, _, _)) = reply.access.as_mut() {
+            info.tried = access.tried;
+        }
+        if let Some(tried) = tried {
+            reply
+                .headers
+                .push((HeaderName::from_static(X_KONG_LLM_TRIED), tried));
+        }
+        reply
+    }
+
+    /// Every target is excluded by the circuit breaker: 503 naming the route, with the time
+    /// until the first target is probed again.
+    fn no_target(&self, request_id: &str, started: Instant) -> ProxyReply {
+        let e = GatewayError::NoAvailableTarget {
+            route: self.route_name.to_string(),
+        };
+        let retry_after = self.balancer.retry_after_ms().div_ceil(1000).max(1);
+        let mut access = self.access(request_id, started, 0, &[]);
+        access.provider = "-";
+        access.tried = None;
+        let mut reply = error_reply(&e, self.route.first().client_format, access);
+        reply
+            .headers
+            .push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
+        reply
+    }
+}
+
+fn joined(entries: &[String], last: &str) -> String {
+    let mut out = entries.join(", ");
+    if !out.is_empty() {
+        out.push_str(", ");
+    }
+    out.push_str(last);
+    out
 }

@@ -14,7 +14,7 @@ use awc::error::PayloadError;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use super::messages::AccessInfo;
+use super::messages::{AccessInfo, StreamEnd};
 use crate::logging;
 use crate::providers::StreamTranslate;
 
@@ -29,6 +29,8 @@ pub struct StreamActor {
     access: AccessInfo,
     /// How the stream ended, for the access log.
     outcome: &'static str,
+    first_chunk: Option<Duration>,
+    on_end: Option<tokio::sync::oneshot::Sender<StreamEnd>>,
 }
 
 impl StreamActor {
@@ -39,6 +41,7 @@ impl StreamActor {
         tx: mpsc::Sender<Bytes>,
         idle_timeout: Duration,
         access: AccessInfo,
+        on_end: Option<tokio::sync::oneshot::Sender<StreamEnd>>,
     ) where
         S: futures_util::Stream<Item = Result<Bytes, PayloadError>> + 'static,
     {
@@ -51,6 +54,8 @@ impl StreamActor {
                 last_read: Instant::now(),
                 access,
                 outcome: "completed",
+                first_chunk: None,
+                on_end,
             }
         });
     }
@@ -61,6 +66,9 @@ impl StreamActor {
         let result = if batch.is_empty() {
             Ok(())
         } else {
+            if self.first_chunk.is_none() {
+                self.first_chunk = Some(self.access.started.elapsed());
+            }
             self.tx.try_send(batch.freeze())
         };
         match result {
@@ -126,7 +134,15 @@ impl Actor for StreamActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
-        logging::access_stream(&self.access, self.outcome, self.translator.usage());
+        let usage = self.translator.usage();
+        logging::access_stream(&self.access, self.outcome, usage);
+        if let Some(on_end) = self.on_end.take() {
+            let _ = on_end.send(StreamEnd {
+                usage,
+                first_chunk: self.first_chunk,
+                completed: self.outcome == "completed",
+            });
+        }
     }
 }
 

@@ -14,8 +14,10 @@ use serde_json::Value;
 /// `_format_version` values Kong and decK accept.
 pub const FORMAT_VERSIONS: [&str; 3] = ["3.0", "2.1", "1.1"];
 
-/// The only plugin this gateway runs.
+/// The plugins this gateway runs.
 pub const AI_PROXY: &str = "ai-proxy";
+pub const AI_PROXY_ADVANCED: &str = "ai-proxy-advanced";
+pub const PROMETHEUS: &str = "prometheus";
 
 /// Top-level sections decK (or Kong's declarative format) knows and that an AI gateway has no
 /// use for. They are accepted, so a file shared with Kong loads unchanged, and ignored.

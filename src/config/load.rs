@@ -13,11 +13,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::config::ai_proxy::AiProxyConfig;
+use crate::config::ai_proxy_advanced::{AiProxyAdvancedConfig, BalancerConfig, TargetConfig};
 use crate::config::deck::{
-    DeckPlugin, DeckRoute, DeckService, EntityRef, AI_PROXY, CONSUMER_SECTIONS, FORMAT_VERSIONS,
-    IGNORED_TOP_LEVEL_KEYS,
+    DeckPlugin, DeckRoute, DeckService, EntityRef, AI_PROXY, AI_PROXY_ADVANCED, CONSUMER_SECTIONS,
+    FORMAT_VERSIONS, IGNORED_TOP_LEVEL_KEYS, PROMETHEUS,
 };
 use crate::config::problem::{field, item, kind, ConfigProblem, Problems};
+use crate::config::prometheus::PrometheusConfig;
 use crate::config::{env_subst, validate};
 
 mod resolve;
@@ -53,10 +55,40 @@ pub struct RouteSpec {
     /// Kong's default is true.
     pub strip_path: bool,
     pub service: Option<ServiceSpec>,
-    /// The ai-proxy plugin that applies (route > service > global), if any.
-    pub plugin: Option<Arc<AiProxyConfig>>,
+    /// The ai-proxy or ai-proxy-advanced plugin that applies (route > service > global), if any.
+    pub plugin: Option<Arc<AiPlugin>>,
     /// Field path of that plugin, e.g. `services[0].routes[0].plugins[0]` or `plugins[2]`, for logs.
     pub plugin_path: Option<String>,
+    /// The prometheus plugin that applies (route > service > global), if any.
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// The AI plugin serving a route: `ai-proxy` is one target without a balancer.
+#[derive(Debug)]
+pub struct AiPlugin {
+    pub targets: Vec<AiTarget>,
+    /// `None` for `ai-proxy`: one target, no retries.
+    pub balancer: Option<BalancerConfig>,
+}
+
+#[derive(Debug)]
+pub struct AiTarget {
+    pub config: Arc<AiProxyConfig>,
+    pub weight: u32,
+}
+
+impl AiPlugin {
+    /// The `ai-proxy` config (the first target's, for `ai-proxy-advanced`).
+    pub fn first(&self) -> &Arc<AiProxyConfig> {
+        &self.targets[0].config
+    }
+
+    pub fn single(config: Arc<AiProxyConfig>) -> AiPlugin {
+        AiPlugin {
+            targets: vec![AiTarget { config, weight: 1 }],
+            balancer: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -218,8 +250,28 @@ struct RouteNode {
 struct PluginNode {
     path: String,
     plugin: DeckPlugin,
-    /// The parsed and checked config, for an ai-proxy plugin whose config is valid.
-    ai_proxy: Option<Arc<AiProxyConfig>>,
+    /// The parsed and checked config of a valid plugin the gateway runs.
+    config: Option<PluginConfig>,
+}
+
+enum PluginConfig {
+    Ai(Arc<AiPlugin>),
+    Prometheus(PrometheusConfig),
+}
+
+/// The plugin kinds of which one instance applies per request (the most specific scope wins).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ai,
+    Prometheus,
+}
+
+fn kind_of(name: &str) -> Option<Kind> {
+    match name {
+        AI_PROXY | AI_PROXY_ADVANCED => Some(Kind::Ai),
+        PROMETHEUS => Some(Kind::Prometheus),
+        _ => None,
+    }
 }
 
 fn list<'a>(value: Option<&'a Value>, path: &str, problems: &mut Problems) -> &'a [Value] {
@@ -296,11 +348,11 @@ fn read_plugins(raw: &[Value], base: &str, problems: &mut Problems) -> Vec<Plugi
         .filter_map(|(i, raw)| {
             let path = item(base, i);
             let plugin: DeckPlugin = problems.parse_at(raw, &path)?;
-            let ai_proxy = read_plugin_config(&plugin, &path, problems);
+            let config = read_plugin_config(&plugin, &path, problems);
             Some(PluginNode {
                 path,
                 plugin,
-                ai_proxy,
+                config,
             })
         })
         .collect()
@@ -310,7 +362,7 @@ fn read_plugin_config(
     plugin: &DeckPlugin,
     path: &str,
     problems: &mut Problems,
-) -> Option<Arc<AiProxyConfig>> {
+) -> Option<PluginConfig> {
     for (name, set) in [
         ("consumer", plugin.consumer.is_some()),
         ("consumer_group", plugin.consumer_group.is_some()),
@@ -319,26 +371,81 @@ fn read_plugin_config(
             problems.push(field(path, name), CONSUMER_PLUGIN);
         }
     }
-    if plugin.name != AI_PROXY {
+    if kind_of(&plugin.name).is_none() {
         problems.push(
             field(path, "name"),
             format!(
-                "unknown plugin '{}' (only '{AI_PROXY}' is supported)",
+                "unknown plugin '{}' (supported: '{AI_PROXY}', '{AI_PROXY_ADVANCED}', '{PROMETHEUS}')",
                 plugin.name
             ),
         );
         return None;
     }
     let config_path = field(path, "config");
+    if plugin.name == PROMETHEUS {
+        return match plugin.config.as_ref() {
+            None => Some(PluginConfig::Prometheus(PrometheusConfig::default())),
+            Some(raw) => problems
+                .parse_at(raw, &config_path)
+                .map(PluginConfig::Prometheus),
+        };
+    }
     let Some(raw) = plugin.config.as_ref() else {
         problems.push(&config_path, "required field missing");
         return None;
     };
-    if !validate::check_config_shape(raw, &config_path, problems) {
+    let ai = if plugin.name == AI_PROXY_ADVANCED {
+        read_advanced(raw, &config_path, problems)?
+    } else {
+        AiPlugin::single(read_ai_proxy(raw, &config_path, problems)?)
+    };
+    Some(PluginConfig::Ai(Arc::new(ai)))
+}
+
+fn read_ai_proxy(raw: &Value, path: &str, problems: &mut Problems) -> Option<Arc<AiProxyConfig>> {
+    if !validate::check_config_shape(raw, path, problems) {
         return None;
     }
-    let config: AiProxyConfig = problems.parse_at(raw, &config_path)?;
+    let config: AiProxyConfig = problems.parse_at(raw, path)?;
     let before = problems.list.len();
-    validate::check_ai_proxy(&config, &config_path, problems);
+    validate::check_ai_proxy(&config, path, problems);
     (problems.list.len() == before).then(|| Arc::new(config))
+}
+
+/// An `ai-proxy-advanced` config: the plugin-wide fields, then each target checked as the
+/// ai-proxy config it stands for, at its own path (`config.targets[1].model...`).
+fn read_advanced(raw: &Value, path: &str, problems: &mut Problems) -> Option<AiPlugin> {
+    let config: AiProxyAdvancedConfig = problems.parse_at(raw, path)?;
+    let before = problems.list.len();
+    validate::check_advanced(&config, path, problems);
+    let targets_path = field(path, "targets");
+    let mut targets = Vec::with_capacity(config.targets.len());
+    for (i, raw_target) in config.targets.iter().enumerate() {
+        let target_path = item(&targets_path, i);
+        if !validate::check_config_shape(raw_target, &target_path, problems) {
+            continue;
+        }
+        let Some(target) = problems.parse_at::<TargetConfig>(raw_target, &target_path) else {
+            continue;
+        };
+        let ai_proxy = target.as_ai_proxy(&config);
+        validate::check_target(&target, &ai_proxy, &config, &target_path, problems);
+        if let Some(first) = targets.first().map(|t: &AiTarget| t.config.route_type) {
+            if first != ai_proxy.route_type {
+                problems.push(
+                    field(&target_path, "route_type"),
+                    "every target of one route must have the same route_type: a client request \
+                     must suit whichever target serves it",
+                );
+            }
+        }
+        targets.push(AiTarget {
+            config: Arc::new(ai_proxy),
+            weight: target.weight,
+        });
+    }
+    (problems.list.len() == before).then_some(AiPlugin {
+        targets,
+        balancer: Some(config.balancer),
+    })
 }

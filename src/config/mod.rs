@@ -4,9 +4,11 @@
 //! field path, giving an immutable [`load::GatewayConfig`].
 
 pub mod ai_proxy;
+pub mod ai_proxy_advanced;
 pub mod deck;
 pub mod env_subst;
 pub mod load;
 pub mod problem;
+pub mod prometheus;
 pub mod settings;
 pub mod validate;

@@ -10,6 +10,9 @@ use serde_json::Value;
 use url::Url;
 
 use crate::config::ai_proxy::{AiProxyConfig, LlmFormat, ProviderName, RouteType};
+use crate::config::ai_proxy_advanced::{
+    AiProxyAdvancedConfig, Algorithm, TargetConfig, TokensCountStrategy,
+};
 use crate::config::deck::{DeckRoute, DeckService};
 use crate::config::problem::{field, item, Problems};
 
@@ -220,6 +223,93 @@ pub(crate) fn check_ai_proxy(config: &AiProxyConfig, path: &str, problems: &mut 
                 "all or none of these fields must be set: 'model.options.gemini.api_endpoint', 'model.options.gemini.project_id', 'model.options.gemini.location_id'",
             );
         }
+    }
+}
+
+/// The plugin-wide rules of `ai-proxy-advanced` (Kong 3.13's schema ranges), and what this
+/// gateway cannot do. `path` is the plugin's `config`.
+pub(crate) fn check_advanced(config: &AiProxyAdvancedConfig, path: &str, problems: &mut Problems) {
+    if config.targets.is_empty() {
+        problems.push(field(path, "targets"), "length must be at least 1");
+    }
+    let balancer = field(path, "balancer");
+    if config.balancer.algorithm == Algorithm::Semantic {
+        problems.push(
+            field(&balancer, "algorithm"),
+            "the 'semantic' algorithm is not supported by this gateway (it needs an embeddings \
+             model and a vector database); choose round-robin, consistent-hashing, \
+             least-connections, lowest-latency, lowest-usage or priority",
+        );
+    }
+    if config.balancer.tokens_count_strategy == TokensCountStrategy::LlmAccuracy {
+        problems.push(
+            field(&balancer, "tokens_count_strategy"),
+            "'llm-accuracy' is not supported by this gateway (it needs Kong's ai-llm-as-judge \
+             plugin); choose total-tokens, prompt-tokens, completion-tokens or cost",
+        );
+    }
+    if u64::from(config.balancer.retries) > MAX_RETRIES {
+        problems.push(
+            field(&balancer, "retries"),
+            format!("value should be between 0 and {MAX_RETRIES}"),
+        );
+    }
+    if !(10..=65_536).contains(&config.balancer.slots) {
+        problems.push(
+            field(&balancer, "slots"),
+            "value should be between 10 and 65536",
+        );
+    }
+    for (name, value) in [
+        ("connect_timeout", config.balancer.connect_timeout),
+        ("read_timeout", config.balancer.read_timeout),
+        ("write_timeout", config.balancer.write_timeout),
+        ("fail_timeout", config.balancer.fail_timeout),
+    ] {
+        if !(1..=MAX_TIMEOUT_MS).contains(&value) {
+            problems.push(
+                field(&balancer, name),
+                format!("value should be between 1 and {MAX_TIMEOUT_MS}"),
+            );
+        }
+    }
+    if actix_web::http::header::HeaderName::from_bytes(config.balancer.hash_on_header.as_bytes())
+        .is_err()
+    {
+        problems.push(
+            field(&balancer, "hash_on_header"),
+            "must be a valid header name",
+        );
+    }
+}
+
+/// One `ai-proxy-advanced` target: its weight, the ai-proxy rules for the config it stands for,
+/// and what the balancer needs of it. `path` is `config.targets[i]`.
+pub(crate) fn check_target(
+    target: &TargetConfig,
+    as_ai_proxy: &AiProxyConfig,
+    plugin: &AiProxyAdvancedConfig,
+    path: &str,
+    problems: &mut Problems,
+) {
+    if !(1..=65_535).contains(&target.weight) {
+        problems.push(field(path, "weight"), "value should be between 1 and 65535");
+    }
+    check_ai_proxy(as_ai_proxy, path, problems);
+    let costs = target
+        .model
+        .options
+        .as_ref()
+        .is_some_and(|o| o.input_cost.is_some() && o.output_cost.is_some());
+    if plugin.balancer.tokens_count_strategy == TokensCountStrategy::Cost
+        && plugin.balancer.algorithm == Algorithm::LowestUsage
+        && !costs
+    {
+        problems.push(
+            field(&field(path, "model"), "options"),
+            "the 'cost' tokens_count_strategy needs 'model.options.input_cost' and \
+             'model.options.output_cost' on every target",
+        );
     }
 }
 

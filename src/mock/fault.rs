@@ -1,8 +1,10 @@
 //! Fault directives: how a test or load generator asks the mock to fail or be slow.
 //!
-//! Directives come from the `x-mock-fault` header (the gateway forwards client headers) or from
-//! a model name starting with `mock-fault-` (for clients that cannot set headers), as a
-//! comma-separated list; the header wins where both set the same directive. In model names `-`
+//! Directives come from the `x-mock-fault` header (the gateway forwards client headers), from
+//! a model name starting with `mock-fault-` (for clients that cannot set headers), or from the
+//! mock-wide defaults set with `PUT /__mock/faults` (a test making one of several providers
+//! fail on demand), as a comma-separated list; the header wins over the model, which wins over
+//! the defaults. In model names `-`
 //! may stand for `=` (`mock-fault-status-503,delay-100`).
 //!
 //! | directive | effect |
@@ -52,8 +54,15 @@ pub(crate) struct Faults {
 
 impl Faults {
     /// Faults from the header value and the model name.
+    #[cfg(test)]
     pub(crate) fn parse(header: Option<&str>, model: &str) -> Faults {
+        Faults::parse_over("", header, model)
+    }
+
+    /// Faults from the mock-wide `defaults`, then the model name, then the header.
+    pub(crate) fn parse_over(defaults: &str, header: Option<&str>, model: &str) -> Faults {
         let mut faults = Faults::default();
+        faults.apply_list(defaults);
         if let Some(list) = model.strip_prefix(MODEL_PREFIX) {
             faults.apply_list(list);
         }
@@ -191,6 +200,13 @@ mod tests {
         let f = Faults::parse(Some("status=500"), "mock-fault-status-503");
         assert_eq!(f.status, Some(500));
         assert_eq!(Faults::parse(None, "gpt-4o"), Faults::default());
+    }
+
+    #[test]
+    fn defaults_apply_under_the_model_and_header() {
+        let f = Faults::parse_over("status=500,delay=5", Some("status=429"), "gpt-4o");
+        assert_eq!(f.status, Some(429));
+        assert_eq!(f.delay, Some(Duration::from_millis(5)));
     }
 
     #[test]

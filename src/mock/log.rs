@@ -3,6 +3,8 @@
 //! * `GET /__mock/requests` — recorded requests, oldest first (`?last=N`: the newest N).
 //! * `DELETE /__mock/requests` — clears the log.
 //! * `GET /__mock/stats` — `{"requests": n, "open_streams": n, "cancelled_streams": n}`.
+//! * `PUT /__mock/faults` — fault directives (see [`super::fault`]) applied to every request
+//!   from now on; an empty body clears them. `GET` reads them back.
 //!
 //! The log keeps the last [`LOG_CAPACITY`] requests. Load tests switch it off with
 //! `AIGW_MOCK_NO_LOG=1` (read once when the state is built); the counters stay on, they are
@@ -34,6 +36,8 @@ pub(crate) struct MockState {
     open_streams: AtomicI64,
     cancelled_streams: AtomicU64,
     tokens_issued: AtomicU64,
+    /// Mock-wide fault directives, under each request's own.
+    faults: Mutex<String>,
 }
 
 impl MockState {
@@ -112,6 +116,14 @@ impl MockState {
         }
     }
 
+    /// The mock-wide fault directives.
+    pub(crate) fn default_faults(&self) -> String {
+        self.faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// The next OAuth access token number, starting at 1.
     pub(crate) fn next_token(&self) -> u64 {
         self.tokens_issued.fetch_add(1, Ordering::Relaxed) + 1
@@ -155,7 +167,25 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list))
             .route(web::delete().to(clear)),
     )
-    .route("/__mock/stats", web::get().to(stats));
+    .route("/__mock/stats", web::get().to(stats))
+    .service(
+        web::resource("/__mock/faults")
+            .route(web::get().to(get_faults))
+            .route(web::put().to(set_faults)),
+    );
+}
+
+async fn get_faults(state: web::Data<MockState>) -> HttpResponse {
+    HttpResponse::Ok().body(state.default_faults())
+}
+
+async fn set_faults(state: web::Data<MockState>, body: web::Bytes) -> HttpResponse {
+    let directives = String::from_utf8_lossy(&body).trim().to_string();
+    *state
+        .faults
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = directives;
+    HttpResponse::NoContent().finish()
 }
 
 async fn list(req: HttpRequest, state: web::Data<MockState>) -> HttpResponse {

@@ -246,7 +246,8 @@ async fn serve(
         .headers()
         .get(fault::HEADER)
         .and_then(|v| v.to_str().ok());
-    let faults = Faults::parse(header, model_of(&req, &body));
+    let defaults = state_of(&req).default_faults();
+    let faults = Faults::parse_over(&defaults, header, model_of(&req, &body));
 
     if let Some(delay) = faults.delay {
         actix_rt::time::sleep(delay).await;

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
+use super::balancer::Balancer;
 use super::template;
 use crate::config::ai_proxy::{
     AiProxyConfig, ModelOptions, ParamLocation, ProviderName, RouteType,
 };
-use crate::config::load::GatewayConfig;
+use crate::config::load::{AiPlugin, GatewayConfig};
 use crate::config::problem::ConfigProblem;
 use crate::config::settings::Settings;
 use crate::formats::ClientFormat;
@@ -100,6 +101,9 @@ pub struct CompiledRoute {
     pub fixed_model_header: Option<HeaderValue>,
     /// How this route's clients speak (`llm_format` with the provider).
     pub client_format: ClientFormat,
+    /// An `ai-proxy-advanced` target: its configured model replaces the client's (the client
+    /// cannot know which target serves it), where ai-proxy refuses a different model.
+    pub model_overrides_client: bool,
 }
 
 impl CompiledRoute {
@@ -144,6 +148,7 @@ impl CompiledRoute {
                         .ok()
                 }),
             client_format: ClientFormat::of(config.llm_format, config.model.provider),
+            model_overrides_client: false,
             config,
         })
     }
@@ -151,13 +156,83 @@ impl CompiledRoute {
     pub fn route_type(&self) -> RouteType {
         self.config.route_type
     }
+
+    /// Kong's cost: `input_cost` / `output_cost` are per million tokens; `None` unless both
+    /// are configured.
+    pub fn cost(&self, usage: crate::providers::oai::Usage) -> Option<f64> {
+        let (input, output) = (self.options.input_cost?, self.options.output_cost?);
+        Some((usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output) / 1e6)
+    }
+}
+
+/// One route's compiled AI plugin: one target for `ai-proxy`; for `ai-proxy-advanced` every
+/// target and the balancer that chooses among them.
+pub struct AiRoute {
+    pub targets: Vec<Arc<CompiledRoute>>,
+    pub balancer: Option<Arc<Balancer>>,
+    /// Plugin-wide, so the same for every target.
+    pub body_limit: Option<u64>,
+}
+
+impl AiRoute {
+    /// The target of an `ai-proxy` route; the first target of an `ai-proxy-advanced` one.
+    pub fn first(&self) -> &Arc<CompiledRoute> {
+        &self.targets[0]
+    }
+
+    fn new(
+        name: &str,
+        plugin: &AiPlugin,
+        service_timeouts: Timeouts,
+        path: &str,
+    ) -> Result<AiRoute, Vec<ConfigProblem>> {
+        let balancer = match &plugin.balancer {
+            None => None,
+            Some(config) => {
+                let weights = plugin.targets.iter().map(|t| t.weight).collect();
+                Some(Arc::new(Balancer::new(config, weights).map_err(
+                    |message| {
+                        vec![ConfigProblem {
+                            path: format!("{path}.config"),
+                            message,
+                        }]
+                    },
+                )?))
+            }
+        };
+        // ai-proxy-advanced's balancer has its own per-attempt timeouts.
+        let timeouts = balancer.as_ref().map_or(service_timeouts, |b| b.timeouts);
+        let mut targets = Vec::with_capacity(plugin.targets.len());
+        let mut problems = Vec::new();
+        for (i, target) in plugin.targets.iter().enumerate() {
+            let at = match balancer {
+                Some(_) => format!("{path}.config.targets[{i}]"),
+                None => format!("{path}.config"),
+            };
+            match CompiledRoute::new(name, target.config.clone(), timeouts) {
+                Ok(mut route) => {
+                    route.model_overrides_client = balancer.is_some();
+                    targets.push(Arc::new(route));
+                }
+                Err(message) => problems.push(ConfigProblem { path: at, message }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(AiRoute {
+            body_limit: targets[0].body_limit,
+            targets,
+            balancer,
+        })
+    }
 }
 
 /// One config generation: routes and the router over them. Shared, immutable.
 pub struct Snapshot {
     pub generation: u64,
-    /// Indexed like the router's routes; `None` for routes without an `ai-proxy` plugin.
-    pub routes: Vec<Option<Arc<CompiledRoute>>>,
+    /// Indexed like the router's routes; `None` for routes without an AI plugin.
+    pub routes: Vec<Option<Arc<AiRoute>>>,
     /// Shared, so the access log names a route without copying its name per request.
     pub route_names: Vec<Arc<str>>,
     pub router: Router,
@@ -200,12 +275,9 @@ pub fn compile(
                 write: Duration::from_millis(settings.write_timeout_ms),
             },
         };
-        match CompiledRoute::new(&spec.name, plugin.clone(), timeouts) {
+        match AiRoute::new(&spec.name, plugin, timeouts, path) {
             Ok(route) => routes.push(Some(Arc::new(route))),
-            Err(message) => problems.push(ConfigProblem {
-                path: format!("{path}.config"),
-                message,
-            }),
+            Err(mut found) => problems.append(&mut found),
         }
     }
     let router = Router::new(&config.routes).map_err(|message| {

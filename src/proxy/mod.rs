@@ -1,6 +1,7 @@
 //! The request path between the HTTP handler and the provider drivers: config compilation
 //! (once per generation), template resolution, and Kong's request rules.
 
+pub mod balancer;
 pub mod compile;
 pub mod request;
 pub mod template;

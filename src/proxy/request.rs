@@ -165,7 +165,10 @@ pub fn prepare(
         }
     }
     check_prompts(config.route_type, &map)?;
-    let model = select_model(configured_model, &map)?;
+    let model = match configured_model {
+        Some(model) if route.model_overrides_client => model,
+        configured => select_model(configured, &map)?,
+    };
     check_model_name(&model)?;
     check_format(config.route_type, &map)?;
     let client_stream = map.get("stream").and_then(Value::as_bool) == Some(true);

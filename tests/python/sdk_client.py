@@ -38,6 +38,7 @@ def run(base_url: str, mode: str, prompt: str, model: str) -> dict:
         r = raw.parse()
         out = {
             "header": raw.headers.get("x-kong-llm-model"),
+            "tried": raw.headers.get("x-kong-llm-tried"),
             "content": r.choices[0].message.content,
             "finish_reason": r.choices[0].finish_reason,
             "usage": r.usage.model_dump() if r.usage else None,

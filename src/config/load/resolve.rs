@@ -106,31 +106,8 @@ pub(super) fn resolve(tree: &Tree, problems: &mut Problems) -> Vec<RouteSpec> {
         }
     }
 
-    // One ai-proxy per scope (Kong's uniqueness rule counts disabled instances too).
-    let mut first_at: HashMap<Scope, &str> = HashMap::new();
-    let mut active: HashMap<Scope, &PluginNode> = HashMap::new();
-    for (scope, node) in scoped {
-        if node.plugin.name != AI_PROXY {
-            continue;
-        }
-        if let Some(first) = first_at.get(&scope) {
-            let target = match scope {
-                Scope::Global => "globally".to_string(),
-                Scope::Service(s) => format!("on {}", tree.services[s].path),
-                Scope::Route(r) => format!("on {}", routes[r].node.path),
-            };
-            problems.push(
-                node.path.as_str(),
-                format!("duplicate '{AI_PROXY}' plugin {target}: already configured at {first}"),
-            );
-            continue;
-        }
-        first_at.insert(scope, &node.path);
-        if node.plugin.enabled {
-            active.insert(scope, node);
-        }
-    }
-
+    let ai = active_by_scope(&scoped, Kind::Ai, tree, &routes, problems);
+    let prometheus = active_by_scope(&scoped, Kind::Prometheus, tree, &routes, problems);
     routes
         .iter()
         .enumerate()
@@ -141,14 +118,12 @@ pub(super) fn resolve(tree: &Tree, problems: &mut Problems) -> Vec<RouteSpec> {
         })
         .map(|(r, entry)| {
             let route = &entry.node.route;
-            let plugin = [
-                Some(Scope::Route(r)),
-                entry.service.map(Scope::Service),
-                Some(Scope::Global),
-            ]
-            .into_iter()
-            .flatten()
-            .find_map(|scope| active.get(&scope));
+            let plugin = applying(&ai, r, entry.service);
+            let prometheus =
+                applying(&prometheus, r, entry.service).and_then(|p| match &p.config {
+                    Some(PluginConfig::Prometheus(config)) => Some(config.clone()),
+                    _ => None,
+                });
             RouteSpec {
                 name: display_name(route.name.as_ref(), route.id.as_ref(), &entry.node.path),
                 paths: route.paths.clone(),
@@ -161,11 +136,70 @@ pub(super) fn resolve(tree: &Tree, problems: &mut Problems) -> Vec<RouteSpec> {
                     .collect(),
                 strip_path: route.strip_path,
                 service: entry.service.map(|s| service_spec(&tree.services[s])),
-                plugin: plugin.and_then(|p| p.ai_proxy.clone()),
+                plugin: plugin.and_then(|p| match &p.config {
+                    Some(PluginConfig::Ai(ai)) => Some(ai.clone()),
+                    _ => None,
+                }),
                 plugin_path: plugin.map(|p| p.path.clone()),
+                prometheus,
             }
         })
         .collect()
+}
+
+/// The instance that applies to route `r`: route beats service beats global.
+fn applying<'a>(
+    active: &HashMap<Scope, &'a PluginNode>,
+    r: usize,
+    service: Option<usize>,
+) -> Option<&'a PluginNode> {
+    [
+        Some(Scope::Route(r)),
+        service.map(Scope::Service),
+        Some(Scope::Global),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|scope| active.get(&scope).copied())
+}
+
+/// The enabled instance of one plugin kind per scope. Only one instance of a kind may sit on a
+/// scope (Kong's uniqueness rule, which counts disabled instances too); `ai-proxy` and
+/// `ai-proxy-advanced` are one kind, since a route is proxied by one of them.
+fn active_by_scope<'a>(
+    scoped: &[(Scope, &'a PluginNode)],
+    kind: Kind,
+    tree: &Tree,
+    routes: &[RouteEntry<'_>],
+    problems: &mut Problems,
+) -> HashMap<Scope, &'a PluginNode> {
+    let mut first_at: HashMap<Scope, &str> = HashMap::new();
+    let mut active: HashMap<Scope, &PluginNode> = HashMap::new();
+    for &(scope, node) in scoped {
+        if kind_of(&node.plugin.name) != Some(kind) {
+            continue;
+        }
+        if let Some(first) = first_at.get(&scope) {
+            let target = match scope {
+                Scope::Global => "globally".to_string(),
+                Scope::Service(s) => format!("on {}", tree.services[s].path),
+                Scope::Route(r) => format!("on {}", routes[r].node.path),
+            };
+            problems.push(
+                node.path.as_str(),
+                format!(
+                    "duplicate '{}' plugin {target}: already configured at {first}",
+                    node.plugin.name
+                ),
+            );
+            continue;
+        }
+        first_at.insert(scope, &node.path);
+        if node.plugin.enabled {
+            active.insert(scope, node);
+        }
+    }
+    active
 }
 
 /// Nested routes first (they belong to their service), then top-level routes with their

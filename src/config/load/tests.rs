@@ -87,7 +87,11 @@ fn workshop_seed_loads_verbatim() {
         openai.plugin_path.as_deref(),
         Some("services[0].routes[0].plugins[0]")
     );
-    let plugin = openai.plugin.as_ref().expect("openai route has ai-proxy");
+    let plugin = openai
+        .plugin
+        .as_deref()
+        .map(AiPlugin::first)
+        .expect("openai route has ai-proxy");
     assert_eq!(plugin.route_type, RouteType::Chat);
     assert_eq!(plugin.model.provider, ProviderName::Openai);
     assert_eq!(plugin.model.name.as_deref(), Some("gpt-4o"));
@@ -107,7 +111,11 @@ fn workshop_seed_loads_verbatim() {
 
     let ollama = route(&config, "ollama-chat");
     assert_eq!(ollama.paths, ["/api/chat"]);
-    let plugin = ollama.plugin.as_ref().expect("ollama route has ai-proxy");
+    let plugin = ollama
+        .plugin
+        .as_deref()
+        .map(AiPlugin::first)
+        .expect("ollama route has ai-proxy");
     assert_eq!(plugin.model.provider, ProviderName::Llama2);
     assert_eq!(plugin.model.name.as_deref(), Some("llama3"));
     assert!(plugin.auth.is_none());
@@ -125,14 +133,17 @@ fn workshop_seed_without_model_lets_clients_choose() {
     let config = load_deck(fixture!("ai-proxy-no-model.yaml"), &env).expect("valid");
     let plugin = route(&config, "openai-chat")
         .plugin
-        .clone()
+        .as_deref()
+        .map(AiPlugin::first)
+        .cloned()
         .expect("plugin");
     assert_eq!(plugin.model.provider, ProviderName::Openai);
     assert_eq!(plugin.model.name, None);
     assert_eq!(
         route(&config, "ollama-chat")
             .plugin
-            .as_ref()
+            .as_deref()
+            .map(AiPlugin::first)
             .and_then(|p| p.model.name.as_deref()),
         Some("llama3")
     );
@@ -208,7 +219,8 @@ fn multi_provider_file_resolves_every_attachment() {
     assert_eq!(service.retries, 2);
     assert_eq!(
         chat.plugin
-            .as_ref()
+            .as_deref()
+            .map(AiPlugin::first)
             .and_then(|p| p.auth.as_ref())
             .and_then(|a| a.header_value.as_deref()),
         Some("Bearer secret-DECK_OPENAI_API_KEY")
@@ -230,7 +242,8 @@ fn multi_provider_file_resolves_every_attachment() {
     assert_eq!(
         route(&config, "llama-completions")
             .plugin
-            .as_ref()
+            .as_deref()
+            .map(AiPlugin::first)
             .map(|p| p.max_request_body_size),
         Some(0),
         "0 means unlimited and is allowed"
@@ -467,7 +480,7 @@ consumers:
             found,
             [
                 "consumers[0].plugins: plugins scoped to a consumer are not supported",
-                "routes[0].plugins[0].name: unknown plugin 'key-auth' (only 'ai-proxy' is supported)",
+                "routes[0].plugins[0].name: unknown plugin 'key-auth' (supported: 'ai-proxy', 'ai-proxy-advanced', 'prometheus')",
                 "routes[0].plugins[1].consumer: plugins scoped to a consumer are not supported",
                 "routes[0].plugins[2].route: a nested plugin is scoped by the entity it is nested in: remove this reference",
                 "routes[0].plugins[2]: duplicate 'ai-proxy' plugin on routes[0]: already configured at routes[0].plugins[1]",
@@ -669,7 +682,8 @@ fn env_values_with_newlines_and_quotes_cannot_break_the_file() {
     let config = load_deck(text, &env).expect("valid");
     let value = route(&config, "r")
         .plugin
-        .as_ref()
+        .as_deref()
+        .map(AiPlugin::first)
         .and_then(|p| p.auth.as_ref())
         .and_then(|a| a.header_value.clone());
     assert_eq!(value.as_deref(), Some(tricky));
@@ -715,7 +729,12 @@ fn typed_env_substitution_feeds_numbers() {
         &env,
     )
     .expect("valid");
-    let plugin = route(&config, "r").plugin.clone().expect("plugin");
+    let plugin = route(&config, "r")
+        .plugin
+        .as_deref()
+        .map(AiPlugin::first)
+        .cloned()
+        .expect("plugin");
     assert_eq!(
         plugin.model.options.as_ref().and_then(|o| o.max_tokens),
         Some(256)
@@ -1020,7 +1039,8 @@ routes:
     assert_eq!(
         route(&config, "b")
             .plugin
-            .as_ref()
+            .as_deref()
+            .map(AiPlugin::first)
             .map(|p| p.response_streaming),
         Some(crate::config::ai_proxy::ResponseStreaming::Deny)
     );

@@ -1,0 +1,375 @@
+//! `ai-proxy-advanced` end to end: several mock providers (one per target, so each can be made
+//! slow or failing on its own with `PUT /__mock/faults`) behind one route, driven with raw
+//! HTTP for counts and with the OpenAI SDK for what a client sees.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// A decK file with one `ai-proxy-advanced` route at `/lb`; `targets` are YAML flow mappings.
+fn advanced_deck(balancer: &str, targets: &[String]) -> String {
+    let mut out = String::from(
+        "_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n      - name: balanced\n        paths: [\"/lb\"]\n        plugins:\n          - name: ai-proxy-advanced\n            config:\n",
+    );
+    out.push_str(&format!(
+        "              balancer: {balancer}\n              targets:\n"
+    ));
+    for t in targets {
+        out.push_str(&format!("                - {t}\n"));
+    }
+    out
+}
+
+fn openai_target(mock: &Proc, weight: u32) -> String {
+    format!(
+        "{{route_type: llm/v1/chat, weight: {weight}, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{}/v1/chat/completions\"}}}}}}",
+        mock.port
+    )
+}
+
+fn anthropic_target(mock: &Proc, weight: u32) -> String {
+    format!(
+        "{{route_type: llm/v1/chat, weight: {weight}, auth: {{header_name: x-api-key, header_value: sk-ant}}, model: {{provider: anthropic, name: claude-3-5-haiku-latest, options: {{anthropic_version: \"2023-06-01\", max_tokens: 256, upstream_url: \"http://127.0.0.1:{}/v1/messages\"}}}}}}",
+        mock.port
+    )
+}
+
+fn bedrock_target(mock: &Proc, weight: u32) -> String {
+    format!(
+        "{{route_type: llm/v1/chat, weight: {weight}, auth: {{aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret}}, model: {{provider: bedrock, name: \"anthropic.claude-3-haiku-20240307-v1:0\", options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: \"http://127.0.0.1:{}\"}}}}}}",
+        mock.port
+    )
+}
+
+fn set_faults(mock: &Proc, directives: &str) {
+    let r = request(
+        mock.port,
+        "PUT",
+        "/__mock/faults",
+        &[],
+        directives.as_bytes(),
+    );
+    assert_eq!(r.status, 204);
+}
+
+fn mock_requests(mock: &Proc) -> u64 {
+    mock_stats(mock)["requests"].as_u64().unwrap()
+}
+
+fn chat(gw: &Proc, headers: &[(&str, &str)]) -> Response {
+    let body = chat_body("hello", false).to_string();
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request(
+        gw.port,
+        "POST",
+        "/lb/chat/completions",
+        &all,
+        body.as_bytes(),
+    )
+}
+
+/// The target indexes of the `x-kong-llm-tried` header, in attempt order, with outcomes.
+fn tried(r: &Response) -> Vec<(usize, String)> {
+    r.header("x-kong-llm-tried")
+        .unwrap_or_else(|| panic!("no x-kong-llm-tried header: {}", r.text()))
+        .split(", ")
+        .map(|entry| {
+            let parts: Vec<&str> = entry.split(' ').collect();
+            (
+                parts[0].parse().unwrap(),
+                parts[parts.len() - 1].to_string(),
+            )
+        })
+        .collect()
+}
+
+const RETRY_ALL: &str =
+    "failover_criteria: [error, timeout, http_429, http_500, http_502, http_503, non_idempotent]";
+
+#[test]
+fn weighted_round_robin_splits_by_weight() {
+    let mocks = [start_mock(), start_mock(), start_mock()];
+    let deck = write_deck(&advanced_deck(
+        "{algorithm: round-robin}",
+        &[
+            openai_target(&mocks[0], 50),
+            openai_target(&mocks[1], 30),
+            openai_target(&mocks[2], 20),
+        ],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    for _ in 0..300 {
+        let r = chat(&gw, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(tried(&r).len(), 1);
+    }
+    let counts: Vec<u64> = mocks.iter().map(mock_requests).collect();
+    for (count, expected) in counts.iter().zip([150u64, 90, 60]) {
+        assert!(
+            count.abs_diff(expected) <= 15,
+            "split {counts:?}, expected within 5 % of [150, 90, 60]"
+        );
+    }
+}
+
+#[test]
+fn consistent_hashing_keeps_a_header_value_on_one_target() {
+    let mocks = [start_mock(), start_mock(), start_mock()];
+    let deck = write_deck(&advanced_deck(
+        "{algorithm: consistent-hashing, hash_on_header: X-User}",
+        &[
+            openai_target(&mocks[0], 100),
+            openai_target(&mocks[1], 100),
+            openai_target(&mocks[2], 100),
+        ],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let mut used = std::collections::HashSet::new();
+    for user in 0..12 {
+        let name = format!("user-{user}");
+        let first = tried(&chat(&gw, &[("x-user", &name)]))[0].0;
+        used.insert(first);
+        for _ in 0..5 {
+            assert_eq!(
+                tried(&chat(&gw, &[("x-user", &name)]))[0].0,
+                first,
+                "{name} moved"
+            );
+        }
+    }
+    assert!(used.len() >= 2, "12 users all hashed to one target");
+}
+
+#[test]
+fn lowest_latency_moves_traffic_to_the_fast_target() {
+    let fast = start_mock();
+    let slow = start_mock();
+    set_faults(&slow, "delay=150");
+    let deck = write_deck(&advanced_deck(
+        "{algorithm: lowest-latency}",
+        &[openai_target(&slow, 100), openai_target(&fast, 100)],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    for _ in 0..60 {
+        assert_eq!(chat(&gw, &[]).status, 200);
+    }
+    let (f, s) = (mock_requests(&fast), mock_requests(&slow));
+    assert!(
+        f * 100 >= (f + s) * 80,
+        "fast {f}, slow {s}: under 80 % to the fast target"
+    );
+}
+
+#[test]
+fn priority_uses_the_second_group_only_when_the_first_fails() {
+    let mocks = [start_mock(), start_mock(), start_mock()];
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: priority, retries: 3, {RETRY_ALL}}}"),
+        &[
+            openai_target(&mocks[0], 70),
+            openai_target(&mocks[1], 70),
+            anthropic_target(&mocks[2], 25),
+        ],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    for _ in 0..20 {
+        assert_eq!(chat(&gw, &[]).status, 200);
+    }
+    assert_eq!(
+        mock_requests(&mocks[2]),
+        0,
+        "the fallback group got traffic"
+    );
+    assert!(mock_requests(&mocks[0]) >= 5 && mock_requests(&mocks[1]) >= 5);
+    // One of the primary group failing still keeps the fallback group idle.
+    set_faults(&mocks[0], "status=500");
+    for _ in 0..6 {
+        let r = chat(&gw, &[]);
+        assert_eq!(r.status, 200);
+        assert_eq!(tried(&r).last().unwrap().0, 1);
+    }
+    assert_eq!(mock_requests(&mocks[2]), 0);
+    // The whole group failing falls through to the next one.
+    set_faults(&mocks[1], "status=503");
+    let r = chat(&gw, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let attempts = tried(&r);
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert_eq!(attempts[2], (2, "200".to_string()));
+    assert_eq!(
+        r.header("x-kong-llm-model"),
+        Some("anthropic/claude-3-5-haiku-latest")
+    );
+}
+
+/// 500, 429 and a timeout from an OpenAI target are answered by an Anthropic target, and then
+/// a Bedrock one, through the OpenAI SDK, which never sees the failed attempts.
+#[test]
+fn failed_attempts_fall_back_across_providers_through_the_sdk() {
+    let openai = start_mock();
+    let anthropic = start_mock();
+    let bedrock = start_mock();
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: priority, retries: 2, read_timeout: 400, {RETRY_ALL}}}"),
+        &[
+            openai_target(&openai, 100),
+            anthropic_target(&anthropic, 50),
+            bedrock_target(&bedrock, 10),
+        ],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let base = gw.url("/lb");
+    for fault in ["status=500", "status=429", "delay=2000"] {
+        set_faults(&openai, fault);
+        let out: Value =
+            serde_json::from_str(&run_python("sdk_client.py", &[&base, "chat", "Fall back"]))
+                .unwrap();
+        assert_eq!(
+            out["content"], "Mock anthropic reply to: Fall back",
+            "{fault}: {out}"
+        );
+        assert_eq!(out["header"], "anthropic/claude-3-5-haiku-latest");
+        let label = if fault.starts_with("delay") {
+            "timeout"
+        } else {
+            &fault[7..]
+        };
+        assert_eq!(
+            out["tried"],
+            format!("0 openai/gpt-4o {label}, 1 anthropic/claude-3-5-haiku-latest 200")
+        );
+    }
+    set_faults(&openai, "status=500");
+    set_faults(&anthropic, "status=502");
+    let out: Value =
+        serde_json::from_str(&run_python("sdk_client.py", &[&base, "chat", "Twice"])).unwrap();
+    assert_eq!(out["content"], "Mock bedrock reply to: Twice", "{out}");
+    // Streams fall back the same way (before any byte reached the client).
+    let out: Value =
+        serde_json::from_str(&run_python("sdk_client.py", &[&base, "stream", "Streamed"])).unwrap();
+    assert_eq!(out["content"], "Mock bedrock reply to: Streamed", "{out}");
+    assert_eq!(out["finish_reason"], "stop");
+}
+
+#[test]
+fn retries_are_bounded_and_zero_passes_the_first_failure_through() {
+    let mocks = [start_mock(), start_mock(), start_mock()];
+    for m in &mocks[..2] {
+        set_faults(m, "status=500");
+    }
+    let targets = [
+        openai_target(&mocks[0], 100),
+        openai_target(&mocks[1], 50),
+        openai_target(&mocks[2], 10),
+    ];
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: priority, retries: 1, {RETRY_ALL}}}"),
+        &targets,
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let r = chat(&gw, &[]);
+    assert_eq!(r.status, 500, "retries: 1 allows two attempts only");
+    assert_eq!(tried(&r).len(), 2);
+    assert_eq!(mock_requests(&mocks[2]), 0);
+    drop(gw);
+
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: priority, retries: 0, {RETRY_ALL}}}"),
+        &targets,
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let r = chat(&gw, &[]);
+    assert_eq!(r.status, 500);
+    assert_eq!(tried(&r), vec![(0, "500".to_string())]);
+    assert_eq!(
+        mock_requests(&mocks[1]),
+        1,
+        "only the first gateway reached target 1"
+    );
+
+    // Without non_idempotent, a POST that reached the provider is not repeated (nginx).
+    let deck = write_deck(&advanced_deck(
+        "{algorithm: priority, failover_criteria: [error, timeout, http_500]}",
+        &targets,
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let r = chat(&gw, &[]);
+    assert_eq!(r.status, 500);
+    assert_eq!(tried(&r).len(), 1);
+}
+
+#[test]
+fn connection_failures_always_move_on() {
+    let live = start_mock();
+    let dead_port = free_port();
+    let dead = format!(
+        "{{route_type: llm/v1/chat, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{dead_port}/v1/chat/completions\"}}}}}}"
+    );
+    // The default criteria [error, timeout] retry a refused connection even for a POST.
+    let deck = write_deck(&advanced_deck(
+        "{algorithm: priority}",
+        &[
+            dead.replace("model:", "weight: 100, model:"),
+            openai_target(&live, 1),
+        ],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let r = chat(&gw, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(tried(&r), vec![(0, "error".into()), (1, "200".into())]);
+}
+
+#[test]
+fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
+    let flaky = start_mock();
+    let steady = start_mock();
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: round-robin, max_fails: 3, fail_timeout: 1000, {RETRY_ALL}}}"),
+        &[openai_target(&flaky, 100), openai_target(&steady, 100)],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    set_faults(&flaky, "status=500");
+    for _ in 0..20 {
+        let r = chat(&gw, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        mock_requests(&flaky),
+        3,
+        "excluded after max_fails failures"
+    );
+    // After fail_timeout one probe goes through; success closes the circuit.
+    set_faults(&flaky, "");
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..20 {
+        assert_eq!(chat(&gw, &[]).status, 200);
+    }
+    let after = mock_requests(&flaky);
+    assert!(
+        after >= 3 + 8,
+        "the target did not come back: {after} requests in total"
+    );
+}
+
+#[test]
+fn every_target_excluded_is_a_503_naming_the_route() {
+    let mock = start_mock();
+    set_faults(&mock, "status=500");
+    let deck = write_deck(&advanced_deck(
+        &format!("{{max_fails: 2, fail_timeout: 30000, {RETRY_ALL}}}"),
+        &[openai_target(&mock, 100)],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    assert_eq!(chat(&gw, &[]).status, 500);
+    assert_eq!(chat(&gw, &[]).status, 500);
+    let r = chat(&gw, &[]);
+    assert_eq!(r.status, 503);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("route 'balanced'"), "{message}");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(mock_requests(&mock), 2);
+}
