@@ -6,32 +6,29 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
+/// One route's plugin config: `llm_format`, `auth` and `model` as YAML flow text.
+fn plugin(format: &str, auth: &str, model: &str) -> String {
+    format!("route_type: llm/v1/chat\nllm_format: {format}\nauth: {auth}\nmodel: {model}")
+}
+
 fn anthropic_routes(m: u16) -> String {
     deck(&[
         (
             "claude-openai",
             "/claude-openai",
-            &format!(
-                r#"route_type: llm/v1/chat
-llm_format: anthropic
-auth: {{header_name: Authorization, header_value: "Bearer sk-gateway-openai"}}
-model:
-  provider: openai
-  name: gpt-4o-mini
-  options: {{upstream_url: "http://127.0.0.1:{m}/v1/chat/completions"}}"#
+            &plugin(
+                "anthropic",
+                "{header_name: Authorization, header_value: \"Bearer sk-gateway-openai\"}",
+                &format!("{{provider: openai, name: gpt-4o-mini, options: {{upstream_url: \"http://127.0.0.1:{m}/v1/chat/completions\"}}}}"),
             ),
         ),
         (
             "claude-bedrock",
             "/claude-bedrock",
-            &format!(
-                r#"route_type: llm/v1/chat
-llm_format: anthropic
-auth: {{aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: gateway-secret}}
-model:
-  provider: bedrock
-  name: anthropic.claude-3-haiku-20240307-v1:0
-  options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: "http://127.0.0.1:{m}"}}"#
+            &plugin(
+                "anthropic",
+                "{aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: gateway-secret}",
+                &format!("{{provider: bedrock, name: anthropic.claude-3-haiku-20240307-v1:0, options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: \"http://127.0.0.1:{m}\"}}}}"),
             ),
         ),
     ])
@@ -203,4 +200,249 @@ fn anthropic_format_raw_http_answers_and_headers() {
     let wrong_path = post_json(gw.port, "/claude-openai/v1/chat/completions", &json!({}));
     assert_eq!(wrong_path.status, 400);
     assert!(wrong_path.text().contains("Anthropic Messages API"));
+}
+
+fn native_routes(m: u16) -> String {
+    deck(&[
+        (
+            "anthropic-native",
+            "/anthropic-native",
+            &plugin(
+                "anthropic",
+                "{header_name: x-api-key, header_value: sk-gateway-anthropic}",
+                &format!("{{provider: anthropic, options: {{anthropic_version: \"2023-06-01\", upstream_url: \"http://127.0.0.1:{m}/v1/messages\"}}}}"),
+            ),
+        ),
+        (
+            "gemini-native",
+            "/gemini-native",
+            &plugin(
+                "gemini",
+                "{param_name: key, param_value: gateway-google-key, param_location: query}",
+                &format!("{{provider: gemini, options: {{upstream_url: \"http://127.0.0.1:{m}\"}}}}"),
+            ),
+        ),
+        (
+            "bedrock-native",
+            "/bedrock-native",
+            &plugin(
+                "bedrock",
+                "{aws_access_key_id: AKIDGATEWAY, aws_secret_access_key: gateway-secret}",
+                &format!("{{provider: bedrock, name: anthropic.claude-3-5-sonnet-20240620-v1:0, options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: \"http://127.0.0.1:{m}\"}}}}"),
+            ),
+        ),
+        (
+            "cohere-native",
+            "/cohere-native",
+            &plugin(
+                "cohere",
+                "{header_name: Authorization, header_value: \"Bearer gateway-cohere-key\"}",
+                &format!("{{provider: cohere, options: {{upstream_url: \"http://127.0.0.1:{m}\"}}}}"),
+            ),
+        ),
+        (
+            "hf-native",
+            "/hf-native",
+            &plugin(
+                "huggingface",
+                "{header_name: Authorization, header_value: \"Bearer gateway-hf-key\"}",
+                &format!("{{provider: huggingface, name: tgi, options: {{upstream_url: \"http://127.0.0.1:{m}\"}}}}"),
+            ),
+        ),
+    ])
+}
+
+/// Every request the mock saw carries the gateway's credential and none of the client's.
+fn assert_gateway_credentials(seen: &[Value], client_secret: &str, gateway_secret: &str) {
+    assert!(!seen.is_empty());
+    for r in seen {
+        let text = r.to_string();
+        assert!(
+            !text.contains(client_secret),
+            "client credential leaked: {text}"
+        );
+        assert!(
+            text.contains(gateway_secret),
+            "gateway credential missing: {text}"
+        );
+    }
+}
+
+#[test]
+fn native_sdks_pass_through_with_the_gateways_credentials() {
+    let mock = start_mock();
+    let gw = start_gateway(&write_deck(&native_routes(mock.port)), &[]);
+
+    // Anthropic SDK, provider anthropic: the native API untouched.
+    let out: Value = serde_json::from_str(&run_python(
+        "native_clients.py",
+        &["anthropic", &gw.url("/anthropic-native")],
+    ))
+    .unwrap();
+    assert_eq!(
+        out["create"]["text"], "Mock anthropic reply to: Say hello",
+        "{out}"
+    );
+    assert_eq!(
+        out["create"]["id"], "msg_mock",
+        "the provider's own answer: {out}"
+    );
+    assert_eq!(out["create"]["usage"], json!([2, 6]));
+    assert_eq!(
+        out["stream"]["text"],
+        "Mock anthropic reply to: Stream hello"
+    );
+    assert_eq!(out["stream"]["usage"], json!([2, 6]));
+    assert_eq!(out["count_tokens"], 3);
+    let seen = mock_requests(&mock);
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[2]["path"], "/v1/messages/count_tokens");
+    assert_gateway_credentials(&seen, "sk-ant-client-secret", "sk-gateway-anthropic");
+    // The native stream's usage still reaches the access log.
+    let streamed_usage = |logs: &str| {
+        logs.lines().any(|l| {
+            l.contains("anthropic-native")
+                && l.contains("stream=true")
+                && l.contains("prompt_tokens=2 completion_tokens=6")
+        })
+    };
+    assert!(
+        poll_until(std::time::Duration::from_secs(5), || streamed_usage(
+            &gw.logs()
+        )),
+        "{}",
+        gw.logs()
+    );
+
+    // google-genai SDK: generate, stream (SSE) and embeddings, model from the path.
+    mock_clear(&mock);
+    let out: Value = serde_json::from_str(&run_python(
+        "native_clients.py",
+        &["genai", &gw.url("/gemini-native")],
+    ))
+    .unwrap();
+    assert_eq!(
+        out["generate"]["text"], "Mock gemini reply to: Say hello",
+        "{out}"
+    );
+    assert_eq!(out["generate"]["usage"], json!([2, 6]));
+    assert_eq!(out["stream"]["text"], "Mock gemini reply to: Stream hello");
+    assert!(out["stream"]["chunks"].as_u64().unwrap() > 1);
+    assert_eq!(out["embed"]["count"], 2);
+    let seen = mock_requests(&mock);
+    assert_eq!(
+        seen[0]["path"],
+        "/v1beta/models/gemini-2.0-flash:generateContent"
+    );
+    assert_eq!(
+        seen[1]["path"],
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+    );
+    assert_gateway_credentials(&seen, "client-google-secret", "gateway-google-key");
+
+    // boto3 bedrock-runtime: re-signed with the route's keys; the configured model wins.
+    mock_clear(&mock);
+    let out: Value = serde_json::from_str(&run_python(
+        "native_clients.py",
+        &["boto3", &gw.url("/bedrock-native")],
+    ))
+    .unwrap();
+    assert_eq!(
+        out["converse"]["text"], "Mock bedrock reply to: Say hello",
+        "{out}"
+    );
+    assert_eq!(out["converse"]["stop"], "end_turn");
+    assert_eq!(out["stream"]["text"], "Mock bedrock reply to: Stream hello");
+    assert_eq!(out["stream"]["usage"], json!([2, 6]));
+    let seen = mock_requests(&mock);
+    assert_eq!(
+        seen[0]["path"],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    );
+    assert_eq!(
+        seen[1]["path"],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
+    );
+    assert_gateway_credentials(&seen, "AKIACLIENTKEY", "AKIDGATEWAY");
+}
+
+#[test]
+fn native_rerank_generate_and_path_rules_over_raw_http() {
+    let mock = start_mock();
+    let gw = start_gateway(&write_deck(&native_routes(mock.port)), &[]);
+    let rerank = json!({"model": "rerank-v3.5", "query": "capital of France",
+        "documents": ["Berlin is in Germany", "Paris is the capital of France"], "top_n": 1});
+    let r = request(
+        gw.port,
+        "POST",
+        "/cohere-native/v2/rerank",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer client-cohere"),
+        ],
+        rerank.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["results"],
+        json!([{"index": 1, "relevance_score": 1.0}])
+    );
+    assert_eq!(r.header("x-kong-llm-model"), Some("cohere/rerank-v3.5"));
+    let last = mock_last(&mock);
+    assert_eq!(last["path"], "/v2/rerank");
+    assert_eq!(
+        last["headers"]["authorization"],
+        "Bearer gateway-cohere-key"
+    );
+    assert_eq!(last["body"], rerank, "the body passes untouched");
+
+    let r = post_json(
+        gw.port,
+        "/hf-native/generate_stream",
+        &json!({"inputs": "Say hi"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(
+        r.text().contains("Mock huggingface reply to: Say hi"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(mock_last(&mock)["path"], "/generate_stream");
+
+    let r = post_json(
+        gw.port,
+        "/bedrock-native/rerank",
+        &json!({"queries": [{"type": "TEXT", "textQuery": {"text": "capital"}}],
+                "sources": [{"type": "INLINE", "inlineDocumentSource": {"type": "TEXT",
+                             "textDocument": {"text": "the capital"}}}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["results"][0]["relevanceScore"], 1.0);
+    let signed = mock_last(&mock);
+    assert!(signed["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 Credential=AKIDGATEWAY/"));
+
+    // Unknown operations and path-traversal model names are refused before any upstream call.
+    let r = post_json(
+        gw.port,
+        "/gemini-native/v1beta/models/x:predict",
+        &json!({}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains(":generateContent"), "{}", r.text());
+    let r = post_json(
+        gw.port,
+        "/gemini-native/v1beta/models/..:generateContent",
+        &json!({}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_json(
+        gw.port,
+        "/gemini-native/v1beta/models/%2E%2E:generateContent",
+        &json!({}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
 }

@@ -27,6 +27,7 @@ use super::provider::ProviderActor;
 use crate::config::ai_proxy::RouteType;
 use crate::error::GatewayError;
 use crate::formats::anthropic::{self, stream::AnthropicEvents};
+use crate::formats::native::{self, NativeStream};
 use crate::formats::ClientFormat;
 use crate::providers::oai::Usage;
 use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
@@ -160,6 +161,13 @@ async fn attempt(
     access.model = resolved.model.clone();
     let stream = if resolved.route_type == RouteType::Preserve {
         StreamPlan::PassthroughIfStreamed
+    } else if resolved.format == ClientFormat::Native {
+        if resolved.stream {
+            let sse = resolved.client_query.contains("alt=sse");
+            StreamPlan::Translate(Box::new(NativeStream::new(target.provider, sse)))
+        } else {
+            StreamPlan::None
+        }
     } else if resolved.stream {
         let inner = target.driver.stream(&resolved.ctx());
         StreamPlan::Translate(match resolved.format {
@@ -206,8 +214,10 @@ async fn attempt(
     let anthropic = resolved.format == ClientFormat::AnthropicTranslated;
     let body = match body {
         ReplyBody::Stream(rx) => {
-            let ct = match resolved.route_type {
-                RouteType::Preserve => content_type.unwrap_or(EVENT_STREAM),
+            let ct = match (resolved.route_type, resolved.format) {
+                (RouteType::Preserve, _) | (_, ClientFormat::Native) => {
+                    content_type.unwrap_or(EVENT_STREAM)
+                }
                 _ => EVENT_STREAM,
             };
             headers.push((header::CONTENT_TYPE, ct));
@@ -224,6 +234,15 @@ async fn attempt(
     let (body, usage) = if resolved.route_type == RouteType::Preserve {
         headers.push((header::CONTENT_TYPE, content_type.unwrap_or(JSON)));
         (body, Usage::default())
+    } else if resolved.format == ClientFormat::Native {
+        // The provider's answer, untouched; only its usage is read for the log.
+        headers.push((header::CONTENT_TYPE, content_type.unwrap_or(JSON)));
+        let usage = if status == StatusCode::OK {
+            native::usage(&body)
+        } else {
+            Usage::default()
+        };
+        (body, usage)
     } else if status == StatusCode::OK {
         let translated = target
             .driver

@@ -2,6 +2,7 @@
 //! is read, and how the answer is written back in it.
 
 pub mod anthropic;
+pub mod native;
 
 use crate::config::ai_proxy::{LlmFormat, ProviderName};
 

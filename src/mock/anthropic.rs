@@ -1,4 +1,5 @@
-//! Anthropic wire format: `/v1/messages` (with `tool_use`) and the legacy `/v1/complete`.
+//! Anthropic wire format: `/v1/messages` (with `tool_use`), `/v1/messages/count_tokens` and the
+//! legacy `/v1/complete`.
 //!
 //! Streams (`"stream": true`) are SSE with `event:` names, in Anthropic's order: `message_start`,
 //! `content_block_start`, `ping`, one `content_block_delta` per word (or `input_json_delta`
@@ -24,7 +25,14 @@ static ANTHROPIC: Wire = Wire::new("anthropic", error_body);
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/v1/messages", &ANTHROPIC, messages))
+        .service(post("/v1/messages/count_tokens", &ANTHROPIC, count_tokens))
         .service(post("/v1/complete", &ANTHROPIC, complete));
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's word count, as usage counts everywhere.
+fn count_tokens(req: &MockRequest) -> Answer {
+    let words = messages_prompt(&req.body).words();
+    Answer::json(json!({"input_tokens": words}), "input_tokens")
 }
 
 /// `{"type":"error","error":{"type","message"}}` with Anthropic's error types.

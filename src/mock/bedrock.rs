@@ -38,7 +38,25 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             &BEDROCK,
             converse_stream,
         ))
-        .service(post("/model/{model}/invoke", &BEDROCK, invoke));
+        .service(post("/model/{model}/invoke", &BEDROCK, invoke))
+        .service(post("/rerank", &BEDROCK, rerank));
+}
+
+/// Agent runtime `POST /rerank`: text sources ranked like Cohere's rerank.
+fn rerank(req: &MockRequest) -> Answer {
+    let query = &req.body["queries"][0]["textQuery"]["text"];
+    let documents: Vec<Value> = req.body["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["inlineDocumentSource"]["textDocument"]["text"].clone())
+        .collect();
+    let results = super::reply::rank(
+        query,
+        &Value::Array(documents),
+        |i, score| json!({"index": i, "relevanceScore": score}),
+    );
+    Answer::json(json!({"results": results}), "results")
 }
 
 /// Bedrock errors are `{"message": ...}`, the exception name travels in a header.

@@ -32,7 +32,28 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/v1/chat", &COHERE, chat))
         .service(post("/v1/generate", &COHERE, generate))
         .service(post("/v1/embed", &COHERE, embed_v1))
-        .service(post("/v2/embed", &COHERE, embed_v2));
+        .service(post("/v2/embed", &COHERE, embed_v2))
+        .service(post("/v1/rerank", &COHERE, rerank))
+        .service(post("/v2/rerank", &COHERE, rerank));
+}
+
+/// `POST /v1|v2/rerank`: documents ranked by how many of the query's words they contain
+/// (ties keep input order), cut to `top_n`.
+fn rerank(req: &MockRequest) -> Answer {
+    let results = super::reply::rank(
+        &req.body["query"],
+        &req.body["documents"],
+        |i, score| json!({"index": i, "relevance_score": score}),
+    );
+    let top_n = req.body["top_n"]
+        .as_u64()
+        .map_or(usize::MAX, |n| n as usize);
+    let results: Vec<Value> = results.into_iter().take(top_n).collect();
+    Answer::json(
+        json!({"id": RESPONSE_ID, "results": results,
+               "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}}),
+        "results",
+    )
 }
 
 /// Cohere errors are `{"message": ...}`.

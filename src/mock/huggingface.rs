@@ -54,7 +54,15 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         &HUGGINGFACE,
         features,
     ))
-    .service(post("/models/{model:.+}", &HUGGINGFACE, inference));
+    .service(post("/models/{model:.+}", &HUGGINGFACE, inference))
+    // A TGI server's own routes (Inference Endpoints).
+    .service(post("/generate", &HUGGINGFACE, generate))
+    .service(post("/generate_stream", &HUGGINGFACE, generate_stream));
+}
+
+/// TGI `POST /generate_stream`: the text generation stream, whatever the body says.
+fn generate_stream(req: &MockRequest) -> Answer {
+    generate_as(req, true)
 }
 
 /// `{"error": "..."}`; a 503 also says how long the model takes to load, as the Hub does.
@@ -77,10 +85,14 @@ fn inference(req: &MockRequest) -> Answer {
 
 /// Text generation: the reply to `inputs`.
 fn generate(req: &MockRequest) -> Answer {
+    generate_as(req, req.stream_flag(false))
+}
+
+fn generate_as(req: &MockRequest, stream: bool) -> Answer {
     let mut prompt = Prompt::default();
     prompt.turn("user", &text_of(&req.body["inputs"]), false);
     let completion = req.complete(prompt);
-    if !req.stream_flag(false) {
+    if !stream {
         return Answer::json(
             json!([{"generated_text": completion.text()}]),
             "generated_text",

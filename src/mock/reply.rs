@@ -232,6 +232,30 @@ pub(crate) fn text_of(content: &Value) -> Cow<'_, str> {
     }
 }
 
+/// Rerank results, best first: each document's score is the share of the query's words it
+/// contains; `result` renders one (index, score).
+pub(crate) fn rank(
+    query: &Value,
+    documents: &Value,
+    result: impl Fn(usize, f64) -> Value,
+) -> Vec<Value> {
+    let query = text_of(query).to_lowercase();
+    let words: Vec<&str> = query.split_whitespace().collect();
+    let mut scored: Vec<(usize, f64)> = documents
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, d)| {
+            let text = text_of(d).to_lowercase();
+            let hits = words.iter().filter(|w| text.contains(*w)).count();
+            (i, hits as f64 / words.len().max(1) as f64)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.into_iter().map(|(i, s)| result(i, s)).collect()
+}
+
 /// The first tool's name in OpenAI (`function.name`), Anthropic/Cohere (`name`), Bedrock
 /// (`toolSpec.name`) or Gemini (`function_declarations[0].name`) shape.
 pub(crate) fn first_tool_name(tools: &Value) -> Option<&str> {

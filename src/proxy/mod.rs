@@ -3,5 +3,6 @@
 
 pub mod balancer;
 pub mod compile;
+pub mod native;
 pub mod request;
 pub mod template;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::compile::{CompiledAuth, CompiledRoute};
+use super::native::prepare_native;
 use super::template::{self, TemplateSource};
 use crate::config::ai_proxy::{
     ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType,
@@ -98,11 +99,24 @@ const NOT_FORWARDED: [&str; 13] = [
 ];
 
 /// Headers that carry a provider credential; never forwarded when the gateway injects its own.
-const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "api-key", "x-api-key", "x-goog-api-key"];
+pub(super) const CREDENTIAL_HEADERS: [&str; 4] =
+    ["authorization", "api-key", "x-api-key", "x-goog-api-key"];
 
-fn bad(message: impl Into<String>) -> GatewayError {
+pub(super) fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::BadRequest(message.into())
 }
+
+/// A pass-through rule's signature: route, client, body, configured model, options, request
+/// id, creation time.
+type PassThrough = fn(
+    &CompiledRoute,
+    &ClientRequest,
+    Bytes,
+    Option<String>,
+    Arc<ModelOptions>,
+    String,
+    u64,
+) -> Result<Prepared, GatewayError>;
 
 /// Builds the upstream request for one client request on `route`.
 pub fn prepare(
@@ -129,8 +143,14 @@ pub fn prepare(
         route.options.clone()
     };
 
-    if config.route_type == RouteType::Preserve {
-        return prepare_preserve(
+    // Pass-through rules: the body goes on (nearly) as the client wrote it.
+    let passthrough = match (config.route_type, route.client_format) {
+        (RouteType::Preserve, _) => Some(prepare_preserve as PassThrough),
+        (_, ClientFormat::Native) => Some(prepare_native as PassThrough),
+        _ => None,
+    };
+    if let Some(prepare) = passthrough {
+        let prepared = prepare(
             route,
             client,
             body,
@@ -138,8 +158,8 @@ pub fn prepare(
             options,
             request_id,
             created,
-        )
-        .map(Plan::Upstream);
+        );
+        return prepared.map(Plan::Upstream);
     }
 
     let mut map = parse_body(client, &body)?;
@@ -367,7 +387,7 @@ fn select_model(
 /// Some providers put the model into the URL path, escaped (`providers::path_segment`); `.`
 /// and `..` cannot be made safe there, since URL normalisation (WHATWG, the `url` crate) reads
 /// `%2E%2E` as `..` as well and would climb out of the provider's path.
-fn check_model_name(model: &str) -> Result<(), GatewayError> {
+pub(super) fn check_model_name(model: &str) -> Result<(), GatewayError> {
     if model == "." || model == ".." {
         return Err(bad(format!("invalid model name '{model}'")));
     }
@@ -524,7 +544,7 @@ fn model_header(route: &CompiledRoute, model: &str) -> Option<HeaderValue> {
 }
 
 /// Scheme and authority of the provider's default API host, for `preserve` routes.
-fn preserve_base(provider: ProviderName, options: &ModelOptions) -> Option<String> {
+pub(super) fn preserve_base(provider: ProviderName, options: &ModelOptions) -> Option<String> {
     if let Some(url) = options.upstream_url.as_deref() {
         let parsed = url::Url::parse(url).ok()?;
         let port = parsed.port_or_known_default()?;
@@ -621,7 +641,28 @@ fn prepare_preserve(
         dropped: Vec::new(),
         input_estimate: 0,
     };
-    let mut headers = forwarded_headers(&route.auth, &client.headers);
+    passthrough_request(
+        route,
+        client,
+        &client.headers,
+        resolved,
+        format!("{base}{path}"),
+        body,
+    )
+}
+
+/// The shared tail of the pass-through rules (`preserve`, native formats): the client's
+/// headers (`client_headers`, already filtered) and content type, the gateway's auth, the
+/// provider's own headers, the client's query, then signing.
+pub(super) fn passthrough_request(
+    route: &CompiledRoute,
+    client: &ClientRequest,
+    client_headers: &HeaderMap,
+    resolved: Resolved,
+    url: String,
+    body: Bytes,
+) -> Result<Prepared, GatewayError> {
+    let mut headers = forwarded_headers(&route.auth, client_headers);
     if let Some(ct) = client.headers.get(header::CONTENT_TYPE) {
         headers.push((header::CONTENT_TYPE, ct.clone()));
     }
@@ -629,7 +670,7 @@ fn prepare_preserve(
     add_driver_headers(route, &ctx, &mut headers);
     let mut upstream = UpstreamRequest {
         method: client.method.clone(),
-        url: finish_url(&route.auth, format!("{base}{path}"), &client.query),
+        url: finish_url(&route.auth, url, &client.query),
         headers,
         body,
     };

@@ -179,13 +179,15 @@ impl Translate for Gemini {
 }
 
 /// Vertex coordinates, when all three options are set (Kong's `is_vertex_mode`).
-struct VertexTarget<'a> {
-    host: &'a str,
-    project: &'a str,
-    location: &'a str,
+pub(crate) struct VertexTarget<'a> {
+    pub host: &'a str,
+    pub project: &'a str,
+    pub location: &'a str,
 }
 
-fn vertex_target(options: &ModelOptions) -> Result<Option<VertexTarget<'_>>, GatewayError> {
+pub(crate) fn vertex_target(
+    options: &ModelOptions,
+) -> Result<Option<VertexTarget<'_>>, GatewayError> {
     let Some(g) = options.gemini.as_ref() else {
         return Ok(None);
     };
@@ -221,7 +223,7 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 }
 
 /// The model's id as the URL wants it (clients sometimes send the resource name `models/x`).
-fn model_id(model: &str) -> &str {
+pub(crate) fn model_id(model: &str) -> &str {
     model.strip_prefix("models/").unwrap_or(model)
 }
 

@@ -1,0 +1,435 @@
+//! Native formats, same provider (`llm_format` gemini | bedrock | cohere | huggingface |
+//! anthropic with the matching provider): the client's own API request passes through
+//! untouched. This module recognises the operation from the path suffix (Kong's rule), reads
+//! the model from the path, builds the provider path for it, and reads token usage out of the
+//! native answer or stream (for the access log) without changing a byte of it.
+
+use bytes::BytesMut;
+use serde_json::Value;
+
+use crate::codec::eventstream::{EventMessage, EventStreamDecoder};
+use crate::codec::json_array::{JsonArrayDecoder, JsonArrayItem};
+use crate::codec::sse::{SseDecoder, SseEvent};
+use crate::config::ai_proxy::ProviderName;
+use crate::providers::oai::Usage;
+use crate::providers::{StreamError, StreamTranslate};
+
+/// One native call, read from the client's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeCall {
+    /// The operation as the provider names it (`generateContent`, `converse-stream`, `rerank`).
+    pub operation: &'static str,
+    /// The model named in the path (URL-unescaped), if the API puts it there.
+    pub model: Option<String>,
+    /// Streams by its operation (Anthropic streams by its body's `stream` instead).
+    pub stream: bool,
+    /// The API version segment the client used (`v1beta`, `v2`), where the API has one.
+    pub version: Option<String>,
+}
+
+const GEMINI_OPERATIONS: [&str; 4] = [
+    "generateContent",
+    "streamGenerateContent",
+    "embedContent",
+    "batchEmbedContents",
+];
+const BEDROCK_OPERATIONS: [&str; 4] = [
+    "converse",
+    "converse-stream",
+    "invoke",
+    "invoke-with-response-stream",
+];
+
+/// The operations a provider's native format serves, for error messages.
+pub fn supported(provider: ProviderName) -> &'static str {
+    match provider {
+        ProviderName::Gemini => ".../models/{model}:generateContent | :streamGenerateContent | :embedContent | :batchEmbedContents",
+        ProviderName::Bedrock => ".../model/{model}/converse | /converse-stream | /invoke | /invoke-with-response-stream, or .../rerank",
+        ProviderName::Cohere => ".../v1/rerank | .../v2/rerank",
+        ProviderName::Huggingface => ".../generate | .../generate_stream",
+        ProviderName::Anthropic => ".../v1/messages | .../v1/messages/count_tokens",
+        _ => "none",
+    }
+}
+
+fn unescape(s: &str) -> String {
+    url::form_urlencoded::parse(format!("m={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Recognises the native operation at the end of `path`.
+pub fn parse(provider: ProviderName, path: &str) -> Option<NativeCall> {
+    let path = path.trim_end_matches('/');
+    let call = |operation, model: Option<String>, stream, version: Option<&str>| NativeCall {
+        operation,
+        model,
+        stream,
+        version: version.map(str::to_string),
+    };
+    match provider {
+        ProviderName::Gemini => {
+            let (before, tail) = path.rsplit_once("/models/")?;
+            let (model, op) = tail.rsplit_once(':')?;
+            let operation = GEMINI_OPERATIONS.into_iter().find(|o| *o == op)?;
+            let version = before
+                .rsplit('/')
+                .find(|s| s.starts_with("v1"))
+                .filter(|_| !before.contains("/projects/"));
+            let stream = operation == "streamGenerateContent";
+            (!model.is_empty() && !model.contains('/'))
+                .then(|| call(operation, Some(unescape(model)), stream, version))
+        }
+        ProviderName::Bedrock => {
+            if path.ends_with("/rerank") || path == "/rerank" {
+                return Some(call("rerank", None, false, None));
+            }
+            let (rest, op) = path.rsplit_once('/')?;
+            let operation = BEDROCK_OPERATIONS.into_iter().find(|o| *o == op)?;
+            let (before, model) = rest.rsplit_once('/')?;
+            (before.ends_with("/model") || before == "/model").then_some(())?;
+            let stream = operation.ends_with("-stream");
+            (!model.is_empty()).then(|| call(operation, Some(unescape(model)), stream, None))
+        }
+        ProviderName::Cohere => ["v1", "v2"]
+            .into_iter()
+            .find(|v| path.ends_with(&format!("/{v}/rerank")))
+            .map(|v| call("rerank", None, false, Some(v))),
+        ProviderName::Huggingface => {
+            if path.ends_with("/generate_stream") {
+                Some(call("generate_stream", None, true, None))
+            } else if path.ends_with("/generate") {
+                Some(call("generate", None, false, None))
+            } else {
+                None
+            }
+        }
+        ProviderName::Anthropic => match super::anthropic::Operation::from_path(path)? {
+            super::anthropic::Operation::Messages => Some(call("messages", None, false, None)),
+            super::anthropic::Operation::CountTokens => {
+                Some(call("count_tokens", None, false, None))
+            }
+        },
+        _ => None,
+    }
+}
+
+/// Token counts found in one native JSON document (an answer, a stream event or chunk): every
+/// provider's usage shape, so one reader serves all native formats. Fields that are absent stay
+/// `None` (a stream reports input and output tokens in different events).
+pub fn usage_of(v: &Value) -> (Option<u64>, Option<u64>) {
+    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+    if let Some(u) = v.get("usageMetadata") {
+        // Gemini: thinking tokens are billed as output.
+        let output =
+            n(u, "candidatesTokenCount").map(|c| c + n(u, "thoughtsTokenCount").unwrap_or(0));
+        return (n(u, "promptTokenCount"), output);
+    }
+    let usage = v
+        .get("usage")
+        .or_else(|| v.get("message").and_then(|m| m.get("usage")));
+    if let Some(u) = usage {
+        if u.get("inputTokens").is_some() || u.get("outputTokens").is_some() {
+            return (n(u, "inputTokens"), n(u, "outputTokens"));
+        }
+        // Anthropic (also Bedrock invoke of Claude): cache reads and writes are input too.
+        let input = n(u, "input_tokens").map(|i| {
+            i + n(u, "cache_read_input_tokens").unwrap_or(0)
+                + n(u, "cache_creation_input_tokens").unwrap_or(0)
+        });
+        return (input, n(u, "output_tokens"));
+    }
+    if let Some(units) = v.get("meta").and_then(|m| m.get("billed_units")) {
+        return (n(units, "input_tokens"), n(units, "output_tokens"));
+    }
+    if let Some(details) = v.get("details") {
+        return (None, n(details, "generated_tokens"));
+    }
+    (None, None)
+}
+
+/// Token usage of a complete native answer.
+pub fn usage(body: &[u8]) -> Usage {
+    let mut acc = UsageAcc::default();
+    match serde_json::from_slice::<Value>(body) {
+        // Gemini's non-SSE stream is a JSON array of chunks.
+        Ok(Value::Array(items)) => items.iter().for_each(|v| acc.add(v)),
+        Ok(v) => acc.add(&v),
+        Err(_) => {}
+    }
+    acc.usage()
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct UsageAcc {
+    input: u64,
+    output: u64,
+}
+
+impl UsageAcc {
+    /// Counts are cumulative in every native stream, so the latest value wins.
+    fn add(&mut self, v: &Value) {
+        let (input, output) = usage_of(v);
+        if let Some(i) = input {
+            self.input = i;
+        }
+        if let Some(o) = output {
+            self.output = o;
+        }
+    }
+
+    fn add_bytes(&mut self, data: &[u8]) {
+        if let Ok(v) = serde_json::from_slice::<Value>(data) {
+            self.add(&v);
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::new(self.input, self.output)
+    }
+}
+
+/// How a native stream is framed, by provider and operation.
+enum Framing {
+    Sse(SseDecoder, Vec<SseEvent>),
+    JsonArray(JsonArrayDecoder, Vec<JsonArrayItem>),
+    EventStream(EventStreamDecoder, Vec<EventMessage>),
+}
+
+/// A native stream: every byte passes through untouched; the frames are decoded on the side
+/// only to read the usage for the access log.
+pub struct NativeStream {
+    framing: Framing,
+    usage: UsageAcc,
+    /// Decoding failed (the client still gets every byte); usage stops being read.
+    blind: bool,
+}
+
+impl NativeStream {
+    /// `sse` is whether Gemini was asked for SSE (`alt=sse`); other providers have one framing.
+    pub fn new(provider: ProviderName, sse: bool) -> NativeStream {
+        let framing = match provider {
+            ProviderName::Bedrock => Framing::EventStream(EventStreamDecoder::new(), Vec::new()),
+            ProviderName::Gemini if !sse => Framing::JsonArray(JsonArrayDecoder::new(), Vec::new()),
+            _ => Framing::Sse(SseDecoder::new(), Vec::new()),
+        };
+        NativeStream {
+            framing,
+            usage: UsageAcc::default(),
+            blind: false,
+        }
+    }
+
+    fn observe(&mut self, input: &[u8]) {
+        if self.blind {
+            return;
+        }
+        let usage = &mut self.usage;
+        let ok = match &mut self.framing {
+            Framing::Sse(decoder, events) => {
+                decoder.feed(input, events);
+                events
+                    .drain(..)
+                    .for_each(|e| usage.add_bytes(e.data.as_bytes()));
+                decoder.pending_bytes() <= crate::providers::stream::MAX_PENDING
+            }
+            Framing::JsonArray(decoder, items) => {
+                let ok = decoder.feed(input, items).is_ok();
+                for item in items.drain(..) {
+                    if let JsonArrayItem::Element(bytes) = item {
+                        usage.add_bytes(&bytes);
+                    }
+                }
+                ok && decoder.pending_bytes() <= crate::providers::stream::MAX_PENDING
+            }
+            Framing::EventStream(decoder, messages) => {
+                let ok = decoder.feed(input, messages).is_ok();
+                messages.drain(..).for_each(|m| usage.add_bytes(&m.body));
+                ok
+            }
+        };
+        self.blind = !ok;
+    }
+}
+
+impl StreamTranslate for NativeStream {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
+        out.extend_from_slice(input);
+        self.observe(input);
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut BytesMut) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage.usage()
+    }
+
+    /// A native client's SDK reads only its provider's framing: the stream just ends.
+    fn write_error(&mut self, _out: &mut BytesMut, _message: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::eventstream::encode_event;
+    use serde_json::json;
+
+    #[test]
+    fn gemini_operations_models_and_versions() {
+        let c = parse(
+            ProviderName::Gemini,
+            "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        )
+        .unwrap();
+        assert_eq!(c.operation, "streamGenerateContent");
+        assert_eq!(c.model.as_deref(), Some("gemini-2.0-flash"));
+        assert!(c.stream);
+        assert_eq!(c.version.as_deref(), Some("v1beta"));
+        let c = parse(
+            ProviderName::Gemini,
+            "/g/v1/models/text-embedding-004:batchEmbedContents",
+        )
+        .unwrap();
+        assert_eq!((c.operation, c.stream), ("batchEmbedContents", false));
+        assert!(parse(ProviderName::Gemini, "/g/v1beta/models/x:predict").is_none());
+        assert!(parse(ProviderName::Gemini, "/g/v1beta/models/:generateContent").is_none());
+        let vertex = parse(
+            ProviderName::Gemini,
+            "/v/v1/projects/p/locations/l/publishers/google/models/gemini-2.0-flash:generateContent",
+        )
+        .unwrap();
+        assert_eq!(vertex.version, None);
+    }
+
+    #[test]
+    fn bedrock_operations_unescape_the_model() {
+        let c = parse(
+            ProviderName::Bedrock,
+            "/bedrock/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream",
+        )
+        .unwrap();
+        assert_eq!(
+            c.model.as_deref(),
+            Some("anthropic.claude-3-haiku-20240307-v1:0")
+        );
+        assert!(c.stream);
+        let arn = parse(
+            ProviderName::Bedrock,
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x/invoke",
+        )
+        .unwrap();
+        assert_eq!(
+            arn.model.as_deref(),
+            Some("arn:aws:bedrock:us-east-1:1:inference-profile/us.x")
+        );
+        assert_eq!(
+            parse(ProviderName::Bedrock, "/b/rerank").unwrap().operation,
+            "rerank"
+        );
+        assert!(parse(ProviderName::Bedrock, "/b/model/x/chat").is_none());
+        assert!(parse(ProviderName::Bedrock, "/b/x/converse").is_none());
+    }
+
+    #[test]
+    fn cohere_huggingface_and_anthropic_paths() {
+        assert_eq!(
+            parse(ProviderName::Cohere, "/c/v2/rerank")
+                .unwrap()
+                .version
+                .as_deref(),
+            Some("v2")
+        );
+        assert!(parse(ProviderName::Cohere, "/c/v1/chat").is_none());
+        assert!(
+            parse(ProviderName::Huggingface, "/hf/generate_stream")
+                .unwrap()
+                .stream
+        );
+        assert_eq!(
+            parse(ProviderName::Huggingface, "/hf/generate")
+                .unwrap()
+                .operation,
+            "generate"
+        );
+        assert_eq!(
+            parse(ProviderName::Anthropic, "/a/v1/messages/count_tokens")
+                .unwrap()
+                .operation,
+            "count_tokens"
+        );
+        assert!(parse(ProviderName::Openai, "/v1/messages").is_none());
+    }
+
+    #[test]
+    fn usage_from_every_native_shape() {
+        let cases = [
+            (
+                json!({"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4, "thoughtsTokenCount": 2}}),
+                (Some(3), Some(6)),
+            ),
+            (
+                json!({"usage": {"inputTokens": 5, "outputTokens": 6}}),
+                (Some(5), Some(6)),
+            ),
+            (
+                json!({"usage": {"input_tokens": 7, "output_tokens": 8, "cache_read_input_tokens": 10}}),
+                (Some(17), Some(8)),
+            ),
+            (
+                json!({"type": "message_start", "message": {"usage": {"input_tokens": 9, "output_tokens": 1}}}),
+                (Some(9), Some(1)),
+            ),
+            (
+                json!({"type": "message_delta", "usage": {"output_tokens": 12}}),
+                (None, Some(12)),
+            ),
+            (
+                json!({"meta": {"billed_units": {"search_units": 1}}}),
+                (None, None),
+            ),
+            (
+                json!({"details": {"generated_tokens": 20}}),
+                (None, Some(20)),
+            ),
+        ];
+        for (v, expected) in cases {
+            assert_eq!(usage_of(&v), expected, "{v}");
+        }
+        assert_eq!(usage(br#"[{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}},{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":5}}]"#), Usage::new(1, 5));
+    }
+
+    #[test]
+    fn streams_pass_bytes_untouched_and_read_usage_at_any_split() {
+        let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":12}}\n\n";
+        let mut frames = encode_event("contentBlockDelta", br#"{"delta":{"text":"hi"}}"#).to_vec();
+        frames.extend_from_slice(&encode_event(
+            "metadata",
+            br#"{"usage":{"inputTokens":4,"outputTokens":2}}"#,
+        ));
+        let array = br#"[{"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":1}}, {"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":3}}]"#;
+        for (provider, sse_flag, input, expected) in [
+            (
+                ProviderName::Anthropic,
+                true,
+                sse.as_bytes(),
+                Usage::new(9, 12),
+            ),
+            (ProviderName::Bedrock, false, &frames[..], Usage::new(4, 2)),
+            (ProviderName::Gemini, false, &array[..], Usage::new(2, 3)),
+        ] {
+            for cut in 0..input.len() {
+                let mut s = NativeStream::new(provider, sse_flag);
+                let mut out = BytesMut::new();
+                s.feed(&input[..cut], &mut out).unwrap();
+                s.feed(&input[cut..], &mut out).unwrap();
+                s.finish(&mut out).unwrap();
+                assert_eq!(&out[..], input);
+                assert_eq!(s.usage(), expected, "{provider:?} cut at {cut}");
+            }
+        }
+    }
+}
