@@ -14,6 +14,12 @@ pub enum GatewayError {
     /// A route without an `ai-proxy` plugin: this gateway only proxies AI routes.
     #[error("route '{0}' has no ai-proxy plugin")]
     NotAnAiRoute(String),
+    /// key-auth refused the request; Kong's body shape and texts.
+    #[error("{message}")]
+    Unauthorized {
+        message: &'static str,
+        realm: header::HeaderValue,
+    },
     /// A client mistake, with Kong's texts where Kong has one.
     #[error("{0}")]
     BadRequest(String),
@@ -63,7 +69,9 @@ impl GatewayError {
     pub fn body(&self) -> String {
         let message = self.to_string();
         match self {
-            GatewayError::NoRoute => serde_json::json!({ "message": message }).to_string(),
+            GatewayError::NoRoute | GatewayError::Unauthorized { .. } => {
+                serde_json::json!({ "message": message }).to_string()
+            }
             _ => serde_json::json!({ "error": { "message": message, "type": self.kind() } })
                 .to_string(),
         }
@@ -82,6 +90,7 @@ impl ResponseError for GatewayError {
         match self {
             GatewayError::NoRoute | GatewayError::NotAnAiRoute(_) => StatusCode::NOT_FOUND,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -105,9 +114,12 @@ impl ResponseError for GatewayError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"))
-            .body(self.body())
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"));
+        if let GatewayError::Unauthorized { realm, .. } = self {
+            response.insert_header((header::WWW_AUTHENTICATE, realm.clone()));
+        }
+        response.body(self.body())
     }
 }
 

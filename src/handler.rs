@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::messages::{AccessInfo, Proxy, ReplyBody};
 use crate::error::GatewayError;
+use crate::key_auth::Identity;
 use crate::logging;
 use crate::providers::oai::Usage;
 use crate::proxy::request::ClientRequest;
@@ -114,6 +115,7 @@ pub async fn proxy(
         model: String::new(),
         started,
         tried: None,
+        consumer: None,
     });
     let result = handle(
         &req,
@@ -168,14 +170,19 @@ async fn handle(
         return Err(GatewayError::NotAnAiRoute(name.to_string()));
     };
     access.provider = route.first().provider.as_str();
-    let body = read_body(req, payload, route.body_limit, state.client_timeout).await?;
-    let client = ClientRequest {
+    let mut body = read_body(req, payload, route.body_limit, state.client_timeout).await?;
+    let mut client = ClientRequest {
         method: req.method().clone(),
         path: req.path().to_string(),
         query: req.query_string().to_string(),
         headers: req.headers().clone(),
         captures: found.captures,
     };
+    let identity = match &route.key_auth {
+        Some(key_auth) => key_auth.authenticate(&mut client, &mut body)?,
+        None => Identity::default(),
+    };
+    access.consumer = identity.consumer.as_ref().map(|c| c.name.clone());
     // Dropped with this future if the client goes away, which cancels the upstream call.
     let (_cancel_guard, cancel) = oneshot::channel::<()>();
     let reply = actor
@@ -184,6 +191,8 @@ async fn handle(
             body,
             request_id,
             started,
+            identity,
+            peer: req.peer_addr().map(|a| a.ip()),
             cancel,
         })
         .await

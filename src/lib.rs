@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod formats;
 pub mod handler;
+pub mod key_auth;
 pub mod logging;
 pub mod mock;
 pub mod providers;

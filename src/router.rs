@@ -203,6 +203,9 @@ mod tests {
             service: None,
             plugin: None,
             plugin_path: None,
+            key_auth: None,
+            rate_limit: None,
+            consumer_rate_limits: Vec::new(),
             prometheus: None,
         }
     }

@@ -1,5 +1,6 @@
 //! Every message the actors exchange, in one place.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::problem::ConfigProblem;
 use crate::error::GatewayError;
+use crate::key_auth::Identity;
 use crate::providers::{StreamTranslate, TokenSource, UpstreamRequest};
 use crate::proxy::compile::Timeouts;
 use crate::proxy::request::ClientRequest;
@@ -25,6 +27,8 @@ pub struct AccessInfo {
     pub started: Instant,
     /// ai-proxy-advanced: every attempt, as in the `x-kong-llm-tried` header.
     pub tried: Option<Arc<str>>,
+    /// The consumer key-auth found (username, else custom_id).
+    pub consumer: Option<Arc<str>>,
 }
 
 /// A client request for one route: sent by the HTTP handler to that route's `RouteActor`.
@@ -36,6 +40,10 @@ pub struct Proxy {
     pub body: Bytes,
     pub request_id: String,
     pub started: Instant,
+    /// Who key-auth says is calling (empty without key-auth).
+    pub identity: Identity,
+    /// The client's address, for `identifier: ip` limits.
+    pub peer: Option<IpAddr>,
     /// Resolves (with an error) when the client has gone away, so the upstream call stops.
     pub cancel: oneshot::Receiver<()>,
 }

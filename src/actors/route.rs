@@ -118,6 +118,7 @@ struct AttemptInput<'a> {
     route_name: &'a Arc<str>,
     tried: Option<Arc<str>>,
     on_end: Option<oneshot::Sender<StreamEnd>>,
+    consumer: Option<Arc<str>>,
 }
 
 /// One upstream call on `target`: Kong's request rules and translation for its provider, the
@@ -135,6 +136,7 @@ async fn attempt(
         model: String::new(),
         started: input.started,
         tried: input.tried,
+        consumer: input.consumer,
     };
     let prepared = match prepare(
         target,
@@ -300,8 +302,11 @@ impl Handler<Proxy> for RouteActor {
                     body,
                     request_id,
                     started,
+                    identity,
+                    peer: _,
                     cancel,
                 } = msg;
+                let consumer = identity.consumer.as_ref().map(|c| c.name.clone());
                 let input = AttemptInput {
                     client: &client,
                     body,
@@ -310,6 +315,7 @@ impl Handler<Proxy> for RouteActor {
                     route_name: &route_name,
                     tried: None,
                     on_end: None,
+                    consumer: consumer.clone(),
                 };
                 let format = route.first().client_format;
                 match attempt(route.first(), &provider, input, cancel).await {
@@ -324,6 +330,7 @@ impl Handler<Proxy> for RouteActor {
                             model: String::new(),
                             started,
                             tried: None,
+                            consumer,
                         };
                         Ok(error_reply(&e, format, access))
                     }
@@ -338,6 +345,7 @@ impl Handler<Proxy> for RouteActor {
             route_name,
             state: self.state.clone(),
             labels: self.labels.clone(),
+            consumer: msg.identity.consumer.as_ref().map(|c| c.name.clone()),
         };
         Box::pin(balanced.run(msg))
     }
@@ -351,6 +359,7 @@ struct Balanced {
     route_name: Arc<str>,
     state: Rc<RefCell<BalancerState>>,
     labels: Rc<[String]>,
+    consumer: Option<Arc<str>>,
 }
 
 /// What an attempt's result means for the balancer.
@@ -397,6 +406,7 @@ impl Balanced {
             request_id,
             started,
             mut cancel,
+            ..
         } = msg;
         let hash_key = client
             .headers
@@ -437,6 +447,7 @@ impl Balanced {
                 // What the access line of a stream says: a stream is a 200 from this target.
                 tried: Some(Arc::from(joined(&entries, &format!("{label} 200")))),
                 on_end: Some(end_tx),
+                consumer: self.consumer.clone(),
             };
             let guard = self.balancer.start_attempt(target);
             let attempt_started = Instant::now();
@@ -550,6 +561,7 @@ impl Balanced {
             model: compiled.config.model.name.clone().unwrap_or_default(),
             started,
             tried: Some(Arc::from(entries.join(", "))),
+            consumer: self.consumer.clone(),
         }
     }
 

@@ -18,6 +18,8 @@ pub const FORMAT_VERSIONS: [&str; 3] = ["3.0", "2.1", "1.1"];
 pub const AI_PROXY: &str = "ai-proxy";
 pub const AI_PROXY_ADVANCED: &str = "ai-proxy-advanced";
 pub const PROMETHEUS: &str = "prometheus";
+pub const KEY_AUTH: &str = "key-auth";
+pub const AI_RATE_LIMITING: &str = "ai-rate-limiting-advanced";
 
 /// Top-level sections decK (or Kong's declarative format) knows and that an AI gateway has no
 /// use for. They are accepted, so a file shared with Kong loads unchanged, and ignored.
@@ -28,7 +30,6 @@ pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
     "certificates",
     "cloned_plugins",
     "consumer_groups",
-    "consumers",
     "custom_entities",
     "custom_plugins",
     "filter_chains",
@@ -49,9 +50,9 @@ pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
     "vaults",
 ];
 
-/// Ignored sections whose entries may carry nested plugins: those plugins would be scoped to a
-/// consumer, which this gateway cannot honour, so they are reported rather than ignored.
-pub const CONSUMER_SECTIONS: [&str; 2] = ["consumers", "consumer_groups"];
+/// An ignored section whose entries may carry nested plugins: those plugins would be scoped to
+/// a consumer group, which this gateway cannot honour, so they are reported rather than ignored.
+pub const CONSUMER_GROUPS: &str = "consumer_groups";
 
 fn enabled_by_default() -> bool {
     true
@@ -145,7 +146,8 @@ pub struct DeckRoute {
     pub plugins: Vec<Value>,
 }
 
-/// A plugin instance. `service`/`route`/`consumer` references only make sense at top level.
+/// A plugin instance. `service`/`route` references only make sense at top level; `consumer`
+/// at top level or nested in a route or service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeckPlugin {

@@ -15,18 +15,20 @@ use serde_json::{Map, Value};
 use crate::config::ai_proxy::AiProxyConfig;
 use crate::config::ai_proxy_advanced::{AiProxyAdvancedConfig, BalancerConfig, TargetConfig};
 use crate::config::deck::{
-    DeckPlugin, DeckRoute, DeckService, EntityRef, AI_PROXY, AI_PROXY_ADVANCED, CONSUMER_SECTIONS,
-    FORMAT_VERSIONS, IGNORED_TOP_LEVEL_KEYS, PROMETHEUS,
+    DeckPlugin, DeckRoute, DeckService, EntityRef, AI_PROXY, AI_PROXY_ADVANCED, AI_RATE_LIMITING,
+    CONSUMER_GROUPS, FORMAT_VERSIONS, IGNORED_TOP_LEVEL_KEYS, KEY_AUTH, PROMETHEUS,
 };
+use crate::config::key_auth::{DeckConsumer, KeyAuthConfig};
 use crate::config::problem::{field, item, kind, ConfigProblem, Problems};
 use crate::config::prometheus::PrometheusConfig;
-use crate::config::{env_subst, validate};
+use crate::config::rate_limit::RateLimitConfig;
+use crate::config::{env_subst, key_auth, rate_limit, validate};
 
 mod resolve;
 #[cfg(test)]
 mod tests;
 
-use resolve::resolve;
+use resolve::{consumer_spec, resolve};
 
 /// Kong's service defaults.
 pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
@@ -38,6 +40,25 @@ pub const DEFAULT_RETRIES: u64 = 5;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub routes: Vec<RouteSpec>,
+    /// The `consumers` section, in file order; routes refer to them by index.
+    pub consumers: Vec<ConsumerSpec>,
+}
+
+/// A consumer and its key-auth keys.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    pub id: Option<String>,
+    pub keys: Vec<String>,
+}
+
+/// An `ai-rate-limiting-advanced` plugin that applies to a route, with its field path (the
+/// default counter namespace, so a reload that keeps the plugin keeps its counters).
+#[derive(Debug, Clone)]
+pub struct RateLimitSpec {
+    pub config: Arc<RateLimitConfig>,
+    pub path: String,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +82,13 @@ pub struct RouteSpec {
     pub plugin_path: Option<String>,
     /// The prometheus plugin that applies (route > service > global), if any.
     pub prometheus: Option<PrometheusConfig>,
+    /// The key-auth plugin that applies (route > service > global), if any.
+    pub key_auth: Option<Arc<KeyAuthConfig>>,
+    /// The rate-limiting plugin for requests without a consumer-scoped one.
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Consumer-scoped rate-limiting plugins (index into `GatewayConfig::consumers`), which win
+    /// over `rate_limit` for that consumer's requests.
+    pub consumer_rate_limits: Vec<(usize, RateLimitSpec)>,
 }
 
 /// The AI plugin serving a route: `ai-proxy` is one target without a balancer.
@@ -131,7 +159,8 @@ pub fn load_deck(
     let tree = read_tree(top, &mut problems);
     let routes = resolve(&tree, &mut problems);
     if problems.list.is_empty() {
-        Ok(GatewayConfig { routes })
+        let consumers = tree.consumers.iter().map(consumer_spec).collect();
+        Ok(GatewayConfig { routes, consumers })
     } else {
         Err(problems.list)
     }
@@ -194,11 +223,11 @@ fn check_top_level(
             }
             // decK metadata: `_info`, `_konnect`, `_transform`, `_workspace`, `_plugin_configs`...
             k if k.starts_with('_') => {}
-            "services" | "routes" | "plugins" => {
+            "services" | "routes" | "plugins" | "consumers" => {
                 let substituted = env_subst::substitute(value, env, key, &mut problems.list);
                 problems.from_env.extend(substituted);
             }
-            k if CONSUMER_SECTIONS.contains(&k) => report_consumer_plugins(k, value, problems),
+            CONSUMER_GROUPS => report_consumer_group_plugins(value, problems),
             k if IGNORED_TOP_LEVEL_KEYS.contains(&k) => {}
             k => problems.push(
                 k,
@@ -208,9 +237,9 @@ fn check_top_level(
     }
 }
 
-const CONSUMER_PLUGIN: &str = "plugins scoped to a consumer are not supported";
+const CONSUMER_GROUP_PLUGIN: &str = "plugins scoped to a consumer group are not supported";
 
-fn report_consumer_plugins(section: &str, value: &Value, problems: &mut Problems) {
+fn report_consumer_group_plugins(value: &Value, problems: &mut Problems) {
     let Some(entries) = value.as_array() else {
         return;
     };
@@ -220,7 +249,10 @@ fn report_consumer_plugins(section: &str, value: &Value, problems: &mut Problems
             .and_then(Value::as_array)
             .is_some_and(|plugins| !plugins.is_empty())
         {
-            problems.push(field(&item(section, i), "plugins"), CONSUMER_PLUGIN);
+            problems.push(
+                field(&item(CONSUMER_GROUPS, i), "plugins"),
+                CONSUMER_GROUP_PLUGIN,
+            );
         }
     }
 }
@@ -229,6 +261,13 @@ fn report_consumer_plugins(section: &str, value: &Value, problems: &mut Problems
 struct Tree {
     services: Vec<ServiceNode>,
     routes: Vec<RouteNode>,
+    plugins: Vec<PluginNode>,
+    consumers: Vec<ConsumerNode>,
+}
+
+struct ConsumerNode {
+    path: String,
+    consumer: DeckConsumer,
     plugins: Vec<PluginNode>,
 }
 
@@ -257,19 +296,25 @@ struct PluginNode {
 enum PluginConfig {
     Ai(Arc<AiPlugin>),
     Prometheus(PrometheusConfig),
+    KeyAuth(Arc<KeyAuthConfig>),
+    RateLimit(Arc<RateLimitConfig>),
 }
 
 /// The plugin kinds of which one instance applies per request (the most specific scope wins).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Ai,
     Prometheus,
+    KeyAuth,
+    RateLimit,
 }
 
 fn kind_of(name: &str) -> Option<Kind> {
     match name {
         AI_PROXY | AI_PROXY_ADVANCED => Some(Kind::Ai),
         PROMETHEUS => Some(Kind::Prometheus),
+        KEY_AUTH => Some(Kind::KeyAuth),
+        AI_RATE_LIMITING => Some(Kind::RateLimit),
         _ => None,
     }
 }
@@ -304,11 +349,37 @@ fn read_tree(top: &Map<String, Value>, problems: &mut Problems) -> Tree {
         "plugins",
         problems,
     );
+    let consumers = list(top.get("consumers"), "consumers", problems)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, raw)| read_consumer(raw, &item("consumers", i), problems))
+        .collect();
     Tree {
         services,
         routes,
         plugins,
+        consumers,
     }
+}
+
+fn read_consumer(raw: &Value, path: &str, problems: &mut Problems) -> Option<ConsumerNode> {
+    let consumer: DeckConsumer = problems.parse_at(raw, path)?;
+    key_auth::check_consumer(&consumer, path, problems);
+    let plugins_path = field(path, "plugins");
+    let plugins = read_plugins(&consumer.plugins, &plugins_path, problems);
+    for node in &plugins {
+        if node.plugin.consumer.is_some() {
+            problems.push(
+                field(&node.path, "consumer"),
+                "a nested plugin is scoped by the entity it is nested in: remove this reference",
+            );
+        }
+    }
+    Some(ConsumerNode {
+        path: path.to_string(),
+        consumer,
+        plugins,
+    })
 }
 
 fn read_service(raw: &Value, path: &str, problems: &mut Problems) -> Option<ServiceNode> {
@@ -348,7 +419,8 @@ fn read_plugins(raw: &[Value], base: &str, problems: &mut Problems) -> Vec<Plugi
         .filter_map(|(i, raw)| {
             let path = item(base, i);
             let plugin: DeckPlugin = problems.parse_at(raw, &path)?;
-            let config = read_plugin_config(&plugin, &path, problems);
+            let consumer_nested = base.starts_with("consumers[");
+            let config = read_plugin_config(&plugin, &path, consumer_nested, problems);
             Some(PluginNode {
                 path,
                 plugin,
@@ -361,27 +433,42 @@ fn read_plugins(raw: &[Value], base: &str, problems: &mut Problems) -> Vec<Plugi
 fn read_plugin_config(
     plugin: &DeckPlugin,
     path: &str,
+    consumer_nested: bool,
     problems: &mut Problems,
 ) -> Option<PluginConfig> {
-    for (name, set) in [
-        ("consumer", plugin.consumer.is_some()),
-        ("consumer_group", plugin.consumer_group.is_some()),
-    ] {
-        if set {
-            problems.push(field(path, name), CONSUMER_PLUGIN);
-        }
+    if plugin.consumer_group.is_some() {
+        problems.push(field(path, "consumer_group"), CONSUMER_GROUP_PLUGIN);
     }
-    if kind_of(&plugin.name).is_none() {
+    let Some(kind) = kind_of(&plugin.name) else {
         problems.push(
             field(path, "name"),
             format!(
-                "unknown plugin '{}' (supported: '{AI_PROXY}', '{AI_PROXY_ADVANCED}', '{PROMETHEUS}')",
+                "unknown plugin '{}' (supported: '{AI_PROXY}', '{AI_PROXY_ADVANCED}', '{PROMETHEUS}', '{KEY_AUTH}', '{AI_RATE_LIMITING}')",
                 plugin.name
             ),
         );
         return None;
+    };
+    // Kong's key-auth cannot be scoped to a consumer (it finds the consumer); the other
+    // plugins here serve a route whoever calls it. Token limits per consumer are the point.
+    if kind != Kind::RateLimit && (consumer_nested || plugin.consumer.is_some()) {
+        let at = if consumer_nested {
+            path.to_string()
+        } else {
+            field(path, "consumer")
+        };
+        problems.push(
+            at,
+            format!(
+                "the '{}' plugin cannot be scoped to a consumer",
+                plugin.name
+            ),
+        );
     }
     let config_path = field(path, "config");
+    if kind == Kind::KeyAuth || kind == Kind::RateLimit {
+        return read_access_plugin(plugin, kind, &config_path, problems);
+    }
     if plugin.name == PROMETHEUS {
         return match plugin.config.as_ref() {
             None => Some(PluginConfig::Prometheus(PrometheusConfig::default())),
@@ -400,6 +487,36 @@ fn read_plugin_config(
         AiPlugin::single(read_ai_proxy(raw, &config_path, problems)?)
     };
     Some(PluginConfig::Ai(Arc::new(ai)))
+}
+
+/// key-auth (usually written without a config block: every field has a default) and
+/// ai-rate-limiting-advanced.
+fn read_access_plugin(
+    plugin: &DeckPlugin,
+    kind: Kind,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<PluginConfig> {
+    let empty = Value::Object(Map::new());
+    let raw = match (plugin.config.as_ref(), kind) {
+        (Some(raw), _) => raw,
+        (None, Kind::KeyAuth) => &empty,
+        (None, _) => {
+            problems.push(path, "required field missing");
+            return None;
+        }
+    };
+    let before = problems.list.len();
+    let config = if kind == Kind::KeyAuth {
+        let config: KeyAuthConfig = problems.parse_at(raw, path)?;
+        key_auth::check(&config, path, problems);
+        PluginConfig::KeyAuth(Arc::new(config))
+    } else {
+        let config: RateLimitConfig = problems.parse_at(raw, path)?;
+        rate_limit::check(&config, path, problems);
+        PluginConfig::RateLimit(Arc::new(config))
+    };
+    (problems.list.len() == before).then_some(config)
 }
 
 fn read_ai_proxy(raw: &Value, path: &str, problems: &mut Problems) -> Option<Arc<AiProxyConfig>> {

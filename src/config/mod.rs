@@ -1,4 +1,5 @@
-//! Configuration: the decK file (services, routes, `ai-proxy` plugins) and the server settings.
+//! Configuration: the decK file (services, routes, consumers and their plugins) and the server
+//! settings.
 //!
 //! Loading is two-phase: raw serde types, then validation that collects every problem with its
 //! field path, giving an immutable [`load::GatewayConfig`].
@@ -7,8 +8,10 @@ pub mod ai_proxy;
 pub mod ai_proxy_advanced;
 pub mod deck;
 pub mod env_subst;
+pub mod key_auth;
 pub mod load;
 pub mod problem;
 pub mod prometheus;
+pub mod rate_limit;
 pub mod settings;
 pub mod validate;

@@ -110,6 +110,8 @@ impl Problems {
 
     fn is_sensitive(&self, path: &str) -> bool {
         path.contains("config.auth")
+            || path.contains("keyauth_credentials")
+            || path.contains("config.redis")
             || self.from_env.iter().any(|p| {
                 p.strip_prefix(path)
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))

@@ -16,6 +16,7 @@ use crate::config::load::{AiPlugin, GatewayConfig};
 use crate::config::problem::ConfigProblem;
 use crate::config::settings::Settings;
 use crate::formats::ClientFormat;
+use crate::key_auth::{Consumers, KeyAuth};
 use crate::providers::Driver;
 use crate::router::Router;
 
@@ -172,6 +173,8 @@ pub struct AiRoute {
     pub balancer: Option<Arc<Balancer>>,
     /// Plugin-wide, so the same for every target.
     pub body_limit: Option<u64>,
+    /// The key-auth plugin that applies to the route, if any.
+    pub key_auth: Option<KeyAuth>,
 }
 
 impl AiRoute {
@@ -224,6 +227,7 @@ impl AiRoute {
             body_limit: targets[0].body_limit,
             targets,
             balancer,
+            key_auth: None,
         })
     }
 }
@@ -257,6 +261,7 @@ pub fn compile(
     generation: u64,
 ) -> Result<Snapshot, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
+    let consumers = Arc::new(Consumers::new(&config.consumers));
     let mut routes = Vec::with_capacity(config.routes.len());
     for spec in &config.routes {
         let (Some(plugin), Some(path)) = (&spec.plugin, &spec.plugin_path) else {
@@ -275,7 +280,15 @@ pub fn compile(
                 write: Duration::from_millis(settings.write_timeout_ms),
             },
         };
-        match AiRoute::new(&spec.name, plugin, timeouts, path) {
+        let compiled = AiRoute::new(&spec.name, plugin, timeouts, path).and_then(|mut route| {
+            if let Some(config) = &spec.key_auth {
+                let key_auth = KeyAuth::new(config.clone(), consumers.clone())
+                    .map_err(|message| vec![ConfigProblem::new(spec.name.clone(), message)])?;
+                route.key_auth = Some(key_auth);
+            }
+            Ok(route)
+        });
+        match compiled {
             Ok(route) => routes.push(Some(Arc::new(route))),
             Err(mut found) => problems.append(&mut found),
         }

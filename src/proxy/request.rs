@@ -30,6 +30,27 @@ pub struct ClientRequest {
     pub captures: Vec<(String, String)>,
 }
 
+#[cfg(test)]
+impl ClientRequest {
+    /// A POST to `path` with these headers and query, for unit tests.
+    pub(crate) fn post(path: &str, headers: &[(&str, &str)], query: &str) -> ClientRequest {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        ClientRequest {
+            method: Method::POST,
+            path: path.into(),
+            query: query.into(),
+            headers: map,
+            captures: Vec::new(),
+        }
+    }
+}
+
 /// The per-request decisions the response side needs again.
 #[derive(Debug, Clone)]
 pub struct Resolved {

@@ -87,27 +87,68 @@ pub(super) fn resolve(tree: &Tree, problems: &mut Problems) -> Vec<RouteSpec> {
         problems,
     );
 
-    let mut scoped: Vec<(Scope, &PluginNode)> = Vec::new();
+    let consumers = Index::build(
+        "consumer",
+        tree.consumers.iter().map(|c| {
+            (
+                c.path.as_str(),
+                c.consumer.username.as_deref(),
+                c.consumer.id.as_deref(),
+            )
+        }),
+        problems,
+    );
+    check_unique_keys(&tree.consumers, problems);
+
+    let mut scoped: Vec<Scoped> = Vec::new();
     for (s, node) in tree.services.iter().enumerate() {
         for plugin in &node.plugins {
             refuse_references(plugin, problems);
-            scoped.push((Scope::Service(s), plugin));
+            scoped.push((Scope::Service(s), None, plugin));
         }
     }
     for (r, entry) in routes.iter().enumerate() {
         for plugin in &entry.node.plugins {
             refuse_references(plugin, problems);
-            scoped.push((Scope::Route(r), plugin));
+            scoped.push((Scope::Route(r), None, plugin));
         }
     }
     for plugin in &tree.plugins {
+        let consumer = match &plugin.plugin.consumer {
+            None => None,
+            Some(reference) => match consumers.find(reference) {
+                Some(c) => Some(c),
+                None => {
+                    problems.push(
+                        field(&plugin.path, "consumer"),
+                        format!("unknown consumer '{}'", reference.key()),
+                    );
+                    continue;
+                }
+            },
+        };
         if let Some(scope) = top_level_scope(plugin, &services, &route_index, &routes, problems) {
-            scoped.push((scope, plugin));
+            scoped.push((scope, consumer, plugin));
+        }
+    }
+    for (c, node) in tree.consumers.iter().enumerate() {
+        for plugin in &node.plugins {
+            if let Some(scope) = top_level_scope(plugin, &services, &route_index, &routes, problems)
+            {
+                scoped.push((scope, Some(c), plugin));
+            }
         }
     }
 
     let ai = active_by_scope(&scoped, Kind::Ai, tree, &routes, problems);
     let prometheus = active_by_scope(&scoped, Kind::Prometheus, tree, &routes, problems);
+    let key_auth = active_by_scope(&scoped, Kind::KeyAuth, tree, &routes, problems);
+    let limits = active_by_scope(&scoped, Kind::RateLimit, tree, &routes, problems);
+    for (_, _, node) in &scoped {
+        if let Some(PluginConfig::KeyAuth(config)) = &node.config {
+            check_anonymous(config, &node.path, &consumers, problems);
+        }
+    }
     routes
         .iter()
         .enumerate()
@@ -118,12 +159,19 @@ pub(super) fn resolve(tree: &Tree, problems: &mut Problems) -> Vec<RouteSpec> {
         })
         .map(|(r, entry)| {
             let route = &entry.node.route;
-            let plugin = applying(&ai, r, entry.service);
+            let plugin = applying(&ai, r, entry.service, None);
             let prometheus =
-                applying(&prometheus, r, entry.service).and_then(|p| match &p.config {
+                applying(&prometheus, r, entry.service, None).and_then(|p| match &p.config {
                     Some(PluginConfig::Prometheus(config)) => Some(config.clone()),
                     _ => None,
                 });
+            let rate_limit = |node: &PluginNode| match &node.config {
+                Some(PluginConfig::RateLimit(config)) => Some(RateLimitSpec {
+                    config: config.clone(),
+                    path: node.path.clone(),
+                }),
+                _ => None,
+            };
             RouteSpec {
                 name: display_name(route.name.as_ref(), route.id.as_ref(), &entry.node.path),
                 paths: route.paths.clone(),
@@ -142,16 +190,36 @@ pub(super) fn resolve(tree: &Tree, problems: &mut Problems) -> Vec<RouteSpec> {
                 }),
                 plugin_path: plugin.map(|p| p.path.clone()),
                 prometheus,
+                key_auth: applying(&key_auth, r, entry.service, None).and_then(|p| {
+                    match &p.config {
+                        Some(PluginConfig::KeyAuth(config)) => Some(config.clone()),
+                        _ => None,
+                    }
+                }),
+                rate_limit: applying(&limits, r, entry.service, None).and_then(rate_limit),
+                // A consumer-scoped instance beats the route's, service's and global one.
+                consumer_rate_limits: (0..tree.consumers.len())
+                    .filter_map(|c| {
+                        applying(&limits, r, entry.service, Some(c))
+                            .and_then(rate_limit)
+                            .map(|spec| (c, spec))
+                    })
+                    .collect(),
             }
         })
         .collect()
 }
 
-/// The instance that applies to route `r`: route beats service beats global.
+/// A plugin with where it applies and the consumer it is restricted to.
+type Scoped<'a> = (Scope, Option<usize>, &'a PluginNode);
+
+/// The instance restricted to `consumer` (or to none) that applies to route `r`: route beats
+/// service beats global.
 fn applying<'a>(
-    active: &HashMap<Scope, &'a PluginNode>,
+    active: &HashMap<(Scope, Option<usize>), &'a PluginNode>,
     r: usize,
     service: Option<usize>,
+    consumer: Option<usize>,
 ) -> Option<&'a PluginNode> {
     [
         Some(Scope::Route(r)),
@@ -160,31 +228,35 @@ fn applying<'a>(
     ]
     .into_iter()
     .flatten()
-    .find_map(|scope| active.get(&scope).copied())
+    .find_map(|scope| active.get(&(scope, consumer)).copied())
 }
 
 /// The enabled instance of one plugin kind per scope. Only one instance of a kind may sit on a
 /// scope (Kong's uniqueness rule, which counts disabled instances too); `ai-proxy` and
 /// `ai-proxy-advanced` are one kind, since a route is proxied by one of them.
 fn active_by_scope<'a>(
-    scoped: &[(Scope, &'a PluginNode)],
+    scoped: &[Scoped<'a>],
     kind: Kind,
     tree: &Tree,
     routes: &[RouteEntry<'_>],
     problems: &mut Problems,
-) -> HashMap<Scope, &'a PluginNode> {
-    let mut first_at: HashMap<Scope, &str> = HashMap::new();
-    let mut active: HashMap<Scope, &PluginNode> = HashMap::new();
-    for &(scope, node) in scoped {
+) -> HashMap<(Scope, Option<usize>), &'a PluginNode> {
+    let mut first_at: HashMap<(Scope, Option<usize>), &str> = HashMap::new();
+    let mut active: HashMap<(Scope, Option<usize>), &PluginNode> = HashMap::new();
+    for &(scope, consumer, node) in scoped {
         if kind_of(&node.plugin.name) != Some(kind) {
             continue;
         }
-        if let Some(first) = first_at.get(&scope) {
-            let target = match scope {
+        let slot = (scope, consumer);
+        if let Some(first) = first_at.get(&slot) {
+            let mut target = match scope {
                 Scope::Global => "globally".to_string(),
                 Scope::Service(s) => format!("on {}", tree.services[s].path),
                 Scope::Route(r) => format!("on {}", routes[r].node.path),
             };
+            if let Some(c) = consumer {
+                target.push_str(&format!(" for {}", tree.consumers[c].path));
+            }
             problems.push(
                 node.path.as_str(),
                 format!(
@@ -194,12 +266,57 @@ fn active_by_scope<'a>(
             );
             continue;
         }
-        first_at.insert(scope, &node.path);
+        first_at.insert(slot, &node.path);
         if node.plugin.enabled {
-            active.insert(scope, node);
+            active.insert(slot, node);
         }
     }
     active
+}
+
+/// key-auth's `anonymous` names a consumer by username or id.
+fn check_anonymous(config: &KeyAuthConfig, path: &str, consumers: &Index, problems: &mut Problems) {
+    if let Some(anonymous) = &config.anonymous {
+        if consumers.find(&EntityRef(anonymous.clone())).is_none() {
+            problems.push(
+                field(&field(path, "config"), "anonymous"),
+                format!("unknown consumer '{anonymous}'"),
+            );
+        }
+    }
+}
+
+/// Kong keeps key-auth keys unique: a key must name one consumer. The key is never echoed.
+fn check_unique_keys(consumers: &[ConsumerNode], problems: &mut Problems) {
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    for node in consumers {
+        for (k, credential) in node.consumer.keyauth_credentials.iter().enumerate() {
+            let path = item(&field(&node.path, "keyauth_credentials"), k);
+            match seen.get(credential.key.as_str()) {
+                Some(first) => problems.push(
+                    field(&path, "key"),
+                    format!("this key is already used by {first}"),
+                ),
+                None => {
+                    seen.insert(&credential.key, path);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn consumer_spec(node: &ConsumerNode) -> ConsumerSpec {
+    let consumer = &node.consumer;
+    ConsumerSpec {
+        username: consumer.username.clone(),
+        custom_id: consumer.custom_id.clone(),
+        id: consumer.id.clone(),
+        keys: consumer
+            .keyauth_credentials
+            .iter()
+            .map(|c| c.key.clone())
+            .collect(),
+    }
 }
 
 /// Nested routes first (they belong to their service), then top-level routes with their

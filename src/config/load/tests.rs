@@ -276,7 +276,7 @@ fn many_errors_are_all_reported_at_once() {
             "routes[0].plugins[0].config.model.provider: value must be bedrock",
             "routes[0].plugins[0].config.model.options.upstream_url: must be an absolute http(s) URL",
             "routes[1]: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'",
-            "plugins[1].consumer: plugins scoped to a consumer are not supported",
+            "plugins[1].consumer: the 'ai-proxy' plugin cannot be scoped to a consumer",
             "plugins[1].config.model.options.colour: unknown field `colour`, expected one of `max_tokens`",
             "plugins[2].config.auth.allow_override: bedrock and gemini only support auth.allow_override = false",
             "plugins[2].config: all or none of these fields must be set: 'auth.param_name', 'auth.param_value', 'auth.param_location'",
@@ -284,7 +284,7 @@ fn many_errors_are_all_reported_at_once() {
             "routes[0].service: unknown service 'nowhere'",
             "services[0].routes[1].name: route name 'chat' is already used by services[0].routes[0]",
             "plugins[0].route: unknown route 'missing-route'",
-            "plugins[2]: duplicate 'ai-proxy' plugin globally: already configured at plugins[1]",
+            "plugins[1].consumer: unknown consumer 'alice'",
         ];
     let actual = problems(fixture!("many-errors.yaml"));
     assert_eq!(actual.len(), expected.len(), "{actual:#?}");
@@ -467,25 +467,131 @@ fn unknown_and_consumer_scoped_plugins_are_problems() {
   - name: r
     paths: [/a]
     plugins:
-      - {{name: key-auth, enabled: false}}
+      - {{name: rate-limiting, enabled: false}}
       - {{name: ai-proxy, consumer: {{id: c1}}, config: {OPENAI_CONFIG}}}
       - {{name: ai-proxy, route: r, config: {OPENAI_CONFIG}}}
 consumers:
   - username: alice
-    plugins: [{{name: ai-proxy, config: {OPENAI_CONFIG}}}]
+    plugins: [{{name: ai-proxy, config: {OPENAI_CONFIG}}}, {{name: key-auth}}]
   - username: bob
+consumer_groups:
+  - name: g
+    plugins: [{{name: key-auth}}]
 "
     ));
     assert_eq!(
-            found,
-            [
-                "consumers[0].plugins: plugins scoped to a consumer are not supported",
-                "routes[0].plugins[0].name: unknown plugin 'key-auth' (supported: 'ai-proxy', 'ai-proxy-advanced', 'prometheus')",
-                "routes[0].plugins[1].consumer: plugins scoped to a consumer are not supported",
-                "routes[0].plugins[2].route: a nested plugin is scoped by the entity it is nested in: remove this reference",
-                "routes[0].plugins[2]: duplicate 'ai-proxy' plugin on routes[0]: already configured at routes[0].plugins[1]",
-            ]
-        );
+        found,
+        [
+            "consumer_groups[0].plugins: plugins scoped to a consumer group are not supported",
+            "routes[0].plugins[0].name: unknown plugin 'rate-limiting' (supported: 'ai-proxy', 'ai-proxy-advanced', 'prometheus', 'key-auth', 'ai-rate-limiting-advanced')",
+            "routes[0].plugins[1].consumer: the 'ai-proxy' plugin cannot be scoped to a consumer",
+            "consumers[0].plugins[0]: the 'ai-proxy' plugin cannot be scoped to a consumer",
+            "consumers[0].plugins[1]: the 'key-auth' plugin cannot be scoped to a consumer",
+            "routes[0].plugins[2].route: a nested plugin is scoped by the entity it is nested in: remove this reference",
+            "routes[0].plugins[2]: duplicate 'ai-proxy' plugin on routes[0]: already configured at routes[0].plugins[1]",
+        ]
+    );
+}
+
+const RATE_LIMIT: &str = "{llm_providers: [{name: openai, limit: [1000], window_size: [60]}]}";
+
+#[test]
+fn consumers_keys_and_consumer_scoped_limits_resolve() {
+    let config = ok(&format!(
+        "services:
+  - name: s
+    url: http://127.0.0.1:9
+    plugins: [{{name: key-auth, config: {{key_names: [x-key], hide_credentials: true}}}}]
+    routes:
+      - name: r
+        paths: [/a]
+        plugins:
+          - {{name: ai-proxy, config: {OPENAI_CONFIG}}}
+          - {{name: ai-rate-limiting-advanced, config: {RATE_LIMIT}}}
+      - name: other
+        paths: [/b]
+plugins:
+  - {{name: ai-rate-limiting-advanced, consumer: bob, route: r, config: {RATE_LIMIT}}}
+consumers:
+  - username: alice
+    custom_id: a-1
+    keyauth_credentials: [{{key: k-alice}}, {{key: k-alice-2}}]
+    plugins: [{{name: ai-rate-limiting-advanced, config: {RATE_LIMIT}}}]
+  - username: bob
+    keyauth_credentials: [{{key: k-bob}}]
+"
+    ));
+    assert_eq!(config.consumers.len(), 2);
+    assert_eq!(config.consumers[0].keys, ["k-alice", "k-alice-2"]);
+    assert_eq!(config.consumers[0].custom_id.as_deref(), Some("a-1"));
+    let r = route(&config, "r");
+    let key_auth = r.key_auth.as_ref().expect("service key-auth applies");
+    assert_eq!(key_auth.key_names, ["x-key"]);
+    assert!(key_auth.hide_credentials && key_auth.key_in_header && !key_auth.key_in_body);
+    assert_eq!(
+        r.rate_limit.as_ref().unwrap().path,
+        "services[0].routes[0].plugins[1]"
+    );
+    let scoped: Vec<(usize, &str)> = r
+        .consumer_rate_limits
+        .iter()
+        .map(|(c, spec)| (*c, spec.path.as_str()))
+        .collect();
+    assert_eq!(scoped, [(0, "consumers[0].plugins[0]"), (1, "plugins[0]")]);
+    let other = route(&config, "other");
+    assert!(other.key_auth.is_some() && other.rate_limit.is_none());
+    assert_eq!(
+        other.consumer_rate_limits.len(),
+        1,
+        "alice's applies everywhere"
+    );
+}
+
+#[test]
+fn key_auth_consumer_and_limit_mistakes_are_reported() {
+    let found = problems(
+        "plugins:
+  - {name: key-auth, config: {key_names: [], anonymous: nobody, key_in_header: false, key_in_query: false}}
+  - name: ai-rate-limiting-advanced
+    config:
+      strategy: redis
+      identifier: header
+      sync_rate: -2
+      error_code: 99
+      request_prompt_count_function: return 1
+      llm_providers:
+        - {name: requestPrompt, limit: [1], window_size: [60]}
+        - {name: openai, limit: [0, 5], window_size: [0]}
+        - {name: openai, limit: [5], window_size: [60]}
+consumers:
+  - custom_id: ''
+    keyauth_credentials: [{key: secret-1}, {key: ''}]
+  - username: b
+    keyauth_credentials: [{key: secret-1}]
+",
+    );
+    let expected = [
+        "plugins[0].config.key_names: length must be at least 1",
+        "plugins[0].config: at least one of 'key_in_header', 'key_in_query', 'key_in_body' must be true",
+        "plugins[1].config.llm_providers[0].name: 'requestPrompt' counts with request_prompt_count_function, a Lua hook this gateway does not run",
+        "plugins[1].config.llm_providers[1]: 'limit' and 'window_size' must be lists of the same, non-zero length",
+        "plugins[1].config.llm_providers[1].limit[0]: must be greater than 0",
+        "plugins[1].config.llm_providers[1].window_size[0]: must be greater than 0",
+        "plugins[1].config.llm_providers[2].name: provider listed twice",
+        "plugins[1].config.sync_rate: must be -1, 0 or a positive number of seconds",
+        "plugins[1].config.header_name: required when identifier is 'header'",
+        "plugins[1].config.error_code: must be between 100 and 599",
+        "plugins[1].config.request_prompt_count_function: Lua functions are not supported",
+        "plugins[1].config.redis.host: required when strategy is 'redis'",
+        "consumers[0]: at least one of these fields must be non-empty: 'custom_id', 'username'",
+        "consumers[0].keyauth_credentials[1].key: length must be at least 1",
+        "consumers[1].keyauth_credentials[0].key: this key is already used by consumers[0].keyauth_credentials[0]",
+    ];
+    assert_eq!(found, expected);
+    assert!(
+        found.iter().all(|p| !p.contains("secret-1")),
+        "keys are never echoed"
+    );
 }
 
 #[test]

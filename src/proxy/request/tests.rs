@@ -45,20 +45,7 @@ fn merge(base: &mut Value, extra: Value) {
 }
 
 fn client(headers: &[(&str, &str)], query: &str) -> ClientRequest {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        map.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    ClientRequest {
-        method: Method::POST,
-        path: "/openai/chat/completions".into(),
-        query: query.into(),
-        headers: map,
-        captures: Vec::new(),
-    }
+    ClientRequest::post("/openai/chat/completions", headers, query)
 }
 
 fn run(route: &CompiledRoute, body: Value) -> Result<Prepared, GatewayError> {

@@ -1,0 +1,442 @@
+//! Consumers and the `key-auth` plugin at request time: find the key where the plugin allows
+//! it, match it against every consumer's keys, strip it if asked, and tell the provider who
+//! called (Kong's `X-Consumer-*` headers).
+//!
+//! Keys are held as SHA-256 digests and a presented key is compared against every stored
+//! digest in constant time, so neither a near miss nor the position of the matching consumer
+//! shows in the response time. Keys never reach logs or errors.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
+
+use crate::config::key_auth::KeyAuthConfig;
+use crate::config::load::ConsumerSpec;
+use crate::error::GatewayError;
+use crate::proxy::request::ClientRequest;
+
+/// Headers that say who the consumer is: set by key-auth, never taken from the client.
+const CONSUMER_HEADERS: [&str; 5] = [
+    "x-consumer-id",
+    "x-consumer-custom-id",
+    "x-consumer-username",
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+];
+
+pub const NO_KEY: &str = "No API key found in request";
+pub const UNAUTHORIZED: &str = "Unauthorized";
+
+/// A consumer as requests see it.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Kong's consumer id: the decK `id`, else a stable UUID derived from username/custom_id.
+    pub id: String,
+    /// Username, else custom_id: for the access log and per-consumer limits.
+    pub name: Arc<str>,
+    /// `X-Consumer-ID`, `X-Consumer-Username`, `X-Consumer-Custom-ID`, built once.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Consumer {
+    fn new(spec: &ConsumerSpec) -> Consumer {
+        let name = spec
+            .username
+            .clone()
+            .or_else(|| spec.custom_id.clone())
+            .unwrap_or_default();
+        let id = spec.id.clone().unwrap_or_else(|| {
+            let seed = format!(
+                "{}\u{0}{}",
+                spec.username.as_deref().unwrap_or_default(),
+                spec.custom_id.as_deref().unwrap_or_default()
+            );
+            let digest = Sha256::digest(seed.as_bytes());
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&digest[..16]);
+            uuid::Builder::from_random_bytes(bytes)
+                .into_uuid()
+                .to_string()
+        });
+        let mut headers = Vec::new();
+        for (name, value) in [
+            ("x-consumer-id", Some(&id)),
+            ("x-consumer-username", spec.username.as_ref()),
+            ("x-consumer-custom-id", spec.custom_id.as_ref()),
+        ] {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.push((HeaderName::from_static(name), value));
+            }
+        }
+        Consumer {
+            id,
+            name: Arc::from(name),
+            headers,
+        }
+    }
+}
+
+/// Every consumer of a config generation and the digests of their keys.
+#[derive(Debug, Default)]
+pub struct Consumers {
+    list: Vec<Arc<Consumer>>,
+    /// (digest of the key, consumer index, credential number within the consumer)
+    keys: Vec<([u8; 32], u32, u32)>,
+}
+
+impl Consumers {
+    pub fn new(specs: &[ConsumerSpec]) -> Consumers {
+        let list = specs.iter().map(|s| Arc::new(Consumer::new(s))).collect();
+        let keys = specs
+            .iter()
+            .enumerate()
+            .flat_map(|(c, spec)| {
+                spec.keys
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, key)| (digest(key), c as u32, k as u32))
+            })
+            .collect();
+        Consumers { list, keys }
+    }
+
+    pub fn get(&self, index: usize) -> &Arc<Consumer> {
+        &self.list[index]
+    }
+
+    /// A consumer by username, custom id or id (key-auth's `anonymous`).
+    pub fn named(&self, reference: &str) -> Option<&Arc<Consumer>> {
+        self.list
+            .iter()
+            .find(|c| c.id == reference || &*c.name == reference)
+    }
+
+    /// The consumer owning `key` and the credential's identifier, comparing against every
+    /// stored key in constant time.
+    fn find(&self, key: &str) -> Option<(usize, u32)> {
+        let presented = digest(key);
+        let mut found = 0u32.ct_eq(&1); // false
+        let mut consumer = 0u32;
+        let mut credential = 0u32;
+        for (stored, c, k) in &self.keys {
+            let hit = stored.ct_eq(&presented);
+            consumer.conditional_assign(c, hit);
+            credential.conditional_assign(k, hit);
+            found |= hit;
+        }
+        bool::from(found).then_some((consumer as usize, credential))
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Who a request runs as, once key-auth has looked at it.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub consumer: Option<Arc<Consumer>>,
+    /// The matched credential (`<consumer id>:<n>`), for `identifier: credential` limits.
+    pub credential: Option<Arc<str>>,
+    pub consumer_index: Option<usize>,
+}
+
+/// One route's compiled key-auth plugin.
+#[derive(Debug)]
+pub struct KeyAuth {
+    config: Arc<KeyAuthConfig>,
+    headers: Vec<HeaderName>,
+    consumers: Arc<Consumers>,
+    /// The `anonymous` consumer's index, resolved at load time.
+    anonymous: Option<usize>,
+    realm: HeaderValue,
+}
+
+/// Where the key was found, so `hide_credentials` can remove it.
+enum Found {
+    Header(HeaderName),
+    Query(String),
+    Body(String),
+}
+
+impl KeyAuth {
+    pub fn new(config: Arc<KeyAuthConfig>, consumers: Arc<Consumers>) -> Result<KeyAuth, String> {
+        let headers = config
+            .key_names
+            .iter()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let anonymous = match &config.anonymous {
+            None => None,
+            Some(a) => {
+                let consumer = consumers
+                    .named(a)
+                    .ok_or_else(|| format!("anonymous: unknown consumer '{a}'"))?;
+                consumers.list.iter().position(|c| Arc::ptr_eq(c, consumer))
+            }
+        };
+        let realm = HeaderValue::from_str(&format!(
+            "Key realm=\"{}\"",
+            config.realm.as_deref().unwrap_or("kong")
+        ))
+        .map_err(|_| "realm is not a valid header value".to_string())?;
+        Ok(KeyAuth {
+            config,
+            headers,
+            consumers,
+            anonymous,
+            realm,
+        })
+    }
+
+    /// Authenticates `client`, stripping the key when `hide_credentials` asks for it and
+    /// setting the consumer headers the provider sees.
+    pub fn authenticate(
+        &self,
+        client: &mut ClientRequest,
+        body: &mut Bytes,
+    ) -> Result<Identity, GatewayError> {
+        for name in CONSUMER_HEADERS {
+            client.headers.remove(name);
+        }
+        let Some((key, found)) = self.find_key(client, body)? else {
+            return self.anonymous_or(client, NO_KEY);
+        };
+        let Some((consumer_index, credential)) = self.consumers.find(&key) else {
+            return self.anonymous_or(client, UNAUTHORIZED);
+        };
+        if self.config.hide_credentials {
+            hide(found, client, body);
+        }
+        let consumer = self.consumers.get(consumer_index).clone();
+        let credential: Arc<str> = Arc::from(format!("{}:{credential}", consumer.id));
+        set_consumer_headers(&mut client.headers, &consumer);
+        if let Ok(value) = HeaderValue::from_str(&credential) {
+            client
+                .headers
+                .insert(HeaderName::from_static("x-credential-identifier"), value);
+        }
+        Ok(Identity {
+            consumer: Some(consumer),
+            credential: Some(credential),
+            consumer_index: Some(consumer_index),
+        })
+    }
+
+    fn anonymous_or(
+        &self,
+        client: &mut ClientRequest,
+        message: &'static str,
+    ) -> Result<Identity, GatewayError> {
+        let Some(index) = self.anonymous else {
+            return Err(GatewayError::Unauthorized {
+                message,
+                realm: self.realm.clone(),
+            });
+        };
+        let consumer = self.consumers.get(index).clone();
+        set_consumer_headers(&mut client.headers, &consumer);
+        client.headers.insert(
+            HeaderName::from_static("x-anonymous-consumer"),
+            HeaderValue::from_static("true"),
+        );
+        Ok(Identity {
+            consumer: Some(consumer),
+            credential: None,
+            consumer_index: Some(index),
+        })
+    }
+
+    /// Kong's order: for each key name, the header, then the query, then the body.
+    fn find_key(
+        &self,
+        client: &ClientRequest,
+        body: &Bytes,
+    ) -> Result<Option<(String, Found)>, GatewayError> {
+        let json = if self.config.key_in_body {
+            serde_json::from_slice::<Value>(body).ok()
+        } else {
+            None
+        };
+        for (name, header) in self.config.key_names.iter().zip(&self.headers) {
+            if self.config.key_in_header {
+                let mut values = client.headers.get_all(header);
+                if let Some(value) = values.next() {
+                    if values.next().is_some() {
+                        return Err(GatewayError::Unauthorized {
+                            message: "Duplicate API key found",
+                            realm: self.realm.clone(),
+                        });
+                    }
+                    let key = value.to_str().unwrap_or_default().to_string();
+                    return Ok(Some((key, Found::Header(header.clone()))));
+                }
+            }
+            if self.config.key_in_query {
+                let key = url::form_urlencoded::parse(client.query.as_bytes())
+                    .find(|(k, _)| k == name.as_str())
+                    .map(|(_, v)| v.into_owned());
+                if let Some(key) = key {
+                    return Ok(Some((key, Found::Query(name.clone()))));
+                }
+            }
+            if let Some(key) = json
+                .as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(Value::as_str)
+            {
+                return Ok(Some((key.to_string(), Found::Body(name.clone()))));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn set_consumer_headers(headers: &mut HeaderMap, consumer: &Consumer) {
+    for (name, value) in &consumer.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+fn hide(found: Found, client: &mut ClientRequest, body: &mut Bytes) {
+    match found {
+        Found::Header(name) => {
+            client.headers.remove(name);
+        }
+        Found::Query(name) => {
+            let kept: Vec<(String, String)> = url::form_urlencoded::parse(client.query.as_bytes())
+                .filter(|(k, _)| *k != name.as_str())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            client.query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(kept)
+                .finish();
+        }
+        Found::Body(name) => {
+            if let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) {
+                map.remove(&name);
+                if let Ok(bytes) = serde_json::to_vec(&map) {
+                    *body = Bytes::from(bytes);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumers() -> Arc<Consumers> {
+        Arc::new(Consumers::new(&[
+            ConsumerSpec {
+                username: Some("alice".into()),
+                custom_id: Some("a-1".into()),
+                id: None,
+                keys: vec!["k-alice".into(), "k-alice-2".into()],
+            },
+            ConsumerSpec {
+                username: Some("guest".into()),
+                custom_id: None,
+                id: Some("g-id".into()),
+                keys: vec![],
+            },
+        ]))
+    }
+
+    fn key_auth(yaml: &str) -> KeyAuth {
+        let config: KeyAuthConfig = serde_norway::from_str(yaml).unwrap();
+        KeyAuth::new(Arc::new(config), consumers()).unwrap()
+    }
+
+    fn client(headers: &[(&str, &str)], query: &str) -> ClientRequest {
+        ClientRequest::post("/chat", headers, query)
+    }
+
+    fn refusal(result: Result<Identity, GatewayError>) -> &'static str {
+        match result {
+            Err(GatewayError::Unauthorized { message, .. }) => message,
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn header_key_finds_its_consumer_and_sets_kongs_headers() {
+        let auth = key_auth("{}");
+        let mut c = client(
+            &[("apikey", "k-alice-2"), ("x-consumer-username", "mallory")],
+            "",
+        );
+        let mut body = Bytes::new();
+        let id = auth.authenticate(&mut c, &mut body).unwrap();
+        assert_eq!(&*id.consumer.unwrap().name, "alice");
+        assert_eq!(c.headers.get("x-consumer-username").unwrap(), "alice");
+        assert_eq!(c.headers.get("x-consumer-custom-id").unwrap(), "a-1");
+        assert_eq!(c.headers.get("x-consumer-id").unwrap().len(), 36, "a UUID");
+        assert!(id.credential.unwrap().ends_with(":1"));
+        assert_eq!(
+            c.headers.get("apikey").unwrap(),
+            "k-alice-2",
+            "kept without hide_credentials"
+        );
+    }
+
+    #[test]
+    fn missing_and_wrong_keys_get_kongs_messages() {
+        let auth = key_auth("{}");
+        let mut body = Bytes::new();
+        assert_eq!(
+            refusal(auth.authenticate(&mut client(&[], ""), &mut body)),
+            NO_KEY
+        );
+        let wrong = auth.authenticate(&mut client(&[("apikey", "k-alic")], ""), &mut body);
+        assert_eq!(refusal(wrong), UNAUTHORIZED);
+        let twice = auth.authenticate(
+            &mut client(&[("apikey", "k-alice"), ("apikey", "k-alice")], ""),
+            &mut body,
+        );
+        assert_eq!(refusal(twice), "Duplicate API key found");
+    }
+
+    #[test]
+    fn hide_credentials_strips_header_query_and_body_keys() {
+        let auth =
+            key_auth("{key_names: [x-key, apikey], hide_credentials: true, key_in_body: true}");
+        let mut body = Bytes::new();
+        let mut c = client(&[("x-key", "k-alice")], "");
+        auth.authenticate(&mut c, &mut body).unwrap();
+        assert!(c.headers.get("x-key").is_none());
+
+        let mut c = client(&[], "a=1&apikey=k-alice&b=2");
+        auth.authenticate(&mut c, &mut body).unwrap();
+        assert_eq!(c.query, "a=1&b=2");
+
+        let mut body = Bytes::from_static(br#"{"model":"m","apikey":"k-alice"}"#);
+        let mut c = client(&[], "");
+        auth.authenticate(&mut c, &mut body).unwrap();
+        assert_eq!(&body[..], br#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn disabled_places_are_not_searched() {
+        let auth = key_auth("{key_in_query: false}");
+        let mut body = Bytes::from_static(br#"{"apikey":"k-alice"}"#);
+        let result = auth.authenticate(&mut client(&[], "apikey=k-alice"), &mut body);
+        assert_eq!(refusal(result), NO_KEY);
+    }
+
+    #[test]
+    fn anonymous_consumer_serves_requests_without_a_valid_key() {
+        let auth = key_auth("{anonymous: guest}");
+        let mut c = client(&[("apikey", "nope")], "");
+        let id = auth.authenticate(&mut c, &mut Bytes::new()).unwrap();
+        assert_eq!(&*id.consumer.unwrap().name, "guest");
+        assert_eq!(c.headers.get("x-anonymous-consumer").unwrap(), "true");
+        assert_eq!(c.headers.get("x-consumer-id").unwrap(), "g-id");
+        assert!(id.credential.is_none());
+    }
+}
