@@ -116,6 +116,7 @@ pub async fn proxy(
         started,
         tried: None,
         consumer: None,
+        dropped: String::new(),
     });
     let result = handle(
         &req,

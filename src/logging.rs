@@ -46,6 +46,7 @@ pub fn access(info: &AccessInfo, status: u16, usage: Usage, upstream_latency: Op
         prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens,
         tried = info.tried.as_deref(),
+        dropped_fields = %info.dropped,
         "request"
     );
 }
@@ -66,6 +67,7 @@ pub fn access_stream(info: &AccessInfo, outcome: &'static str, usage: Usage) {
         prompt_tokens = usage.prompt_tokens,
         completion_tokens = usage.completion_tokens,
         tried = info.tried.as_deref(),
+        dropped_fields = %info.dropped,
         "request"
     );
 }

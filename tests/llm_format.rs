@@ -446,3 +446,78 @@ fn native_rerank_generate_and_path_rules_over_raw_http() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+#[test]
+fn dropped_fields_are_named_or_refused() {
+    let mock = start_mock();
+    let m = mock.port;
+    let bedrock = format!(
+        "{{provider: bedrock, name: anthropic.claude-3-haiku-20240307-v1:0, options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: \"http://127.0.0.1:{m}\"}}}}"
+    );
+    let aws = "{aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: gateway-secret}";
+    let strict =
+        format!("route_type: llm/v1/chat\ndropped_fields: reject\nauth: {aws}\nmodel: {bedrock}");
+    let strict_claude = format!(
+        "{}\ndropped_fields: reject",
+        plugin("anthropic", aws, &bedrock)
+    );
+    let deck_text = deck(&[
+        (
+            "bedrock-chat",
+            "/bedrock-chat",
+            &format!("route_type: llm/v1/chat\nauth: {aws}\nmodel: {bedrock}"),
+        ),
+        ("bedrock-strict", "/bedrock-strict", &strict),
+        ("claude-strict", "/claude-strict", &strict_claude),
+    ]);
+    let gw = start_gateway(&write_deck(&deck_text), &[]);
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "seed": 7,
+                      "logit_bias": {"50256": -100}, "n": 1, "temperature": 0.5});
+    let r = post_json(gw.port, "/bedrock-chat/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-ai-gateway-dropped-fields"),
+        Some("logit_bias, seed")
+    );
+    assert!(
+        poll_until(std::time::Duration::from_secs(5), || gw
+            .logs()
+            .contains("dropped_fields=logit_bias, seed")),
+        "{}",
+        gw.logs()
+    );
+    let clean = post_json(
+        gw.port,
+        "/bedrock-chat/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    assert_eq!(clean.header("x-ai-gateway-dropped-fields"), None);
+
+    mock_clear(&mock);
+    let r = post_json(gw.port, "/bedrock-strict/chat/completions", &body);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "no equivalent at provider 'bedrock' for: logit_bias, seed (this route sets dropped_fields: reject)"
+    );
+    let r = post_json(
+        gw.port,
+        "/claude-strict/v1/messages",
+        &json!({"model": "claude-x", "max_tokens": 10, "service_tier": "auto",
+                "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["type"], "error");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("service_tier"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        mock_requests(&mock).is_empty(),
+        "refused requests never leave"
+    );
+}

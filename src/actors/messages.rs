@@ -29,6 +29,8 @@ pub struct AccessInfo {
     pub tried: Option<Arc<str>>,
     /// The consumer key-auth found (username, else custom_id).
     pub consumer: Option<Arc<str>>,
+    /// Request fields the provider could not take, comma-separated (empty when none).
+    pub dropped: String,
 }
 
 /// A client request for one route: sent by the HTTP handler to that route's `RouteActor`.

@@ -137,6 +137,7 @@ async fn attempt(
         started: input.started,
         tried: input.tried,
         consumer: input.consumer,
+        dropped: String::new(),
     };
     let prepared = match prepare(
         target,
@@ -161,6 +162,7 @@ async fn attempt(
         model_header,
     } = prepared;
     access.model = resolved.model.clone();
+    access.dropped = resolved.dropped.join(", ");
     let stream = if resolved.route_type == RouteType::Preserve {
         StreamPlan::PassthroughIfStreamed
     } else if resolved.format == ClientFormat::Native {
@@ -208,8 +210,8 @@ async fn attempt(
     if let Some(value) = model_header {
         headers.push((HeaderName::from_static(X_KONG_LLM_MODEL), value));
     }
-    if !resolved.dropped.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&resolved.dropped.join(", ")) {
+    if !access.dropped.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&access.dropped) {
             headers.push((HeaderName::from_static(X_DROPPED_FIELDS), value));
         }
     }
@@ -331,6 +333,7 @@ impl Handler<Proxy> for RouteActor {
                             started,
                             tried: None,
                             consumer,
+                            dropped: String::new(),
                         };
                         Ok(error_reply(&e, format, access))
                     }
@@ -562,6 +565,7 @@ impl Balanced {
             started,
             tried: Some(Arc::from(entries.join(", "))),
             consumer: self.consumer.clone(),
+            dropped: String::new(),
         }
     }
 

@@ -146,6 +146,18 @@ pub struct AiProxyConfig {
     /// Accepted for schema compatibility (3.11+); only an analytics hint in Kong.
     #[serde(default)]
     pub genai_category: Option<String>,
+    /// Our extension: request fields the provider has no equivalent for are reported
+    /// (`x-ai-gateway-dropped-fields`, access log) or refused with a 400.
+    #[serde(default)]
+    pub dropped_fields: DroppedFields,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DroppedFields {
+    #[default]
+    Report,
+    Reject,
 }
 
 fn default_body_size() -> u64 {

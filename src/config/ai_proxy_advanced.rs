@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ai_proxy::{
-    AiProxyConfig, AuthConfig, LlmFormat, LoggingConfig, ModelConfig, ResponseStreaming, RouteType,
-    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    AiProxyConfig, AuthConfig, DroppedFields, LlmFormat, LoggingConfig, ModelConfig,
+    ResponseStreaming, RouteType, DEFAULT_MAX_REQUEST_BODY_SIZE,
 };
 
 pub const DEFAULT_HASH_HEADER: &str = "X-Kong-LLM-Request-ID";
@@ -32,6 +32,9 @@ pub struct AiProxyAdvancedConfig {
     pub llm_format: LlmFormat,
     #[serde(default)]
     pub genai_category: Option<String>,
+    /// As on `ai-proxy` (our extension): report or refuse untranslatable request fields.
+    #[serde(default)]
+    pub dropped_fields: DroppedFields,
     /// Only used by the `semantic` algorithm, which this gateway refuses.
     #[serde(default)]
     pub embeddings: Option<Value>,
@@ -80,6 +83,7 @@ impl TargetConfig {
             model_name_header: plugin.model_name_header,
             llm_format: plugin.llm_format,
             genai_category: plugin.genai_category.clone(),
+            dropped_fields: plugin.dropped_fields,
         }
     }
 }

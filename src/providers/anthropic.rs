@@ -130,8 +130,10 @@ struct AnthropicRequest<'a> {
     model: &'a str,
     messages: Vec<AnthropicMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<String>,
+    system: Option<Value>,
     max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tools: Option<Vec<AnthropicTool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,7 +193,10 @@ impl AnthropicContent {
     fn into_blocks(self) -> Vec<AnthropicBlock> {
         match self {
             AnthropicContent::Text(text) if text.is_empty() => Vec::new(),
-            AnthropicContent::Text(text) => vec![AnthropicBlock::Text { text }],
+            AnthropicContent::Text(text) => vec![AnthropicBlock::Text {
+                text,
+                cache_control: None,
+            }],
             AnthropicContent::Blocks(blocks) => blocks,
         }
     }
@@ -202,9 +207,13 @@ impl AnthropicContent {
 enum AnthropicBlock {
     Text {
         text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     Image {
         source: AnthropicImageSource,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     ToolUse {
         id: String,
@@ -215,6 +224,9 @@ enum AnthropicBlock {
         tool_use_id: String,
         content: AnthropicContent,
     },
+    /// A signed reasoning block the client sent back (`thinking` / `redacted_thinking`).
+    #[serde(untagged)]
+    Thinking(Value),
 }
 
 #[derive(Debug, Serialize)]
@@ -283,7 +295,17 @@ enum AnthropicResponseBlock {
         #[serde(default)]
         input: Value,
     },
-    /// `thinking`, `redacted_thinking`, server tool blocks, ...: no OpenAI equivalent.
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
+    },
+    /// Server tool blocks, citations, ...: no OpenAI equivalent.
     #[serde(other)]
     Unknown,
 }
@@ -356,10 +378,13 @@ impl AnthropicUsage {
         .fold(0u64, u64::saturating_add);
         let completion = self.output_tokens.unwrap_or(0);
         Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
             total_tokens: prompt.saturating_add(completion),
+            ..Usage::new(prompt, completion)
         }
+        .with_cache(
+            self.cache_read_input_tokens.unwrap_or(0),
+            self.cache_creation_input_tokens.unwrap_or(0),
+        )
     }
 }
 
@@ -461,7 +486,15 @@ enum AnthropicBlockDelta {
         #[serde(default)]
         partial_json: String,
     },
-    /// `thinking_delta`, `signature_delta`, `citations_delta`: no OpenAI equivalent.
+    ThinkingDelta {
+        #[serde(default)]
+        thinking: String,
+    },
+    SignatureDelta {
+        #[serde(default)]
+        signature: String,
+    },
+    /// `citations_delta` and anything newer: no OpenAI equivalent.
     #[serde(other)]
     Unknown,
 }
@@ -499,9 +532,17 @@ fn messages_request<'a>(
     req: ChatRequest,
 ) -> Result<AnthropicRequest<'a>, GatewayError> {
     let bad = |detail: &str| transform_error(ctx, detail);
-    let mut system: Vec<String> = Vec::new();
+    let mut system: Vec<AnthropicBlock> = Vec::new();
     let mut messages: Vec<AnthropicMessage> = Vec::new();
-    let max_tokens = req.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut max_tokens = req.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
+    // Anthropic's minimum budget is 1,024 and `max_tokens` must exceed it (it includes the
+    // thinking), so a smaller limit is raised by the budget.
+    let thinking = req.thinking_budget().filter(|b| *b >= 1024).map(|budget| {
+        if max_tokens <= budget {
+            max_tokens += budget;
+        }
+        json!({"type": "enabled", "budget_tokens": budget})
+    });
     let tool_choice = tool_choice(&req);
     let sampling = sampling(ctx, &req);
     for m in req.messages {
@@ -511,10 +552,7 @@ fn messages_request<'a>(
             "tool" => (AnthropicRole::User, tool_result(m).map_err(bad)?),
             // `system`, `developer` and any other role instruct the model (Kong).
             _ => {
-                let text = m.text();
-                if !text.is_empty() {
-                    system.push(text);
-                }
+                system.extend(content(m.content).map_err(bad)?.into_blocks());
                 continue;
             }
         };
@@ -526,12 +564,38 @@ fn messages_request<'a>(
     Ok(AnthropicRequest {
         model: ctx.model,
         messages,
-        system: (!system.is_empty()).then(|| system.join("\n")),
+        system: system_prompt(system),
         max_tokens,
+        thinking,
         tools,
         tool_choice,
         sampling,
     })
+}
+
+/// System messages -> `system`: one string (joined with newlines) unless a part carries
+/// `cache_control`, which only the block form can hold.
+fn system_prompt(blocks: Vec<AnthropicBlock>) -> Option<Value> {
+    let cached = blocks.iter().any(|b| {
+        matches!(
+            b,
+            AnthropicBlock::Text {
+                cache_control: Some(_),
+                ..
+            }
+        )
+    });
+    if cached {
+        return serde_json::to_value(blocks).ok();
+    }
+    let texts: Vec<String> = blocks
+        .into_iter()
+        .filter_map(|b| match b {
+            AnthropicBlock::Text { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect();
+    (!texts.is_empty()).then(|| Value::String(texts.join("\n")))
 }
 
 /// Anthropic requires alternating roles: a turn of the same role as the previous one is merged
@@ -569,10 +633,20 @@ fn content(content: Option<MessageContent>) -> Result<AnthropicContent, &'static
 /// One OpenAI content part. Empty text parts are dropped (Anthropic rejects empty text blocks).
 fn part_block(part: ContentPart) -> Result<Option<AnthropicBlock>, &'static str> {
     match part {
-        ContentPart::Text { text } if text.is_empty() => Ok(None),
-        ContentPart::Text { text } => Ok(Some(AnthropicBlock::Text { text })),
-        ContentPart::ImageUrl { image_url } => Ok(Some(AnthropicBlock::Image {
+        ContentPart::Text { text, .. } if text.is_empty() => Ok(None),
+        ContentPart::Text {
+            text,
+            cache_control,
+        } => Ok(Some(AnthropicBlock::Text {
+            text,
+            cache_control,
+        })),
+        ContentPart::ImageUrl {
+            image_url,
+            cache_control,
+        } => Ok(Some(AnthropicBlock::Image {
             source: image_source(image_url)?,
+            cache_control,
         })),
         ContentPart::Unsupported => Err("only text and image_url content parts are supported"),
     }
@@ -598,11 +672,19 @@ fn image_source(image: ImageUrl) -> Result<AnthropicImageSource, &'static str> {
 
 /// An assistant turn: its text (if any), then one `tool_use` block per tool call.
 fn assistant_content(m: ChatMessage) -> Result<AnthropicContent, &'static str> {
-    let Some(calls) = m.tool_calls.filter(|c| !c.is_empty()) else {
+    let thinking = m.thinking_blocks.filter(|b| !b.is_empty());
+    let calls = m.tool_calls.filter(|c| !c.is_empty());
+    if thinking.is_none() && calls.is_none() {
         return content(m.content);
-    };
-    let mut blocks = content(m.content)?.into_blocks();
-    for call in calls {
+    }
+    // Signed thinking blocks come first, as Anthropic returned them.
+    let mut blocks: Vec<AnthropicBlock> = thinking
+        .into_iter()
+        .flatten()
+        .map(AnthropicBlock::Thinking)
+        .collect();
+    blocks.extend(content(m.content)?.into_blocks());
+    for call in calls.into_iter().flatten() {
         blocks.push(AnthropicBlock::ToolUse {
             input: tool_input(&call.function.arguments)?,
             id: call.id,
@@ -750,10 +832,24 @@ fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
     let blocks = r.content.ok_or(NO_CONTENT)?;
     // Text blocks are joined without a separator, as the same answer streamed would read.
     let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
     for block in blocks {
         match block {
             AnthropicResponseBlock::Text { text: t } => text.push_str(&t),
+            AnthropicResponseBlock::Thinking {
+                thinking,
+                signature,
+            } => {
+                reasoning.push_str(&thinking);
+                thinking_blocks.push(
+                    json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+                );
+            }
+            AnthropicResponseBlock::RedactedThinking { data } => {
+                thinking_blocks.push(json!({"type": "redacted_thinking", "data": data}));
+            }
             AnthropicResponseBlock::ToolUse { id, name, input } => {
                 let id = if id.is_empty() {
                     format!("call_{}_{}", ctx.request_id, tool_calls.len())
@@ -774,7 +870,8 @@ fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
     let content = (!text.is_empty() || tool_calls.is_empty()).then_some(text);
     let usage = r.usage.unwrap_or_default().to_openai();
     let meta = meta_of(ctx, r.id, r.model);
-    let completion = ChatCompletion::single(&meta, content, tool_calls, Some(finish), usage);
+    let completion = ChatCompletion::single(&meta, content, tool_calls, Some(finish), usage)
+        .with_reasoning(reasoning, thinking_blocks);
     Translated::json(&completion, usage)
 }
 
@@ -913,7 +1010,11 @@ impl AnthropicEvents {
                         has_arguments: whole,
                     });
                 }
-                AnthropicResponseBlock::Unknown => {}
+                AnthropicResponseBlock::Thinking { thinking, .. } => {
+                    chunks.reasoning(out, &thinking)
+                }
+                AnthropicResponseBlock::RedactedThinking { .. }
+                | AnthropicResponseBlock::Unknown => {}
             },
             AnthropicStreamEvent::ContentBlockDelta { index, delta } => match delta {
                 AnthropicBlockDelta::TextDelta { text } => chunks.text(out, &text),
@@ -923,6 +1024,10 @@ impl AnthropicEvents {
                         let tool = tool.index;
                         chunks.tool_call_arguments(out, tool, &partial_json);
                     }
+                }
+                AnthropicBlockDelta::ThinkingDelta { thinking } => chunks.reasoning(out, &thinking),
+                AnthropicBlockDelta::SignatureDelta { signature } => {
+                    chunks.thinking_signature(out, &signature)
                 }
                 AnthropicBlockDelta::Unknown => {}
             },
@@ -1324,7 +1429,10 @@ mod tests {
         let raw = r#"{"content":[],"usage":{"input_tokens":"x","output_tokens":5}}"#;
         assert_eq!(respond(RouteType::Chat, raw).unwrap().1, Usage::new(0, 5));
         let raw = r#"{"content":[],"usage":{"input_tokens":3,"cache_creation_input_tokens":4,"cache_read_input_tokens":5,"output_tokens":6}}"#;
-        assert_eq!(respond(RouteType::Chat, raw).unwrap().1, Usage::new(12, 6));
+        assert_eq!(
+            respond(RouteType::Chat, raw).unwrap().1,
+            Usage::new(12, 6).with_cache(5, 4)
+        );
     }
 
     /// kong-tests.md 03-anthropic: upstream 200 without `content`.
@@ -1467,7 +1575,7 @@ mod tests {
         );
         assert_eq!(got[7]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(got[8], "[DONE]");
-        assert_eq!(usage, Usage::new(482, 89));
+        assert_eq!(usage, Usage::new(482, 89).with_cache(10, 0));
     }
 
     #[test]
@@ -1538,7 +1646,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_events_and_deltas_are_skipped() {
+    fn unknown_events_and_deltas_are_skipped_and_thinking_is_reasoning() {
         let options = options();
         let c = ctx(RouteType::Chat, MODEL, true, &options);
         let mut s = driver().stream(&c);
@@ -1550,10 +1658,12 @@ mod tests {
                      event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n\
                      event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let got = sse_payloads(&run_stream(s.as_mut(), input.as_bytes(), 11));
-        // Nothing but the framing a stream always has.
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert_eq!(got[0]["choices"][0]["finish_reason"], "stop");
-        assert_eq!(got[1], "[DONE]");
+        // The thinking delta as `reasoning_content`, then the framing a stream always has.
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0]["choices"][0]["delta"]["reasoning_content"], "hm");
+        assert!(got[0]["choices"][0]["delta"].get("content").is_none());
+        assert_eq!(got[1]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(got[2], "[DONE]");
     }
 
     #[test]
@@ -1619,5 +1729,76 @@ mod tests {
             let _ = s.feed(input.as_bytes(), &mut out);
             let _ = s.finish(&mut out);
         }
+    }
+
+    #[test]
+    fn thinking_and_signatures_come_back_as_reasoning_and_thinking_blocks() {
+        let raw = r#"{"id":"msg_1","model":"c","content":[
+            {"type":"thinking","thinking":"Let me add.","signature":"sig-1"},
+            {"type":"redacted_thinking","data":"opaque"},
+            {"type":"text","text":"14"}],
+            "stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":9}}"#;
+        let (v, _) = respond(RouteType::Chat, raw).unwrap();
+        let m = &v["choices"][0]["message"];
+        assert_eq!(m["content"], "14");
+        assert_eq!(m["reasoning_content"], "Let me add.");
+        assert_eq!(
+            m["thinking_blocks"],
+            json!([{"type": "thinking", "thinking": "Let me add.", "signature": "sig-1"},
+                   {"type": "redacted_thinking", "data": "opaque"}])
+        );
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, true, &options);
+        let mut s = driver().stream(&c);
+        let input = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":2}}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Hm\"}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"sig-2\"}}\n\n\
+            event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n\
+            event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let got = sse_payloads(&run_stream(s.as_mut(), input.as_bytes(), 7));
+        let deltas: Vec<&Value> = got.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        assert_eq!(deltas[1]["reasoning_content"], "Hm");
+        assert_eq!(deltas[2]["thinking_blocks"][0]["signature"], "sig-2");
+    }
+
+    #[test]
+    fn thinking_blocks_reasoning_effort_and_cache_control_reach_anthropic() {
+        let out = chat(json!({
+            "model": MODEL, "max_tokens": 1000, "reasoning_effort": "high",
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "Long rules",
+                                                "cache_control": {"type": "ephemeral"}}]},
+                {"role": "user", "content": [{"type": "text", "text": "add 2 and 12",
+                                              "cache_control": {"type": "ephemeral"}}]},
+                {"role": "assistant", "content": null,
+                 "thinking_blocks": [{"type": "thinking", "thinking": "Use add.", "signature": "sig-1"}],
+                 "tool_calls": [{"id": "toolu_1", "type": "function",
+                                 "function": {"name": "add", "arguments": "{\"a\":2}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "14"}]
+        }));
+        assert_eq!(
+            out["thinking"],
+            json!({"type": "enabled", "budget_tokens": 16384})
+        );
+        assert_eq!(out["max_tokens"], 17384, "raised above the budget");
+        assert_eq!(
+            out["system"],
+            json!([{"type": "text", "text": "Long rules", "cache_control": {"type": "ephemeral"}}])
+        );
+        assert_eq!(
+            out["messages"][0]["content"][0]["cache_control"]["type"],
+            "ephemeral"
+        );
+        let assistant = &out["messages"][1]["content"];
+        assert_eq!(
+            assistant[0],
+            json!({"type": "thinking", "thinking": "Use add.", "signature": "sig-1"})
+        );
+        assert_eq!(assistant[1]["type"], "tool_use");
+        // Without cache markers the system prompt stays a string.
+        let plain = chat(json!({"model": MODEL, "messages": [
+            {"role": "system", "content": "a"}, {"role": "user", "content": "b"}]}));
+        assert_eq!(plain["system"], "a");
+        assert!(plain.get("thinking").is_none());
     }
 }

@@ -377,6 +377,8 @@ fn chat_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage), Str
                 message: AssistantMessage {
                     role: "assistant",
                     content,
+                    reasoning_content: None,
+                    thinking_blocks: Vec::new(),
                     tool_calls,
                 },
                 finish_reason: Some(finish),

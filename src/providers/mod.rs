@@ -13,6 +13,7 @@ pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
 pub mod cohere;
+pub mod fields;
 pub mod gemini;
 pub mod huggingface;
 pub mod llama2;

@@ -70,6 +70,26 @@ impl ChatRequest {
         out
     }
 
+    /// The reasoning budget the client asked for: Anthropic-style `thinking.budget_tokens`
+    /// (carried over from an Anthropic-format client), else OpenAI's `reasoning_effort` mapped
+    /// to a budget (`minimal`/`low` 1,024, `medium` 4,096, `high` 16,384 tokens; `none` 0, i.e.
+    /// reasoning off). `None` when the client did not ask.
+    pub fn thinking_budget(&self) -> Option<u64> {
+        if let Some(t) = self.extra.get("thinking") {
+            return match t.get("type").and_then(Value::as_str) {
+                Some("enabled") => t.get("budget_tokens").and_then(Value::as_u64),
+                _ => Some(0),
+            };
+        }
+        match self.extra.get("reasoning_effort")?.as_str()? {
+            "none" => Some(0),
+            "minimal" | "low" => Some(1024),
+            "medium" => Some(4096),
+            "high" => Some(16384),
+            _ => None,
+        }
+    }
+
     /// `max_completion_tokens` is the newer name; either one limits the answer.
     pub fn max_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -118,6 +138,12 @@ pub struct ChatMessage {
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// The assistant's signed reasoning blocks as a client sends them back (the de-facto
+    /// `thinking_blocks`: `{type: thinking, thinking, signature}` or `{type:
+    /// redacted_thinking, data}`); Anthropic and Bedrock Claude reject a tool-use turn without
+    /// them when thinking is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<Value>>,
 }
 
 impl ChatMessage {
@@ -129,7 +155,7 @@ impl ChatMessage {
             Some(MessageContent::Parts(parts)) => parts
                 .iter()
                 .filter_map(|p| match p {
-                    ContentPart::Text { text } => Some(text.as_str()),
+                    ContentPart::Text { text, .. } => Some(text.as_str()),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
@@ -150,9 +176,14 @@ pub enum MessageContent {
 pub enum ContentPart {
     Text {
         text: String,
+        /// Anthropic's prompt-caching marker, kept for the providers that cache.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     ImageUrl {
         image_url: ImageUrl,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Value>,
     },
     #[serde(other)]
     Unsupported,
@@ -228,6 +259,34 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Prompt-cache reads (and writes), where the provider reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// Reasoning tokens (part of `completion_tokens`), where the provider reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// OpenAI's `prompt_tokens_details`. `cached_tokens` are cache reads (OpenAI's meaning);
+/// `cache_write_tokens` is the gateway's field for cache writes (Anthropic's
+/// `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`). Both are included in
+/// `prompt_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -235,8 +294,29 @@ impl Usage {
         Usage {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
+            completion_tokens_details: None,
         }
+    }
+
+    /// Adds cache reads and writes (already counted in `prompt_tokens`) when there are any.
+    pub fn with_cache(mut self, read: u64, write: u64) -> Self {
+        if read > 0 || write > 0 {
+            self.prompt_tokens_details = Some(PromptTokensDetails {
+                cached_tokens: read,
+                cache_write_tokens: write,
+            });
+        }
+        self
+    }
+
+    /// Adds the reasoning tokens (already counted in `completion_tokens`) when there are any.
+    pub fn with_reasoning(mut self, reasoning_tokens: u64) -> Self {
+        if reasoning_tokens > 0 {
+            self.completion_tokens_details = Some(CompletionTokensDetails { reasoning_tokens });
+        }
+        self
     }
 }
 
@@ -311,11 +391,27 @@ pub struct ChatChoice {
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: Option<String>,
+    /// The provider's reasoning text (the de-facto field of DeepSeek, vLLM, LiteLLM), never
+    /// mixed into `content`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Signed reasoning blocks, for the client to send back on its next turn.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thinking_blocks: Vec<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
 }
 
 impl ChatCompletion {
+    /// Sets the reasoning of the (single) choice: its text and the signed blocks.
+    pub fn with_reasoning(mut self, reasoning: String, blocks: Vec<Value>) -> Self {
+        if let Some(choice) = self.choices.first_mut() {
+            choice.message.reasoning_content = (!reasoning.is_empty()).then_some(reasoning);
+            choice.message.thinking_blocks = blocks;
+        }
+        self
+    }
+
     /// A single-choice completion, the shape every non-OpenAI translator produces.
     pub fn single(
         meta: &ResponseMeta,
@@ -334,6 +430,8 @@ impl ChatCompletion {
                 message: AssistantMessage {
                     role: "assistant",
                     content,
+                    reasoning_content: None,
+                    thinking_blocks: Vec::new(),
                     tool_calls,
                 },
                 finish_reason,
@@ -465,6 +563,11 @@ pub struct Delta<'a> {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
+    /// A reasoning block's signature, as `[{"type":"thinking","thinking":"","signature":…}]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thinking_blocks: Vec<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallDelta<'a>>,
 }
@@ -660,6 +763,37 @@ impl ChunkBuilder {
                 None,
             );
         }
+    }
+
+    /// A piece of the model's reasoning (`delta.reasoning_content`). Empty text produces nothing.
+    pub fn reasoning(&mut self, out: &mut BytesMut, text: &str) {
+        if text.is_empty() || self.completions {
+            return;
+        }
+        self.chat(
+            out,
+            Delta {
+                reasoning_content: Some(text),
+                ..Delta::default()
+            },
+            None,
+        );
+    }
+
+    /// The signature that closes a reasoning block, for clients that send the block back.
+    pub fn thinking_signature(&mut self, out: &mut BytesMut, signature: &str) {
+        if signature.is_empty() || self.completions {
+            return;
+        }
+        let block = serde_json::json!({"type": "thinking", "thinking": "", "signature": signature});
+        self.chat(
+            out,
+            Delta {
+                thinking_blocks: vec![block],
+                ..Delta::default()
+            },
+            None,
+        );
     }
 
     /// The first delta of tool call `index`: its id and function name.

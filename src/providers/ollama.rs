@@ -65,7 +65,7 @@ fn message(m: &ChatMessage) -> Value {
         let images: Vec<&str> = parts
             .iter()
             .filter_map(|p| match p {
-                ContentPart::ImageUrl { image_url } => image_url.as_data_url().map(|(_, d)| d),
+                ContentPart::ImageUrl { image_url, .. } => image_url.as_data_url().map(|(_, d)| d),
                 _ => None,
             })
             .collect();

@@ -13,11 +13,11 @@ use super::compile::{CompiledAuth, CompiledRoute};
 use super::native::prepare_native;
 use super::template::{self, TemplateSource};
 use crate::config::ai_proxy::{
-    ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType,
+    DroppedFields, ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType,
 };
 use crate::error::GatewayError;
 use crate::formats::{anthropic, ClientFormat};
-use crate::providers::{with_query, RequestCtx, UpstreamRequest};
+use crate::providers::{fields, with_query, RequestCtx, UpstreamRequest};
 
 /// What the handler knows about the client's request.
 #[derive(Debug, Clone)]
@@ -206,6 +206,17 @@ pub fn prepare(
         }
     }
     check_prompts(config.route_type, &map)?;
+    if config.route_type == RouteType::Chat {
+        let column = fields::column(route.provider, &options);
+        dropped.extend(fields::dropped(column, &map));
+        if config.dropped_fields == DroppedFields::Reject && !dropped.is_empty() {
+            return Err(bad(format!(
+                "no equivalent at provider '{}' for: {} (this route sets dropped_fields: reject)",
+                route.provider.as_str(),
+                dropped.join(", ")
+            )));
+        }
+    }
     let model = match configured_model {
         Some(model) if route.model_overrides_client => model,
         configured => select_model(configured, &map)?,

@@ -115,8 +115,11 @@ impl AnthropicEvents {
                 self.block_delta(out, delta);
             }
         }
-        if let Some(s) = delta.get("thinking_signature").and_then(Value::as_str) {
-            self.signature = Some(s.to_string());
+        let signatures = delta.get("thinking_blocks").and_then(Value::as_array);
+        for block in signatures.into_iter().flatten() {
+            if let Some(s) = block.get("signature").and_then(Value::as_str) {
+                self.signature = Some(s.to_string());
+            }
         }
         if let Some(text) = delta.get("content").and_then(Value::as_str) {
             if !text.is_empty() {
@@ -291,7 +294,7 @@ mod tests {
     const OPENAI: &str = concat!(
         "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
         "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"Hmm\"}}]}\n\n",
-        "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"thinking_signature\":\"sig\"}}]}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"thinking_blocks\":[{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"sig\"}]}}]}\n\n",
         "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
         "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo \\u00e9\"}}]}\n\n",
         "data: {\"id\":\"c\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"add\",\"arguments\":\"\"}}]}}]}\n\n",

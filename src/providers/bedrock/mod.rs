@@ -242,6 +242,10 @@ enum BedrockContent {
     Image(BedrockImage),
     ToolUse(BedrockToolUse),
     ToolResult(BedrockToolResult),
+    /// A signed reasoning block sent back (`{reasoningText: {text, signature}}`).
+    ReasoningContent(Value),
+    /// Prompt caching: everything before this block is cached (`{type: default}`).
+    CachePoint(Value),
 }
 
 #[derive(Debug, Serialize)]
@@ -371,12 +375,15 @@ struct BedrockOutputMessage {
     content: Vec<BedrockOutputBlock>,
 }
 
-/// One content block; kinds without an OpenAI equivalent (reasoning, citations) are ignored.
+/// One content block; kinds without an OpenAI equivalent (citations) are ignored.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BedrockOutputBlock {
     #[serde(default)]
     text: Option<String>,
+    /// `{reasoningText: {text, signature}}` or `{redactedContent}`.
+    #[serde(default)]
+    reasoning_content: Option<Value>,
     #[serde(default)]
     tool_use: Option<BedrockToolUse>,
 }
@@ -419,11 +426,18 @@ struct BedrockUsage {
     input_tokens: u64,
     #[serde(default)]
     output_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+    #[serde(default)]
+    cache_write_input_tokens: u64,
 }
 
+/// Like Anthropic's, Bedrock's `inputTokens` leaves out cache reads and writes.
 impl From<BedrockUsage> for Usage {
     fn from(u: BedrockUsage) -> Usage {
-        Usage::new(u.input_tokens, u.output_tokens)
+        let (read, write) = (u.cache_read_input_tokens, u.cache_write_input_tokens);
+        let prompt = u.input_tokens.saturating_add(read).saturating_add(write);
+        Usage::new(prompt, u.output_tokens).with_cache(read, write)
     }
 }
 
@@ -509,6 +523,9 @@ struct BedrockContentBlockDelta {
 struct BedrockDelta {
     #[serde(default)]
     text: Option<String>,
+    /// `{text}` pieces of the reasoning, then `{signature}`.
+    #[serde(default)]
+    reasoning_content: Option<Value>,
     #[serde(default)]
     tool_use: Option<BedrockToolUseDelta>,
 }

@@ -49,8 +49,18 @@ pub(super) fn converse_request(
         }
     }
 
+    // Claude on Bedrock reasons with a token budget, passed as a model-specific field; as on
+    // Anthropic, `max_tokens` must exceed it.
+    let claude = ctx.model.contains("anthropic") || ctx.model.contains("claude");
+    let budget = req
+        .thinking_budget()
+        .filter(|b| *b >= 1024 && claude && ctx.route_type == RouteType::Chat);
+    let max_tokens = match (req.max_tokens(), budget) {
+        (Some(max), Some(budget)) if max <= budget => Some(max + budget),
+        (max, _) => max,
+    };
     let inference = BedrockInferenceConfig {
-        max_tokens: req.max_tokens(),
+        max_tokens,
         temperature: req.temperature,
         top_p: req.top_p,
         stop_sequences: req.stop.as_ref().map(|s| s.to_vec()),
@@ -79,6 +89,12 @@ pub(super) fn converse_request(
         .unwrap_or_default();
     if let Some(top_k) = req.top_k {
         additional.insert("top_k".into(), json!(top_k));
+    }
+    if let Some(budget) = budget {
+        additional.insert(
+            "thinking".into(),
+            json!({"type": "enabled", "budget_tokens": budget}),
+        );
     }
 
     let out = BedrockConverseRequest {
@@ -109,7 +125,13 @@ pub(super) fn message(
 ) -> Result<(&'static str, Vec<BedrockContent>), GatewayError> {
     match m.role.as_str() {
         "assistant" => {
-            let mut content = Vec::new();
+            // Signed reasoning blocks first, as Bedrock returned them.
+            let mut content: Vec<BedrockContent> = m
+                .thinking_blocks
+                .iter()
+                .flatten()
+                .filter_map(reasoning_block)
+                .collect();
             let text = m.text();
             let calls = m.tool_calls.as_deref().unwrap_or_default();
             if !text.is_empty() || calls.is_empty() {
@@ -158,7 +180,21 @@ pub(super) fn message(
     }
 }
 
+/// A client's thinking block (Anthropic shape) -> a Converse `reasoningContent` block.
+fn reasoning_block(block: &Value) -> Option<BedrockContent> {
+    let content = match block.get("type").and_then(Value::as_str)? {
+        "thinking" => json!({"reasoningText": {
+            "text": block.get("thinking").cloned().unwrap_or_default(),
+            "signature": block.get("signature").cloned().unwrap_or_default(),
+        }}),
+        "redacted_thinking" => json!({"redactedContent": block.get("data")?}),
+        _ => return None,
+    };
+    Some(BedrockContent::ReasoningContent(content))
+}
+
 /// User content: text, and images as base64 data URLs (Bedrock cannot fetch URLs).
+/// `cache_control` on a part becomes a `cachePoint` after it.
 pub(super) fn user_content(m: &ChatMessage) -> Result<Vec<BedrockContent>, GatewayError> {
     let parts = match &m.content {
         None => return Ok(vec![BedrockContent::Text(String::new())]),
@@ -168,8 +204,8 @@ pub(super) fn user_content(m: &ChatMessage) -> Result<Vec<BedrockContent>, Gatew
     let mut content = Vec::with_capacity(parts.len());
     for part in parts {
         match part {
-            ContentPart::Text { text } => content.push(BedrockContent::Text(text.clone())),
-            ContentPart::ImageUrl { image_url } => {
+            ContentPart::Text { text, .. } => content.push(BedrockContent::Text(text.clone())),
+            ContentPart::ImageUrl { image_url, .. } => {
                 let (mime, data) = image_url.as_data_url().ok_or_else(|| {
                     bad("bedrock only accepts images as base64 data URLs (data:image/...;base64,...)")
                 })?;
@@ -190,6 +226,17 @@ pub(super) fn user_content(m: &ChatMessage) -> Result<Vec<BedrockContent>, Gatew
                 }));
             }
             ContentPart::Unsupported => {}
+        }
+        if let ContentPart::Text {
+            cache_control: Some(_),
+            ..
+        }
+        | ContentPart::ImageUrl {
+            cache_control: Some(_),
+            ..
+        } = part
+        {
+            content.push(BedrockContent::CachePoint(json!({"type": "default"})));
         }
     }
     if content.is_empty() {

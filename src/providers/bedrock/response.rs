@@ -20,8 +20,20 @@ pub(super) fn converse_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Tra
         .filter(|c| !c.is_empty())
         .ok_or(NO_CANDIDATES)?;
     let mut text: Option<String> = None;
+    let mut reasoning = String::new();
+    let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
     for block in blocks {
+        if let Some(r) = block.reasoning_content {
+            let thought = &r["reasoningText"];
+            if let Some(t) = thought.get("text").and_then(Value::as_str) {
+                reasoning.push_str(t);
+                thinking_blocks.push(json!({"type": "thinking", "thinking": t,
+                    "signature": thought.get("signature").cloned().unwrap_or_default()}));
+            } else if let Some(data) = r.get("redactedContent") {
+                thinking_blocks.push(json!({"type": "redacted_thinking", "data": data}));
+            }
+        }
         if let Some(t) = block.text {
             text.get_or_insert_with(String::new).push_str(&t);
         }
@@ -45,13 +57,10 @@ pub(super) fn converse_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Tra
             usage,
         ))
     } else {
-        serde_json::to_value(ChatCompletion::single(
-            &meta,
-            text,
-            tool_calls,
-            Some(finish),
-            usage,
-        ))
+        serde_json::to_value(
+            ChatCompletion::single(&meta, text, tool_calls, Some(finish), usage)
+                .with_reasoning(reasoning, thinking_blocks),
+        )
     }
     .map_err(|e| e.to_string())?;
     if let (Some(trace), Some(map)) = (r.trace, out.as_object_mut()) {

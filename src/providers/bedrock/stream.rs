@@ -59,6 +59,11 @@ impl EventTranslate<EventMessage> for BedrockEvents {
                 if let Some(text) = &delta.text {
                     chunks.text(out, text);
                 }
+                if let Some(r) = &delta.reasoning_content {
+                    chunks.reasoning(out, r.get("text").and_then(Value::as_str).unwrap_or(""));
+                    let signature = r.get("signature").and_then(Value::as_str);
+                    chunks.thinking_signature(out, signature.unwrap_or(""));
+                }
                 if let Some(tool) = &delta.tool_use {
                     // Arguments of a block never started have no call to belong to.
                     if let Some(index) = self.tool_index(e.content_block_index) {

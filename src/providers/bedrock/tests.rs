@@ -951,3 +951,79 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reasoning_cache_points_and_thinking_budget_map_both_ways() {
+    let out = chat(
+        json!({"model": MODEL, "max_tokens": 500, "reasoning_effort": "low",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "add",
+                                          "cache_control": {"type": "ephemeral"}}]},
+            {"role": "assistant", "content": null,
+             "thinking_blocks": [{"type": "thinking", "thinking": "Use add.", "signature": "sig"}],
+             "tool_calls": [{"id": "t1", "type": "function",
+                             "function": {"name": "add", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "14"}]}),
+    );
+    assert_eq!(
+        out["messages"][0]["content"],
+        json!([{"text": "add"}, {"cachePoint": {"type": "default"}}])
+    );
+    assert_eq!(
+        out["messages"][1]["content"][0],
+        json!({"reasoningContent": {"reasoningText": {"text": "Use add.", "signature": "sig"}}})
+    );
+    assert_eq!(
+        out["additionalModelRequestFields"]["thinking"],
+        json!({"type": "enabled", "budget_tokens": 1024})
+    );
+    assert_eq!(out["inferenceConfig"]["maxTokens"], 1524);
+
+    let v = translate(
+        RouteType::Chat,
+        MODEL,
+        r#"{"output":{"message":{"role":"assistant","content":[
+            {"reasoningContent":{"reasoningText":{"text":"Think.","signature":"s1"}}},
+            {"text":"14"}]}},"stopReason":"end_turn",
+            "usage":{"inputTokens":10,"outputTokens":5,"cacheReadInputTokens":100,"cacheWriteInputTokens":20}}"#,
+    );
+    let m = &v["choices"][0]["message"];
+    assert_eq!(m["content"], "14");
+    assert_eq!(m["reasoning_content"], "Think.");
+    assert_eq!(m["thinking_blocks"][0]["signature"], "s1");
+    assert_eq!(v["usage"]["prompt_tokens"], 130);
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 100, "cache_write_tokens": 20})
+    );
+
+    let input = stream_bytes(&[
+        ("messageStart", json!({"role": "assistant"})),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Hm"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "s2"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 1, "delta": {"text": "14"}}),
+        ),
+        ("messageStop", json!({"stopReason": "end_turn"})),
+    ]);
+    let got = run(RouteType::Chat, &input, 5);
+    let deltas: Vec<&Value> = got.iter().map(|c| &c["choices"][0]["delta"]).collect();
+    assert!(
+        deltas.iter().any(|d| d["reasoning_content"] == "Hm"),
+        "{got:?}"
+    );
+    assert!(
+        deltas
+            .iter()
+            .any(|d| d["thinking_blocks"][0]["signature"] == "s2"),
+        "{got:?}"
+    );
+    assert!(deltas.iter().all(|d| d["content"] != "Hm"));
+}

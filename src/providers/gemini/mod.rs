@@ -307,6 +307,8 @@ struct GeminiGenerationConfig {
     response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<Value>,
 }
 
 /// Kong writes the snake_case name (its tests check it); Gemini accepts both spellings.
@@ -429,6 +431,9 @@ struct GeminiUsage {
     thoughts_token_count: u64,
     #[serde(default, deserialize_with = "nullable")]
     tool_use_prompt_token_count: u64,
+    /// Prompt tokens served from a context cache (part of `promptTokenCount`).
+    #[serde(default, deserialize_with = "nullable")]
+    cached_content_token_count: u64,
     #[serde(default)]
     total_token_count: Option<u64>,
 }
@@ -444,12 +449,13 @@ impl GeminiUsage {
             .candidates_token_count
             .saturating_add(self.thoughts_token_count);
         Usage {
-            prompt_tokens,
-            completion_tokens,
             total_tokens: self
                 .total_token_count
                 .unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
+            ..Usage::new(prompt_tokens, completion_tokens)
         }
+        .with_cache(self.cached_content_token_count, 0)
+        .with_reasoning(self.thoughts_token_count)
     }
 }
 

@@ -92,6 +92,10 @@ pub(super) fn generation_config(ctx: &RequestCtx<'_>, req: &ChatRequest) -> Gemi
         seed: extra("seed").and_then(Value::as_i64),
         response_mime_type,
         response_schema,
+        // Thoughts are asked for whenever reasoning is on, so they reach `reasoning_content`.
+        thinking_config: req
+            .thinking_budget()
+            .map(|budget| json!({"thinkingBudget": budget, "includeThoughts": budget > 0})),
     }
 }
 

@@ -9,6 +9,8 @@ use super::*;
 /// What one candidate says, in OpenAI terms.
 pub(super) struct Answer {
     text: Option<String>,
+    /// Thought summaries (`includeThoughts`), reported as `reasoning_content`.
+    reasoning: String,
     tool_calls: Vec<ToolCall>,
     finish: FinishReason,
 }
@@ -24,8 +26,13 @@ pub(super) fn tool_call_id(request_id: &str, n: usize, signature: Option<&str>) 
 pub(super) fn answer(candidate: &GeminiCandidate, request_id: &str, calls_before: usize) -> Answer {
     let parts = candidate.content.iter().flat_map(|c| c.parts.iter());
     let mut text: Option<String> = None;
+    let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
     for part in parts {
+        if part.thought {
+            reasoning.push_str(part.text.as_deref().unwrap_or(""));
+            continue;
+        }
         if let Some(call) = &part.function_call {
             let id = tool_call_id(
                 request_id,
@@ -50,6 +57,7 @@ pub(super) fn answer(candidate: &GeminiCandidate, request_id: &str, calls_before
     }
     Answer {
         text,
+        reasoning,
         tool_calls,
         finish,
     }
@@ -90,7 +98,8 @@ pub(super) fn chat_completion(
         .into_iter()
         .enumerate()
         .flat_map(|(i, a)| {
-            let one = ChatCompletion::single(meta, a.text, a.tool_calls, Some(a.finish), usage);
+            let one = ChatCompletion::single(meta, a.text, a.tool_calls, Some(a.finish), usage)
+                .with_reasoning(a.reasoning, Vec::new());
             one.choices.into_iter().map(move |c| ChatChoice {
                 index: i as u32,
                 ..c

@@ -132,6 +132,10 @@ impl EventTranslate<Bytes> for GeminiEvents {
         };
         let parts = candidate.content.iter().flat_map(|c| c.parts.iter());
         for part in parts {
+            if part.thought {
+                chunks.reasoning(out, part.text.as_deref().unwrap_or(""));
+                continue;
+            }
             if let Some(call) = &part.function_call {
                 let index = self.tool_calls;
                 self.tool_calls += 1;

@@ -539,7 +539,8 @@ fn several_candidates_become_several_choices_and_thoughts_count_as_completion() 
     assert_eq!(v["choices"][1]["finish_reason"], "length");
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12})
+        json!({"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12,
+               "completion_tokens_details": {"reasoning_tokens": 5}})
     );
 }
 
@@ -904,4 +905,41 @@ fn service_account_problems_are_config_errors_without_secrets() {
         .exchange_request(unix_now())
         .unwrap();
     assert_eq!(req.url, "https://sts.example.test/token");
+}
+
+#[test]
+fn thoughts_are_reasoning_and_reasoning_effort_is_a_thinking_budget() {
+    let v = respond(
+        RouteType::Chat,
+        r#"{"candidates":[{"content":{"parts":[{"text":"Pondering.","thought":true},{"text":"14"}]},
+            "finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":30,"candidatesTokenCount":1,"thoughtsTokenCount":7,"cachedContentTokenCount":20}}"#,
+    )
+    .unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "14");
+    assert_eq!(
+        v["choices"][0]["message"]["reasoning_content"],
+        "Pondering."
+    );
+    assert_eq!(
+        v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        7
+    );
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 20);
+    let out = chat(
+        json!({"model": "gemini-2.5-flash", "reasoning_effort": "medium",
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(
+        out["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 4096, "includeThoughts": true})
+    );
+    let off = chat(
+        json!({"model": "gemini-2.5-flash", "reasoning_effort": "none",
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(
+        off["generationConfig"]["thinkingConfig"],
+        json!({"thinkingBudget": 0, "includeThoughts": false})
+    );
 }
