@@ -20,6 +20,12 @@ pub enum GatewayError {
         message: &'static str,
         realm: header::HeaderValue,
     },
+    /// ai-rate-limiting-advanced refused the request: Kong's body, status and headers.
+    #[error("{}", .0.message)]
+    RateLimited(Box<crate::limits::Refusal>),
+    /// The shared rate-limit store cannot be reached and the policy fails closed.
+    #[error("rate limiting is unavailable: {0}")]
+    LimiterUnavailable(String),
     /// A client mistake, with Kong's texts where Kong has one.
     #[error("{0}")]
     BadRequest(String),
@@ -69,9 +75,9 @@ impl GatewayError {
     pub fn body(&self) -> String {
         let message = self.to_string();
         match self {
-            GatewayError::NoRoute | GatewayError::Unauthorized { .. } => {
-                serde_json::json!({ "message": message }).to_string()
-            }
+            GatewayError::NoRoute
+            | GatewayError::Unauthorized { .. }
+            | GatewayError::RateLimited(_) => serde_json::json!({ "message": message }).to_string(),
             _ => serde_json::json!({ "error": { "message": message, "type": self.kind() } })
                 .to_string(),
         }
@@ -91,6 +97,8 @@ impl ResponseError for GatewayError {
             GatewayError::NoRoute | GatewayError::NotAnAiRoute(_) => StatusCode::NOT_FOUND,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::RateLimited(refusal) => refusal.status,
+            GatewayError::LimiterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -116,8 +124,16 @@ impl ResponseError for GatewayError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, "application/json; charset=utf-8"));
-        if let GatewayError::Unauthorized { realm, .. } = self {
-            response.insert_header((header::WWW_AUTHENTICATE, realm.clone()));
+        match self {
+            GatewayError::Unauthorized { realm, .. } => {
+                response.insert_header((header::WWW_AUTHENTICATE, realm.clone()));
+            }
+            GatewayError::RateLimited(refusal) => {
+                for (name, value) in &refusal.headers {
+                    response.insert_header((name.clone(), value.clone()));
+                }
+            }
+            _ => {}
         }
         response.body(self.body())
     }

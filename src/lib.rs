@@ -11,6 +11,7 @@ pub mod error;
 pub mod formats;
 pub mod handler;
 pub mod key_auth;
+pub mod limits;
 pub mod logging;
 pub mod mock;
 pub mod providers;

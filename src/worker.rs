@@ -1,5 +1,5 @@
-//! Per-worker state, built on each worker's own thread: its provider actor and its route
-//! actors for the current config generation. The handler routes requests through it.
+//! Per-worker state, built on each worker's own thread: its provider actor, its limiter actor
+//! and its route actors for the current config generation. The handler routes requests through it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 
 use crate::actors::config::SharedSnapshot;
+use crate::actors::limiter::LimiterActor;
 use crate::actors::provider::ProviderActor;
 use crate::actors::route::RouteActor;
 use crate::config::settings::Settings;
@@ -21,13 +22,18 @@ pub(crate) struct WorkerRoutes {
 }
 
 impl WorkerRoutes {
-    fn start(snapshot: Arc<Snapshot>, provider: &Addr<ProviderActor>) -> WorkerRoutes {
+    fn start(
+        snapshot: Arc<Snapshot>,
+        provider: &Addr<ProviderActor>,
+        limiter: &Addr<LimiterActor>,
+    ) -> WorkerRoutes {
         let actors = snapshot
             .routes
             .iter()
             .map(|r| {
-                r.as_ref()
-                    .map(|route| RouteActor::new(route.clone(), provider.clone()).start())
+                r.as_ref().map(|route| {
+                    RouteActor::new(route.clone(), provider.clone(), limiter.clone()).start()
+                })
             })
             .collect();
         WorkerRoutes { snapshot, actors }
@@ -39,6 +45,7 @@ pub struct WorkerState {
     shared: SharedSnapshot,
     local: RefCell<Rc<WorkerRoutes>>,
     provider: Addr<ProviderActor>,
+    limiter: Addr<LimiterActor>,
     pub(crate) client_timeout: Duration,
 }
 
@@ -50,11 +57,13 @@ impl WorkerState {
             settings.stream_buffer,
         )
         .start();
-        let local = WorkerRoutes::start(shared.load_full(), &provider);
+        let limiter = LimiterActor::default().start();
+        let local = WorkerRoutes::start(shared.load_full(), &provider, &limiter);
         WorkerState {
             shared,
             local: RefCell::new(Rc::new(local)),
             provider,
+            limiter,
             client_timeout: Duration::from_millis(settings.client_request_timeout_ms),
         }
     }
@@ -67,7 +76,11 @@ impl WorkerState {
         if generation == current.snapshot.generation {
             return current;
         }
-        let fresh = Rc::new(WorkerRoutes::start(self.shared.load_full(), &self.provider));
+        let fresh = Rc::new(WorkerRoutes::start(
+            self.shared.load_full(),
+            &self.provider,
+            &self.limiter,
+        ));
         *self.local.borrow_mut() = fresh.clone();
         fresh
     }

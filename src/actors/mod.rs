@@ -4,6 +4,7 @@
 //! [`config::ConfigActor`] that parses, validates and swaps configs on reload.
 
 pub mod config;
+pub mod limiter;
 pub mod messages;
 pub mod provider;
 pub mod route;

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures_util::future::{select, Either};
 use tokio::sync::oneshot;
 
+use super::limiter::{LimiterActor, Permit};
 use super::messages::{
     AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamEnd, StreamPlan, UpstreamReply,
 };
@@ -38,6 +39,7 @@ pub struct RouteActor {
     route: Arc<AiRoute>,
     route_name: Arc<str>,
     provider: Addr<ProviderActor>,
+    limiter: Addr<LimiterActor>,
     /// This worker's balancing state (ai-proxy-advanced), shared with this actor's request
     /// futures, which run on the same thread.
     state: Rc<RefCell<BalancerState>>,
@@ -46,7 +48,11 @@ pub struct RouteActor {
 }
 
 impl RouteActor {
-    pub fn new(route: Arc<AiRoute>, provider: Addr<ProviderActor>) -> Self {
+    pub fn new(
+        route: Arc<AiRoute>,
+        provider: Addr<ProviderActor>,
+        limiter: Addr<LimiterActor>,
+    ) -> Self {
         let labels = route
             .targets
             .iter()
@@ -64,6 +70,7 @@ impl RouteActor {
             labels,
             route,
             provider,
+            limiter,
         }
     }
 }
@@ -119,6 +126,7 @@ struct AttemptInput<'a> {
     tried: Option<Arc<str>>,
     on_end: Option<oneshot::Sender<StreamEnd>>,
     consumer: Option<Arc<str>>,
+    settle: Option<PermitSlot>,
 }
 
 /// One upstream call on `target`: Kong's request rules and translation for its provider, the
@@ -193,7 +201,7 @@ async fn attempt(
         token: target.driver.token_source(),
         cancel,
         access: access.clone(),
-        on_end: input.on_end,
+        on_end: settle_at_end(input.on_end, input.settle),
     };
     let reply = provider
         .send(exchange)
@@ -294,6 +302,79 @@ impl Handler<Proxy> for RouteActor {
     type Result = ResponseFuture<Result<ProxyReply, GatewayError>>;
 
     fn handle(&mut self, msg: Proxy, _ctx: &mut Context<Self>) -> Self::Result {
+        let ticket = self
+            .route
+            .limits
+            .as_ref()
+            .and_then(|limits| limits.ticket(&msg.identity, msg.peer, &msg.client, &msg.body));
+        let Some(ticket) = ticket else {
+            return self.serve(msg, None);
+        };
+        // Admitted before anything reaches the provider; the permit is settled with the
+        // answer's usage (a stream's when it ends) or released if nothing was answered.
+        let slot: PermitSlot = Rc::new(RefCell::new(None));
+        let serve = self.serve(msg, Some(slot.clone()));
+        let limiter = self.limiter.clone();
+        Box::pin(async move {
+            let (permit, seen) = Permit::acquire(&limiter, ticket).await?;
+            let limit_headers = permit.ticket().headers(&seen);
+            *slot.borrow_mut() = Some(permit);
+            let mut result = serve.await;
+            let permit = slot.borrow_mut().take();
+            match (&mut result, permit) {
+                (Ok(reply), permit) => {
+                    reply.headers.extend(limit_headers);
+                    match (&reply.body, &reply.access, permit) {
+                        (ReplyBody::Full(_), Some((_, usage, _)), Some(permit)) => {
+                            permit.settle(*usage, true)
+                        }
+                        // A stream settles when it ends (see `settle_at_end`).
+                        (ReplyBody::Stream(_), _, Some(permit)) => {
+                            *slot.borrow_mut() = Some(permit)
+                        }
+                        _ => {}
+                    }
+                }
+                (Err(_), _) => {}
+            }
+            result
+        })
+    }
+}
+
+/// Where a request's rate-limit permit waits for the answer, shared with the stream that
+/// settles it when it ends.
+type PermitSlot = Rc<RefCell<Option<Permit>>>;
+
+/// Settles the permit in `slot` with the stream's usage when the stream ends (also when the
+/// client left mid-stream), then passes the end on to whoever else waits for it.
+fn settle_at_end(
+    on_end: Option<oneshot::Sender<StreamEnd>>,
+    slot: Option<PermitSlot>,
+) -> Option<oneshot::Sender<StreamEnd>> {
+    let Some(slot) = slot else {
+        return on_end;
+    };
+    let (tx, rx) = oneshot::channel::<StreamEnd>();
+    actix::spawn(async move {
+        if let Ok(end) = rx.await {
+            if let Some(permit) = slot.borrow_mut().take() {
+                permit.settle(end.usage, end.completed);
+            }
+            if let Some(on_end) = on_end {
+                let _ = on_end.send(end);
+            }
+        }
+    });
+    Some(tx)
+}
+
+impl RouteActor {
+    fn serve(
+        &mut self,
+        msg: Proxy,
+        slot: Option<PermitSlot>,
+    ) -> ResponseFuture<Result<ProxyReply, GatewayError>> {
         let route = self.route.clone();
         let provider = self.provider.clone();
         let route_name = self.route_name.clone();
@@ -318,6 +399,7 @@ impl Handler<Proxy> for RouteActor {
                     tried: None,
                     on_end: None,
                     consumer: consumer.clone(),
+                    settle: slot,
                 };
                 let format = route.first().client_format;
                 match attempt(route.first(), &provider, input, cancel).await {
@@ -348,6 +430,7 @@ impl Handler<Proxy> for RouteActor {
             route_name,
             state: self.state.clone(),
             labels: self.labels.clone(),
+            slot,
             consumer: msg.identity.consumer.as_ref().map(|c| c.name.clone()),
         };
         Box::pin(balanced.run(msg))
@@ -363,6 +446,7 @@ struct Balanced {
     state: Rc<RefCell<BalancerState>>,
     labels: Rc<[String]>,
     consumer: Option<Arc<str>>,
+    slot: Option<PermitSlot>,
 }
 
 /// What an attempt's result means for the balancer.
@@ -451,6 +535,7 @@ impl Balanced {
                 tried: Some(Arc::from(joined(&entries, &format!("{label} 200")))),
                 on_end: Some(end_tx),
                 consumer: self.consumer.clone(),
+                settle: self.slot.clone(),
             };
             let guard = self.balancer.start_attempt(target);
             let attempt_started = Instant::now();

@@ -12,11 +12,12 @@ use super::template;
 use crate::config::ai_proxy::{
     AiProxyConfig, ModelOptions, ParamLocation, ProviderName, RouteType,
 };
-use crate::config::load::{AiPlugin, GatewayConfig};
+use crate::config::load::{AiPlugin, GatewayConfig, RouteSpec};
 use crate::config::problem::ConfigProblem;
 use crate::config::settings::Settings;
 use crate::formats::ClientFormat;
 use crate::key_auth::{Consumers, KeyAuth};
+use crate::limits::RouteLimits;
 use crate::providers::Driver;
 use crate::router::Router;
 
@@ -175,6 +176,8 @@ pub struct AiRoute {
     pub body_limit: Option<u64>,
     /// The key-auth plugin that applies to the route, if any.
     pub key_auth: Option<KeyAuth>,
+    /// The token limits that apply to the route, if any.
+    pub limits: Option<RouteLimits>,
 }
 
 impl AiRoute {
@@ -228,6 +231,7 @@ impl AiRoute {
             targets,
             balancer,
             key_auth: None,
+            limits: None,
         })
     }
 }
@@ -251,6 +255,23 @@ impl Snapshot {
             router: Router::default(),
         }
     }
+}
+
+/// The route's token limits, counted against the providers its targets call.
+fn limits_of(spec: &RouteSpec, route: &AiRoute) -> Result<Option<RouteLimits>, String> {
+    let mut providers: Vec<ProviderName> = route.targets.iter().map(|t| t.provider).collect();
+    providers.dedup();
+    let options = &route.first().options;
+    RouteLimits::new(
+        spec.rate_limit.as_ref(),
+        &spec.consumer_rate_limits,
+        providers,
+        spec.service
+            .as_ref()
+            .map_or_else(|| spec.name.clone(), |s| s.name.clone()),
+        (options.input_cost, options.output_cost),
+        options.max_tokens,
+    )
 }
 
 /// Compiles a validated config; problems found here (a provider that cannot serve the route
@@ -286,6 +307,8 @@ pub fn compile(
                     .map_err(|message| vec![ConfigProblem::new(spec.name.clone(), message)])?;
                 route.key_auth = Some(key_auth);
             }
+            route.limits = limits_of(spec, &route)
+                .map_err(|message| vec![ConfigProblem::new(spec.name.clone(), message)])?;
             Ok(route)
         });
         match compiled {

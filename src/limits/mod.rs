@@ -1,0 +1,376 @@
+//! Token rate limiting: Kong's `ai-rate-limiting-advanced`, compiled per route, enforced by
+//! each worker's `LimiterActor` against a process-wide store (`strategy: local`) or Redis
+//! (`strategy: redis`), with the admission rule of `admission.rs`.
+
+pub mod admission;
+pub mod local;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use serde_json::Value;
+
+use crate::config::ai_proxy::ProviderName;
+use crate::config::load::RateLimitSpec;
+use crate::config::rate_limit::{
+    provider_by_name, Identifier, RateLimitConfig, Strategy, TokensCountStrategy, WindowType,
+};
+use crate::error::GatewayError;
+use crate::key_auth::Identity;
+use crate::providers::oai::Usage;
+use admission::{Seen, Window};
+
+/// Where a policy keeps its counters.
+#[derive(Debug)]
+pub enum Backend {
+    /// This process only (`strategy: local`, or `sync_rate: -1`).
+    Local,
+    /// Every instance, through Redis, synchronously (`sync_rate: 0`).
+    Redis(Arc<redis::RedisTarget>),
+}
+
+/// One compiled `ai-rate-limiting-advanced` instance.
+#[derive(Debug)]
+pub struct Policy {
+    namespace: String,
+    limits: Vec<(ProviderName, Vec<Window>)>,
+    identifier: Identifier,
+    header_name: Option<HeaderName>,
+    path: Option<String>,
+    count: TokensCountStrategy,
+    pub sliding: bool,
+    error_code: StatusCode,
+    error_message: String,
+    hide_providers: bool,
+    hide_client_headers: bool,
+    pub backend: Backend,
+    pub fault_tolerant: bool,
+    pub wait: Duration,
+}
+
+impl Policy {
+    pub fn new(spec: &RateLimitSpec) -> Result<Policy, String> {
+        let config: &RateLimitConfig = &spec.config;
+        let limits = config
+            .llm_providers
+            .iter()
+            .filter_map(|p| {
+                let windows = p
+                    .limit
+                    .iter()
+                    .zip(&p.window_size)
+                    .map(|(&limit, &size)| Window { limit, size })
+                    .collect();
+                provider_by_name(&p.name).map(|provider| (provider, windows))
+            })
+            .collect();
+        let header_name = config
+            .header_name
+            .as_deref()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("header_name: {e}")))
+            .transpose()?;
+        let local = config.strategy == Strategy::Local || config.sync_rate == Some(-1.0);
+        let backend = if local {
+            Backend::Local
+        } else {
+            let redis = config
+                .redis
+                .as_ref()
+                .ok_or("redis: required when strategy is 'redis'")?;
+            Backend::Redis(Arc::new(redis::RedisTarget::new(redis)?))
+        };
+        Ok(Policy {
+            namespace: config
+                .namespace
+                .clone()
+                .unwrap_or_else(|| spec.path.clone()),
+            limits,
+            identifier: config.identifier,
+            header_name,
+            path: config.path.clone(),
+            count: config.tokens_count_strategy,
+            sliding: config.window_type == WindowType::Sliding,
+            error_code: StatusCode::from_u16(config.error_code)
+                .map_err(|_| "error_code is not an HTTP status")?,
+            error_message: config.error_message.clone(),
+            hide_providers: config.error_hide_providers,
+            hide_client_headers: config.hide_client_headers,
+            backend,
+            fault_tolerant: config.fault_tolerant,
+            wait: Duration::from_millis(config.wait_timeout),
+        })
+    }
+}
+
+/// A route's limits: the one for everybody and the consumer-scoped ones.
+#[derive(Debug)]
+pub struct RouteLimits {
+    default: Option<Arc<Policy>>,
+    consumers: HashMap<usize, Arc<Policy>>,
+    /// The providers the route's targets call.
+    providers: Vec<ProviderName>,
+    /// Kong's `identifier: service` key.
+    service: String,
+    /// `model.options.input_cost` / `output_cost` for `tokens_count_strategy: cost`.
+    costs: (Option<f64>, Option<f64>),
+    max_tokens: Option<u64>,
+}
+
+impl RouteLimits {
+    pub fn new(
+        default: Option<&RateLimitSpec>,
+        scoped: &[(usize, RateLimitSpec)],
+        providers: Vec<ProviderName>,
+        service: String,
+        costs: (Option<f64>, Option<f64>),
+        max_tokens: Option<u64>,
+    ) -> Result<Option<RouteLimits>, String> {
+        if default.is_none() && scoped.is_empty() {
+            return Ok(None);
+        }
+        let policy = |spec: &RateLimitSpec| -> Result<Arc<Policy>, String> {
+            let policy = Policy::new(spec)?;
+            if policy.count == TokensCountStrategy::Cost && (costs.0.is_none() || costs.1.is_none())
+            {
+                return Err(format!(
+                    "{}: tokens_count_strategy 'cost' needs model.options.input_cost and output_cost on the route",
+                    spec.path
+                ));
+            }
+            Ok(Arc::new(policy))
+        };
+        Ok(Some(RouteLimits {
+            default: default.map(policy).transpose()?,
+            consumers: scoped
+                .iter()
+                .map(|(c, spec)| policy(spec).map(|p| (*c, p)))
+                .collect::<Result<_, _>>()?,
+            providers,
+            service,
+            costs,
+            max_tokens,
+        }))
+    }
+
+    /// The ticket a request must be admitted with, or `None` if no limit applies to it.
+    pub fn ticket(
+        &self,
+        identity: &Identity,
+        peer: Option<std::net::IpAddr>,
+        client: &crate::proxy::request::ClientRequest,
+        body: &[u8],
+    ) -> Option<Ticket> {
+        let policy = identity
+            .consumer_index
+            .and_then(|c| self.consumers.get(&c))
+            .or(self.default.as_ref())?
+            .clone();
+        let ip = || peer.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        let who = match policy.identifier {
+            Identifier::Consumer | Identifier::ConsumerGroup => {
+                identity.consumer.as_ref().map_or_else(ip, |c| c.id.clone())
+            }
+            Identifier::Credential => identity
+                .credential
+                .as_deref()
+                .map_or_else(ip, str::to_string),
+            Identifier::Ip => ip(),
+            Identifier::Service => self.service.clone(),
+            Identifier::Header => policy
+                .header_name
+                .as_ref()
+                .and_then(|h| client.headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(ip, str::to_string),
+            Identifier::Path => {
+                let path = policy.path.as_deref()?;
+                if client.path != path {
+                    return None;
+                }
+                path.to_string()
+            }
+        };
+        let keys: Vec<Limited> = policy
+            .limits
+            .iter()
+            .filter(|(provider, _)| self.providers.contains(provider))
+            .map(|(provider, windows)| Limited {
+                provider: *provider,
+                key: format!("aigw:rl:{}:{}:{who}", policy.namespace, provider.as_str()),
+                windows: windows.clone(),
+            })
+            .collect();
+        if keys.is_empty() {
+            return None;
+        }
+        let (bound, prompt_estimate) = self.reservation(policy.count, body);
+        Some(Ticket {
+            id: next_ticket(),
+            policy,
+            keys,
+            reserve: bound,
+            prompt_estimate,
+            costs: self.costs,
+        })
+    }
+
+    /// An upper bound of the request's cost, when one exists, and a prompt-token estimate.
+    ///
+    /// A token covers at least one byte of the prompt's text, and the JSON around the text
+    /// outweighs the chat template's tokens, so the body's length bounds the prompt tokens; the
+    /// provider enforces `max_tokens`. Images and audio cost tokens their bytes do not bound,
+    /// so a body carrying anything but text parts has no bound.
+    fn reservation(&self, count: TokensCountStrategy, body: &[u8]) -> (Option<f64>, f64) {
+        let prompt_estimate = (body.len() / 4) as f64;
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let Some(parsed) = parsed else {
+            return (None, prompt_estimate);
+        };
+        let text_only = parsed
+            .get("messages")
+            .and_then(Value::as_array)
+            .is_none_or(|messages| {
+                messages.iter().all(|m| match m.get("content") {
+                    Some(Value::Array(parts)) => parts
+                        .iter()
+                        .all(|p| p.get("type").and_then(Value::as_str) == Some("text")),
+                    _ => true,
+                })
+            });
+        let client_max = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|k| parsed.get(*k).and_then(Value::as_u64));
+        // A configured max_tokens overrides the client's (Kong's rule).
+        let max = self.max_tokens.or(client_max);
+        let prompt = body.len() as f64;
+        let bound = match (count, text_only, max) {
+            (_, false, _) => None,
+            (TokensCountStrategy::PromptTokens, _, _) => Some(prompt),
+            (_, _, None) => None,
+            (TokensCountStrategy::TotalTokens, _, Some(max)) => Some(prompt + max as f64),
+            (TokensCountStrategy::CompletionTokens, _, Some(max)) => Some(max as f64),
+            (TokensCountStrategy::Cost, _, Some(max)) => match self.costs {
+                (Some(input), Some(output)) => Some((prompt * input + max as f64 * output) / 1e6),
+                _ => None,
+            },
+        };
+        (bound, prompt_estimate)
+    }
+}
+
+fn next_ticket() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One provider's counters for one identity.
+#[derive(Debug, Clone)]
+pub struct Limited {
+    pub provider: ProviderName,
+    pub key: String,
+    pub windows: Vec<Window>,
+}
+
+/// One request's claim on the limits that apply to it.
+#[derive(Debug)]
+pub struct Ticket {
+    pub id: u64,
+    pub policy: Arc<Policy>,
+    pub keys: Vec<Limited>,
+    /// Upper bound of its cost, if known (see `RouteLimits::reservation`).
+    pub reserve: Option<f64>,
+    prompt_estimate: f64,
+    costs: (Option<f64>, Option<f64>),
+}
+
+impl Ticket {
+    /// What the answer's usage costs under the policy's `tokens_count_strategy`. A stream
+    /// that ended before the provider reported usage (the client left, the stream broke) is
+    /// charged its reservation, or a prompt estimate when it has none.
+    pub fn cost(&self, usage: Usage, completed: bool) -> f64 {
+        if !completed && usage.prompt_tokens == 0 && usage.completion_tokens == 0 {
+            return self.reserve.unwrap_or(self.prompt_estimate);
+        }
+        let (prompt, completion) = (usage.prompt_tokens as f64, usage.completion_tokens as f64);
+        match self.policy.count {
+            TokensCountStrategy::TotalTokens => prompt + completion,
+            TokensCountStrategy::PromptTokens => prompt,
+            TokensCountStrategy::CompletionTokens => completion,
+            TokensCountStrategy::Cost => {
+                let (input, output) = (self.costs.0.unwrap_or(0.0), self.costs.1.unwrap_or(0.0));
+                (prompt * input + completion * output) / 1e6
+            }
+        }
+    }
+
+    /// Kong's headers for an admitted request: limit, remaining and reset per window.
+    pub fn headers(&self, seen: &[Vec<Seen>]) -> Vec<(HeaderName, HeaderValue)> {
+        if self.policy.hide_client_headers {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (limited, seen) in self.keys.iter().zip(seen) {
+            for (w, s) in limited.windows.iter().zip(seen) {
+                let suffix = format!("{}-{}", w.size, limited.provider.as_str());
+                let remaining = (w.limit - s.used).max(0.0).floor();
+                for (name, value) in [
+                    ("limit", w.limit.floor()),
+                    ("remaining", remaining),
+                    ("reset", (s.reset_ms as f64 / 1000.0).ceil()),
+                ] {
+                    push(&mut out, &format!("x-ai-ratelimit-{name}-{suffix}"), value);
+                }
+            }
+        }
+        out
+    }
+
+    /// The refusal once a window is exhausted (or the wait for committed budget ran out):
+    /// Kong's status and message, `Retry-After` when the exhausted windows reset.
+    pub fn refusal(&self, seen: &[Vec<Seen>]) -> GatewayError {
+        let mut retry_ms = 0;
+        for (limited, seen) in self.keys.iter().zip(seen) {
+            for (w, s) in limited.windows.iter().zip(seen) {
+                if s.used >= w.limit {
+                    retry_ms = retry_ms.max(s.reset_ms);
+                }
+            }
+        }
+        let retry = retry_ms.div_ceil(1000).max(1);
+        let mut headers = self.headers(seen);
+        push(&mut headers, "retry-after", retry as f64);
+        push(&mut headers, "x-ai-ratelimit-retry-after", retry as f64);
+        let mut message = self.policy.error_message.clone();
+        if !self.policy.hide_providers {
+            let names: Vec<&str> = self.keys.iter().map(|k| k.provider.as_str()).collect();
+            message.push_str(&names.join(", "));
+        }
+        GatewayError::RateLimited(Box::new(Refusal {
+            status: self.policy.error_code,
+            message,
+            headers,
+        }))
+    }
+}
+
+fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &str, value: f64) {
+    if let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(&format!("{value}")),
+    ) {
+        out.push((name, value));
+    }
+}
+
+/// A request the limits refused: Kong's `{"message": ...}` body with these headers.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}

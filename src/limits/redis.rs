@@ -1,0 +1,203 @@
+//! `strategy: redis` with `sync_rate: 0`: every admission and every settlement is one atomic
+//! Lua script on a Redis server shared by all instances, running the rule of `admission.rs`
+//! on Redis's clock, so N instances enforce one limit.
+//!
+//! Keys, per limited identity (`<key>` is `aigw:rl:<namespace>:<provider>:<identity>`):
+//! `<key>:<size>:<window number>` the tokens counted in a window (expire after two windows), and
+//! `<key>:inflight`, a sorted set of the requests in flight (`<instance>|<ticket>|<reservation>`,
+//! scored by a lease expiry, so a crashed instance's claims lapse).
+//!
+//! The gateway never hangs on Redis: every call is bounded by `redis.timeout`, and after a
+//! failure the connection's circuit stays open for a second, during which calls fail at once
+//! (the policy then fails open or closed). Settlements that failed are retried once Redis
+//! answers again, so claims of requests that ended during an outage do not linger.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::admission::{Seen, Verdict, Window};
+use crate::config::rate_limit::RedisConfig;
+
+/// A Redis server as a policy names it.
+#[derive(Debug)]
+pub struct RedisTarget {
+    /// The connection URL (with credentials: never logged).
+    url: String,
+    /// `host:port`, for logs.
+    pub label: String,
+    pub timeout: Duration,
+}
+
+impl RedisTarget {
+    pub fn new(config: &RedisConfig) -> Result<RedisTarget, String> {
+        let host = config.host.as_deref().unwrap_or("127.0.0.1");
+        let scheme = if config.ssl { "rediss" } else { "redis" };
+        let mut url = url::Url::parse(&format!(
+            "{scheme}://{host}:{}/{}",
+            config.port, config.database
+        ))
+        .map_err(|e| format!("redis: {e}"))?;
+        if let Some(user) = &config.username {
+            url.set_username(user)
+                .map_err(|_| "redis.username: not usable in a URL")?;
+        }
+        if let Some(password) = &config.password {
+            url.set_password(Some(password))
+                .map_err(|_| "redis.password: not usable in a URL")?;
+        }
+        let mut url = url.to_string();
+        if config.ssl && !config.ssl_verify {
+            url.push_str("#insecure");
+        }
+        Ok(RedisTarget {
+            url,
+            label: format!("{host}:{}", config.port),
+            timeout: Duration::from_millis(config.timeout),
+        })
+    }
+
+    /// Identifies the server and credentials, so each worker keeps one connection per target.
+    pub fn id(&self) -> &str {
+        &self.url
+    }
+
+    /// A lazily connecting, self-reconnecting connection bounded by the target's timeout.
+    pub fn connect(&self) -> Result<ConnectionManager, String> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
+    }
+}
+
+/// Admission: drop lapsed claims, read the windows and the claims, decide, record the claim.
+/// ARGV: instance, ticket, reservation (0 = unknown), lease ms, sliding (0/1), then
+/// (size, limit) per window. Returns {verdict, reservation, used, reset_ms, used, reset_ms, ...}.
+const ADMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key, inst, ticket = KEYS[1], ARGV[1], ARGV[2]
+local reserve, lease, sliding = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local flight = key .. ':inflight'
+redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+local reserved, unknown, unknown_here = 0, 0, 0
+for _, m in ipairs(redis.call('ZRANGE', flight, 0, -1)) do
+  local i, r = string.match(m, '^([^|]*)|[^|]*|(.*)$')
+  r = tonumber(r) or 0
+  if r > 0 then reserved = reserved + r else
+    unknown = unknown + 1
+    if i == inst then unknown_here = unknown_here + 1 end
+  end
+end
+local out, exhausted, fits, room = {}, false, reserve > 0 and unknown == 0, unknown_here == 0
+local n = (#ARGV - 5) / 2
+for w = 0, n - 1 do
+  local size, limit = tonumber(ARGV[6 + 2 * w]), tonumber(ARGV[7 + 2 * w])
+  local ms = size * 1000
+  local id = math.floor(now / ms)
+  local used = tonumber(redis.call('GET', key .. ':' .. size .. ':' .. id) or '0')
+  if sliding then
+    local prev = tonumber(redis.call('GET', key .. ':' .. size .. ':' .. (id - 1)) or '0')
+    used = used + prev * (ms - (now - id * ms)) / ms
+  end
+  if used >= limit then exhausted = true end
+  if used + reserved + reserve > limit then fits = false end
+  if used + reserved >= limit then room = false end
+  out[#out + 1] = tostring(used)
+  out[#out + 1] = tostring((id + 1) * ms - now)
+end
+local verdict = 'wait'
+if exhausted then verdict = 'refuse'
+elseif fits then verdict = 'admit'
+elseif room then verdict = 'admit'; reserve = 0 end
+if verdict == 'admit' then
+  redis.call('ZADD', flight, now + lease, inst .. '|' .. ticket .. '|' .. reserve)
+  redis.call('PEXPIRE', flight, lease)
+end
+table.insert(out, 1, tostring(reserve))
+table.insert(out, 1, verdict)
+return out
+"#;
+
+/// Settlement: drop the claim, count the tokens in every window. ARGV: claim, tokens, sizes...
+const SETTLE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key, claim, tokens = KEYS[1], ARGV[1], tonumber(ARGV[2])
+redis.call('ZREM', key .. ':inflight', claim)
+if tokens > 0 then
+  for i = 3, #ARGV do
+    local ms = tonumber(ARGV[i]) * 1000
+    local counter = key .. ':' .. ARGV[i] .. ':' .. math.floor(now / ms)
+    redis.call('INCRBYFLOAT', counter, tokens)
+    redis.call('PEXPIRE', counter, 2 * ms)
+  end
+end
+return 1
+"#;
+
+/// The claim a ticket leaves in the in-flight set.
+pub fn claim(instance: &str, ticket: u64, reserve: f64) -> String {
+    format!("{instance}|{ticket}|{reserve}")
+}
+
+pub async fn admit(
+    conn: &mut ConnectionManager,
+    key: &str,
+    windows: &[Window],
+    sliding: bool,
+    (instance, ticket): (&str, u64),
+    reserve: Option<f64>,
+    lease: Duration,
+) -> redis::RedisResult<(Verdict, Vec<Seen>)> {
+    let script = Script::new(ADMIT);
+    let mut call = script.key(key);
+    call.arg(instance)
+        .arg(ticket)
+        .arg(reserve.unwrap_or(0.0))
+        .arg(lease.as_millis() as u64)
+        .arg(if sliding { 1 } else { 0 });
+    for w in windows {
+        call.arg(w.size).arg(w.limit);
+    }
+    let reply: Vec<String> = call.invoke_async(conn).await?;
+    let number = |i: usize| {
+        reply
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let verdict = match reply.first().map(String::as_str) {
+        Some("admit") => Verdict::Admit(number(1)),
+        Some("refuse") => Verdict::Refuse,
+        _ => Verdict::Wait,
+    };
+    let seen = (0..windows.len())
+        .map(|w| Seen {
+            used: number(2 + 2 * w),
+            reset_ms: number(3 + 2 * w) as u64,
+        })
+        .collect();
+    Ok((verdict, seen))
+}
+
+pub async fn settle(
+    conn: &mut ConnectionManager,
+    key: &str,
+    claim: &str,
+    tokens: f64,
+    windows: &[Window],
+) -> redis::RedisResult<()> {
+    let script = Script::new(SETTLE);
+    let mut call = script.key(key);
+    call.arg(claim).arg(tokens);
+    for w in windows {
+        call.arg(w.size);
+    }
+    call.invoke_async::<i64>(conn).await.map(|_| ())
+}
