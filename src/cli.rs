@@ -102,6 +102,9 @@ fn mock_provider(listen: &str, workers: usize) -> ExitCode {
 }
 
 fn serve(cli: Cli) -> ExitCode {
+    // The demo mock belongs to the demo (the settings' own decK file): a gateway serving a
+    // user's file never binds the mock's fixed port, so instances start side by side.
+    let demo = cli.config.is_none() && std::env::var_os("AIGW_CONFIG").is_none();
     let explicit = cli.settings.is_some();
     let settings_path = cli
         .settings
@@ -120,7 +123,7 @@ fn serve(cli: Cli) -> ExitCode {
     };
     logging::init(settings.log_format, &settings.log_level);
     let result = actix_rt::System::new().block_on(async move {
-        if settings.mock.enabled {
+        if settings.mock.enabled && demo {
             let (mock_server, addr) =
                 mock::start(&settings.mock.listen, 1).map_err(StartError::Io)?;
             tracing::info!(%addr, "demo mock provider listening (in-process)");

@@ -1,0 +1,139 @@
+//! Real services for multi-instance tests: Debian's `redis-server` and nginx, installed with
+//! apt when missing (once, under a lock file, so parallel test binaries do not race) and
+//! started on free loopback ports as children that are stopped by their own PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use super::{collect_stderr, free_port, wait_for_port, Proc};
+
+/// Installs a Debian package providing `binary` unless it is already there; returns its path.
+fn ensure(binary: &str, packages: &[&str]) -> PathBuf {
+    let find = || {
+        ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(binary))
+            .find(|p| p.exists())
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    // One installer at a time across test binaries; apt's own lock waits for other users.
+    let script = format!(
+        "command -v {binary} >/dev/null || [ -x /usr/sbin/{binary} ] || {{ \
+           apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+           for p in {pkgs}; do DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
+             install -y -qq --no-install-recommends $p && break; done; }}",
+        pkgs = packages.join(" ")
+    );
+    let out = Command::new("flock")
+        .args(["/tmp/aigw-test-apt.lock", "sh", "-c", &script])
+        .output()
+        .expect("run flock/apt-get");
+    find().unwrap_or_else(|| {
+        panic!(
+            "installing {packages:?} for {binary} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn redis_server_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| ensure("redis-server", &["redis-server"]))
+}
+
+pub fn nginx_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| ensure("nginx", &["nginx-light", "nginx"]))
+}
+
+/// A private Redis on a free port (no persistence); `port` reuses a port (a restart).
+pub fn start_redis_on(port: Option<u16>) -> Proc {
+    let port = port.unwrap_or_else(free_port);
+    let mut child = Command::new(redis_server_bin())
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start redis-server");
+    let log = collect_stderr(&mut child);
+    wait_for_port(port, &mut child, "redis-server");
+    Proc { child, port, log }
+}
+
+/// nginx round-robining between `backends` (loopback ports), as one process without a master.
+pub fn start_nginx(backends: &[u16]) -> Proc {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("aigw-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let servers: String = backends
+        .iter()
+        .map(|p| format!("    server 127.0.0.1:{p};\n"))
+        .collect();
+    let d = dir.display();
+    let user = if Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+    {
+        "user root root;"
+    } else {
+        ""
+    };
+    let conf = format!(
+        "{user}
+worker_processes 1;
+daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  upstream gateways {{
+{servers}    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://gateways;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_buffering off;
+      proxy_read_timeout 120s;
+    }}
+  }}
+}}
+"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut child = Command::new(nginx_bin())
+        .args(["-e", &format!("{d}/error.log"), "-p", &format!("{d}")])
+        .args(["-c", &format!("{d}/nginx.conf")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nginx");
+    let log = collect_stderr(&mut child);
+    wait_for_port(port, &mut child, "nginx");
+    Proc { child, port, log }
+}

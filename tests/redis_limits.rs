@@ -1,0 +1,177 @@
+//! Token limits shared by several gateway instances through a real Redis (Debian's
+//! redis-server, installed when missing), behind a real nginx round-robining between them:
+//! the admitted tokens stay within the stated bound under 32 concurrent OpenAI SDK clients,
+//! streams count across instances, and a Redis that dies fails open (logged) or closed (503,
+//! quickly) and the limits resume when it is back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const ALICE: &str = "alice-key-0001";
+
+fn deck(mock_port: u16, redis_port: u16, routes: &[(&str, &str)]) -> String {
+    let mut out = String::from("_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n");
+    for (path, limit) in routes {
+        out.push_str(&format!(
+            r#"      - name: r{n}
+        paths: ["{path}"]
+        plugins:
+          - name: ai-proxy
+            config: {{route_type: llm/v1/chat, auth: {{header_name: Authorization, header_value: "Bearer sk-gateway-key"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: "http://127.0.0.1:{mock_port}/v1/chat/completions"}}}}}}
+          - name: key-auth
+          - name: ai-rate-limiting-advanced
+            config: {{strategy: redis, sync_rate: 0, window_type: fixed, redis: {{host: 127.0.0.1, port: {redis_port}, timeout: 300}}, {limit}}}
+"#,
+            n = path.trim_start_matches('/'),
+        ));
+    }
+    out.push_str(&format!(
+        "consumers:\n  - username: alice\n    keyauth_credentials: [{{key: {ALICE}}}]\n"
+    ));
+    out
+}
+
+fn chat(port: u16, path: &str, stream: bool) -> Response {
+    let mut body = chat_body("hello there", stream);
+    if stream {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    request(
+        port,
+        "POST",
+        path,
+        &[("content-type", "application/json"), ("apikey", ALICE)],
+        body.to_string().as_bytes(),
+    )
+}
+
+#[test]
+fn two_instances_behind_nginx_hold_one_limit_under_32_clients() {
+    let redis = start_redis_on(None);
+    let mock = start_mock();
+    let limit = "llm_providers: [{name: openai, limit: [1000], window_size: [120]}]";
+    let path = write_deck(&deck(mock.port, redis.port, &[("/chat", limit)]));
+    let gateways = [start_gateway(&path, &[]), start_gateway(&path, &[])];
+    let nginx = start_nginx(&[gateways[0].port, gateways[1].port]);
+
+    let base = nginx.url("/chat");
+    let out = run_python(
+        "limits_client.py",
+        &["flood", &base, ALICE, "32", "16", "60"],
+    );
+    let results: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ok: Vec<&Value> = results.iter().filter(|r| r["status"] == 200).collect();
+    let admitted: u64 = ok
+        .iter()
+        .map(|r| r["usage"]["total_tokens"].as_u64().unwrap())
+        .sum();
+    let largest = ok
+        .iter()
+        .map(|r| r["usage"]["total_tokens"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let refused: Vec<&Value> = results.iter().filter(|r| r["status"] != 200).collect();
+    eprintln!(
+        "admitted {admitted} tokens in {} requests (largest {largest}); {} refused",
+        ok.len(),
+        refused.len()
+    );
+    assert_eq!(refused.len(), 32, "every client was refused once");
+    assert!(refused.iter().all(|r| r["status"] == 429), "{refused:?}");
+    // The stated bound: the limit plus one request per instance.
+    assert!(admitted <= 1000 + 2 * largest, "admitted {admitted}");
+    // Nothing is refused while the window has budget: refusals only once it is spent.
+    assert!(admitted >= 1000, "refused early at {admitted}");
+    for gw in &gateways {
+        assert!(gw.logs().contains("consumer=\"alice\"") || gw.logs().contains("consumer=alice"));
+    }
+    let served = mock_stats(&mock)["requests"].as_u64().unwrap();
+    assert_eq!(
+        served,
+        ok.len() as u64,
+        "refused requests never reached the provider"
+    );
+}
+
+#[test]
+fn streams_count_across_instances() {
+    let redis = start_redis_on(None);
+    let mock = start_mock();
+    let limit = "llm_providers: [{name: openai, limit: [1000], window_size: [120]}]";
+    let path = write_deck(&deck(mock.port, redis.port, &[("/chat", limit)]));
+    let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
+    let remaining = |r: &Response| -> u64 {
+        r.header("x-ai-ratelimit-remaining-120-openai")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = chat(a.port, "/chat", true);
+    assert_eq!(first.status, 200);
+    assert_eq!(remaining(&first), 1000);
+    assert!(
+        poll_until(Duration::from_secs(5), || remaining(&chat(
+            b.port, "/chat", false
+        )) >= 1),
+        "instance b answers"
+    );
+    // The stream on a (8 tokens) and the buffered calls are all seen by b.
+    let seen = chat(b.port, "/chat", false);
+    assert!(
+        remaining(&seen) <= 1000 - 8,
+        "the stream on the other instance counted"
+    );
+}
+
+#[test]
+fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
+    let redis = start_redis_on(None);
+    let redis_port = redis.port;
+    let mock = start_mock();
+    let open = "llm_providers: [{name: openai, limit: [30], window_size: [120]}]";
+    let closed =
+        "fault_tolerant: false, llm_providers: [{name: openai, limit: [30], window_size: [120]}]";
+    let path = write_deck(&deck(
+        mock.port,
+        redis_port,
+        &[("/open", open), ("/closed", closed)],
+    ));
+    let gw = start_gateway(&path, &[]);
+    assert_eq!(chat(gw.port, "/open", false).status, 200);
+    assert_eq!(chat(gw.port, "/closed", false).status, 200);
+
+    drop(redis); // killed by its PID
+    let started = Instant::now();
+    let served = chat(gw.port, "/open", false);
+    assert_eq!(served.status, 200, "fail-open serves: {}", served.text());
+    assert!(gw.wait_for_log("rate-limit store unreachable", Duration::from_secs(5)));
+    let refused = chat(gw.port, "/closed", false);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("rate limiting is unavailable"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "never hangs on Redis"
+    );
+    let quick = Instant::now();
+    assert_eq!(chat(gw.port, "/closed", false).status, 503);
+    assert!(
+        quick.elapsed() < Duration::from_millis(1000),
+        "the circuit answers at once"
+    );
+
+    // Redis is back (empty): the limit holds again.
+    let _redis = start_redis_on(Some(redis_port));
+    let back = poll_until(Duration::from_secs(10), || {
+        chat(gw.port, "/closed", false).status == 200
+    });
+    assert!(back, "limits resume when Redis returns");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(chat(gw.port, "/closed", false).status);
+    }
+    assert!(statuses.contains(&429), "counting again: {statuses:?}");
+}
