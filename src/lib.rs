@@ -12,6 +12,7 @@ pub mod formats;
 pub mod handler;
 pub mod key_auth;
 pub mod logging;
+pub mod metrics;
 pub mod mock;
 pub mod providers;
 pub mod proxy;

@@ -29,6 +29,7 @@ use crate::error::GatewayError;
 use crate::formats::anthropic::{self, stream::AnthropicEvents};
 use crate::formats::native::{self, NativeStream};
 use crate::formats::ClientFormat;
+use crate::logging;
 use crate::providers::oai::Usage;
 use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
 use crate::proxy::compile::{AiRoute, CompiledRoute};
@@ -81,6 +82,8 @@ fn unix_now() -> u64 {
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const X_KONG_LLM_MODEL: &str = "x-kong-llm-model";
+/// The answer's cost from the target's `input_cost` / `output_cost` (buffered answers).
+const X_COST: &str = "x-ai-gateway-cost";
 /// Names every request field the provider has no equivalent for (lossless or loud).
 const X_DROPPED_FIELDS: &str = "x-ai-gateway-dropped-fields";
 
@@ -124,7 +127,7 @@ struct AttemptInput<'a> {
 /// One upstream call on `target`: Kong's request rules and translation for its provider, the
 /// call, and the translated answer (or the provider's error in the client's format).
 async fn attempt(
-    target: &CompiledRoute,
+    target: &Arc<CompiledRoute>,
     provider: &Addr<ProviderActor>,
     input: AttemptInput<'_>,
     cancel: oneshot::Receiver<()>,
@@ -138,7 +141,13 @@ async fn attempt(
         tried: input.tried,
         consumer: input.consumer,
         dropped: String::new(),
+        target: Some(target.clone()),
     };
+    let logged_request = target
+        .config
+        .logging
+        .log_payloads
+        .then(|| input.body.clone());
     let prepared = match prepare(
         target,
         input.client,
@@ -226,6 +235,9 @@ async fn attempt(
             };
             headers.push((header::CONTENT_TYPE, ct));
             headers.push((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")));
+            if let Some(request) = &logged_request {
+                logging::payloads(&access, request, None, body_secret(target));
+            }
             return Ok(ProxyReply {
                 status,
                 headers,
@@ -271,6 +283,11 @@ async fn attempt(
             translated.body
         };
         headers.push((header::CONTENT_TYPE, JSON));
+        if let Some(cost) = target.cost(translated.usage) {
+            if let Ok(value) = HeaderValue::from_str(&cost.to_string()) {
+                headers.push((HeaderName::from_static(X_COST), value));
+            }
+        }
         (body, translated.usage)
     } else {
         headers.push((header::CONTENT_TYPE, JSON));
@@ -282,12 +299,25 @@ async fn attempt(
         };
         (body, Usage::default())
     };
+    if let Some(request) = &logged_request {
+        logging::payloads(&access, request, Some(&body), body_secret(target));
+    }
     Ok(ProxyReply {
         status,
         headers,
         body: ReplyBody::Full(body),
         access: Some((access, usage, latency)),
     })
+}
+
+/// The body field carrying the configured credential, if auth goes in the body.
+fn body_secret(target: &CompiledRoute) -> Option<&str> {
+    target
+        .auth
+        .param
+        .as_ref()
+        .filter(|p| p.location == crate::config::ai_proxy::ParamLocation::Body)
+        .map(|p| p.name.as_str())
 }
 
 impl Handler<Proxy> for RouteActor {
@@ -320,7 +350,9 @@ impl Handler<Proxy> for RouteActor {
                     consumer: consumer.clone(),
                 };
                 let format = route.first().client_format;
-                match attempt(route.first(), &provider, input, cancel).await {
+                let result = attempt(route.first(), &provider, input, cancel).await;
+                count_upstream_error(route.first(), &result);
+                match result {
                     Err(e)
                         if format == ClientFormat::AnthropicTranslated
                             && !matches!(e, GatewayError::ClientGone) =>
@@ -334,6 +366,7 @@ impl Handler<Proxy> for RouteActor {
                             tried: None,
                             consumer,
                             dropped: String::new(),
+                            target: Some(route.first().clone()),
                         };
                         Ok(error_reply(&e, format, access))
                     }
@@ -480,6 +513,17 @@ impl Balanced {
                 (None, Ok(reply)) => reply.status.as_u16().to_string(),
                 (None, Err(e)) => e.status_code().as_u16().to_string(),
             };
+            let compiled = &self.route.targets[target];
+            count_upstream_error(compiled, &result);
+            if let Some(stats) = &compiled.stats {
+                crate::metrics::attempt(
+                    stats,
+                    target,
+                    compiled.provider.as_str(),
+                    compiled.config.model.name.as_deref().unwrap_or(""),
+                    &outcome,
+                );
+            }
             entries.push(format!("{label} {outcome}"));
             match failure {
                 Some(f) if self.balancer.fails_over(f, idempotent) => {
@@ -566,6 +610,7 @@ impl Balanced {
             tried: Some(Arc::from(entries.join(", "))),
             consumer: self.consumer.clone(),
             dropped: String::new(),
+            target: Some(compiled.clone()),
         }
     }
 
@@ -616,6 +661,26 @@ impl Balanced {
             .push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
         reply
     }
+}
+
+/// Counts a failed upstream call in the route's metrics, by kind.
+fn count_upstream_error(target: &CompiledRoute, result: &Result<ProxyReply, GatewayError>) {
+    let Some(stats) = &target.stats else { return };
+    let kind = match result {
+        Ok(reply) if reply.status.as_u16() >= 400 => format!("http_{}", reply.status.as_u16()),
+        Ok(_) => return,
+        Err(GatewayError::UpstreamConnect(_))
+        | Err(GatewayError::UpstreamUnreachable(_))
+        | Err(GatewayError::Identity(_)) => "error".into(),
+        Err(GatewayError::UpstreamTimeout(_)) | Err(GatewayError::UpstreamConnectTimeout(_)) => {
+            "timeout".into()
+        }
+        Err(GatewayError::UpstreamProtocol(_)) | Err(GatewayError::Transformation { .. }) => {
+            "invalid_header".into()
+        }
+        Err(_) => return,
+    };
+    crate::metrics::upstream_error(stats, target.provider.as_str(), kind);
 }
 
 fn joined(entries: &[String], last: &str) -> String {

@@ -135,7 +135,7 @@ impl Actor for StreamActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
         let usage = self.translator.usage();
-        logging::access_stream(&self.access, self.outcome, usage);
+        logging::access_stream(&self.access, self.outcome, usage, self.first_chunk);
         if let Some(on_end) = self.on_end.take() {
             let _ = on_end.send(StreamEnd {
                 usage,
