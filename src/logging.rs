@@ -1,6 +1,6 @@
 //! Tracing setup (human or JSON lines on stderr) and the access log: one line per request.
-//! Lines carry ids, names, statuses and timings; token counts and cost when the serving
-//! target's `logging.log_statistics` is on; never credentials.
+//! Lines carry ids, names, statuses, timings and token counts (plus cost and per-token timing
+//! when the serving target's `logging.log_statistics` is on), never credentials.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -31,14 +31,15 @@ fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// The statistics the serving target's `logging.log_statistics` puts in its access line.
-fn statistics(info: &AccessInfo, usage: Usage) -> Option<(Usage, Option<f64>)> {
+/// What the serving target's `logging.log_statistics` adds to its access line: the cost and
+/// the time per output token.
+fn statistics(info: &AccessInfo, usage: Usage) -> Option<(Option<f64>, Option<f64>)> {
     let target = info.target.as_ref()?;
-    target
-        .config
-        .logging
-        .log_statistics
-        .then(|| (usage, target.cost(usage)))
+    target.config.logging.log_statistics.then(|| {
+        let per_token = (usage.completion_tokens > 0)
+            .then(|| millis(info.started.elapsed()) / usage.completion_tokens as f64);
+        (target.cost(usage), per_token)
+    })
 }
 
 /// The end of a request: its metrics, when a prometheus plugin applies to its route.
@@ -83,9 +84,10 @@ pub fn access(info: &AccessInfo, status: u16, usage: Usage, upstream_latency: Op
         stream = false,
         latency_ms = millis(info.started.elapsed()),
         upstream_ms = upstream_latency.map(millis),
-        prompt_tokens = stats.map(|s| s.0.prompt_tokens),
-        completion_tokens = stats.map(|s| s.0.completion_tokens),
-        cost = stats.and_then(|s| s.1),
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        cost = stats.and_then(|s| s.0),
+        ms_per_output_token = stats.and_then(|s| s.1),
         tried = info.tried.as_deref(),
         dropped_fields = %info.dropped,
         "request"
@@ -113,9 +115,10 @@ pub fn access_stream(
         outcome,
         latency_ms = millis(info.started.elapsed()),
         first_chunk_ms = first_chunk.map(millis),
-        prompt_tokens = stats.map(|s| s.0.prompt_tokens),
-        completion_tokens = stats.map(|s| s.0.completion_tokens),
-        cost = stats.and_then(|s| s.1),
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        cost = stats.and_then(|s| s.0),
+        ms_per_output_token = stats.and_then(|s| s.1),
         tried = info.tried.as_deref(),
         dropped_fields = %info.dropped,
         "request"
