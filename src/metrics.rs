@@ -49,16 +49,9 @@ struct AiLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    ai_provider: &'static str,
-    ai_model: Arc<str>,
-    cache_status: &'static str,
-    vector_db: &'static str,
-    embeddings_provider: &'static str,
-    embeddings_model: &'static str,
+    #[prometheus(flatten)]
+    ai: AiLabels,
     token_type: &'static str,
-    workspace: &'static str,
-    route: Arc<str>,
-    service: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -295,16 +288,8 @@ pub fn request_finished(f: Finished<'_>) {
         if count > 0 {
             m.ai_tokens
                 .get_or_create(&TokenLabels {
-                    ai_provider: ai.ai_provider,
-                    ai_model: ai.ai_model.clone(),
-                    cache_status: "",
-                    vector_db: "",
-                    embeddings_provider: "",
-                    embeddings_model: "",
+                    ai: ai.clone(),
                     token_type,
-                    workspace: "default",
-                    route: route.clone(),
-                    service: service.clone(),
                 })
                 .inc_by(count);
         }

@@ -125,7 +125,7 @@ fn metrics_match_what_the_providers_saw() {
         tokens[1] += usage["completion_tokens"].as_u64().unwrap();
     }
     // One failing attempt, answered by the other target.
-    set_faults(&openai, "status=500");
+    mock_set_faults(&openai, "status=500");
     let mut failovers = 0;
     for _ in 0..2 {
         let r = post_json(
@@ -140,7 +140,7 @@ fn metrics_match_what_the_providers_saw() {
         tokens[1] += usage["completion_tokens"].as_u64().unwrap();
         failovers += r.header("x-kong-llm-tried").unwrap().matches(", ").count();
     }
-    set_faults(&openai, "");
+    mock_set_faults(&openai, "");
     let plain = post_json(
         gw.port,
         "/plain/chat/completions",
@@ -323,15 +323,4 @@ fn reload_failures_and_generations_are_counted() {
     gw.signal("HUP");
     assert!(gw.wait_for_log("config reloaded", std::time::Duration::from_secs(5)));
     assert_eq!(sum(&scrape(status), "aigw_config_generation", &[]), 2.0);
-}
-
-fn set_faults(mock: &Proc, directives: &str) {
-    let r = request(
-        mock.port,
-        "PUT",
-        "/__mock/faults",
-        &[],
-        directives.as_bytes(),
-    );
-    assert_eq!(r.status, 204);
 }
