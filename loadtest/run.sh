@@ -452,6 +452,10 @@ for t in "${TARGETS[@]}"; do
         --header "x-mock-fault: chunks=$PACED_CHUNKS,chunk_delay=$PACED_DELAY_MS"
 done
 
+# ai-proxy-advanced and metrics scenarios (issue 12), kept in their own file.
+# shellcheck source=loadtest/scenarios-balancer.sh
+source "$LT/scenarios-balancer.sh"
+
 sleep 2
 GW_IDLE_RSS_AFTER="$(rss_kib "$GW_PID")"
 

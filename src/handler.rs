@@ -117,6 +117,7 @@ pub async fn proxy(
         tried: None,
         consumer: None,
         dropped: String::new(),
+        target: None,
     });
     let result = handle(
         &req,
@@ -171,6 +172,7 @@ async fn handle(
         return Err(GatewayError::NotAnAiRoute(name.to_string()));
     };
     access.provider = route.first().provider.as_str();
+    access.target = Some(route.first().clone());
     let mut body = read_body(req, payload, route.body_limit, state.client_timeout).await?;
     let mut client = ClientRequest {
         method: req.method().clone(),

@@ -13,6 +13,7 @@ pub mod handler;
 pub mod key_auth;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod mock;
 pub(crate) mod panic_guard;
 pub mod providers;

@@ -1,5 +1,5 @@
-//! The optional status listener (Kong's `status_listen`) and the process-wide counters it
-//! reports.
+//! The optional status listener (Kong's `status_listen`): the process-wide counters at
+//! `/status` and Prometheus metrics at `/metrics`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -21,6 +21,7 @@ pub fn start(listen: &str, shared: SharedSnapshot) -> std::io::Result<Server> {
         App::new()
             .app_data(web::Data::new(shared.clone()))
             .route("/status", web::get().to(status))
+            .route("/metrics", web::get().to(metrics))
     })
     .workers(1)
     .shutdown_timeout(1)
@@ -37,4 +38,16 @@ async fn status(shared: web::Data<SharedSnapshot>) -> HttpResponse {
         "requests_in_flight": REQUESTS_IN_FLIGHT.load(Ordering::Relaxed),
         "config_generation": shared.load().generation,
     }))
+}
+
+/// Prometheus text exposition (see `metrics`).
+async fn metrics(shared: web::Data<SharedSnapshot>) -> HttpResponse {
+    let body = crate::metrics::render(
+        &shared.load(),
+        OPEN_STREAMS.load(Ordering::Relaxed),
+        REQUESTS_IN_FLIGHT.load(Ordering::Relaxed),
+    );
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(body)
 }

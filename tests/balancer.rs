@@ -44,17 +44,6 @@ fn bedrock_target(mock: &Proc, weight: u32) -> String {
     )
 }
 
-fn set_faults(mock: &Proc, directives: &str) {
-    let r = request(
-        mock.port,
-        "PUT",
-        "/__mock/faults",
-        &[],
-        directives.as_bytes(),
-    );
-    assert_eq!(r.status, 204);
-}
-
 fn mock_requests(mock: &Proc) -> u64 {
     mock_stats(mock)["requests"].as_u64().unwrap()
 }
@@ -148,7 +137,7 @@ fn consistent_hashing_keeps_a_header_value_on_one_target() {
 fn lowest_latency_moves_traffic_to_the_fast_target() {
     let fast = start_mock();
     let slow = start_mock();
-    set_faults(&slow, "delay=150");
+    mock_set_faults(&slow, "delay=150");
     let deck = write_deck(&advanced_deck(
         "{algorithm: lowest-latency}",
         &[openai_target(&slow, 100), openai_target(&fast, 100)],
@@ -186,7 +175,7 @@ fn priority_uses_the_second_group_only_when_the_first_fails() {
     );
     assert!(mock_requests(&mocks[0]) >= 5 && mock_requests(&mocks[1]) >= 5);
     // One of the primary group failing still keeps the fallback group idle.
-    set_faults(&mocks[0], "status=500");
+    mock_set_faults(&mocks[0], "status=500");
     for _ in 0..6 {
         let r = chat(&gw, &[]);
         assert_eq!(r.status, 200);
@@ -194,7 +183,7 @@ fn priority_uses_the_second_group_only_when_the_first_fails() {
     }
     assert_eq!(mock_requests(&mocks[2]), 0);
     // The whole group failing falls through to the next one.
-    set_faults(&mocks[1], "status=503");
+    mock_set_faults(&mocks[1], "status=503");
     let r = chat(&gw, &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     let attempts = tried(&r);
@@ -224,7 +213,7 @@ fn failed_attempts_fall_back_across_providers_through_the_sdk() {
     let gw = start_gateway(&deck, &[]);
     let base = gw.url("/lb");
     for fault in ["status=500", "status=429", "delay=2000"] {
-        set_faults(&openai, fault);
+        mock_set_faults(&openai, fault);
         let out: Value =
             serde_json::from_str(&run_python("sdk_client.py", &[&base, "chat", "Fall back"]))
                 .unwrap();
@@ -243,8 +232,8 @@ fn failed_attempts_fall_back_across_providers_through_the_sdk() {
             format!("0 openai/gpt-4o {label}, 1 anthropic/claude-3-5-haiku-latest 200")
         );
     }
-    set_faults(&openai, "status=500");
-    set_faults(&anthropic, "status=502");
+    mock_set_faults(&openai, "status=500");
+    mock_set_faults(&anthropic, "status=502");
     let out: Value =
         serde_json::from_str(&run_python("sdk_client.py", &[&base, "chat", "Twice"])).unwrap();
     assert_eq!(out["content"], "Mock bedrock reply to: Twice", "{out}");
@@ -259,7 +248,7 @@ fn failed_attempts_fall_back_across_providers_through_the_sdk() {
 fn retries_are_bounded_and_zero_passes_the_first_failure_through() {
     let mocks = [start_mock(), start_mock(), start_mock()];
     for m in &mocks[..2] {
-        set_faults(m, "status=500");
+        mock_set_faults(m, "status=500");
     }
     let targets = [
         openai_target(&mocks[0], 100),
@@ -332,7 +321,7 @@ fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
         &[openai_target(&flaky, 100), openai_target(&steady, 100)],
     ));
     let gw = start_gateway(&deck, &[]);
-    set_faults(&flaky, "status=500");
+    mock_set_faults(&flaky, "status=500");
     for _ in 0..20 {
         let r = chat(&gw, &[]);
         assert_eq!(r.status, 200, "{}", r.text());
@@ -343,7 +332,7 @@ fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
         "excluded after max_fails failures"
     );
     // After fail_timeout one probe goes through; success closes the circuit.
-    set_faults(&flaky, "");
+    mock_set_faults(&flaky, "");
     std::thread::sleep(Duration::from_millis(1100));
     for _ in 0..20 {
         assert_eq!(chat(&gw, &[]).status, 200);
@@ -358,7 +347,7 @@ fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
 #[test]
 fn every_target_excluded_is_a_503_naming_the_route() {
     let mock = start_mock();
-    set_faults(&mock, "status=500");
+    mock_set_faults(&mock, "status=500");
     let deck = write_deck(&advanced_deck(
         &format!("{{max_fails: 2, fail_timeout: 30000, {RETRY_ALL}}}"),
         &[openai_target(&mock, 100)],

@@ -71,6 +71,7 @@ impl Handler<Reload> for ConfigActor {
                 ReloadOutcome::Applied { generation, routes }
             }
             Err(problems) => {
+                crate::metrics::reload_failed();
                 for p in &problems {
                     tracing::error!(problem = %p, "reload rejected");
                 }

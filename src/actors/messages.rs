@@ -18,7 +18,7 @@ use crate::proxy::compile::Timeouts;
 use crate::proxy::request::ClientRequest;
 
 /// What the access log line of a request says, gathered along the way.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AccessInfo {
     pub request_id: String,
     pub route: Arc<str>,
@@ -31,6 +31,8 @@ pub struct AccessInfo {
     pub consumer: Option<Arc<str>>,
     /// Request fields the provider could not take, comma-separated (empty when none).
     pub dropped: String,
+    /// The target that answered: its logging switches, prices and metrics labels.
+    pub target: Option<Arc<crate::proxy::compile::CompiledRoute>>,
 }
 
 /// A client request for one route: sent by the HTTP handler to that route's `RouteActor`.

@@ -26,6 +26,7 @@ use super::provider::ProviderActor;
 use crate::error::GatewayError;
 use crate::formats::anthropic;
 use crate::formats::ClientFormat;
+use crate::logging;
 use crate::panic_guard;
 use crate::providers::oai::Usage;
 use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
@@ -119,7 +120,7 @@ struct AttemptInput<'a> {
 /// One upstream call on `target`: Kong's request rules and translation for its provider, the
 /// call, and the translated answer (or the provider's error in the client's format).
 async fn attempt(
-    target: &CompiledRoute,
+    target: &Arc<CompiledRoute>,
     provider: &Addr<ProviderActor>,
     input: AttemptInput<'_>,
     cancel: oneshot::Receiver<()>,
@@ -133,7 +134,13 @@ async fn attempt(
         tried: input.tried,
         consumer: input.consumer,
         dropped: String::new(),
+        target: Some(target.clone()),
     };
+    let logged_request = target
+        .config
+        .logging
+        .log_payloads
+        .then(|| input.body.clone());
     let prepared = panic_guard::catch("request translation", || {
         prepare(
             target,
@@ -175,7 +182,26 @@ async fn attempt(
         .send(exchange)
         .await
         .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
-    response::reply(target, &resolved, model_header, reply, access)
+    let logged_access = logged_request.as_ref().map(|_| access.clone());
+    let reply = response::reply(target, &resolved, model_header, reply, access)?;
+    if let (Some(request), Some(access)) = (&logged_request, &logged_access) {
+        let answer = match &reply.body {
+            ReplyBody::Full(body) => Some(&body[..]),
+            ReplyBody::Stream(_) => None,
+        };
+        logging::payloads(access, request, answer, body_secret(target));
+    }
+    Ok(reply)
+}
+
+/// The body field carrying the configured credential, if auth goes in the body.
+fn body_secret(target: &CompiledRoute) -> Option<&str> {
+    target
+        .auth
+        .param
+        .as_ref()
+        .filter(|p| p.location == crate::config::ai_proxy::ParamLocation::Body)
+        .map(|p| p.name.as_str())
 }
 
 impl Handler<Proxy> for RouteActor {
@@ -282,7 +308,9 @@ impl RouteActor {
                     settle: slot,
                 };
                 let format = route.first().client_format;
-                match attempt(route.first(), &provider, input, cancel).await {
+                let result = attempt(route.first(), &provider, input, cancel).await;
+                count_upstream_error(route.first(), &result);
+                match result {
                     Err(e)
                         if format == ClientFormat::AnthropicTranslated
                             && !matches!(e, GatewayError::ClientGone) =>
@@ -296,6 +324,7 @@ impl RouteActor {
                             tried: None,
                             consumer,
                             dropped: String::new(),
+                            target: Some(route.first().clone()),
                         };
                         Ok(error_reply(&e, format, access))
                     }
@@ -445,6 +474,17 @@ impl Balanced {
                 (None, Ok(reply)) => reply.status.as_u16().to_string(),
                 (None, Err(e)) => e.status_code().as_u16().to_string(),
             };
+            let compiled = &self.route.targets[target];
+            count_upstream_error(compiled, &result);
+            if let Some(stats) = &compiled.stats {
+                crate::metrics::attempt(
+                    stats,
+                    target,
+                    compiled.provider.as_str(),
+                    compiled.config.model.name.as_deref().unwrap_or(""),
+                    &outcome,
+                );
+            }
             entries.push(format!("{label} {outcome}"));
             match failure {
                 Some(f) if self.balancer.fails_over(f, idempotent) => {
@@ -531,6 +571,7 @@ impl Balanced {
             tried: Some(Arc::from(entries.join(", "))),
             consumer: self.consumer.clone(),
             dropped: String::new(),
+            target: Some(compiled.clone()),
         }
     }
 
@@ -581,6 +622,26 @@ impl Balanced {
             .push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
         reply
     }
+}
+
+/// Counts a failed upstream call in the route's metrics, by kind.
+fn count_upstream_error(target: &CompiledRoute, result: &Result<ProxyReply, GatewayError>) {
+    let Some(stats) = &target.stats else { return };
+    let kind = match result {
+        Ok(reply) if reply.status.as_u16() >= 400 => format!("http_{}", reply.status.as_u16()),
+        Ok(_) => return,
+        Err(GatewayError::UpstreamConnect(_))
+        | Err(GatewayError::UpstreamUnreachable(_))
+        | Err(GatewayError::Identity(_)) => "error".into(),
+        Err(GatewayError::UpstreamTimeout(_)) | Err(GatewayError::UpstreamConnectTimeout(_)) => {
+            "timeout".into()
+        }
+        Err(GatewayError::UpstreamProtocol(_)) | Err(GatewayError::Transformation { .. }) => {
+            "invalid_header".into()
+        }
+        Err(_) => return,
+    };
+    crate::metrics::upstream_error(stats, target.provider.as_str(), kind);
 }
 
 fn joined(entries: &[String], last: &str) -> String {

@@ -166,7 +166,7 @@ impl Actor for StreamActor {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
         let usage = panic_guard::catch("stream usage", || self.translator.usage());
         let usage = usage.unwrap_or_default();
-        logging::access_stream(&self.access, self.outcome.as_str(), usage);
+        logging::access_stream(&self.access, self.outcome.as_str(), usage, self.first_chunk);
         if let Some(on_end) = self.on_end.take() {
             let _ = on_end.send(StreamEnd {
                 usage,

@@ -18,6 +18,7 @@ use crate::config::settings::Settings;
 use crate::formats::ClientFormat;
 use crate::key_auth::{Consumers, KeyAuth};
 use crate::limits::RouteLimits;
+use crate::metrics::RouteStats;
 use crate::providers::Driver;
 use crate::router::Router;
 
@@ -106,6 +107,8 @@ pub struct CompiledRoute {
     /// An `ai-proxy-advanced` target: its configured model replaces the client's (the client
     /// cannot know which target serves it), where ai-proxy refuses a different model.
     pub model_overrides_client: bool,
+    /// Metrics labels, when a prometheus plugin applies to the route.
+    pub stats: Option<Arc<RouteStats>>,
 }
 
 impl CompiledRoute {
@@ -151,6 +154,7 @@ impl CompiledRoute {
                 }),
             client_format: ClientFormat::of(config.llm_format, config.model.provider),
             model_overrides_client: false,
+            stats: None,
             config,
         })
     }
@@ -191,6 +195,7 @@ impl AiRoute {
         plugin: &AiPlugin,
         service_timeouts: Timeouts,
         path: &str,
+        stats: Option<Arc<RouteStats>>,
     ) -> Result<AiRoute, Vec<ConfigProblem>> {
         let balancer = match &plugin.balancer {
             None => None,
@@ -218,6 +223,7 @@ impl AiRoute {
             match CompiledRoute::new(name, target.config.clone(), timeouts) {
                 Ok(mut route) => {
                     route.model_overrides_client = balancer.is_some();
+                    route.stats = stats.clone();
                     targets.push(Arc::new(route));
                 }
                 Err(message) => problems.push(ConfigProblem { path: at, message }),
@@ -301,16 +307,24 @@ pub fn compile(
                 write: Duration::from_millis(settings.write_timeout_ms),
             },
         };
-        let compiled = AiRoute::new(&spec.name, plugin, timeouts, path).and_then(|mut route| {
-            if let Some(config) = &spec.key_auth {
-                let key_auth = KeyAuth::new(config.clone(), consumers.clone())
-                    .map_err(|message| vec![ConfigProblem::new(spec.name.clone(), message)])?;
-                route.key_auth = Some(key_auth);
-            }
-            route.limits = limits_of(spec, &route)
-                .map_err(|message| vec![ConfigProblem::new(spec.name.clone(), message)])?;
-            Ok(route)
+        let stats = spec.prometheus.as_ref().map(|p| {
+            Arc::new(RouteStats {
+                route: Arc::from(spec.name.as_str()),
+                service: Arc::from(spec.service.as_ref().map_or("", |s| s.name.as_str())),
+                ai_metrics: p.ai_metrics,
+            })
         });
+        let compiled =
+            AiRoute::new(&spec.name, plugin, timeouts, path, stats).and_then(|mut route| {
+                if let Some(config) = &spec.key_auth {
+                    let key_auth = KeyAuth::new(config.clone(), consumers.clone())
+                        .map_err(|message| vec![ConfigProblem::new(spec.name.clone(), message)])?;
+                    route.key_auth = Some(key_auth);
+                }
+                route.limits = limits_of(spec, &route)
+                    .map_err(|message| vec![ConfigProblem::new(spec.name.clone(), message)])?;
+                Ok(route)
+            });
         match compiled {
             Ok(route) => routes.push(Some(Arc::new(route))),
             Err(mut found) => problems.append(&mut found),

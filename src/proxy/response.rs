@@ -20,6 +20,8 @@ use crate::providers::oai::Usage;
 pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const X_KONG_LLM_MODEL: &str = "x-kong-llm-model";
+/// The answer's cost from the target's `input_cost` / `output_cost` (buffered answers).
+const X_COST: &str = "x-ai-gateway-cost";
 /// Names every request field the provider has no equivalent for (lossless or loud).
 const X_DROPPED_FIELDS: &str = "x-ai-gateway-dropped-fields";
 
@@ -112,7 +114,13 @@ pub(crate) fn reply(
         (body, usage)
     } else if status == StatusCode::OK {
         headers.push((header::CONTENT_TYPE, JSON));
-        translate(target, resolved, body)?
+        let (body, usage) = translate(target, resolved, body)?;
+        if let Some(cost) = target.cost(usage) {
+            if let Ok(value) = HeaderValue::from_str(&cost.to_string()) {
+                headers.push((HeaderName::from_static(X_COST), value));
+            }
+        }
+        (body, usage)
     } else {
         headers.push((header::CONTENT_TYPE, JSON));
         (error_body(target, resolved, status, body), Usage::default())

@@ -238,6 +238,18 @@ pub fn mock_last(mock: &Proc) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// Fault directives the mock applies to every request from now on (`""` clears them).
+pub fn mock_set_faults(mock: &Proc, directives: &str) {
+    let r = request(
+        mock.port,
+        "PUT",
+        "/__mock/faults",
+        &[],
+        directives.as_bytes(),
+    );
+    assert_eq!(r.status, 204);
+}
+
 pub fn mock_clear(mock: &Proc) {
     request(mock.port, "DELETE", "/__mock/requests", &[], b"");
 }

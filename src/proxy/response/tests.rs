@@ -65,6 +65,7 @@ fn access() -> AccessInfo {
         tried: None,
         consumer: None,
         dropped: Default::default(),
+        target: None,
     }
 }
 
