@@ -272,7 +272,7 @@ def budgets(facts, runs):
     ttfc = diff(xc("paced", "gw", "ttfc_p50_ms"), xc("paced", "nginx", "ttfc_p50_ms"))
     add("xc_ttfc", "cross-check: paced stream time to first chunk p50, gateway − nginx",
         None if ttfc is None else ttfc * 1000, "µs", 1000, "<=")
-    add("xc_idle_rss", "cross-check: idle RSS with the default settings (demo mock on)",
+    add("xc_idle_rss", "cross-check: idle RSS with the default settings",
         mib(facts.get("xc_gw_idle_rss_kib")), "MiB", 20, "<=")
     hold_scen = next((s for s in runs if s.startswith("hold-")), None)
     for t in ("gw-openai", "gw-anthropic"):
@@ -412,7 +412,7 @@ def xc_section(facts, runs):
             f"upstream ({facts.get('xc_chunks', 20)} content chunks per stream, "
             f"{facts.get('xc_paced_delay_ms', 5)} ms apart when paced), nginx with the "
             "cross-check's config, and the gateway started from the checkout with only "
-            "`--config`/`--listen` (settings/default.toml: access log at info, demo mock on). "
+            "`--config`/`--listen` (settings/default.toml: access log at info). "
             "Same pinning and scheduling as the rest of the run. The hyper mock and wrk need "
             "less CPU than aigw-load and the actix mock, so the proxy core saturates first "
             "and the ratios compare two saturated proxies (see ANALYSIS.md). p50/p99 are "

@@ -512,7 +512,7 @@ group_hold() {
 # the minimal hyper 1 mock (loadtest/crosscheck) as upstream, its sseload for streams, nginx with
 # the cross-check's config, and a second gateway started with its DEFAULT settings (the
 # checkout's settings/default.toml: log level info with the access log, one worker per CPU it
-# may use, the demo mock on) and only --config/--listen. Same pinning and scheduling as above.
+# may use) and only --config/--listen. Same pinning and scheduling as above.
 cpu_ticks() { # PIDS (comma-separated) -> their utime+stime in clock ticks
     local sum=0 p
     for p in ${1//,/ }; do
