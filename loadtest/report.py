@@ -261,6 +261,19 @@ def budgets(facts, runs):
              lat("stream-paced", "direct-anthropic", "p50", "ttfe_us")), "µs", 1000, "<=")
     add("idle_rss", "gateway idle RSS after start", mib(facts.get("gw_idle_rss_kib")), "MiB", 20,
         "<=")
+    xc = lambda scen, peer, *k: get(runs, f"xc-{scen}", peer, *k)
+    add("xc_throughput", "cross-check (wrk, hyper mock, default settings): req/s ÷ nginx",
+        ratio(xc("nonstream", "gw", "rps"), xc("nonstream", "nginx", "rps")), "x", 0.70, ">=")
+    add("xc_cpu_per_request", "cross-check: gateway CPU per request ÷ nginx's",
+        ratio(xc("nonstream", "gw", "cpu_us_per_req"), xc("nonstream", "nginx", "cpu_us_per_req")),
+        "x", 1.5, "<=")
+    add("xc_stream", f"cross-check: streams/s ({facts.get('xc_chunks', 20)} back-to-back chunks) "
+        "÷ nginx", ratio(xc("stream", "gw", "rps"), xc("stream", "nginx", "rps")), "x", 0.80, ">=")
+    ttfc = diff(xc("paced", "gw", "ttfc_p50_ms"), xc("paced", "nginx", "ttfc_p50_ms"))
+    add("xc_ttfc", "cross-check: paced stream time to first chunk p50, gateway − nginx",
+        None if ttfc is None else ttfc * 1000, "µs", 1000, "<=")
+    add("xc_idle_rss", "cross-check: idle RSS with the default settings",
+        mib(facts.get("xc_gw_idle_rss_kib")), "MiB", 20, "<=")
     hold_scen = next((s for s in runs if s.startswith("hold-")), None)
     for t in ("gw-openai", "gw-anthropic"):
         r = get(runs, hold_scen, t) if hold_scen else None
@@ -365,6 +378,74 @@ def profile_section(out):
     return "\n".join(parts) + "\n"
 
 
+def xc_section(facts, runs):
+    """The cross-check (`xc` group): wrk and sseload against the hyper mock, nginx and the
+    gateway with its default settings."""
+    if not any(k.startswith("xc-") for k in runs):
+        return ""
+    peers = ["direct", "nginx", "gw"]
+    rows = []
+    for scen in ("nonstream", "stream", "paced"):
+        rr = runs.get(f"xc-{scen}", {})
+        n = rr.get("nginx")
+        for p in peers:
+            r = rr.get(p)
+            if r is None:
+                continue
+            if r.get("failed"):
+                rows.append([scen, f"`{p}`", "failed"] + ["–"] * 8)
+                continue
+            cpu = r.get("cpu_us_per_req")
+            errs = sum(r.get(k) or 0 for k in ("err_connect", "err_read", "err_write",
+                                                "err_timeout", "non2xx", "errors", "non200",
+                                                "no_done"))
+            if scen == "nonstream":
+                lat = [fmt(r.get("p50_ms"), 2), fmt(r.get("p99_ms"), 2)]
+            else:
+                lat = [fmt(r.get("ttfc_p50_ms"), 2), fmt(r.get("ttfc_p99_ms"), 2)]
+            rows.append([scen, f"`{p}`", fmt(r.get("rps")), fx(ratio(r.get("rps"), get(n, "rps"))),
+                         *lat, fmt(cpu, 1), fx(ratio(cpu, get(n, "cpu_us_per_req"))),
+                         fmt(r.get("core_util"), 2), fmt(mib(r.get("rss_kib")), 1), errs])
+    text = ("## Cross-check: wrk + hyper mock, gateway with its default settings\n\n"
+            "The setup a new user would try (ISSUE 14): `wrk -t1 -c64` (non-streaming) and "
+            "`sseload` (streams, c=64) from `loadtest/crosscheck/`, a minimal hyper 1 mock "
+            f"upstream ({facts.get('xc_chunks', 20)} content chunks per stream, "
+            f"{facts.get('xc_paced_delay_ms', 5)} ms apart when paced), nginx with the "
+            "cross-check's config, and the gateway started from the checkout with only "
+            "`--config`/`--listen` (settings/default.toml: access log at info). "
+            "Same pinning and scheduling as the rest of the run. The hyper mock and wrk need "
+            "less CPU than aigw-load and the actix mock, so the proxy core saturates first "
+            "and the ratios compare two saturated proxies (see ANALYSIS.md). p50/p99 are "
+            "per request for non-streaming rows and TTFC for stream rows, in ms; CPU µs per "
+            "request or per stream.\n\n")
+    return text + table(["scenario", "target", "req/s or streams/s", "×nginx", "p50 ms",
+                         "p99 ms", "CPU µs/req", "CPU ×nginx", "core util", "RSS MiB",
+                         "errors"], rows) + "\n\n"
+
+
+def bench_section(out):
+    """`cargo bench --bench translate` (criterion): the middle estimate per benchmark."""
+    path = os.path.join(out, "bench.txt")
+    if not os.path.exists(path):
+        return ""
+    rows = []
+    name = None
+    for line in open(path):
+        m = re.match(r"^(\S+/\S+)\s*(time:.*)?$", line.strip())
+        if m and "/" in m.group(1) and not line.strip().startswith(("time:", "thrpt:")):
+            name = m.group(1)
+        t = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
+        if t and name:
+            rows.append([f"`{name}`", f"{t.group(1)} {t.group(2)}"])
+            name = None
+    if not rows:
+        return ""
+    return ("## Translation micro-benchmark (`cargo bench --bench translate`)\n\n"
+            "Pure translation functions on the fixtures (criterion, middle estimate; `stream` is "
+            "a whole fixture stream). Pinned to the gateway's CPU.\n\n"
+            + table(["benchmark", "time"], rows) + "\n\n")
+
+
 def wrk_section(out):
     rows = []
     for path in sorted(glob.glob(os.path.join(out, "wrk--*.txt"))):
@@ -465,7 +546,8 @@ def main():
                         "nice": "nice -20 for every process of the run",
                         "none": "default"}.get(f_["sched"], f_["sched"])],
         ["gateway", "1 worker, log level warn, mock disabled, "
-                    "`max_connections_per_worker` raised to hold the streams (settings.toml)"],
+                    "`max_connections_per_worker` raised to hold the streams (settings.toml); "
+                    "the cross-check's gateway: default settings"],
         ["nginx", "1 worker process, upstream keepalive 1024, proxy_buffering off, "
                   "HTTP/1.1 upstream, access_log off"],
         ["mock provider", "`ai-gateway mock-provider --workers 1`, AIGW_MOCK_NO_LOG=1"],
@@ -534,7 +616,9 @@ def main():
     if not f_.get("anthropic"):
         md.append("> The anthropic scenarios are **not available**: this build's anthropic "
                   "provider is a placeholder. Re-run `loadtest/run.sh` once it lands.\n")
+    md.append(xc_section(facts, runs))
     md.append(wrk_section(out))
+    md.append(bench_section(out))
     md.append(profile_section(out))
     md.append("## Exact commands\n")
     md.append("Processes under test (ports are picked free at each run):\n")

@@ -4,7 +4,7 @@
 # PID) and writes loadtest/RESULTS.md and loadtest/results.json. See loadtest/README.md.
 #
 #   loadtest/run.sh [--quick] [--label NAME] [--sched rr|nice|none] [--no-profile]
-#                   [--no-build] [--hold N] [--keep]
+#                   [--no-build] [--hold N] [--keep] [--only GROUPS]
 set -euo pipefail
 
 usage() {
@@ -19,7 +19,12 @@ usage() {
   --no-build     use the existing target/release/ai-gateway
   --hold N       streams held open at once in the memory scenario (default 10000; quick 1000)
   --keep         keep the temp dir (configs, logs) for inspection
-Environment: GW_CPU (default 0) runs the gateway and nginx; LOAD_CPU (default 1) runs the
+  --only GROUPS  run only these scenario groups (comma-separated; default all): own (chat-small,
+                 chat-8k, rate-1000, stream-50, stream-paced), hold, xc (the cross-check: wrk and
+                 a hyper mock, gateway with its default settings), wrk, profile, bench
+                 (cargo bench --bench translate: the translation micro-benchmark)
+Environment: GW_BIN runs that gateway binary instead of target/release/ai-gateway (with
+--no-build). GW_CPU (default 0) runs the gateway and nginx; LOAD_CPU (default 1) runs the
 mock provider and the load client.
 EOF
 }
@@ -31,6 +36,8 @@ PROFILE=1
 BUILD=1
 HOLD=""
 KEEP=0
+GROUPS_ALL="own balancer hold xc wrk profile bench"
+ONLY="$GROUPS_ALL"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -40,6 +47,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --hold) HOLD="$2"; shift ;;
         --keep) KEEP=1 ;;
+        --only) ONLY="${2//,/ }"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -48,6 +56,11 @@ done
 
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
+# wants GROUP: is this scenario group part of the run (--only)?
+wants() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+for g in $ONLY; do
+    case " $GROUPS_ALL " in *" $g "*) ;; *) echo "--only: unknown group $g" >&2; exit 2 ;; esac
+done
 LT="$ROOT/loadtest"
 GW_CPU="${GW_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
@@ -60,10 +73,19 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 if [ "$QUICK" = 1 ]; then
     WARMUP=1; WINDOW=2; PACED_WINDOW=3; HOLD="${HOLD:-1000}"
     HOLD_CHUNKS=10; HOLD_DELAY_MS=500; HOLD_BOUND=40; PROFILE=0; WRK_CHECK=0
+    XC_WARMUP=1; XC_WINDOW=3
 else
     WARMUP=2; WINDOW=10; PACED_WINDOW=10; HOLD="${HOLD:-10000}"
     HOLD_CHUNKS=40; HOLD_DELAY_MS=500; HOLD_BOUND=120; WRK_CHECK=1
+    XC_WARMUP=4; XC_WINDOW=10
 fi
+wants wrk || WRK_CHECK=0
+wants profile || PROFILE=0
+XC=0
+wants xc && XC=1
+# The cross-check's own shape (../crosscheck in ISSUE 14): 20 content chunks, 5 ms apart when paced.
+XC_CHUNKS=20
+XC_PACED_DELAY_MS=5
 CONCURRENCY=64
 RATE=1000
 STREAM_CHUNKS=50
@@ -89,9 +111,9 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
     apt_install nginx-light || apt_install nginx
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-if [ "$WRK_CHECK" = 1 ] && ! command -v wrk >/dev/null; then
+if { [ "$WRK_CHECK" = 1 ] || [ "$XC" = 1 ]; } && ! command -v wrk >/dev/null; then
     log "installing wrk (load-generator cross-check)"
-    apt_install wrk || WRK_CHECK=0
+    apt_install wrk || { WRK_CHECK=0; XC=0; log "no wrk: the cross-check is skipped"; }
 fi
 PERF_OK=0
 if [ "$PROFILE" = 1 ]; then
@@ -117,10 +139,10 @@ fi
 # as soon as bytes arrive instead of waiting out the mock's time slice (which would delay every
 # first chunk until the mock has written its whole backlog).
 case "$SCHED" in
-    rr) PRIO=(chrt -r 50); PRIO_CLIENT=(chrt -r 51) ;;
+    rr) PRIO=(chrt -r 50); PRIO_CLIENT=(chrt -r 51); PRIO_SAMPLER=(chrt -r 52) ;;
     nice) if [ "$(id -u)" = 0 ]; then PRIO=(nice -n -19); PRIO_CLIENT=(nice -n -20)
-          else PRIO=(nice -n 0); PRIO_CLIENT=(nice -n 0); fi ;;
-    none) PRIO=(env); PRIO_CLIENT=(env) ;;
+          else PRIO=(nice -n 0); PRIO_CLIENT=(nice -n 0); fi; PRIO_SAMPLER=("${PRIO_CLIENT[@]}") ;;
+    none) PRIO=(env); PRIO_CLIENT=(env); PRIO_SAMPLER=(env) ;;
     *) echo "--sched must be rr, nice or none" >&2; exit 2 ;;
 esac
 on_load_cpu() { "${PRIO_CLIENT[@]}" taskset -c "$LOAD_CPU" "$@"; }
@@ -152,12 +174,19 @@ if [ "$BUILD" = 1 ]; then
     log "cargo build --release"
     cargo build --release --quiet
 fi
-BIN="$ROOT/target/release/ai-gateway"
+# GW_BIN: another build of the gateway (e.g. a copy of an older one, for a before/after).
+BIN="${GW_BIN:-$ROOT/target/release/ai-gateway}"
 [ -x "$BIN" ] || { echo "$BIN is missing (run without --no-build)" >&2; exit 1; }
 log "building the load client (loadtest/client)"
 CARGO_TARGET_DIR="$ROOT/target/loadtest-client" cargo build --release --quiet \
     --manifest-path "$LT/client/Cargo.toml"
 LOAD="$ROOT/target/loadtest-client/release/aigw-load"
+if [ "$XC" = 1 ]; then
+    log "building the cross-check tools (loadtest/crosscheck: hyper mock, sseload)"
+    CARGO_TARGET_DIR="$ROOT/target/loadtest-xc" cargo build --release --quiet \
+        --manifest-path "$LT/crosscheck/Cargo.toml"
+fi
+XC_BIN="$ROOT/target/loadtest-xc/release"
 
 # ------------------------------------------------------------------------------------------
 # Processes: everything started here is recorded and stopped by PID.
@@ -429,48 +458,216 @@ print(f"    ok={d['ok']} err={d['error_count']} rps={d['rps']} p50={lat.get('p50
 PY
 }
 
-log "scenarios: ${TARGETS[*]} (window ${WINDOW}s, warmup ${WARMUP}s)"
-for t in "${TARGETS[@]}"; do
-    run_case chat-small "$t" small 0 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
-        --duration "$WINDOW" --timeout 10
-done
-for t in "${TARGETS[@]}"; do
-    run_case chat-8k "$t" 8k 0 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
-        --duration "$WINDOW" --timeout 10
-done
-for t in "${TARGETS[@]}"; do
-    run_case rate-1000 "$t" small 0 rate --rate "$RATE" --concurrency "$CONCURRENCY" \
-        --warmup "$WARMUP" --duration "$WINDOW" --timeout 10
-done
-for t in "${TARGETS[@]}"; do
-    run_case stream-50 "$t" small 1 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
-        --duration "$WINDOW" --timeout 10 --header "x-mock-fault: chunks=$STREAM_CHUNKS"
-done
-for t in "${TARGETS[@]}"; do
-    run_case stream-paced "$t" small 1 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
-        --duration "$PACED_WINDOW" --timeout 20 \
-        --header "x-mock-fault: chunks=$PACED_CHUNKS,chunk_delay=$PACED_DELAY_MS"
-done
+# ------------------------------------------------------------------------------------------
+# Scenario groups (--only picks some). A new group: a group_NAME function, its name in
+# GROUPS_ALL and GROUP_ORDER, and its budgets and table in report.py.
 
-# ai-proxy-advanced and metrics scenarios (issue 12), kept in their own file.
-# shellcheck source=loadtest/scenarios-balancer.sh
-source "$LT/scenarios-balancer.sh"
+# own: the gateway's own scenarios against direct and nginx, driven by aigw-load.
+group_own() {
+    local t
+    log "scenarios: ${TARGETS[*]} (window ${WINDOW}s, warmup ${WARMUP}s)"
+    for t in "${TARGETS[@]}"; do
+        run_case chat-small "$t" small 0 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
+            --duration "$WINDOW" --timeout 10
+    done
+    for t in "${TARGETS[@]}"; do
+        run_case chat-8k "$t" 8k 0 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
+            --duration "$WINDOW" --timeout 10
+    done
+    for t in "${TARGETS[@]}"; do
+        run_case rate-1000 "$t" small 0 rate --rate "$RATE" --concurrency "$CONCURRENCY" \
+            --warmup "$WARMUP" --duration "$WINDOW" --timeout 10
+    done
+    for t in "${TARGETS[@]}"; do
+        run_case stream-50 "$t" small 1 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
+            --duration "$WINDOW" --timeout 10 --header "x-mock-fault: chunks=$STREAM_CHUNKS"
+    done
+    for t in "${TARGETS[@]}"; do
+        run_case stream-paced "$t" small 1 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
+            --duration "$PACED_WINDOW" --timeout 20 \
+            --header "x-mock-fault: chunks=$PACED_CHUNKS,chunk_delay=$PACED_DELAY_MS"
+    done
+    sleep 2
+    GW_IDLE_RSS_AFTER="$(rss_kib "$GW_PID")"
+}
 
-sleep 2
-GW_IDLE_RSS_AFTER="$(rss_kib "$GW_PID")"
+# balancer: ai-proxy-advanced round-robin and metrics-on scenarios (issue 12), in their own file.
+group_balancer() {
+    # shellcheck source=loadtest/scenarios-balancer.sh
+    source "$LT/scenarios-balancer.sh"
+}
 
-HOLD_TARGETS=(gw-openai nginx-openai)
-[ "$ANTHROPIC" = 1 ] && HOLD_TARGETS+=(gw-anthropic)
-HOLD_S=$((HOLD_CHUNKS * HOLD_DELAY_MS / 1000))
-for t in "${HOLD_TARGETS[@]}"; do
-    run_case "hold-$HOLD" "$t" small 1 hold --concurrency "$HOLD" --connect-parallel 500 \
-        --duration "$HOLD_BOUND" --timeout "$((HOLD_S + 60))" \
-        --header "x-mock-fault: chunks=$HOLD_CHUNKS,chunk_delay=$HOLD_DELAY_MS"
-    sleep 3 # let the closed connections and the pools settle
+# hold: many slow streams open at once, for memory.
+group_hold() {
+    local t hold_s
+    local hold_targets=(gw-openai nginx-openai)
+    [ "$ANTHROPIC" = 1 ] && hold_targets+=(gw-anthropic)
+    hold_s=$((HOLD_CHUNKS * HOLD_DELAY_MS / 1000))
+    for t in "${hold_targets[@]}"; do
+        run_case "hold-$HOLD" "$t" small 1 hold --concurrency "$HOLD" --connect-parallel 500 \
+            --duration "$HOLD_BOUND" --timeout "$((hold_s + 60))" \
+            --header "x-mock-fault: chunks=$HOLD_CHUNKS,chunk_delay=$HOLD_DELAY_MS"
+        sleep 3 # let the closed connections and the pools settle
+    done
+    GW_RSS_END="$(rss_kib "$GW_PID")"
+    sleep 20 # past the upstream pool's idle limit (15 s): does the memory come back?
+    GW_RSS_SETTLED="$(rss_kib "$GW_PID")"
+}
+
+# xc: the cross-check, as a new user would measure (ISSUE 14): wrk -t1 -c64 for non-streaming,
+# the minimal hyper 1 mock (loadtest/crosscheck) as upstream, its sseload for streams, nginx with
+# the cross-check's config, and a second gateway started with its DEFAULT settings (the
+# checkout's settings/default.toml: log level info with the access log, one worker per CPU it
+# may use) and only --config/--listen. Same pinning and scheduling as above.
+cpu_ticks() { # PIDS (comma-separated) -> their utime+stime in clock ticks
+    local sum=0 p
+    for p in ${1//,/ }; do
+        sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$sum"
+}
+# xc_record TXT PEER SCENARIO PIDS TICKS NANOS RSS_KIB: the client's figures plus the target's CPU.
+xc_record() {
+    python3 - "$@" "$(getconf CLK_TCK)" <<'PY'
+import json, re, sys
+path, peer, scen, pids, ticks, ns, rss, clk = sys.argv[1:9]
+text = open(path).read()
+m = re.search(r"WRKJSON (\{.*\})", text) or re.search(r"^(\{.*\})\s*$", text, re.M)
+d = json.loads(m.group(1)) if m else {}
+cpu_s = int(ticks) / int(clk)
+wall = int(ns) / 1e9
+done = d.get("requests") or d.get("ok") or 0
+d.update(peer=peer, scenario=scen, watch=pids, cpu_s=cpu_s, window_s=wall,
+         core_util=cpu_s / wall if wall else None, rss_kib=int(rss) if rss else None,
+         cpu_us_per_req=(cpu_s * 1e6 / done) if done else None)
+if not done:
+    d["failed"] = True
+print(json.dumps(d))
+PY
+}
+group_xc() {
+    local xtmp="$TMP/xc" mock_port paced_port ngx_port gw_port demo_port
+    local peer url paced_url pids f c0 c1 t0 t1 lp scen u
+    mkdir -p "$xtmp/nginx"
+    mock_port="$(free_port)"; paced_port="$(free_port)"; ngx_port="$(free_port)"
+    gw_port="$(free_port)"; demo_port="$(free_port)"
+    log "cross-check: hyper mocks on 127.0.0.1:$mock_port and :$paced_port (cpu $LOAD_CPU)"
+    spawn "$LOAD_CPU" "$xtmp/mock.log" env MOCK_ADDR="127.0.0.1:$mock_port" \
+        MOCK_CHUNKS="$XC_CHUNKS" MOCK_CHUNK_DELAY_MS=0 "$XC_BIN/mock"
+    local mock_pid=$SPAWNED
+    spawn "$LOAD_CPU" "$xtmp/mock-paced.log" env MOCK_ADDR="127.0.0.1:$paced_port" \
+        MOCK_CHUNKS="$XC_CHUNKS" MOCK_CHUNK_DELAY_MS="$XC_PACED_DELAY_MS" "$XC_BIN/mock"
+    local paced_pid=$SPAWNED
+    wait_port "$mock_port" "$mock_pid"
+    wait_port "$paced_port" "$paced_pid"
+    sed -e "s#__RUN__#$xtmp/nginx#g; s#__PORT__#$ngx_port#; s#__UP__#127.0.0.1:$mock_port#" \
+        -e "s#__UP_PACED__#127.0.0.1:$paced_port#; s#__USER__#$NGX_USER#" \
+        "$LT/crosscheck/nginx.conf.tmpl" >"$xtmp/nginx/nginx.conf"
+    spawn "$GW_CPU" "$xtmp/nginx/stdout.log" "$NGINX" -e "$xtmp/nginx/error.log" \
+        -p "$xtmp/nginx" -c "$xtmp/nginx/nginx.conf"
+    local ngx_pid=$SPAWNED
+    wait_port "$ngx_port" "$ngx_pid"
+    local ngx_pids
+    ngx_pids="$(echo "$ngx_pid $(cat /proc/"$ngx_pid"/task/*/children 2>/dev/null)" | xargs | tr ' ' ',')"
+    python3 - "$xtmp/deck.yaml" "$mock_port" "$paced_port" <<'PY'
+import sys
+path, fast, paced = sys.argv[1:4]
+route = """  - name: {name}
+    paths: [{path}]
+    plugins:
+    - name: ai-proxy
+      config:
+        route_type: llm/v1/chat
+        auth: {{header_name: Authorization, header_value: Bearer sk-bench}}
+        model:
+          provider: openai
+          name: gpt-mock
+          options: {{upstream_url: "http://127.0.0.1:{port}/v1/chat/completions"}}
+"""
+with open(path, "w") as f:
+    f.write('_format_version: "3.0"\nservices:\n- name: bench\n'
+            f'  url: http://127.0.0.1:{fast}\n  routes:\n')
+    f.write(route.format(name="fast", path="/v1", port=fast))
+    f.write(route.format(name="paced", path="/paced", port=paced))
+PY
+    # Default settings: started from the checkout (settings/default.toml); only the demo mock's
+    # port is moved, so a gateway already running on this machine cannot collide with it.
+    log "cross-check: ai-gateway with its default settings on 127.0.0.1:$gw_port (cpu $GW_CPU)"
+    spawn "$GW_CPU" "$xtmp/gateway.log" env AIGW_MOCK__LISTEN="127.0.0.1:$demo_port" "$BIN" \
+        --config "$xtmp/deck.yaml" --listen "127.0.0.1:$gw_port"
+    local xgw_pid=$SPAWNED
+    wait_port "$gw_port" "$xgw_pid"
+    sleep 1
+    XC_GW_IDLE_RSS="$(rss_kib "$xgw_pid")"
+    local body_ns='{"model":"gpt-mock","messages":[{"role":"user","content":"Say hello."}]}'
+    local body_st='{"model":"gpt-mock","messages":[{"role":"user","content":"Say hello."}],"stream":true}'
+    for peer in direct nginx gw; do
+        case $peer in
+            direct) url="http://127.0.0.1:$mock_port/v1/chat/completions"
+                paced_url="http://127.0.0.1:$paced_port/v1/chat/completions"; pids=$mock_pid ;;
+            nginx) url="http://127.0.0.1:$ngx_port/v1/chat/completions"
+                paced_url="http://127.0.0.1:$ngx_port/paced/v1/chat/completions"; pids=$ngx_pids ;;
+            gw) url="http://127.0.0.1:$gw_port/v1/chat/completions"
+                paced_url="http://127.0.0.1:$gw_port/paced/v1/chat/completions"; pids=$xgw_pid ;;
+        esac
+        log "cross-check / $peer: non-streaming (wrk)"
+        f="$OUT/xc-nonstream--$peer"
+        echo "WRK_BODY='$body_ns' ${PRIO_CLIENT[*]} taskset -c $LOAD_CPU wrk -t1" \
+            "-c$CONCURRENCY -d${XC_WINDOW}s --latency -s loadtest/crosscheck/post.lua $url" >>"$COMMANDS"
+        WRK_BODY="$body_ns" on_load_cpu timeout 120 wrk -t1 -c"$CONCURRENCY" -d"${XC_WARMUP}s" \
+            --timeout 10s -s "$LT/crosscheck/post.lua" "$url" >/dev/null 2>&1 || true
+        c0=$(cpu_ticks "$pids"); t0=$(date +%s%N)
+        WRK_BODY="$body_ns" on_load_cpu timeout 120 wrk -t1 -c"$CONCURRENCY" -d"${XC_WINDOW}s" \
+            --timeout 10s --latency -s "$LT/crosscheck/post.lua" "$url" >"$f.txt" 2>&1 || true
+        c1=$(cpu_ticks "$pids"); t1=$(date +%s%N)
+        xc_record "$f.txt" "$peer" nonstream "$pids" $((c1 - c0)) $((t1 - t0)) \
+            "$(rss_kib "${pids%%,*}")" >"$f.json"
+        for scen in stream paced; do
+            u=$url
+            [ "$scen" = paced ] && u=$paced_url
+            # Direct, paced: the paced mock is the process doing the work.
+            [ "$peer/$scen" = direct/paced ] && pids=$paced_pid
+            log "cross-check / $peer: $scen (sseload)"
+            f="$OUT/xc-$scen--$peer"
+            echo "${PRIO_CLIENT[*]} taskset -c $LOAD_CPU target/loadtest-xc/release/sseload $u" \
+                "-c $CONCURRENCY -w $XC_WARMUP -d $XC_WINDOW -b '$body_st'" >>"$COMMANDS"
+            on_load_cpu timeout 120 "$XC_BIN/sseload" "$u" -c "$CONCURRENCY" -w "$XC_WARMUP" \
+                -d "$XC_WINDOW" -b "$body_st" >"$f.txt" 2>&1 &
+            lp=$!
+            # The window starts after sseload's warm-up. The sample is taken by a process of
+            # the run's own priority: under SCHED_RR this shell would only get the CPU back
+            # once the real-time processes have finished.
+            "${PRIO_SAMPLER[@]}" bash -c 'sleep "$1"; shift; s=0
+                for p in ${1//,/ }; do s=$((s + $(awk "{print \$14 + \$15}" /proc/$p/stat 2>/dev/null || echo 0))); done
+                echo "$s $(date +%s%N)"' _ "$XC_WARMUP" "$pids" >"$f.t0" &
+            local sp=$!
+            wait "$lp" || true
+            wait "$sp" || true
+            c1=$(cpu_ticks "$pids"); t1=$(date +%s%N)
+            read -r c0 t0 <"$f.t0"
+            rm -f "$f.t0"
+            xc_record "$f.txt" "$peer" "$scen" "$pids" $((c1 - c0)) $((t1 - t0)) \
+                "$(rss_kib "${pids%%,*}")" >"$f.json"
+        done
+    done
+    cp "$xtmp/deck.yaml" "$OUT/xc-deck.yaml"
+    cp "$xtmp/nginx/nginx.conf" "$OUT/xc-nginx.conf"
+    for p in "$xgw_pid" "$ngx_pid" "$paced_pid" "$mock_pid"; do stop_pid "$p"; done
+}
+
+# bench: the translation micro-benchmark (benches/translate.rs), pinned like the gateway.
+group_bench() {
+    log "cargo bench --bench translate (cpu $GW_CPU)"
+    echo "${PRIO[*]} taskset -c $GW_CPU cargo bench --bench translate -- --noplot" >>"$COMMANDS"
+    "${PRIO[@]}" taskset -c "$GW_CPU" cargo bench --quiet --bench translate -- --noplot \
+        >"$OUT/bench.txt" 2>"$OUT/bench.log" || log "  cargo bench failed (see $OUT/bench.log)"
+}
+
+GW_IDLE_RSS_AFTER=null; GW_RSS_END=null; GW_RSS_SETTLED=null; XC_GW_IDLE_RSS=null
+GROUP_ORDER="own balancer xc hold"
+for g in $GROUP_ORDER; do
+    if wants "$g"; then "group_$g"; fi
 done
-GW_RSS_END="$(rss_kib "$GW_PID")"
-sleep 20 # past the upstream pool's idle limit (15 s): does the memory come back?
-GW_RSS_SETTLED="$(rss_kib "$GW_PID")"
 
 # Load-generator cross-check: the same closed-loop run with wrk.
 if [ "$WRK_CHECK" = 1 ]; then
@@ -520,6 +717,8 @@ if [ "$PERF_OK" = 1 ]; then
     done
 fi
 
+if wants bench; then group_bench; fi
+
 # ------------------------------------------------------------------------------------------
 # Facts, then the report.
 ENDED_AT="$(date +%s)"
@@ -568,7 +767,14 @@ cat >"$OUT/facts.json" <<EOF
   "mock_idle_rss_kib": $MOCK_IDLE_RSS,
   "duration_s": $((ENDED_AT - STARTED_AT)),
   "perf": $([ "$PERF_OK" = 1 ] && echo true || echo false),
-  "wrk": $([ "$WRK_CHECK" = 1 ] && echo true || echo false)
+  "wrk": $([ "$WRK_CHECK" = 1 ] && echo true || echo false),
+  "groups": "$ONLY",
+  "xc": $([ "$XC" = 1 ] && echo true || echo false),
+  "xc_chunks": $XC_CHUNKS,
+  "xc_paced_delay_ms": $XC_PACED_DELAY_MS,
+  "xc_window_s": $XC_WINDOW,
+  "xc_warmup_s": $XC_WARMUP,
+  "xc_gw_idle_rss_kib": $XC_GW_IDLE_RSS
 }
 EOF
 cp "$TMP/deck.yaml" "$TMP/settings.toml" "$OUT/"

@@ -37,6 +37,8 @@ async fn status(shared: web::Data<SharedSnapshot>) -> HttpResponse {
         "open_streams": OPEN_STREAMS.load(Ordering::Relaxed),
         "requests_in_flight": REQUESTS_IN_FLIGHT.load(Ordering::Relaxed),
         "config_generation": shared.load().generation,
+        // Requests served without a limit check because the rate-limit store was unreachable.
+        "rate_limit_failed_open": crate::actors::limiter::FAILED_OPEN.load(Ordering::Relaxed),
     }))
 }
 

@@ -51,6 +51,7 @@ pub struct WorkerState {
 
 impl WorkerState {
     pub fn new(settings: &Settings, shared: SharedSnapshot) -> WorkerState {
+        crate::logging::batch_this_thread();
         let provider = ProviderActor::new(
             settings.max_connections_per_worker,
             Duration::from_millis(settings.upstream_idle_timeout_ms),

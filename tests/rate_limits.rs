@@ -39,17 +39,7 @@ consumers:
 }
 
 fn chat(gw: &Proc, key: &str, stream: bool) -> Response {
-    let mut body = chat_body("hello there", stream);
-    if stream {
-        body["stream_options"] = serde_json::json!({"include_usage": true});
-    }
-    request(
-        gw.port,
-        "POST",
-        "/chat",
-        &[("content-type", "application/json"), ("apikey", key)],
-        body.to_string().as_bytes(),
-    )
+    chat_as(gw.port, "/chat", key, stream)
 }
 
 /// Total tokens of a buffered or streamed answer.

@@ -36,17 +36,7 @@ fn deck(mock_port: u16, redis_port: u16, routes: &[(&str, &str)]) -> String {
 }
 
 fn chat(port: u16, path: &str, stream: bool) -> Response {
-    let mut body = chat_body("hello there", stream);
-    if stream {
-        body["stream_options"] = serde_json::json!({"include_usage": true});
-    }
-    request(
-        port,
-        "POST",
-        path,
-        &[("content-type", "application/json"), ("apikey", ALICE)],
-        body.to_string().as_bytes(),
-    )
+    chat_as(port, path, ALICE, stream)
 }
 
 #[test]
@@ -140,7 +130,7 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
         redis_port,
         &[("/open", open), ("/closed", closed)],
     ));
-    let gw = start_gateway(&path, &[]);
+    let (gw, status_port) = start_gateway_with_status(&path, &[]);
     assert_eq!(chat(gw.port, "/open", false).status, 200);
     assert_eq!(chat(gw.port, "/closed", false).status, 200);
 
@@ -149,6 +139,12 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     let served = chat(gw.port, "/open", false);
     assert_eq!(served.status, 200, "fail-open serves: {}", served.text());
     assert!(gw.wait_for_log("rate-limit store unreachable", Duration::from_secs(5)));
+    assert!(
+        gateway_status(status_port)["rate_limit_failed_open"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
     let refused = chat(gw.port, "/closed", false);
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert!(refused.text().contains("rate limiting is unavailable"));

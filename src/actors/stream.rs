@@ -184,7 +184,9 @@ impl StreamHandler<Result<Bytes, PayloadError>> for StreamActor {
             Ok(chunk) => chunk,
             Err(e) => return self.fail(&format!("upstream stream broke: {e}"), ctx),
         };
-        let mut out = BytesMut::new();
+        // Sized for the common case, a translation about as long as its input, so writing the
+        // batch does not grow the buffer event by event.
+        let mut out = BytesMut::with_capacity(chunk.len() + chunk.len() / 4 + 64);
         let result = panic_guard::catch("stream translation", || {
             #[cfg(test)]
             panic_guard::hook("stream", &self.access.model);

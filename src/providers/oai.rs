@@ -618,6 +618,7 @@ pub fn write_event(out: &mut BytesMut, value: &impl Serialize) {
 
 /// Appends an SSE event whose data is already serialised.
 pub fn write_raw_event(out: &mut BytesMut, data: &[u8]) {
+    out.reserve(data.len() + 8);
     // Data spanning several lines needs a `data: ` prefix on each (SSE framing).
     for line in data.split(|&b| b == b'\n') {
         out.put_slice(b"data: ");

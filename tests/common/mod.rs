@@ -490,6 +490,21 @@ pub fn chat_body(text: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({"messages": [{"role": "user", "content": text}], "stream": stream})
 }
 
+/// A `hello there` chat call with key-auth's `apikey`; a stream asks for its usage.
+pub fn chat_as(port: u16, path: &str, key: &str, stream: bool) -> Response {
+    let mut body = chat_body("hello there", stream);
+    if stream {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    request(
+        port,
+        "POST",
+        path,
+        &[("content-type", "application/json"), ("apikey", key)],
+        body.to_string().as_bytes(),
+    )
+}
+
 /// One route on the mock's OpenAI endpoint with a configured model and header auth; `extra`
 /// adds plugin config lines.
 pub fn openai_route(mock_port: u16, extra: &str) -> String {
