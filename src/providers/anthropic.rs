@@ -19,9 +19,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    arguments_string, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart,
-    FinishReason, ImageUrl, MessageContent, ResponseMeta, TextCompletion, Tool, ToolCall,
-    ToolChoice, Usage,
+    arguments_string, format_finish, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder,
+    ContentPart, FinishReason, ImageUrl, MessageContent, ResponseMeta, TextCompletion, Tool,
+    ToolCall, ToolChoice, Usage, RESPONSE_FORMAT_TOOL, RESPONSE_FORMAT_TOOL_DESCRIPTION,
 };
 use super::stream::{DecodedStream, EventTranslate};
 use super::{
@@ -548,6 +548,7 @@ fn messages_request<'a>(
         json!({"type": "enabled", "budget_tokens": budget})
     });
     let tool_choice = tool_choice(&req);
+    let format_schema = req.response_format_schema();
     let sampling = sampling(ctx, &req);
     for m in req.messages {
         let (role, content) = match m.role.as_str() {
@@ -562,9 +563,23 @@ fn messages_request<'a>(
         };
         push_turn(&mut messages, role, content);
     }
-    let tools = req
+    let mut tool_choice = tool_choice;
+    let mut tools: Option<Vec<AnthropicTool>> = req
         .tools
         .map(|tools| tools.into_iter().filter_map(tool).collect());
+    // Anthropic has no structured output: a forced tool call carries the JSON answer.
+    if let Some(schema) = format_schema {
+        tools.get_or_insert_with(Vec::new).push(AnthropicTool {
+            name: RESPONSE_FORMAT_TOOL.into(),
+            description: Some(RESPONSE_FORMAT_TOOL_DESCRIPTION.into()),
+            input_schema: schema,
+        });
+        tool_choice = Some(AnthropicToolChoice {
+            kind: "tool",
+            name: Some(RESPONSE_FORMAT_TOOL.into()),
+            disable_parallel_tool_use: false,
+        });
+    }
     Ok(AnthropicRequest {
         model: ctx.model,
         messages,
@@ -839,6 +854,7 @@ fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
+    let mut format_call = false;
     for block in blocks {
         match block {
             AnthropicResponseBlock::Text { text: t } => text.push_str(&t),
@@ -854,6 +870,10 @@ fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
             AnthropicResponseBlock::RedactedThinking { data } => {
                 thinking_blocks.push(json!({"type": "redacted_thinking", "data": data}));
             }
+            AnthropicResponseBlock::ToolUse { input, name, .. } if name == RESPONSE_FORMAT_TOOL => {
+                format_call = true;
+                text.push_str(&input.to_string());
+            }
             AnthropicResponseBlock::ToolUse { id, name, input } => {
                 let id = if id.is_empty() {
                     format!("call_{}_{}", ctx.request_id, tool_calls.len())
@@ -866,7 +886,7 @@ fn messages_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Translated, St
         }
     }
     let finish = match r.stop_reason {
-        Some(reason) => reason.finish_reason(),
+        Some(reason) => format_finish(reason.finish_reason(), format_call, tool_calls.len()),
         None if !tool_calls.is_empty() => FinishReason::ToolCalls,
         None => FinishReason::Stop,
     };
@@ -917,6 +937,7 @@ impl AnthropicStream {
             chunks.set_id(&ctx.meta().id.replacen("chatcmpl-", "cmpl-", 1));
         }
         let events = AnthropicEvents {
+            format_block: None,
             opened: false,
             request_id: ctx.request_id.to_string(),
             tools: Vec::new(),
@@ -927,6 +948,8 @@ impl AnthropicStream {
 }
 
 pub struct AnthropicEvents {
+    /// The block of the `response_format` tool call, streamed as content.
+    format_block: Option<u64>,
     /// An event was handled; `message_start` may set the id only before that.
     opened: bool,
     request_id: String,
@@ -995,6 +1018,14 @@ impl AnthropicEvents {
                 content_block,
             } => match content_block {
                 AnthropicResponseBlock::Text { text } => chunks.text(out, &text),
+                AnthropicResponseBlock::ToolUse { name, input, .. }
+                    if name == RESPONSE_FORMAT_TOOL =>
+                {
+                    self.format_block = Some(index);
+                    if input.as_object().is_some_and(|o| !o.is_empty()) {
+                        chunks.text(out, &input.to_string());
+                    }
+                }
                 AnthropicResponseBlock::ToolUse { id, name, input } => {
                     let tool = self.tools.len() as u32;
                     let id = if id.is_empty() {
@@ -1022,6 +1053,11 @@ impl AnthropicEvents {
             },
             AnthropicStreamEvent::ContentBlockDelta { index, delta } => match delta {
                 AnthropicBlockDelta::TextDelta { text } => chunks.text(out, &text),
+                AnthropicBlockDelta::InputJsonDelta { partial_json }
+                    if self.format_block == Some(index) =>
+                {
+                    chunks.text(out, &partial_json)
+                }
                 AnthropicBlockDelta::InputJsonDelta { partial_json } => {
                     if let Some(tool) = self.tool_block(index) {
                         tool.has_arguments |= !partial_json.is_empty();
@@ -1046,7 +1082,10 @@ impl AnthropicEvents {
             AnthropicStreamEvent::MessageDelta { delta, usage } => {
                 self.add_usage(usage.as_ref(), chunks);
                 if let Some(reason) = delta.stop_reason {
-                    chunks.finish(out, reason.finish_reason());
+                    let format_call = self.format_block.is_some();
+                    let finish =
+                        format_finish(reason.finish_reason(), format_call, self.tools.len());
+                    chunks.finish(out, finish);
                 }
             }
             AnthropicStreamEvent::MessageStop => chunks.done(out),
@@ -1804,5 +1843,46 @@ mod tests {
             {"role": "system", "content": "a"}, {"role": "user", "content": "b"}]}));
         assert_eq!(plain["system"], "a");
         assert!(plain.get("thinking").is_none());
+    }
+
+    #[test]
+    fn response_format_is_a_forced_tool_call_whose_input_is_the_content() {
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        let out = chat(
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}),
+        );
+        assert_eq!(out["tools"][0]["name"], RESPONSE_FORMAT_TOOL);
+        assert_eq!(out["tools"][0]["input_schema"], schema);
+        assert_eq!(
+            out["tool_choice"],
+            json!({"type": "tool", "name": RESPONSE_FORMAT_TOOL})
+        );
+        let raw = r#"{"content":[{"type":"tool_use","id":"t","name":"json_response","input":{"n":14}}],
+            "stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":2}}"#;
+        let (v, _) = respond(RouteType::Chat, raw).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], r#"{"n":14}"#);
+        assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        let options = options();
+        let c = ctx(RouteType::Chat, MODEL, true, &options);
+        let mut s = driver().stream(&c);
+        let input = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"json_response\",\"input\":{}}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"n\\\":\"}}\n\n\
+            event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"14}\"}}\n\n\
+            event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"}}\n\n\
+            event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let got = sse_payloads(&run_stream(s.as_mut(), input.as_bytes(), 5));
+        let text: String = got
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, r#"{"n":14}"#);
+        assert!(got
+            .iter()
+            .all(|c| c["choices"][0]["delta"].get("tool_calls").is_none()));
+        assert!(got
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "stop"));
     }
 }

@@ -44,7 +44,8 @@ pub const COLUMNS: [(&str, Column); 7] = [
     ("llama2 raw", Column::Llama2Raw),
 ];
 
-/// Field x column. `n` counts only above 1 and `logprobs` only when true (the defaults change
+/// Field x column. `response_format` is emulated by a forced tool call whose arguments become
+/// the content (Anthropic, Bedrock). `n` counts only above 1 and `logprobs` only when true (the defaults change
 /// nothing); any other field counts when present and not null. `top_k` on OpenAI-format
 /// providers is dropped by the gateway (OpenAI rejects it).
 pub const TABLE: &[(&str, [Support; 7])] = &[
@@ -60,7 +61,7 @@ pub const TABLE: &[(&str, [Support; 7])] = &[
     ("tools", [N, N, N, N, N, N, D]),
     ("tool_choice", [N, N, N, N, N, D, D]),
     ("parallel_tool_calls", [N, N, D, D, D, D, D]),
-    ("response_format", [N, D, N, D, N, D, D]),
+    ("response_format", [N, E, N, E, N, N, D]),
     ("reasoning_effort", [N, N, N, E, D, D, D]),
     ("n", [N, D, N, D, D, D, D]),
     ("logprobs", [N, D, D, D, D, D, D]),
@@ -171,10 +172,8 @@ mod tests {
             "n": 2, "logprobs": false, "seed": 7, "logit_bias": null, "top_k": 3,
             "response_format": {"type": "json_object"}});
         let body = body.as_object().unwrap();
-        assert_eq!(
-            dropped(Column::Anthropic, body),
-            ["response_format", "n", "seed"]
-        );
+        assert_eq!(dropped(Column::Anthropic, body), ["n", "seed"]);
+        assert_eq!(dropped(Column::Llama2Raw, body)[0], "messages (images)");
         assert_eq!(dropped(Column::OpenAiFormat, body), ["top_k"]);
         assert_eq!(dropped(Column::Cohere, body), ["messages (images)", "n"]);
         assert!(dropped(Column::Gemini, body).is_empty());

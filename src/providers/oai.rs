@@ -90,6 +90,24 @@ impl ChatRequest {
         }
     }
 
+    /// The JSON schema a `response_format` asks for (`json_object`: any object), for providers
+    /// without structured output: they get a forced call to [`RESPONSE_FORMAT_TOOL`] with this
+    /// schema, and the call's arguments become the answer's content.
+    pub fn response_format_schema(&self) -> Option<Value> {
+        let format = self.extra.get("response_format")?;
+        match format.get("type").and_then(Value::as_str)? {
+            "json_schema" => Some(
+                format
+                    .get("json_schema")
+                    .and_then(|s| s.get("schema"))
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+            ),
+            "json_object" => Some(serde_json::json!({"type": "object"})),
+            _ => None,
+        }
+    }
+
     /// `max_completion_tokens` is the newer name; either one limits the answer.
     pub fn max_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)
@@ -108,6 +126,23 @@ impl ChatRequest {
             ),
             _ => None,
         }
+    }
+}
+
+/// The tool a `response_format` becomes where the provider has no structured output.
+pub const RESPONSE_FORMAT_TOOL: &str = "json_response";
+/// Its description, which tells the model what the call is for.
+pub const RESPONSE_FORMAT_TOOL_DESCRIPTION: &str =
+    "Respond with your answer as this tool's input: a JSON value matching its schema.";
+
+/// A finish reason for an answer whose only tool call was the `response_format` one
+/// (`format_call`): the client asked for content, so the model stopped rather than called a
+/// tool.
+pub fn format_finish(finish: FinishReason, format_call: bool, other_calls: usize) -> FinishReason {
+    if format_call && finish == FinishReason::ToolCalls && other_calls == 0 {
+        FinishReason::Stop
+    } else {
+        finish
     }
 }
 

@@ -46,6 +46,15 @@ pub fn request(ctx: &RequestCtx<'_>, body: Map<String, Value>) -> Result<Value, 
     if let Some(choice) = &req.tool_choice {
         out.insert("tool_choice".into(), json!(choice));
     }
+    // Ollama's structured output: `format` is "json" or a JSON schema.
+    if let Some(schema) = req.response_format_schema() {
+        let format = if schema == json!({"type": "object"}) {
+            json!("json")
+        } else {
+            schema
+        };
+        out.insert("format".into(), format);
+    }
     let mut options = req.sampling("num_predict");
     if let Some(stop) = &req.stop {
         options.insert("stop".into(), json!(stop.to_vec()));

@@ -58,10 +58,13 @@ pub fn route_path(route_type: RouteType) -> &'static str {
 }
 
 /// OpenAI-format request: `model` set to the effective model, `stream` explicit, `top_k`
-/// dropped (OpenAI has no such field); reasoning models take `max_completion_tokens`.
+/// dropped (OpenAI has no such field); reasoning models take `max_completion_tokens`. An
+/// Anthropic-format client's `thinking` budget is removed too: it reaches OpenAI-format APIs as
+/// `reasoning_effort`, and OpenAI rejects unknown parameters.
 pub fn request(ctx: &RequestCtx<'_>, mut body: Map<String, Value>) -> Value {
     body.insert("model".into(), Value::String(ctx.model.to_string()));
     body.remove("top_k");
+    body.remove("thinking");
     if ctx.route_type == RouteType::Embeddings {
         if let Some(dimensions) = ctx.options.embeddings_dimensions {
             body.insert("dimensions".into(), dimensions.into());
@@ -280,7 +283,8 @@ mod tests {
     fn top_k_is_dropped_and_reasoning_models_get_max_completion_tokens() {
         let options = ModelOptions::default();
         let ctx = ctx(RouteType::Chat, "o3-mini", true, &options);
-        let body = serde_json::json!({"messages": [], "top_k": 3, "max_tokens": 9});
+        let body = serde_json::json!({"messages": [], "top_k": 3, "max_tokens": 9,
+                                      "thinking": {"type": "enabled", "budget_tokens": 2048}});
         let out = request(&ctx, body.as_object().unwrap().clone());
         assert_eq!(
             out,

@@ -398,6 +398,63 @@ mod tests {
             .starts_with("event: error\n"));
     }
 
+    /// Each provider's own stream, through its driver and then this translator: one cut at
+    /// every byte gives the same Anthropic events as the whole body.
+    #[test]
+    fn provider_streams_split_anywhere_give_the_same_events() {
+        use crate::config::ai_proxy::RouteType;
+        use crate::providers::testkit::{ctx, fixture_bytes, fixture_config};
+        use crate::providers::Driver;
+        for (config, stream, tool) in [
+            (
+                "bedrock/chat/config.json",
+                "bedrock/tools-stream/upstream-stream.bin",
+                true,
+            ),
+            (
+                "bedrock/chat/config.json",
+                "bedrock/chat-stream/upstream-stream.bin",
+                false,
+            ),
+            (
+                "gemini/chat/config.json",
+                "gemini/tools-stream/upstream-stream.txt",
+                true,
+            ),
+            (
+                "anthropic/chat/config.json",
+                "anthropic/chat-stream-tools/upstream-stream.txt",
+                true,
+            ),
+        ] {
+            let config = fixture_config(config);
+            let driver = Driver::from_config(&config).unwrap();
+            let options = config.model.options.clone().unwrap_or_default();
+            let c = ctx(RouteType::Chat, "m", true, &options);
+            let input = fixture_bytes(stream);
+            let events = |cut: usize| {
+                let mut s = AnthropicEvents::new(driver.stream(&c), "msg_1".into(), "m".into(), 1);
+                let mut out = BytesMut::new();
+                s.feed(&input[..cut], &mut out).unwrap();
+                s.feed(&input[cut..], &mut out).unwrap();
+                s.finish(&mut out).unwrap();
+                let mut decoded = Vec::new();
+                SseDecoder::new().feed(&out, &mut decoded);
+                decoded
+            };
+            let whole = events(input.len());
+            let names: Vec<&str> = whole.iter().filter_map(|e| e.event.as_deref()).collect();
+            assert_eq!(names.first(), Some(&"message_start"), "{stream}");
+            assert_eq!(names.last(), Some(&"message_stop"), "{stream}");
+            assert!(names.contains(&"content_block_start"), "{stream}");
+            let tool_use = whole.iter().any(|e| e.data.contains("input_json_delta"));
+            assert_eq!(tool_use, tool, "{stream}: {names:?}");
+            for cut in 0..input.len() {
+                assert_eq!(events(cut), whole, "{stream} cut at {cut}");
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn any_split_gives_the_same_events(cuts in proptest::collection::vec(0usize..OPENAI.len(), 0..8)) {

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    arguments_string, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder, ContentPart,
-    EmbeddingList, FinishReason, MessageContent, TextCompletion, Tool, ToolCall, ToolChoice, Usage,
+    arguments_string, format_finish, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder,
+    ContentPart, EmbeddingList, FinishReason, MessageContent, TextCompletion, Tool, ToolCall,
+    ToolChoice, Usage, RESPONSE_FORMAT_TOOL, RESPONSE_FORMAT_TOOL_DESCRIPTION,
 };
 use super::stream::{DecodedStream, EventTranslate};
 use super::{

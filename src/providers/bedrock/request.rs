@@ -76,7 +76,22 @@ pub(super) fn converse_request(
             BedrockContent::ToolUse(_) | BedrockContent::ToolResult(_)
         )
     });
-    let tool_config = tool_config(req.tools.as_deref(), req.tool_choice.as_ref(), uses_tools);
+    let mut tool_config = tool_config(req.tools.as_deref(), req.tool_choice.as_ref(), uses_tools);
+    // Converse has no structured output for every model: a forced tool call carries the JSON.
+    if let Some(schema) = req.response_format_schema() {
+        let config = tool_config.get_or_insert(BedrockToolConfig {
+            tools: Vec::new(),
+            tool_choice: None,
+        });
+        config.tools.push(BedrockTool {
+            tool_spec: BedrockToolSpec {
+                name: RESPONSE_FORMAT_TOOL.into(),
+                description: Some(RESPONSE_FORMAT_TOOL_DESCRIPTION.into()),
+                input_schema: BedrockInputSchema { json: schema },
+            },
+        });
+        config.tool_choice = Some(json!({ "tool": { "name": RESPONSE_FORMAT_TOOL } }));
+    }
 
     // Model-specific fields: the client's own (`bedrock.additionalModelRequestFields`, as Kong),
     // plus `top_k`, which Converse has no field for (Anthropic-on-Bedrock takes it here).

@@ -22,6 +22,7 @@ pub(super) fn converse_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Tra
     let mut text: Option<String> = None;
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
+    let mut format_call = false;
     let mut tool_calls = Vec::new();
     for block in blocks {
         if let Some(r) = block.reasoning_content {
@@ -37,13 +38,21 @@ pub(super) fn converse_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Tra
         if let Some(t) = block.text {
             text.get_or_insert_with(String::new).push_str(&t);
         }
-        if let Some(tool) = block.tool_use {
-            let arguments = arguments_string(&tool.input);
-            tool_calls.push(ToolCall::function(tool.tool_use_id, tool.name, arguments));
+        match block.tool_use {
+            Some(tool) if tool.name == RESPONSE_FORMAT_TOOL => {
+                format_call = true;
+                text.get_or_insert_with(String::new)
+                    .push_str(&tool.input.to_string());
+            }
+            Some(tool) => {
+                let arguments = arguments_string(&tool.input);
+                tool_calls.push(ToolCall::function(tool.tool_use_id, tool.name, arguments));
+            }
+            None => {}
         }
     }
     let finish = match r.stop_reason {
-        Some(reason) => reason.finish_reason(),
+        Some(reason) => format_finish(reason.finish_reason(), format_call, tool_calls.len()),
         None if !tool_calls.is_empty() => FinishReason::ToolCalls,
         None => FinishReason::Stop,
     };

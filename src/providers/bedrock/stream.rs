@@ -12,6 +12,7 @@ impl BedrockStream {
     pub(super) fn new(ctx: &RequestCtx<'_>) -> Self {
         let events = BedrockEvents {
             tool_blocks: Vec::new(),
+            format_block: None,
         };
         DecodedStream::from_parts(EventStreamDecoder::new(), events, ctx.chunk_builder())
     }
@@ -20,6 +21,8 @@ impl BedrockStream {
 pub struct BedrockEvents {
     /// `contentBlockIndex` of each tool call, by OpenAI tool-call index.
     tool_blocks: Vec<u64>,
+    /// `contentBlockIndex` of the `response_format` tool call, streamed as content.
+    format_block: Option<u64>,
 }
 
 impl BedrockEvents {
@@ -47,7 +50,13 @@ impl EventTranslate<EventMessage> for BedrockEvents {
             BedrockEventType::MessageStart => chunks.start(out),
             BedrockEventType::ContentBlockStart => {
                 let e: BedrockContentBlockStart = decode_event(kind, body)?;
-                if let Some(tool) = e.start.and_then(|s| s.tool_use) {
+                let tool = e.start.and_then(|s| s.tool_use);
+                if tool
+                    .as_ref()
+                    .is_some_and(|t| t.name == RESPONSE_FORMAT_TOOL)
+                {
+                    self.format_block = Some(e.content_block_index);
+                } else if let Some(tool) = tool {
                     let index = u32::try_from(self.tool_blocks.len()).unwrap_or(u32::MAX);
                     self.tool_blocks.push(e.content_block_index);
                     chunks.tool_call_start(out, index, &tool.tool_use_id, &tool.name);
@@ -64,7 +73,13 @@ impl EventTranslate<EventMessage> for BedrockEvents {
                     let signature = r.get("signature").and_then(Value::as_str);
                     chunks.thinking_signature(out, signature.unwrap_or(""));
                 }
-                if let Some(tool) = &delta.tool_use {
+                if let Some(tool) = delta
+                    .tool_use
+                    .as_ref()
+                    .filter(|_| self.format_block == Some(e.content_block_index))
+                {
+                    chunks.text(out, &tool.input);
+                } else if let Some(tool) = &delta.tool_use {
                     // Arguments of a block never started have no call to belong to.
                     if let Some(index) = self.tool_index(e.content_block_index) {
                         chunks.tool_call_arguments(out, index, &tool.input);
@@ -74,7 +89,11 @@ impl EventTranslate<EventMessage> for BedrockEvents {
             BedrockEventType::MessageStop => {
                 let e: BedrockMessageStop = decode_event(kind, body)?;
                 let finish = match e.stop_reason {
-                    Some(reason) => reason.finish_reason(),
+                    Some(reason) => format_finish(
+                        reason.finish_reason(),
+                        self.format_block.is_some(),
+                        self.tool_blocks.len(),
+                    ),
                     None if !self.tool_blocks.is_empty() => FinishReason::ToolCalls,
                     None => FinishReason::Stop,
                 };

@@ -1027,3 +1027,54 @@ fn reasoning_cache_points_and_thinking_budget_map_both_ways() {
     );
     assert!(deltas.iter().all(|d| d["content"] != "Hm"));
 }
+
+#[test]
+fn response_format_is_a_forced_tool_call_whose_input_is_the_content() {
+    let out = chat(
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_object"}}),
+    );
+    assert_eq!(
+        out["toolConfig"]["tools"][0]["toolSpec"]["name"],
+        "json_response"
+    );
+    assert_eq!(
+        out["toolConfig"]["toolChoice"],
+        json!({"tool": {"name": "json_response"}})
+    );
+    let v = translate(
+        RouteType::Chat,
+        MODEL,
+        r#"{"output":{"message":{"content":[{"toolUse":{"toolUseId":"t","name":"json_response","input":{"n":14}}}]}},
+            "stopReason":"tool_use","usage":{"inputTokens":1,"outputTokens":2}}"#,
+    );
+    assert_eq!(v["choices"][0]["message"]["content"], r#"{"n":14}"#);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let input = stream_bytes(&[
+        ("messageStart", json!({"role": "assistant"})),
+        (
+            "contentBlockStart",
+            json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t", "name": "json_response"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{\"n\":"}}}),
+        ),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "14}"}}}),
+        ),
+        ("messageStop", json!({"stopReason": "tool_use"})),
+    ]);
+    let got = run(RouteType::Chat, &input, 9);
+    let text: String = got
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, r#"{"n":14}"#);
+    assert!(
+        got.iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "stop"),
+        "{got:?}"
+    );
+}
