@@ -464,3 +464,48 @@ fn secrets_never_appear_in_logs_errors_or_validate_output() {
     assert!(s.gw.logs().contains("DEBUG"), "no debug output");
     assert!(s.gw.logs().contains("status=401"));
 }
+
+#[test]
+fn a_templated_host_part_cannot_redirect_the_credentials() {
+    let decoy = start_mock();
+    let plugin = |route_type: &str| {
+        format!(
+            "route_type: {route_type}\nauth: {{header_name: api-key, header_value: {HEADER_KEY}}}\nmodel: {{provider: azure, name: gpt-4o, options: {{azure_instance: \"$(headers.x-instance)\", azure_deployment_id: dep}}}}"
+        )
+    };
+    let (preserve, chat) = (plugin("preserve"), plugin("llm/v1/chat"));
+    let path = write_deck(&deck(&[
+        ("azure-preserve", "/preserve", preserve.as_str()),
+        ("azure-chat", "/chat", chat.as_str()),
+    ]));
+    let gw = start_gateway(&path, &[]);
+    let hostile = format!("127.0.0.1:{}/", decoy.port);
+    for route in ["/preserve", "/chat"] {
+        let r = request(
+            gw.port,
+            "POST",
+            route,
+            &[
+                ("content-type", "application/json"),
+                ("x-instance", hostile.as_str()),
+            ],
+            &hi(),
+        );
+        assert_eq!(r.status, 400, "{route}: {}", r.text());
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains("model.options.azure_instance"),
+            "{route}: {message}"
+        );
+        assert!(!r.text().contains(MARKER), "{route}: {}", r.text());
+    }
+    assert_eq!(
+        mock_stats(&decoy)["requests"],
+        0,
+        "a request reached the decoy"
+    );
+    assert!(!gw.logs().contains(MARKER), "a credential was logged");
+}

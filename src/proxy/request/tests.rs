@@ -430,3 +430,37 @@ fn secrets_are_not_in_debug_output() {
     let debug = format!("{:?} {:?}", p.upstream, r.config);
     assert!(!debug.contains("sk-gateway"), "{debug}");
 }
+
+#[test]
+fn a_templated_instance_cannot_send_the_key_elsewhere_on_any_route_type() {
+    for (route_type, body) in [
+        ("preserve", chat()),
+        ("llm/v1/chat", chat()),
+        ("llm/v1/completions", json!({"prompt": "hi"})),
+        ("llm/v1/embeddings", json!({"input": "hi"})),
+    ] {
+        let r = route(json!({
+            "route_type": route_type,
+            "auth": {"header_name": "api-key", "header_value": "sk-gateway"},
+            "model": {"provider": "azure", "name": "gpt-4o", "options": {
+                "azure_instance": "$(headers.x-instance)",
+                "azure_deployment_id": "dep"
+            }}
+        }));
+        let c = client(&[("x-instance", "127.0.0.1:9/")], "");
+        let message = err(run_with(&r, &c, body.clone()));
+        assert!(
+            message.contains("'model.options.azure_instance'"),
+            "{route_type}: {message}"
+        );
+        let c = client(&[("x-instance", "inst")], "");
+        let p = run_with(&r, &c, body).unwrap();
+        assert!(
+            p.upstream
+                .url
+                .starts_with("https://inst.openai.azure.com:443/"),
+            "{route_type}: {}",
+            p.upstream.url
+        );
+    }
+}
