@@ -14,6 +14,7 @@ pub mod key_auth;
 pub mod limits;
 pub mod logging;
 pub mod mock;
+pub(crate) mod panic_guard;
 pub mod providers;
 pub mod proxy;
 pub mod router;

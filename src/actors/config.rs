@@ -54,7 +54,16 @@ impl Handler<Reload> for ConfigActor {
 
     fn handle(&mut self, _msg: Reload, _ctx: &mut Context<Self>) -> Self::Result {
         let generation = self.shared.load().generation + 1;
-        let outcome = match build_snapshot(&self.path, &self.settings, generation) {
+        let built = crate::panic_guard::catch("config reload", || {
+            build_snapshot(&self.path, &self.settings, generation)
+        });
+        let built = built.unwrap_or_else(|_| {
+            Err(vec![ConfigProblem::new(
+                "",
+                "the gateway failed while loading this file (a bug; see the error logged above)",
+            )])
+        });
+        let outcome = match built {
             Ok(snapshot) => {
                 let routes = snapshot.routes.len();
                 self.shared.store(Arc::new(snapshot));

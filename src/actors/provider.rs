@@ -80,81 +80,84 @@ impl Handler<Exchange> for ProviderActor {
         let client = self.client(msg.timeouts.connect);
         let connect_timeout = msg.timeouts.connect;
         let buffer = self.stream_buffer;
-        Box::pin(async move {
-            let Exchange {
-                mut request,
-                timeouts,
-                stream,
-                token,
-                cancel,
-                access,
-                on_end,
-            } = msg;
-            let started = Instant::now();
-            let work = async move {
-                // The connect timeout in force is the pool's: awc sets it per client.
-                let timeouts = Timeouts {
-                    connect: connect_timeout,
-                    ..timeouts
-                };
-                if let Some(source) = token {
-                    let bearer = fetch_token(&client, source.as_ref(), timeouts).await?;
-                    let value = header::HeaderValue::from_str(&format!("Bearer {bearer}"))
-                        .map_err(|_| GatewayError::Identity("unusable token".into()))?;
-                    request.headers.push((header::AUTHORIZATION, value));
-                }
-                let response = send(&client, request, timeouts).await?;
-                let status = response.status();
-                let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-                let relayed = relayed_headers(response.headers());
-                let latency = started.elapsed();
-                let streamed = match &stream {
-                    StreamPlan::None => false,
-                    StreamPlan::Translate(_) => status == StatusCode::OK,
-                    StreamPlan::PassthroughIfStreamed => {
-                        status == StatusCode::OK && is_stream_type(content_type.as_ref())
-                    }
-                };
-                if streamed {
-                    let translator = match stream {
-                        StreamPlan::Translate(t) => t,
-                        _ => Box::new(crate::providers::RawPassthrough),
+        Box::pin(crate::panic_guard::catch_future(
+            "provider actor",
+            async move {
+                let Exchange {
+                    mut request,
+                    timeouts,
+                    stream,
+                    token,
+                    cancel,
+                    access,
+                    on_end,
+                } = msg;
+                let started = Instant::now();
+                let work = async move {
+                    // The connect timeout in force is the pool's: awc sets it per client.
+                    let timeouts = Timeouts {
+                        connect: connect_timeout,
+                        ..timeouts
                     };
-                    let (tx, rx) = mpsc::channel(buffer);
-                    // Only the body stream lives on: the response head (its header map) is
-                    // dropped now rather than held for the whole stream.
-                    let mut response = response;
-                    let body = response.take_payload();
-                    StreamActor::start_for(body, translator, tx, timeouts.read, access, on_end);
-                    return Ok(UpstreamReply {
+                    if let Some(source) = token {
+                        let bearer = fetch_token(&client, source.as_ref(), timeouts).await?;
+                        let value = header::HeaderValue::from_str(&format!("Bearer {bearer}"))
+                            .map_err(|_| GatewayError::Identity("unusable token".into()))?;
+                        request.headers.push((header::AUTHORIZATION, value));
+                    }
+                    let response = send(&client, request, timeouts).await?;
+                    let status = response.status();
+                    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+                    let relayed = relayed_headers(response.headers());
+                    let latency = started.elapsed();
+                    let streamed = match &stream {
+                        StreamPlan::None => false,
+                        StreamPlan::Translate(_) => status == StatusCode::OK,
+                        StreamPlan::PassthroughIfStreamed => {
+                            status == StatusCode::OK && is_stream_type(content_type.as_ref())
+                        }
+                    };
+                    if streamed {
+                        let translator = match stream {
+                            StreamPlan::Translate(t) => t,
+                            _ => Box::new(crate::providers::RawPassthrough),
+                        };
+                        let (tx, rx) = mpsc::channel(buffer);
+                        // Only the body stream lives on: the response head (its header map) is
+                        // dropped now rather than held for the whole stream.
+                        let mut response = response;
+                        let body = response.take_payload();
+                        StreamActor::start_for(body, translator, tx, timeouts.read, access, on_end);
+                        return Ok(UpstreamReply {
+                            status,
+                            content_type,
+                            relayed,
+                            body: ReplyBody::Stream(rx),
+                            latency,
+                        });
+                    }
+                    let mut response = response.timeout(timeouts.read);
+                    let body = response
+                        .body()
+                        .limit(MAX_UPSTREAM_BODY)
+                        .await
+                        .map_err(|e| payload_error(e, timeouts.read))?;
+                    Ok(UpstreamReply {
                         status,
                         content_type,
                         relayed,
-                        body: ReplyBody::Stream(rx),
+                        body: ReplyBody::Full(body),
                         latency,
-                    });
+                    })
+                };
+                // A client that goes away drops its end of `cancel`; the upstream call is dropped
+                // with it, which closes the connection.
+                match select(Box::pin(work), Box::pin(cancel_signal(cancel))).await {
+                    Either::Left((result, _)) => result,
+                    Either::Right(_) => Err(GatewayError::ClientGone),
                 }
-                let mut response = response.timeout(timeouts.read);
-                let body = response
-                    .body()
-                    .limit(MAX_UPSTREAM_BODY)
-                    .await
-                    .map_err(|e| payload_error(e, timeouts.read))?;
-                Ok(UpstreamReply {
-                    status,
-                    content_type,
-                    relayed,
-                    body: ReplyBody::Full(body),
-                    latency,
-                })
-            };
-            // A client that goes away drops its end of `cancel`; the upstream call is dropped
-            // with it, which closes the connection.
-            match select(Box::pin(work), Box::pin(cancel_signal(cancel))).await {
-                Either::Left((result, _)) => result,
-                Either::Right(_) => Err(GatewayError::ClientGone),
-            }
-        })
+            },
+        ))
     }
 }
 

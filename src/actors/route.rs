@@ -30,6 +30,7 @@ use crate::error::GatewayError;
 use crate::formats::anthropic::{self, stream::AnthropicEvents};
 use crate::formats::native::{self, NativeStream};
 use crate::formats::ClientFormat;
+use crate::panic_guard;
 use crate::providers::oai::Usage;
 use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
 use crate::proxy::compile::{AiRoute, CompiledRoute};
@@ -147,13 +148,16 @@ async fn attempt(
         consumer: input.consumer,
         dropped: String::new(),
     };
-    let prepared = match prepare(
-        target,
-        input.client,
-        input.body,
-        input.request_id.to_string(),
-        unix_now(),
-    )? {
+    let prepared = panic_guard::catch("request translation", || {
+        prepare(
+            target,
+            input.client,
+            input.body,
+            input.request_id.to_string(),
+            unix_now(),
+        )
+    });
+    let prepared = match prepared.and_then(|p| p)? {
         Plan::Upstream(p) => p,
         Plan::Answer(body) => {
             return Ok(ProxyReply {
@@ -256,6 +260,8 @@ async fn attempt(
         };
         (body, usage)
     } else if status == StatusCode::OK {
+        #[cfg(test)]
+        panic_guard::hook("response", &resolved.model);
         let translated = target
             .driver
             .response(&resolved.ctx(), body)
@@ -379,7 +385,7 @@ impl RouteActor {
         let provider = self.provider.clone();
         let route_name = self.route_name.clone();
         let Some(balancer) = route.balancer.clone() else {
-            return Box::pin(async move {
+            return Box::pin(panic_guard::catch_future("route actor", async move {
                 let Proxy {
                     client,
                     body,
@@ -421,7 +427,7 @@ impl RouteActor {
                     }
                     other => other,
                 }
-            });
+            }));
         };
         let balanced = Balanced {
             route,
@@ -433,7 +439,7 @@ impl RouteActor {
             slot,
             consumer: msg.identity.consumer.as_ref().map(|c| c.name.clone()),
         };
-        Box::pin(balanced.run(msg))
+        Box::pin(panic_guard::catch_future("route actor", balanced.run(msg)))
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::messages::{AccessInfo, StreamEnd};
 use crate::logging;
+use crate::panic_guard;
 use crate::providers::StreamTranslate;
 
 /// Streams alive right now, process-wide (tests check that none leak).
@@ -134,7 +135,8 @@ impl Actor for StreamActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
-        let usage = self.translator.usage();
+        let usage = panic_guard::catch("stream usage", || self.translator.usage());
+        let usage = usage.unwrap_or_default();
         logging::access_stream(&self.access, self.outcome, usage);
         if let Some(on_end) = self.on_end.take() {
             let _ = on_end.send(StreamEnd {
@@ -156,21 +158,32 @@ impl StreamHandler<Result<Bytes, PayloadError>> for StreamActor {
         // Sized for the common case, a translation about as long as its input, so writing the
         // batch does not grow the buffer event by event.
         let mut out = BytesMut::with_capacity(chunk.len() + chunk.len() / 4 + 64);
-        let result = self.translator.feed(&chunk, &mut out);
-        self.deliver(out, false, ctx);
-        if let Err(e) = result {
-            self.fail(&e.0, ctx);
+        let result = panic_guard::catch("stream translation", || {
+            #[cfg(test)]
+            panic_guard::hook("stream", &self.access.model);
+            self.translator.feed(&chunk, &mut out)
+        });
+        match result {
+            Ok(Ok(())) => self.deliver(out, false, ctx),
+            Ok(Err(e)) => {
+                self.deliver(out, false, ctx);
+                self.fail(&e.0, ctx);
+            }
+            // What a panicking translator wrote is not trusted; the stream ends here.
+            Err(e) => self.fail(&e.to_string(), ctx),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         let mut out = BytesMut::new();
-        match self.translator.finish(&mut out) {
-            Ok(()) => self.deliver(out, true, ctx),
-            Err(e) => {
+        let result = panic_guard::catch("stream translation", || self.translator.finish(&mut out));
+        match result {
+            Ok(Ok(())) => self.deliver(out, true, ctx),
+            Ok(Err(e)) => {
                 self.deliver(out, false, ctx);
                 self.fail(&e.0, ctx);
             }
+            Err(e) => self.fail(&e.to_string(), ctx),
         }
     }
 }

@@ -221,6 +221,8 @@ pub fn prepare(
         Some(model) if route.model_overrides_client => model,
         configured => select_model(configured, &map)?,
     };
+    #[cfg(test)]
+    crate::panic_guard::hook("request", &model);
     check_model_name(&model)?;
     check_format(config.route_type, &map)?;
     let client_stream = map.get("stream").and_then(Value::as_bool) == Some(true);
