@@ -423,3 +423,36 @@ fn sdk_raises_on_provider_errors_and_broken_streams() {
     .unwrap();
     assert_eq!(out["status"], 504, "{out}");
 }
+
+#[test]
+fn a_provider_that_stops_reading_the_body_gets_504_after_the_write_timeout() {
+    // Accepts one connection and never reads from it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let _held = listener.accept();
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let route = format!(
+        "route_type: llm/v1/chat\nmax_request_body_size: 0\nmodel: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{port}/v1/chat/completions\"}}}}"
+    );
+    // Only the service's `write_timeout` (300 ms) can end it early: the read timeout is long.
+    let path = write_deck(&deck_with_timeouts(
+        1000,
+        15_000,
+        300,
+        &[("deaf", "/deaf", &route)],
+    ));
+    let gw = start_gateway(&path, &[]);
+    // Far more than the socket buffers between the gateway and the provider hold.
+    let body = chat_body(&"a".repeat(24 << 20), false);
+    let started = std::time::Instant::now();
+    let r = post_json(gw.port, "/deaf", &body);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(error_message(&r), "upstream timed out after 300 ms");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

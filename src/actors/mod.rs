@@ -9,3 +9,4 @@ pub mod messages;
 pub mod provider;
 pub mod route;
 pub mod stream;
+mod write_timeout;

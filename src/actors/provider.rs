@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{Exchange, ReplyBody, StreamPlan, UpstreamReply};
 use super::stream::StreamActor;
+use super::write_timeout;
 use crate::error::GatewayError;
 use crate::providers::{TokenSource, UpstreamRequest};
 use crate::proxy::compile::Timeouts;
@@ -192,7 +193,8 @@ fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {
     })
 }
 
-/// Sends `request`, allowing `timeouts.read` up to the response head (awc's request timeout).
+/// Sends `request`, allowing `timeouts.write` for each write of the body and `timeouts.read`
+/// up to the response head (awc's request timeout).
 async fn send(
     client: &awc::Client,
     request: UpstreamRequest,
@@ -210,9 +212,19 @@ async fn send(
             headers.append(name, value);
         }
     }
-    req.send_body(request.body)
-        .await
-        .map_err(|e| send_error(e, timeouts))
+    if !write_timeout::needs_watch(&request.body) {
+        return req
+            .send_body(request.body)
+            .await
+            .map_err(|e| send_error(e, timeouts));
+    }
+    let (body, watch) = write_timeout::paced(request.body, timeouts.write);
+    match select(req.send_body(body), Box::pin(watch.stalled())).await {
+        Either::Left((result, _)) => result.map_err(|e| send_error(e, timeouts)),
+        Either::Right(_) => Err(GatewayError::UpstreamTimeout(
+            timeouts.write.as_millis() as u64
+        )),
+    }
 }
 
 /// Upstream failures in the gateway's taxonomy; messages carry no request data.
