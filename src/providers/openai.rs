@@ -146,24 +146,36 @@ impl PassthroughStream {
                 self.done_sent = true;
                 continue;
             }
-            // Only the rare event that carries usage is parsed; the rest is copied as bytes.
-            if event.data.contains("\"usage\":{") {
+            // Only the rare event that carries usage or an error is parsed; the rest is copied
+            // as bytes.
+            if values_of(&event.data, "\"usage\"").any(|v| v.starts_with('{')) {
                 read_usage(&event.data, &mut self.usage);
             }
-            if event.data.starts_with("{\"error\"") {
+            if values_of(&event.data, "\"error\"").any(|v| !v.starts_with("null"))
+                && is_error_event(&event.data)
+            {
                 return Err(StreamError(error_message(&event.data)));
             }
-            self.finish_seen |= has_finish_reason(&event.data);
+            self.finish_seen |=
+                values_of(&event.data, "\"finish_reason\"").any(|v| !v.starts_with("null"));
             oai::write_raw_event(out, event.data.as_bytes());
         }
         Ok(())
     }
 }
 
-/// A non-null `finish_reason`, found without parsing the chunk.
-fn has_finish_reason(data: &str) -> bool {
-    data.match_indices("\"finish_reason\":")
-        .any(|(at, key)| !data[at + key.len()..].trim_start().starts_with("null"))
+/// The text after each `"key":` in a JSON document, at any depth, whatever the whitespace
+/// around the colon (Python's `json.dumps` writes `"usage": {`; pretty printers add newlines).
+/// A quoted string followed by a colon is always a key, and a key's quote inside a string value
+/// is escaped, so this finds keys only, without parsing. Callers confirm with serde what they
+/// act on.
+fn values_of<'a>(json: &'a str, quoted_key: &'static str) -> impl Iterator<Item = &'a str> {
+    json.match_indices(quoted_key).filter_map(move |(at, _)| {
+        let rest = json[at + quoted_key.len()..]
+            .trim_start()
+            .strip_prefix(':')?;
+        Some(rest.trim_start())
+    })
 }
 
 fn read_usage(data: &str, usage: &mut Usage) {
@@ -174,6 +186,15 @@ fn read_usage(data: &str, usage: &mut Usage) {
     if let Ok(WithUsage { usage: Some(u) }) = serde_json::from_str(data) {
         *usage = Usage::new(u.prompt_tokens, u.completion_tokens);
     }
+}
+
+/// An event whose top-level `error` is set (not one with an `error` key deeper down).
+fn is_error_event(data: &str) -> bool {
+    #[derive(Deserialize)]
+    struct WithError {
+        error: Option<serde::de::IgnoredAny>,
+    }
+    matches!(serde_json::from_str(data), Ok(WithError { error: Some(_) }))
 }
 
 fn error_message(data: &str) -> String {
@@ -292,6 +313,57 @@ mod tests {
             let mut s = PassthroughStream::default();
             let got = run_stream(&mut s, input.as_bytes(), split);
             assert_eq!(sse_payloads(&got), expected, "split at {split}");
+        }
+    }
+
+    /// Python's `json.dumps` default separators (`", "`, `": "`), as OpenAI-compatible servers
+    /// written in Python send them.
+    const SPACED_USAGE_STREAM: &str = "data: {\"id\": \"c1\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"hi\"}, \"finish_reason\": \"stop\"}], \"usage\": null}\n\ndata: {\"id\": \"c1\", \"choices\": [], \"usage\": {\"prompt_tokens\": 7, \"completion_tokens\": 3, \"total_tokens\": 10}}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn stream_usage_is_read_from_the_last_chunk_whatever_the_spacing() {
+        let compact = SPACED_USAGE_STREAM.replace(": ", ":").replace(", ", ",");
+        // Pretty-printed JSON across lines is one SSE event when each line is a `data:` line.
+        let pretty = "data: {\ndata:   \"choices\": [],\ndata:   \"usage\" :\ndata:     {\"prompt_tokens\": 7, \"completion_tokens\": 3}\ndata: }\n\ndata: [DONE]\n\n";
+        for (name, input) in [
+            ("spaced", SPACED_USAGE_STREAM),
+            ("compact", compact.as_str()),
+            ("pretty", pretty),
+        ] {
+            for split in [1, 17, input.len() / 2] {
+                let mut s = PassthroughStream::default();
+                run_stream(&mut s, input.as_bytes(), split);
+                assert_eq!(s.usage(), Usage::new(7, 3), "{name} split at {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_spaced_or_pretty_error_event_ends_the_stream_and_a_nested_error_key_does_not() {
+        for event in [
+            "data: {\"error\": {\"message\": \"overloaded\"}}\n\n",
+            "data: {\ndata:   \"error\" : {\"message\": \"overloaded\"}\ndata: }\n\n",
+            "data: {\"id\": \"x\", \"error\": {\"message\": \"overloaded\"}}\n\n",
+        ] {
+            let mut s = PassthroughStream::default();
+            let err = s.feed(event.as_bytes(), &mut BytesMut::new()).unwrap_err();
+            assert_eq!(err.0, "overloaded", "{event}");
+        }
+        let nested = "data: {\"choices\": [{\"delta\": {\"content\": \"\\\"error\\\": 1\"}, \"logprobs\": {\"error\": 1}}]}\n\n";
+        let mut s = PassthroughStream::default();
+        let mut out = BytesMut::new();
+        s.feed(nested.as_bytes(), &mut out).unwrap();
+        assert!(!out.is_empty());
+    }
+
+    #[test]
+    fn non_stream_usage_is_read_from_spaced_and_pretty_bodies() {
+        for body in [
+            "{\"choices\": [], \"usage\": {\"prompt_tokens\": 5, \"completion_tokens\": 2}}",
+            "{\n  \"choices\": [],\n  \"usage\" : {\n    \"prompt_tokens\": 5,\n    \"completion_tokens\": 2\n  }\n}",
+        ] {
+            let t = response(RouteType::Chat, Bytes::from(body)).unwrap();
+            assert_eq!(t.usage, Usage::new(5, 2), "{body}");
         }
     }
 
