@@ -445,14 +445,9 @@ fn a_provider_that_stops_reading_the_body_gets_504_after_the_write_timeout() {
     ));
     let gw = start_gateway(&path, &[]);
     // Far more than the socket buffers between the gateway and the provider hold.
-    let body = chat_body(&"a".repeat(24 << 20), false);
-    let started = std::time::Instant::now();
+    let body = chat_body(&"a".repeat(12 << 20), false);
     let r = post_json(gw.port, "/deaf", &body);
     assert_eq!(r.status, 504, "{}", r.text());
+    // The write timeout's value, not the read timeout's: that is what ended it.
     assert_eq!(error_message(&r), "upstream timed out after 300 ms");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
 }
