@@ -1,7 +1,7 @@
 //! `RouteActor`: one per AI route per worker. It owns the route's compiled plugin (an `Arc` of
 //! the config generation it was started with, so requests it accepted finish on that config
-//! even after a reload), applies Kong's request rules, sends the upstream call through the
-//! worker's `ProviderActor`, and translates a buffered answer.
+//! even after a reload), and carries one request through Kong's request rules
+//! (`proxy::request`), the worker's `ProviderActor` and the response rules (`proxy::response`).
 //!
 //! For `ai-proxy-advanced` it also owns this worker's balancing state: it picks a target per
 //! attempt, and moves a failed attempt on to another target (re-translated for that target's
@@ -21,20 +21,17 @@ use futures_util::future::{select, Either};
 use tokio::sync::oneshot;
 
 use super::limiter::{LimiterActor, Permit};
-use super::messages::{
-    AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamEnd, StreamPlan, UpstreamReply,
-};
+use super::messages::{AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamEnd};
 use super::provider::ProviderActor;
-use crate::config::ai_proxy::RouteType;
 use crate::error::GatewayError;
-use crate::formats::anthropic::{self, stream::AnthropicEvents};
-use crate::formats::native::{self, NativeStream};
+use crate::formats::anthropic;
 use crate::formats::ClientFormat;
 use crate::panic_guard;
 use crate::providers::oai::Usage;
 use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
 use crate::proxy::compile::{AiRoute, CompiledRoute};
 use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
+use crate::proxy::response::{self, JSON};
 
 pub struct RouteActor {
     route: Arc<AiRoute>,
@@ -84,17 +81,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
-const X_KONG_LLM_MODEL: &str = "x-kong-llm-model";
-/// Names every request field the provider has no equivalent for (lossless or loud).
-const X_DROPPED_FIELDS: &str = "x-ai-gateway-dropped-fields";
-
-/// The Anthropic message id of a translated answer.
-fn anthropic_id(request_id: &str) -> String {
-    format!("msg_{request_id}")
 }
 
 /// The gateway's own error as a reply, in the shape the client's SDK reads.
@@ -175,29 +161,7 @@ async fn attempt(
     } = prepared;
     access.model = resolved.model.clone();
     access.dropped = resolved.dropped.join(", ");
-    let stream = if resolved.route_type == RouteType::Preserve {
-        StreamPlan::PassthroughIfStreamed
-    } else if resolved.format == ClientFormat::Native {
-        if resolved.stream {
-            let sse = resolved.client_query.contains("alt=sse");
-            StreamPlan::Translate(Box::new(NativeStream::new(target.provider, sse)))
-        } else {
-            StreamPlan::None
-        }
-    } else if resolved.stream {
-        let inner = target.driver.stream(&resolved.ctx());
-        StreamPlan::Translate(match resolved.format {
-            ClientFormat::AnthropicTranslated => Box::new(AnthropicEvents::new(
-                inner,
-                anthropic_id(&resolved.request_id),
-                resolved.model.clone(),
-                resolved.input_estimate,
-            )),
-            _ => inner,
-        })
-    } else {
-        StreamPlan::None
-    };
+    let stream = response::stream_plan(target, &resolved);
     let exchange = Exchange {
         request: upstream,
         timeouts: target.timeouts,
@@ -211,97 +175,7 @@ async fn attempt(
         .send(exchange)
         .await
         .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
-    let UpstreamReply {
-        status,
-        content_type,
-        relayed,
-        body,
-        latency,
-    } = reply;
-    let mut headers = relayed;
-    if let Some(value) = model_header {
-        headers.push((HeaderName::from_static(X_KONG_LLM_MODEL), value));
-    }
-    if !access.dropped.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&access.dropped) {
-            headers.push((HeaderName::from_static(X_DROPPED_FIELDS), value));
-        }
-    }
-    let anthropic = resolved.format == ClientFormat::AnthropicTranslated;
-    let body = match body {
-        ReplyBody::Stream(rx) => {
-            let ct = match (resolved.route_type, resolved.format) {
-                (RouteType::Preserve, _) | (_, ClientFormat::Native) => {
-                    content_type.unwrap_or(EVENT_STREAM)
-                }
-                _ => EVENT_STREAM,
-            };
-            headers.push((header::CONTENT_TYPE, ct));
-            headers.push((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")));
-            return Ok(ProxyReply {
-                status,
-                headers,
-                body: ReplyBody::Stream(rx),
-                access: None,
-            });
-        }
-        ReplyBody::Full(body) => body,
-    };
-    let (body, usage) = if resolved.route_type == RouteType::Preserve {
-        headers.push((header::CONTENT_TYPE, content_type.unwrap_or(JSON)));
-        (body, Usage::default())
-    } else if resolved.format == ClientFormat::Native {
-        // The provider's answer, untouched; only its usage is read for the log.
-        headers.push((header::CONTENT_TYPE, content_type.unwrap_or(JSON)));
-        let usage = if status == StatusCode::OK {
-            native::usage(&body)
-        } else {
-            Usage::default()
-        };
-        (body, usage)
-    } else if status == StatusCode::OK {
-        #[cfg(test)]
-        panic_guard::hook("response", &resolved.model);
-        let translated = target
-            .driver
-            .response(&resolved.ctx(), body)
-            .map_err(|reason| GatewayError::Transformation {
-                provider: target.provider.as_str(),
-                route_type: resolved.route_type.as_str(),
-                reason,
-            })?;
-        let body = if anthropic {
-            anthropic::response::from_openai(
-                &translated.body,
-                &anthropic_id(&resolved.request_id),
-                &resolved.model,
-            )
-            .map_err(|reason| GatewayError::Transformation {
-                provider: target.provider.as_str(),
-                route_type: resolved.route_type.as_str(),
-                reason,
-            })?
-        } else {
-            translated.body
-        };
-        headers.push((header::CONTENT_TYPE, JSON));
-        (body, translated.usage)
-    } else {
-        headers.push((header::CONTENT_TYPE, JSON));
-        let body = target.driver.error(status, body);
-        let body = if anthropic {
-            anthropic::response::error_body(status.as_u16(), &body)
-        } else {
-            body
-        };
-        (body, Usage::default())
-    };
-    Ok(ProxyReply {
-        status,
-        headers,
-        body: ReplyBody::Full(body),
-        access: Some((access, usage, latency)),
-    })
+    response::reply(target, &resolved, model_header, reply, access)
 }
 
 impl Handler<Proxy> for RouteActor {
