@@ -28,7 +28,7 @@ use super::{
     endpoint_url, required_option, RequestCtx, StreamError, StreamTranslate, Translate, Translated,
 };
 use crate::codec::sse::{SseDecoder, SseEvent};
-use crate::config::ai_proxy::{AiProxyConfig, RouteType};
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 // ---------------------------------------------------------------------------------------------
@@ -60,6 +60,10 @@ pub struct Anthropic {
 }
 
 impl Translate for Anthropic {
+    fn api_base(&self, _options: &ModelOptions) -> Option<String> {
+        Some(DEFAULT_BASE.to_string())
+    }
+
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
         let version =
             required_option(config, "anthropic_version", |o| o.anthropic_version.clone())?;

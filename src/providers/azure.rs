@@ -6,12 +6,26 @@ use serde_json::{Map, Value};
 
 use super::openai::{self, PassthroughStream};
 use super::{with_query, RequestCtx, StreamTranslate, Translate, Translated};
-use crate::config::ai_proxy::{AiProxyConfig, RouteType};
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 pub struct Azure;
 
 impl Translate for Azure {
+    fn api_base(&self, options: &ModelOptions) -> Option<String> {
+        let instance = options.azure_instance.as_deref().unwrap_or_default();
+        Some(format!("https://{instance}.openai.azure.com:443"))
+    }
+
+    /// Azure's paths are per deployment: a configured `upstream_path` goes after it.
+    fn preserve_path(&self, options: &ModelOptions, upstream_path: &str) -> String {
+        let deployment = options.azure_deployment_id.as_deref().unwrap_or_default();
+        format!(
+            "/openai/deployments/{}{upstream_path}",
+            super::path_segment(deployment)
+        )
+    }
+
     fn from_config(_config: &AiProxyConfig) -> Result<Self, String> {
         Ok(Azure)
     }

@@ -23,7 +23,7 @@ use super::oai::{
 use super::stream::{DecodedStream, EventTranslate};
 use super::{endpoint_url, RequestCtx, StreamError, StreamTranslate, Translate, Translated};
 use crate::codec::ndjson::NdjsonDecoder;
-use crate::config::ai_proxy::{AiProxyConfig, CohereEmbeddingInputType, RouteType};
+use crate::config::ai_proxy::{AiProxyConfig, CohereEmbeddingInputType, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 pub const DEFAULT_BASE: &str = "https://api.cohere.com:443";
@@ -38,6 +38,10 @@ const UNDECODABLE: &str = "failed to decode cohere response";
 pub struct Cohere;
 
 impl Translate for Cohere {
+    fn api_base(&self, _options: &ModelOptions) -> Option<String> {
+        Some(DEFAULT_BASE.to_string())
+    }
+
     fn from_config(_config: &AiProxyConfig) -> Result<Self, String> {
         Ok(Cohere)
     }

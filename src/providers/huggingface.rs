@@ -28,7 +28,7 @@ use super::{
     openai, path_segment, tgi, RequestCtx, StreamError, StreamTranslate, Translate, Translated,
 };
 use crate::codec::sse::{SseDecoder, SseEvent};
-use crate::config::ai_proxy::{AiProxyConfig, RouteType};
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 /// Kong's default base; `/{model}` follows.
@@ -49,6 +49,10 @@ pub struct HuggingFace {
 }
 
 impl Translate for HuggingFace {
+    fn api_base(&self, _options: &ModelOptions) -> Option<String> {
+        Some("https://api-inference.huggingface.co:443".to_string())
+    }
+
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
         let hf = config
             .model

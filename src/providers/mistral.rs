@@ -10,7 +10,7 @@ use super::{
     endpoint_url, required_option, self_hosted_url, RequestCtx, StreamTranslate, Translate,
     Translated,
 };
-use crate::config::ai_proxy::{AiProxyConfig, MistralFormat};
+use crate::config::ai_proxy::{AiProxyConfig, MistralFormat, ModelOptions};
 use crate::error::GatewayError;
 
 pub const DEFAULT_BASE: &str = "https://api.mistral.ai:443";
@@ -20,6 +20,10 @@ pub struct Mistral {
 }
 
 impl Translate for Mistral {
+    fn api_base(&self, _options: &ModelOptions) -> Option<String> {
+        Some(DEFAULT_BASE.to_string())
+    }
+
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
         let format = required_option(config, "mistral_format", |o| o.mistral_format)?;
         Ok(Mistral { format })

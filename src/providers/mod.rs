@@ -145,10 +145,12 @@ pub trait StreamTranslate: Send {
 
 /// The four translation directions plus URL and signing, for one provider. Built once per
 /// plugin config when the config is loaded, shared by every request of the route.
-pub trait Translate: Send + Sync + Sized {
+pub trait Translate: Send + Sync {
     /// Compiles the plugin config (URLs, header values). The config was validated already;
     /// an error here is reported as a config problem.
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String>;
+    fn from_config(config: &AiProxyConfig) -> Result<Self, String>
+    where
+        Self: Sized;
 
     /// Whether this provider serves `route_type` in OpenAI format. By default the three routes
     /// most providers serve: chat, completions and embeddings.
@@ -185,6 +187,18 @@ pub trait Translate: Send + Sync + Sized {
     /// Last step before sending, over the final body (AWS SigV4 for Bedrock).
     fn sign(&self, _ctx: &RequestCtx<'_>, _req: &mut UpstreamRequest) -> Result<(), GatewayError> {
         Ok(())
+    }
+
+    /// `preserve` and native pass-through routes: the provider's API host as
+    /// `https://host:443`, to which the client's own path is appended. `None` when there is no
+    /// default host (a self-hosted model) or it cannot be named (Bedrock without a region).
+    fn api_base(&self, _options: &ModelOptions) -> Option<String> {
+        None
+    }
+
+    /// `preserve` routes with a configured `upstream_path`: the path sent upstream.
+    fn preserve_path(&self, _options: &ModelOptions, upstream_path: &str) -> String {
+        upstream_path.to_string()
     }
 
     /// A bearer token that has to be fetched over the network first (GCP service accounts).
@@ -258,8 +272,13 @@ macro_rules! providers {
                     $(ProviderName::$name => Ok(Driver::$name($module::$ty::from_config(config)?)),)*
                 }
             }
+        }
 
-            fn inner(&self) -> &dyn DynTranslate {
+        /// Every call on a driver goes to its provider's [`Translate`] implementation.
+        impl std::ops::Deref for Driver {
+            type Target = dyn Translate;
+
+            fn deref(&self) -> &(dyn Translate + 'static) {
                 match self {
                     $(Driver::$name(d) => d,)*
                 }
@@ -278,95 +297,6 @@ providers! {
     Bedrock => bedrock::Bedrock,
     Cohere => cohere::Cohere,
     Huggingface => huggingface::HuggingFace,
-}
-
-/// The object-safe part of [`Translate`], so [`Driver`] can delegate without a match per method.
-trait DynTranslate: Send + Sync {
-    fn supports(&self, route_type: RouteType) -> bool;
-    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError>;
-    fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>);
-    fn request(
-        &self,
-        ctx: &RequestCtx<'_>,
-        body: Map<String, Value>,
-    ) -> Result<Value, GatewayError>;
-    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>;
-    fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate>;
-    fn error(&self, status: StatusCode, body: Bytes) -> Bytes;
-    fn sign(&self, ctx: &RequestCtx<'_>, req: &mut UpstreamRequest) -> Result<(), GatewayError>;
-    fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>>;
-}
-
-impl<T: Translate> DynTranslate for T {
-    fn supports(&self, route_type: RouteType) -> bool {
-        Translate::supports(self, route_type)
-    }
-    fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        Translate::url(self, ctx)
-    }
-    fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>) {
-        Translate::headers(self, ctx, out)
-    }
-    fn request(
-        &self,
-        ctx: &RequestCtx<'_>,
-        body: Map<String, Value>,
-    ) -> Result<Value, GatewayError> {
-        Translate::request(self, ctx, body)
-    }
-    fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
-        Translate::response(self, ctx, body)
-    }
-    fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
-        Translate::stream(self, ctx)
-    }
-    fn error(&self, status: StatusCode, body: Bytes) -> Bytes {
-        Translate::error(self, status, body)
-    }
-    fn sign(&self, ctx: &RequestCtx<'_>, req: &mut UpstreamRequest) -> Result<(), GatewayError> {
-        Translate::sign(self, ctx, req)
-    }
-    fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
-        Translate::token_source(self)
-    }
-}
-
-impl Driver {
-    pub fn supports(&self, route_type: RouteType) -> bool {
-        self.inner().supports(route_type)
-    }
-    pub fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
-        self.inner().url(ctx)
-    }
-    pub fn headers(&self, ctx: &RequestCtx<'_>, out: &mut Vec<(HeaderName, HeaderValue)>) {
-        self.inner().headers(ctx, out)
-    }
-    pub fn request(
-        &self,
-        ctx: &RequestCtx<'_>,
-        body: Map<String, Value>,
-    ) -> Result<Value, GatewayError> {
-        self.inner().request(ctx, body)
-    }
-    pub fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
-        self.inner().response(ctx, body)
-    }
-    pub fn stream(&self, ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
-        self.inner().stream(ctx)
-    }
-    pub fn error(&self, status: StatusCode, body: Bytes) -> Bytes {
-        self.inner().error(status, body)
-    }
-    pub fn sign(
-        &self,
-        ctx: &RequestCtx<'_>,
-        req: &mut UpstreamRequest,
-    ) -> Result<(), GatewayError> {
-        self.inner().sign(ctx, req)
-    }
-    pub fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
-        self.inner().token_source()
-    }
 }
 
 /// Chat, completions and embeddings: what [`Translate::supports`] answers unless overridden.
@@ -457,11 +387,6 @@ pub fn path_segment(s: &str) -> String {
 /// provider's own path is appended, rather than Kong's full endpoint URL.
 pub fn is_base_url(url: &str) -> bool {
     url::Url::parse(url).is_ok_and(|u| u.path() == "/" && u.query().is_none())
-}
-
-/// Whitespace-separated word count, the unit the mock and estimates use.
-pub fn word_count(s: &str) -> u64 {
-    s.split_whitespace().count() as u64
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::oai::{self, Usage};
 use super::{endpoint_url, RequestCtx, StreamError, StreamTranslate, Translate, Translated};
 use crate::codec::sse::{SseDecoder, SseEvent};
-use crate::config::ai_proxy::{AiProxyConfig, RouteType};
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 pub const DEFAULT_BASE: &str = "https://api.openai.com:443";
@@ -17,6 +17,10 @@ pub const DEFAULT_BASE: &str = "https://api.openai.com:443";
 pub struct OpenAi;
 
 impl Translate for OpenAi {
+    fn api_base(&self, _options: &ModelOptions) -> Option<String> {
+        Some(DEFAULT_BASE.to_string())
+    }
+
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
         let _ = config;
         Ok(OpenAi)

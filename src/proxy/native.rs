@@ -79,7 +79,7 @@ pub fn prepare_native(
     };
     let url = format!(
         "{}{}",
-        base_url(provider, &call, &options)?,
+        base_url(route, &call, &options)?,
         native_path(provider, &call, &model, &options)?
     );
     let resolved = Resolved {
@@ -128,21 +128,22 @@ fn client_credentials_removed(client: &HeaderMap) -> HeaderMap {
 /// Scheme and authority: the configured `upstream_url`'s, else the provider's API host for
 /// the operation (Vertex's regional endpoint, Bedrock's agent runtime for rerank).
 fn base_url(
-    provider: ProviderName,
+    route: &CompiledRoute,
     call: &NativeCall,
     options: &ModelOptions,
 ) -> Result<String, GatewayError> {
+    let provider = route.provider;
     if options.upstream_url.is_none() {
         if let Some(vertex) = vertex_target(options)? {
             return Ok(format!("https://{}", vertex.host));
         }
         if provider == ProviderName::Bedrock && call.operation == "rerank" {
-            let base = preserve_base(provider, options)
+            let base = preserve_base(route, options)
                 .ok_or_else(|| GatewayError::Identity("region not specified".into()))?;
             return Ok(base.replacen("bedrock-runtime.", "bedrock-agent-runtime.", 1));
         }
     }
-    preserve_base(provider, options).ok_or_else(|| match provider {
+    preserve_base(route, options).ok_or_else(|| match provider {
         ProviderName::Bedrock => GatewayError::Identity("region not specified".into()),
         _ => bad("must set 'model.options.upstream_url' for self-hosted providers/models"),
     })

@@ -13,7 +13,7 @@ use super::compile::{CompiledAuth, CompiledRoute};
 use super::native::prepare_native;
 use super::template::{self, TemplateSource};
 use crate::config::ai_proxy::{
-    DroppedFields, ModelOptions, ParamLocation, ProviderName, ResponseStreaming, RouteType,
+    DroppedFields, ModelOptions, ParamLocation, ResponseStreaming, RouteType,
 };
 use crate::error::GatewayError;
 use crate::formats::{anthropic, ClientFormat};
@@ -577,41 +577,19 @@ fn model_header(route: &CompiledRoute, model: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("{}{model}", route.model_header_prefix)).ok()
 }
 
-/// Scheme and authority of the provider's default API host, for `preserve` routes.
-pub(super) fn preserve_base(provider: ProviderName, options: &ModelOptions) -> Option<String> {
-    if let Some(url) = options.upstream_url.as_deref() {
-        let parsed = url::Url::parse(url).ok()?;
-        let port = parsed.port_or_known_default()?;
-        return Some(format!(
-            "{}://{}:{port}",
-            parsed.scheme(),
-            parsed.host_str()?
-        ));
-    }
-    let host = match provider {
-        ProviderName::Openai => "api.openai.com".to_string(),
-        ProviderName::Anthropic => "api.anthropic.com".to_string(),
-        ProviderName::Cohere => "api.cohere.com".to_string(),
-        ProviderName::Mistral => "api.mistral.ai".to_string(),
-        ProviderName::Gemini => "generativelanguage.googleapis.com".to_string(),
-        ProviderName::Huggingface => "api-inference.huggingface.co".to_string(),
-        ProviderName::Azure => format!(
-            "{}.openai.azure.com",
-            options.azure_instance.as_deref().unwrap_or_default()
-        ),
-        ProviderName::Bedrock => {
-            // The same region order the Bedrock driver signs with, so host and signature agree.
-            let region = options
-                .bedrock
-                .as_ref()
-                .and_then(|b| b.aws_region.clone())
-                .or_else(|| std::env::var("AWS_REGION").ok())
-                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())?;
-            format!("bedrock-runtime.{region}.amazonaws.com")
-        }
-        ProviderName::Llama2 => return None,
+/// Scheme and authority for `preserve` and native routes: the configured `upstream_url`'s,
+/// else the provider's API host.
+pub(super) fn preserve_base(route: &CompiledRoute, options: &ModelOptions) -> Option<String> {
+    let Some(url) = options.upstream_url.as_deref() else {
+        return route.driver.api_base(options);
     };
-    Some(format!("https://{host}:443"))
+    let parsed = url::Url::parse(url).ok()?;
+    let port = parsed.port_or_known_default()?;
+    Some(format!(
+        "{}://{}:{port}",
+        parsed.scheme(),
+        parsed.host_str()?
+    ))
 }
 
 /// Kong's `preserve`: the body and the client's original path go to the provider host as they
@@ -645,22 +623,12 @@ fn prepare_preserve(
         }
         _ => body,
     };
-    let base = preserve_base(route.provider, &options).ok_or_else(|| {
+    let base = preserve_base(route, &options).ok_or_else(|| {
         bad("must set 'model.options.upstream_url' for self-hosted providers/models")
     })?;
-    let path = options
-        .upstream_path
-        .clone()
-        .unwrap_or_else(|| client.path.clone());
-    let path = if route.provider == ProviderName::Azure && options.upstream_path.is_some() {
-        format!(
-            "/openai/deployments/{}{path}",
-            crate::providers::path_segment(
-                options.azure_deployment_id.as_deref().unwrap_or_default()
-            )
-        )
-    } else {
-        path
+    let path = match options.upstream_path.as_deref() {
+        Some(path) => route.driver.preserve_path(&options, path),
+        None => client.path.clone(),
     };
     let resolved = Resolved {
         route_type: RouteType::Preserve,

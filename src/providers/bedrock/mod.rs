@@ -22,7 +22,7 @@ use super::{
     path_segment, RequestCtx, StreamError, StreamTranslate, Translate, Translated, UpstreamRequest,
 };
 use crate::codec::eventstream::{EventMessage, EventStreamDecoder};
-use crate::config::ai_proxy::{AiProxyConfig, RouteType};
+use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 mod request;
@@ -103,8 +103,11 @@ impl Bedrock {
     /// `options.bedrock.aws_region`, else `AWS_REGION`, else `AWS_DEFAULT_REGION`. The value
     /// becomes part of a host name, so anything but `[a-z0-9-]` is refused.
     fn region<'a>(&'a self, ctx: &'a RequestCtx<'_>) -> Result<&'a str, GatewayError> {
-        let region = ctx
-            .options
+        self.region_in(ctx.options)
+    }
+
+    fn region_in<'a>(&'a self, options: &'a ModelOptions) -> Result<&'a str, GatewayError> {
+        let region = options
             .bedrock
             .as_ref()
             .and_then(|b| b.aws_region.as_deref())
@@ -139,6 +142,14 @@ impl Bedrock {
 }
 
 impl Translate for Bedrock {
+    /// The region the requests are signed for, so host and signature agree.
+    fn api_base(&self, options: &ModelOptions) -> Option<String> {
+        let region = self.region_in(options).ok()?;
+        Some(format!(
+            "https://bedrock-runtime.{region}.amazonaws.com:443"
+        ))
+    }
+
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
         Ok(Bedrock::with_env(config, |name| std::env::var(name).ok()))
     }

@@ -68,6 +68,10 @@ pub struct Gemini {
 }
 
 impl Translate for Gemini {
+    fn api_base(&self, _options: &ModelOptions) -> Option<String> {
+        Some(format!("{AI_STUDIO_HOST}:443"))
+    }
+
     fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
         let auth = config.auth.as_ref().filter(|a| a.gcp_use_service_account);
         let tokens = match auth {
