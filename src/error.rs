@@ -31,8 +31,6 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("request body too large: the limit for this route is {limit} bytes")]
     BodyTooLarge { limit: u64 },
-    #[error("method not allowed")]
-    MethodNotAllowed,
     /// The client did not send its body within the client request timeout (slow-loris).
     #[error("timed out reading the request body")]
     ClientTimeout,
@@ -64,8 +62,6 @@ pub enum GatewayError {
     /// The client went away before the answer; nobody reads this one.
     #[error("client closed the request")]
     ClientGone,
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
     #[error("internal error")]
     Internal(String),
 }
@@ -100,7 +96,6 @@ impl ResponseError for GatewayError {
             GatewayError::RateLimited(refusal) => refusal.status,
             GatewayError::LimiterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::Transformation { .. }
             | GatewayError::Identity(_)
@@ -111,9 +106,7 @@ impl ResponseError for GatewayError {
             GatewayError::UpstreamTimeout(_) | GatewayError::UpstreamConnectTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            GatewayError::ShuttingDown | GatewayError::NoAvailableTarget { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::NoAvailableTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // nginx's "client closed request"; only ever seen in logs.
             GatewayError::ClientGone => {
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)

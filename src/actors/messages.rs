@@ -53,12 +53,18 @@ pub struct Proxy {
 /// The body of an answer: complete, or a bounded channel of translated chunk batches fed by a
 /// `StreamActor` (a full channel pauses the upstream read).
 pub enum ReplyBody {
+    /// A buffered answer, sent with its `content-length`.
     Full(Bytes),
+    /// Chunk batches, one per upstream read; the channel closes when the stream ends.
     Stream(mpsc::Receiver<Bytes>),
 }
 
+/// A `RouteActor`'s answer to [`Proxy`]: the response the handler writes to the client, as
+/// is (status, headers in order, body). Built once the provider answered, or at once when the
+/// route answers itself.
 pub struct ProxyReply {
     pub status: StatusCode,
+    /// Every header of the response, the content type included.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: ReplyBody,
     /// For non-streamed answers the handler logs; a stream logs itself when it ends.
@@ -79,10 +85,14 @@ pub enum StreamPlan {
 #[derive(Message)]
 #[rtype(result = "Result<UpstreamReply, GatewayError>")]
 pub struct Exchange {
+    /// Final and signed, but without a fetched OAuth token (added from `token`).
     pub request: UpstreamRequest,
+    /// The route's service timeouts (connect, read, write).
     pub timeouts: Timeouts,
     pub stream: StreamPlan,
+    /// A bearer token to fetch (or take from its cache) before sending.
     pub token: Option<Arc<dyn TokenSource>>,
+    /// Resolves when the client has gone away: the upstream call is dropped.
     pub cancel: oneshot::Receiver<()>,
     /// The stream's access-log line is written by its `StreamActor`.
     pub access: AccessInfo,
@@ -93,18 +103,26 @@ pub struct Exchange {
 /// How a streamed answer ended, sent by its `StreamActor` when it stops.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamEnd {
+    /// Token counts the translator saw.
     pub usage: crate::providers::oai::Usage,
     /// From the request's start to the first chunk for the client.
     pub first_chunk: Option<Duration>,
+    /// The stream reached its end marker (not cut by the provider, an error or the client).
     pub completed: bool,
 }
 
+/// A `ProviderActor`'s answer to [`Exchange`]: the provider's response head and its body,
+/// still in the provider's format when buffered (the `RouteActor` translates it), already
+/// translated chunk batches when streamed (a `StreamActor` feeds the channel).
 pub struct UpstreamReply {
+    /// The provider's status, passed on to the client.
     pub status: StatusCode,
+    /// The provider's content type (`preserve` routes answer with it).
     pub content_type: Option<HeaderValue>,
     /// Provider headers a client needs to behave well (`retry-after`, rate limits).
     pub relayed: Vec<(HeaderName, HeaderValue)>,
     pub body: ReplyBody,
+    /// From sending the request to the provider's response head, for the access log.
     pub latency: Duration,
 }
 
@@ -114,8 +132,11 @@ pub struct UpstreamReply {
 #[rtype(result = "ReloadOutcome")]
 pub struct Reload;
 
+/// What a [`Reload`] did. Either way in-flight requests finish on the config they started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
+    /// The new file is in force for new requests as config `generation`.
     Applied { generation: u64, routes: usize },
+    /// The file has problems (each with its field path); the previous config stays in force.
     Rejected { problems: Vec<ConfigProblem> },
 }

@@ -17,10 +17,32 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use super::messages::{AccessInfo, StreamEnd};
 use crate::logging;
 use crate::panic_guard;
-use crate::providers::StreamTranslate;
+use crate::providers::{oai, StreamTranslate};
 
 /// Streams alive right now, process-wide (tests check that none leak).
 pub static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamOutcome {
+    /// The upstream body ended and everything reached the client's channel.
+    Completed,
+    /// The client went away first; the upstream call was dropped.
+    ClientClosed,
+    /// An upstream or translation failure ended it with an error event.
+    Failed,
+}
+
+impl StreamOutcome {
+    /// The access log's words.
+    fn as_str(self) -> &'static str {
+        match self {
+            StreamOutcome::Completed => "completed",
+            StreamOutcome::ClientClosed => "client closed",
+            StreamOutcome::Failed => "upstream error",
+        }
+    }
+}
 
 pub struct StreamActor {
     translator: Box<dyn StreamTranslate>,
@@ -29,7 +51,7 @@ pub struct StreamActor {
     last_read: Instant,
     access: AccessInfo,
     /// How the stream ended, for the access log.
-    outcome: &'static str,
+    outcome: StreamOutcome,
     first_chunk: Option<Duration>,
     on_end: Option<tokio::sync::oneshot::Sender<StreamEnd>>,
 }
@@ -54,7 +76,7 @@ impl StreamActor {
                 idle_timeout,
                 last_read: Instant::now(),
                 access,
-                outcome: "completed",
+                outcome: StreamOutcome::Completed,
                 first_chunk: None,
                 on_end,
             }
@@ -96,7 +118,7 @@ impl StreamActor {
     }
 
     fn client_gone(&mut self, ctx: &mut Context<Self>) {
-        self.outcome = "client closed";
+        self.outcome = StreamOutcome::ClientClosed;
         ctx.stop();
     }
 
@@ -104,8 +126,15 @@ impl StreamActor {
     /// of waiting.
     fn fail(&mut self, message: &str, ctx: &mut Context<Self>) {
         let mut out = BytesMut::new();
-        self.translator.write_error(&mut out, message);
-        self.outcome = "upstream error";
+        let written = panic_guard::catch("stream translation", || {
+            self.translator.write_error(&mut out, message)
+        });
+        if written.is_err() {
+            out.clear();
+            oai::write_error_event(&mut out, message);
+            oai::write_done(&mut out);
+        }
+        self.outcome = StreamOutcome::Failed;
         tracing::warn!(request_id = %self.access.request_id, error = message, "stream ended with an error");
         self.deliver(out, true, ctx);
     }
@@ -137,12 +166,12 @@ impl Actor for StreamActor {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
         let usage = panic_guard::catch("stream usage", || self.translator.usage());
         let usage = usage.unwrap_or_default();
-        logging::access_stream(&self.access, self.outcome, usage);
+        logging::access_stream(&self.access, self.outcome.as_str(), usage);
         if let Some(on_end) = self.on_end.take() {
             let _ = on_end.send(StreamEnd {
                 usage,
                 first_chunk: self.first_chunk,
-                completed: self.outcome == "completed",
+                completed: self.outcome == StreamOutcome::Completed,
             });
         }
     }

@@ -79,23 +79,23 @@ pub(crate) fn check_ai_proxy(config: &AiProxyConfig, path: &str, problems: &mut 
                 "bedrock and gemini only support auth.allow_override = false",
             );
         }
-        if auth.header_name.is_some() != auth.header_value.is_some() {
-            problems.push(
-                path,
-                "all or none of these fields must be set: 'auth.header_name', 'auth.header_value'",
-            );
-        }
-        let param_fields = [
-            auth.param_name.is_some(),
-            auth.param_value.is_some(),
-            auth.param_location.is_some(),
-        ];
-        if param_fields.contains(&true) && param_fields.contains(&false) {
-            problems.push(
-                path,
-                "all or none of these fields must be set: 'auth.param_name', 'auth.param_value', 'auth.param_location'",
-            );
-        }
+        all_or_none(
+            &[
+                ("auth.header_name", auth.header_name.is_some()),
+                ("auth.header_value", auth.header_value.is_some()),
+            ],
+            path,
+            problems,
+        );
+        all_or_none(
+            &[
+                ("auth.param_name", auth.param_name.is_some()),
+                ("auth.param_value", auth.param_value.is_some()),
+                ("auth.param_location", auth.param_location.is_some()),
+            ],
+            path,
+            problems,
+        );
     }
 
     let mut require = |present: bool, option: &str, reason: &str| {
@@ -212,17 +212,38 @@ pub(crate) fn check_ai_proxy(config: &AiProxyConfig, path: &str, problems: &mut 
         }
     }
     if let Some(gemini) = &options.gemini {
-        let set = [
-            gemini.api_endpoint.is_some(),
-            gemini.project_id.is_some(),
-            gemini.location_id.is_some(),
-        ];
-        if set.contains(&true) && set.contains(&false) {
-            problems.push(
-                path,
-                "all or none of these fields must be set: 'model.options.gemini.api_endpoint', 'model.options.gemini.project_id', 'model.options.gemini.location_id'",
-            );
-        }
+        all_or_none(
+            &[
+                (
+                    "model.options.gemini.api_endpoint",
+                    gemini.api_endpoint.is_some(),
+                ),
+                (
+                    "model.options.gemini.project_id",
+                    gemini.project_id.is_some(),
+                ),
+                (
+                    "model.options.gemini.location_id",
+                    gemini.location_id.is_some(),
+                ),
+            ],
+            path,
+            problems,
+        );
+    }
+}
+
+/// Kong's rule for fields that only mean something together, with Kong's text.
+fn all_or_none(fields: &[(&str, bool)], path: &str, problems: &mut Problems) {
+    if fields.iter().any(|(_, set)| *set) && !fields.iter().all(|(_, set)| *set) {
+        let names: Vec<String> = fields.iter().map(|(name, _)| format!("'{name}'")).collect();
+        problems.push(
+            path,
+            format!(
+                "all or none of these fields must be set: {}",
+                names.join(", ")
+            ),
+        );
     }
 }
 
