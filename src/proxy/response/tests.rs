@@ -64,6 +64,7 @@ fn access() -> AccessInfo {
         started: Instant::now(),
         tried: None,
         consumer: None,
+        dropped: Default::default(),
     }
 }
 
