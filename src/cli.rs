@@ -129,8 +129,9 @@ fn serve(cli: Cli) -> ExitCode {
             tracing::info!(%addr, "demo mock provider listening (in-process)");
             actix_rt::spawn(mock_server);
         }
+        let hangups = signals::hangups().map_err(StartError::Io)?;
         let gateway = app::start(settings)?;
-        signals::spawn_reload_listener(gateway.config.clone()).map_err(StartError::Io)?;
+        signals::spawn_reload_listener(hangups, gateway.config.clone()).map_err(StartError::Io)?;
         for addr in &gateway.addrs {
             tracing::info!(%addr, "ai-gateway listening");
         }

@@ -6,9 +6,17 @@ use actix::Addr;
 use crate::actors::config::ConfigActor;
 use crate::actors::messages::Reload;
 
+/// Takes SIGHUP over from its default action (exit). Called before the listener binds, so a
+/// reload sent as soon as the port answers cannot kill the process.
+pub fn hangups() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
 /// Listens for SIGHUP for the life of the process and asks the config actor to reload.
-pub fn spawn_reload_listener(config: Addr<ConfigActor>) -> std::io::Result<()> {
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+pub fn spawn_reload_listener(
+    mut hangups: tokio::signal::unix::Signal,
+    config: Addr<ConfigActor>,
+) -> std::io::Result<()> {
     actix_rt::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP received: reloading the decK file");
