@@ -24,7 +24,7 @@ fn deck(mock_port: u16, redis_port: u16, routes: &[(&str, &str)]) -> String {
             config: {{route_type: llm/v1/chat, auth: {{header_name: Authorization, header_value: "Bearer sk-gateway-key"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: "http://127.0.0.1:{mock_port}/v1/chat/completions"}}}}}}
           - name: key-auth
           - name: ai-rate-limiting-advanced
-            config: {{strategy: redis, sync_rate: 0, window_type: fixed, redis: {{host: 127.0.0.1, port: {redis_port}, timeout: 300}}, {limit}}}
+            config: {{strategy: redis, sync_rate: 0, window_type: fixed, redis: {{host: 127.0.0.1, port: {redis_port}, timeout: 1000}}, {limit}}}
 "#,
             n = path.trim_start_matches('/'),
         ));
