@@ -689,3 +689,100 @@ fn realtime_client_leaving_closes_the_upstream_and_refusals_pass_through() {
     assert!(r.text().contains("WebSocket upgrade"));
     assert_no_leaks(s.status);
 }
+
+/// Realtime and a streamed upload behind key-auth and a token limit of 5 per minute.
+fn guarded_deck(mock: u16) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+  - name: ai
+    url: http://127.0.0.1:9
+    routes:
+      - name: rt
+        paths: ["/rt/realtime"]
+        plugins:
+          - name: ai-proxy
+            config: {{route_type: realtime/v1/realtime, auth: {{header_name: Authorization, header_value: "{KEY}"}}, model: {{provider: openai, name: gpt-4o-realtime-preview, options: {{upstream_url: "ws://127.0.0.1:{mock}/v1/realtime"}}}}}}
+          - name: key-auth
+          - name: ai-rate-limiting-advanced
+            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [5], window_size: [60]}}]}}
+      - name: up
+        paths: ["/up/audio/transcriptions"]
+        plugins:
+          - name: ai-proxy
+            config: {{route_type: audio/v1/audio/transcriptions, auth: {{header_name: Authorization, header_value: "{KEY}"}}, model: {{provider: openai, name: whisper-1, options: {{upstream_url: "http://127.0.0.1:{mock}/v1/audio/transcriptions"}}}}}}
+          - name: key-auth
+          - name: ai-rate-limiting-advanced
+            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [1000], window_size: [60]}}]}}
+consumers:
+  - username: alice
+    keyauth_credentials: [{{key: alice-key-0001}}]
+"#
+    )
+}
+
+#[test]
+fn realtime_and_uploads_pass_key_auth_and_rate_limits() {
+    let mock = start_mock();
+    let path = write_deck(&guarded_deck(mock.port));
+    let (gw, status) = start_gateway_with_status(&path, &[]);
+    let url = format!("ws://127.0.0.1:{}/rt/realtime", gw.port);
+    let key = "apikey=alice-key-0001";
+
+    // No key: refused at the upgrade, nothing reaches the provider.
+    let out: Value = serde_json::from_str(&run_python("realtime.py", &[&url, "refused"])).unwrap();
+    assert_eq!(out["status"], 401, "{out}");
+    assert!(mock_log(&mock).iter().all(|e| e["path"] != "/v1/realtime"));
+
+    // Admitted with the limit's headers on the 101; the session's usage (9 tokens) is charged
+    // when it ends, so the next session is refused before the provider.
+    let out: Value =
+        serde_json::from_str(&run_python("realtime.py", &[&url, "relay", "3", key])).unwrap();
+    assert_eq!(out["close_code"], 4000, "{out}");
+    assert_eq!(out["ratelimit_remaining"], "5", "{out}");
+    let sessions = || {
+        mock_log(&mock)
+            .iter()
+            .filter(|e| e["path"] == "/v1/realtime")
+            .count()
+    };
+    assert_eq!(sessions(), 1);
+    let mut refused = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(5), || {
+            refused =
+                serde_json::from_str(&run_python("realtime.py", &[&url, "refused", key])).unwrap();
+            refused["status"] == 429
+        }),
+        "{refused}"
+    );
+    assert_eq!(
+        sessions(),
+        1,
+        "a refused session never reaches the provider"
+    );
+
+    // A streamed upload: the key from the header, the limit's headers on the answer.
+    let body = b"--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....\r\n--b0--\r\n".to_vec();
+    let mp = ("content-type", "multipart/form-data; boundary=b0");
+    let r = request(gw.port, "POST", "/up/audio/transcriptions", &[mp], &body);
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = request(
+        gw.port,
+        "POST",
+        "/up/audio/transcriptions",
+        &[mp, ("apikey", "alice-key-0001")],
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ai-ratelimit-limit-60-openai"), Some("1000"));
+    let uploads = mock_log(&mock)
+        .iter()
+        .filter(|e| e["path"] == "/v1/audio/transcriptions")
+        .count();
+    assert_eq!(
+        uploads, 1,
+        "the unauthenticated upload never reached the mock"
+    );
+    assert_no_leaks(status);
+}

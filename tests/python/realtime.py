@@ -3,6 +3,7 @@
 Usage: realtime.py URL relay N    N text and N binary frames each way, then a close with code 4000
        realtime.py URL drop       waits for session.created, then drops the TCP connection
        realtime.py URL refused    expects the upgrade to be refused; prints the status
+A trailing `apikey=KEY` argument sends that key-auth key.
 """
 
 import asyncio
@@ -43,7 +44,8 @@ async def relay(url: str, n: int) -> dict:
         await ws.close(code=4000, reason="client done")
         return {"created": created["type"], "model": created["session"]["model"], "texts": texts,
                 "binaries": binaries, "in_order": in_order, "usage": done["response"]["usage"],
-                "close_code": ws.close_code, "close_reason": ws.close_reason}
+                "close_code": ws.close_code, "close_reason": ws.close_reason,
+                "ratelimit_remaining": ws.response.headers.get("x-ai-ratelimit-remaining-60-openai")}
 
 
 async def drop(url: str) -> dict:
@@ -62,6 +64,9 @@ async def refused(url: str) -> dict:
 
 
 def main() -> None:
+    keys = [a for a in sys.argv if a.startswith("apikey=")]
+    if keys:
+        HEADERS["apikey"] = keys[0].removeprefix("apikey=")
     url, mode = sys.argv[1], sys.argv[2]
     if mode == "relay":
         out = asyncio.run(relay(url, int(sys.argv[3])))
