@@ -209,20 +209,20 @@ fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {
 }
 
 /// The upstream request with its head set, allowing `timeouts.read` up to the response head
-/// (awc's request timeout).
+/// (awc's request timeout), and its buffered body.
 fn build(
     client: &awc::Client,
-    method: actix_web::http::Method,
-    url: &str,
-    headers: Vec<(header::HeaderName, header::HeaderValue)>,
+    request: UpstreamRequest,
     timeouts: Timeouts,
-) -> awc::ClientRequest {
-    let mut req = client.request(method, url).timeout(timeouts.read);
+) -> (awc::ClientRequest, Bytes) {
+    let mut req = client
+        .request(request.method, request.url.as_str())
+        .timeout(timeouts.read);
     let map = req.headers_mut();
-    for (name, value) in headers {
+    for (name, value) in request.headers {
         map.append(name, value);
     }
-    req
+    (req, request.body)
 }
 
 type Response = awc::ClientResponse<actix_web::dev::Decompress<actix_web::dev::Payload>>;
@@ -234,20 +234,14 @@ async fn send(
     request: UpstreamRequest,
     timeouts: Timeouts,
 ) -> Result<Response, GatewayError> {
-    let req = build(
-        client,
-        request.method,
-        request.url.as_str(),
-        request.headers,
-        timeouts,
-    );
-    if !write_timeout::needs_watch(&request.body) {
+    let (req, body) = build(client, request, timeouts);
+    if !write_timeout::needs_watch(&body) {
         return req
-            .send_body(request.body)
+            .send_body(body)
             .await
             .map_err(|e| send_error(e, timeouts));
     }
-    let (body, watch) = write_timeout::paced(request.body, timeouts.write);
+    let (body, watch) = write_timeout::paced(body, timeouts.write);
     match select(req.send_body(body), Box::pin(watch.stalled())).await {
         Either::Left((result, _)) => result.map_err(|e| send_error(e, timeouts)),
         Either::Right(_) => Err(GatewayError::UpstreamTimeout(
@@ -265,13 +259,7 @@ async fn send_upload(
     timeouts: Timeouts,
 ) -> Result<Response, GatewayError> {
     let state = upload.state.clone();
-    let req = build(
-        client,
-        request.method,
-        request.url.as_str(),
-        request.headers,
-        timeouts,
-    );
+    let (req, _) = build(client, request, timeouts);
     let sent = match upload.length {
         Some(length) => {
             req.send_body(actix_web::body::SizedStream::new(
