@@ -246,6 +246,8 @@ struct AnthropicTool {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<String>,
     input_schema: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -573,6 +575,7 @@ fn messages_request<'a>(
             name: RESPONSE_FORMAT_TOOL.into(),
             description: Some(RESPONSE_FORMAT_TOOL_DESCRIPTION.into()),
             input_schema: schema,
+            cache_control: None,
         });
         tool_choice = Some(AnthropicToolChoice {
             kind: "tool",
@@ -744,6 +747,7 @@ fn tool(t: Tool) -> Option<AnthropicTool> {
             .function
             .parameters
             .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        cache_control: t.cache_control,
     })
 }
 
@@ -1843,6 +1847,23 @@ mod tests {
             {"role": "system", "content": "a"}, {"role": "user", "content": "b"}]}));
         assert_eq!(plain["system"], "a");
         assert!(plain.get("thinking").is_none());
+    }
+
+    #[test]
+    fn cache_control_on_tools_and_tool_results_reaches_anthropic() {
+        let cc = json!({"type": "ephemeral", "ttl": "1h"});
+        let out = chat(json!({"model": MODEL, "messages": [
+            {"role": "user", "content": "add"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "t1",
+                "type": "function", "function": {"name": "add", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t1",
+             "content": [{"type": "text", "text": "14", "cache_control": cc}]}],
+            "tools": [{"type": "function", "function": {"name": "add"}, "cache_control": cc}]}));
+        assert_eq!(out["tools"][0]["cache_control"], cc);
+        assert_eq!(
+            out["messages"][2]["content"][0]["content"][0],
+            json!({"type": "text", "text": "14", "cache_control": cc})
+        );
     }
 
     #[test]
