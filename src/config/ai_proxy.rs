@@ -149,13 +149,15 @@ pub enum ProviderName {
 
 impl ProviderName {
     /// Kong's provider x route_type matrix (genai-routes.md 2.2) for the route types beyond
-    /// chat, completions and embeddings, whose finer rules the provider drivers check.
+    /// chat, completions and embeddings, whose finer rules the provider drivers check; beyond
+    /// Kong, Responses on every provider (translated to chat where the provider only chats).
     pub fn serves(self, route_type: RouteType) -> bool {
         match route_type {
             RouteType::Chat
             | RouteType::Completions
             | RouteType::Embeddings
-            | RouteType::Preserve => true,
+            | RouteType::Preserve
+            | RouteType::Responses => true,
             _ => matches!(self, ProviderName::Openai | ProviderName::Azure),
         }
     }
