@@ -173,7 +173,9 @@ async fn attempt(
     } = prepared;
     access.model = resolved.model.clone();
     access.dropped = resolved.dropped.join(", ");
-    let api = resolved.route_type.api_resource().is_some();
+    // OpenAI's APIs pass through to providers that speak them; other providers' image
+    // answers are translated like chat.
+    let api = resolved.route_type.api_resource().is_some() && target.provider.speaks_openai_api();
     let upload_state = upload.as_ref().map(|u| u.state.clone());
     let stream = if api {
         response::api::stream_plan(&input.client.path)

@@ -158,8 +158,19 @@ impl ProviderName {
             | RouteType::Embeddings
             | RouteType::Preserve
             | RouteType::Responses => true,
-            _ => matches!(self, ProviderName::Openai | ProviderName::Azure),
+            // Translated to the provider's own image models.
+            RouteType::ImageGenerations | RouteType::ImageEdits
+                if matches!(self, ProviderName::Gemini | ProviderName::Bedrock) =>
+            {
+                true
+            }
+            _ => self.speaks_openai_api(),
         }
+    }
+
+    /// Providers whose own API is OpenAI's, so OpenAI-API route types pass through to them.
+    pub fn speaks_openai_api(self) -> bool {
+        matches!(self, ProviderName::Openai | ProviderName::Azure)
     }
 
     pub fn as_str(self) -> &'static str {
