@@ -9,13 +9,7 @@ import sys
 
 import openai
 
-TOOLS = [{
-    "type": "function",
-    "name": "add",
-    "description": "Add two integers",
-    "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-                   "required": ["a", "b"]},
-}]
+from api_routes import TOOLS
 
 
 def refused(call) -> dict:
