@@ -1,7 +1,7 @@
-//! `llm/v1/responses` on providers that only chat (anthropic, gemini, bedrock): the official
-//! OpenAI SDK's `responses.create` / `responses.stream` get typed Response objects and the full
-//! event sequence, translated from each provider's chat API on the bundled mock; stateful calls
-//! are a clear 400.
+//! `llm/v1/responses` on providers that only chat (anthropic, gemini, bedrock, cohere, mistral):
+//! the official OpenAI SDK's `responses.create` / `responses.stream` get typed Response objects
+//! and the full event sequence, translated from each provider's chat API on the bundled mock;
+//! stateful calls are a clear 400.
 
 mod common;
 
@@ -23,6 +23,14 @@ fn responses_deck(mock: u16) -> String {
             "bedrock",
             format!("route_type: llm/v1/responses\nauth: {{aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret}}\nmodel: {{provider: bedrock, name: \"anthropic.claude-3-haiku-20240307-v1:0\", options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: \"{m}\"}}}}\n"),
         ),
+        (
+            "cohere",
+            format!("route_type: llm/v1/responses\nauth: {{header_name: Authorization, header_value: Bearer co-key}}\nmodel: {{provider: cohere, name: command-r, options: {{upstream_url: \"{m}/v1/chat\"}}}}\n"),
+        ),
+        (
+            "mistral",
+            format!("route_type: llm/v1/responses\nauth: {{header_name: Authorization, header_value: Bearer mi-key}}\nmodel: {{provider: mistral, name: mistral-small-latest, options: {{mistral_format: openai, upstream_url: \"{m}/v1/chat/completions\"}}}}\n"),
+        ),
     ];
     let routes: Vec<(String, String, String)> = routes
         .into_iter()
@@ -40,10 +48,17 @@ fn the_sdk_speaks_responses_to_providers_that_only_chat() {
     let mock = start_mock();
     let path = write_deck(&responses_deck(mock.port));
     let (gw, status) = start_gateway_with_status(&path, &[]);
-    for (provider, model) in [
-        ("anthropic", "claude-3-5-haiku-latest"),
-        ("gemini", "gemini-1.5-flash"),
-        ("bedrock", "anthropic.claude-3-haiku-20240307-v1:0"),
+    // Route, model, and the mock's name for the wire format that answers.
+    for (provider, model, label) in [
+        ("anthropic", "claude-3-5-haiku-latest", "anthropic"),
+        ("gemini", "gemini-1.5-flash", "gemini"),
+        (
+            "bedrock",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "bedrock",
+        ),
+        ("cohere", "command-r", "cohere"),
+        ("mistral", "mistral-small-latest", "openai"),
     ] {
         let out: Value = serde_json::from_str(&run_python(
             "responses_translated.py",
@@ -56,7 +71,7 @@ fn the_sdk_speaks_responses_to_providers_that_only_chat() {
         assert!(c["id"].as_str().unwrap().starts_with("resp_"));
         assert_eq!(
             c["text"],
-            format!("Mock {provider} reply to: hello responses"),
+            format!("Mock {label} reply to: hello responses"),
             "{provider}"
         );
         assert_eq!(c["header"], format!("{provider}/{model}"));
@@ -72,7 +87,7 @@ fn the_sdk_speaks_responses_to_providers_that_only_chat() {
         );
         assert_eq!(
             out["items"],
-            format!("Mock {provider} reply to: item list input")
+            format!("Mock {label} reply to: item list input")
         );
         assert_eq!(out["tool_call"]["name"], "add", "{provider}: {out}");
         assert_eq!(out["tool_call"]["arguments"]["b"], 12);
@@ -114,7 +129,7 @@ fn the_sdk_speaks_responses_to_providers_that_only_chat() {
         }
         assert_eq!(
             out["stream"]["text"],
-            format!("Mock {provider} reply to: stream this please")
+            format!("Mock {label} reply to: stream this please")
         );
         assert!(out["stream"]["usage"]["total_tokens"].as_u64().unwrap() > 0);
         assert_eq!(out["stream_tool"]["calls"][0]["a"], 2, "{provider}: {out}");
@@ -136,6 +151,6 @@ fn the_sdk_speaks_responses_to_providers_that_only_chat() {
         }
     }
     // Nothing stateful or untranslatable reached the mock: 6 calls per provider.
-    assert_eq!(mock_stats(&mock)["requests"], 18);
+    assert_eq!(mock_stats(&mock)["requests"], 30);
     assert_no_leaks(status);
 }
