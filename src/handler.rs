@@ -100,6 +100,7 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
 /// being read whole.
 fn streams_upload(req: &HttpRequest, route: &CompiledRoute) -> bool {
     route.route_type().takes_uploads()
+        && route.provider.speaks_openai_api()
         && req.method() == actix_web::http::Method::POST
         && req
             .headers()

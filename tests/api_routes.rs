@@ -786,3 +786,105 @@ fn realtime_and_uploads_pass_key_auth_and_rate_limits() {
     );
     assert_no_leaks(status);
 }
+
+#[test]
+fn images_on_gemini_and_bedrock_are_translated_to_their_image_models() {
+    let mock = start_mock();
+    let m = mock.port;
+    let gemini = format!("auth: {{param_name: key, param_value: gemini-secret, param_location: query}}\nmodel: {{provider: gemini, name: gemini-2.5-flash-image, options: {{upstream_url: \"http://127.0.0.1:{m}\"}}}}\n");
+    let bedrock = format!("auth: {{aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret}}\nmodel: {{provider: bedrock, name: amazon.nova-canvas-v1:0, options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: \"http://127.0.0.1:{m}\"}}}}\n");
+    let mut routes = Vec::new();
+    for (provider, rest) in [("gemini", &gemini), ("bedrock", &bedrock)] {
+        for op in ["generations", "edits"] {
+            routes.push((
+                format!("{provider}-{op}"),
+                format!("/{provider}/images/{op}"),
+                format!("route_type: image/v1/images/{op}\n{rest}"),
+            ));
+        }
+    }
+    let borrowed: Vec<(&str, &str, &str)> = routes
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    let gw = start_gateway(&write_deck(&deck(&borrowed)), &[]);
+
+    let out: Value = serde_json::from_str(&run_python(
+        "api_routes.py",
+        &[&gw.url("/gemini"), "images", "gemini-2.5-flash-image"],
+    ))
+    .unwrap();
+    assert_eq!(out["generate"].as_array().unwrap().len(), 2);
+    assert!(out["generate"][0]
+        .as_str()
+        .unwrap()
+        .ends_with("mock gemini image of: a red fox (0 input images)"));
+    assert_eq!(out["revised"], "Mock gemini image of: a red fox");
+    assert_eq!(out["usage"]["output_tokens"], 2580);
+    assert!(
+        out["edit"]
+            .as_str()
+            .unwrap()
+            .ends_with("of: add a hat (3 input images)"),
+        "{out}"
+    );
+    let log = mock_log(&mock);
+    let call = seen(
+        &log,
+        "POST",
+        "/v1beta/models/gemini-2.5-flash-image:generateContent",
+    );
+    assert_eq!(call["query"], "key=gemini-secret");
+    assert_eq!(
+        call["body"]["generationConfig"]["responseModalities"],
+        serde_json::json!(["TEXT", "IMAGE"])
+    );
+
+    let out: Value = serde_json::from_str(&run_python(
+        "api_routes.py",
+        &[&gw.url("/bedrock"), "images", "amazon.nova-canvas-v1:0"],
+    ))
+    .unwrap();
+    assert!(
+        out["generate"][1]
+            .as_str()
+            .unwrap()
+            .ends_with("image 1: TEXT_IMAGE: a red fox"),
+        "{out}"
+    );
+    assert!(
+        out["edit"]
+            .as_str()
+            .unwrap()
+            .ends_with("image 0: INPAINTING: add a hat"),
+        "{out}"
+    );
+    let log = mock_log(&mock);
+    let call = seen(&log, "POST", "/model/amazon.nova-canvas-v1%3A0/invoke");
+    assert!(call["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256"));
+    assert_eq!(
+        call["body"]["inPaintingParams"]["maskImage"],
+        "iVBOR21hc2s="
+    );
+
+    // A provider that has neither the API nor a translation for it is a validate error.
+    let bad = deck(&[(
+        "x",
+        "/x",
+        "route_type: llm/v1/files\nmodel: {provider: gemini}\n",
+    )]);
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config", write_deck(&bad).to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("services[0].routes[0].plugins[0].config.route_type: provider 'gemini' does not support route_type 'llm/v1/files'"),
+        "{text}"
+    );
+}

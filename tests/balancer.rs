@@ -362,3 +362,56 @@ fn every_target_excluded_is_a_503_naming_the_route() {
     assert!(r.header("retry-after").is_some());
     assert_eq!(mock_requests(&mock), 2);
 }
+
+fn transcription_target(mock: &Proc, weight: u32) -> String {
+    format!(
+        "{{route_type: audio/v1/audio/transcriptions, weight: {weight}, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: whisper-1, options: {{upstream_url: \"http://127.0.0.1:{}/v1/audio/transcriptions\"}}}}}}",
+        mock.port
+    )
+}
+
+fn upload(gw: &Proc) -> Response {
+    let body = b"--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....\r\n--b0--\r\n";
+    let mp = ("content-type", "multipart/form-data; boundary=b0");
+    request(gw.port, "POST", "/lb/audio/transcriptions", &[mp], body)
+}
+
+#[test]
+fn multipart_uploads_are_balanced_and_sent_once() {
+    let mocks = [start_mock(), start_mock()];
+    let targets = [
+        transcription_target(&mocks[0], 100),
+        transcription_target(&mocks[1], 100),
+    ];
+    let deck = write_deck(&advanced_deck("{algorithm: round-robin}", &targets));
+    let gw = start_gateway(&deck, &[]);
+    for _ in 0..4 {
+        let r = upload(&gw);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json()["text"],
+            "Mock openai transcript of a.wav (8 bytes)"
+        );
+        assert_eq!(r.header("x-kong-llm-model"), Some("openai/whisper-1"));
+    }
+    assert_eq!(mock_requests(&mocks[0]), 2);
+    assert_eq!(mock_requests(&mocks[1]), 2);
+    drop(gw);
+
+    // The body streamed to the first target is gone: its failure is the answer, even with
+    // retries and every failover criterion configured.
+    mock_set_faults(&mocks[0], "status=500");
+    let targets = [
+        transcription_target(&mocks[0], 100),
+        transcription_target(&mocks[1], 50),
+    ];
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: priority, retries: 3, {RETRY_ALL}}}"),
+        &targets,
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let r = upload(&gw);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(tried(&r), vec![(0, "500".to_string())]);
+    assert_eq!(mock_requests(&mocks[1]), 2, "no second attempt");
+}

@@ -173,7 +173,9 @@ async fn attempt(
     } = prepared;
     access.model = resolved.model.clone();
     access.dropped = resolved.dropped.join(", ");
-    let api = resolved.route_type.api_resource().is_some();
+    // OpenAI's APIs pass through to providers that speak them; other providers' image
+    // answers are translated like chat.
+    let api = resolved.route_type.api_resource().is_some() && target.provider.speaks_openai_api();
     let upload_state = upload.as_ref().map(|u| u.state.clone());
     let stream = if api {
         response::api::stream_plan(&input.client.path)
@@ -418,11 +420,11 @@ impl Balanced {
             mut cancel,
             ..
         } = msg;
-        // A streamed upload can be sent once only, so it cannot move between targets.
-        let RequestBody::Full(body) = body else {
-            return Err(GatewayError::BadRequest(
-                "multipart uploads stream to one provider: use an ai-proxy route for them".into(),
-            ));
+        // A streamed upload is read as it is sent, so it goes to the first target picked
+        // and has no second attempt; a buffered body is re-sent to each.
+        let (full, mut upload) = match body {
+            RequestBody::Full(body) => (Some(body), None),
+            RequestBody::Upload(upload) => (None, Some(upload)),
         };
         let hash_key = client
             .headers
@@ -435,28 +437,32 @@ impl Balanced {
         let mut entries: Vec<String> = Vec::new();
         let mut last: Option<LastFailure> = None;
         loop {
+            let body = match &full {
+                Some(body) => Some(RequestBody::Full(body.clone())),
+                None => upload.take().map(RequestBody::Upload),
+            };
             // `retries: N` allows N attempts after the first.
-            let pick = if tried.len() <= self.balancer.retries as usize {
+            let pick = if body.is_some() && tried.len() <= self.balancer.retries as usize {
                 self.state
                     .borrow_mut()
                     .pick(&self.balancer, &tried, hash_key.as_deref())
             } else {
                 Pick::Exhausted
             };
-            let target = match (pick, last.take()) {
-                (Pick::Target(t), _) => t,
-                (_, Some(failed)) => {
+            let (target, body) = match (pick, body, last.take()) {
+                (Pick::Target(t), Some(body), _) => (t, body),
+                (_, _, Some(failed)) => {
                     let access = self.access(&request_id, started, failed.target, &entries);
                     return Ok(self.answer(failed.result, access, &entries, failed.elapsed));
                 }
-                (_, None) => return Ok(self.no_target(&request_id, started)),
+                (_, _, None) => return Ok(self.no_target(&request_id, started)),
             };
             tried.push(target);
             let label = format!("{target} {}", self.labels[target]);
             let (end_tx, end_rx) = oneshot::channel();
             let input = AttemptInput {
                 client: &client,
-                body: RequestBody::Full(body.clone()),
+                body,
                 request_id: &request_id,
                 started,
                 route_name: &self.route_name,

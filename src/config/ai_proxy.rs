@@ -149,15 +149,28 @@ pub enum ProviderName {
 
 impl ProviderName {
     /// Kong's provider x route_type matrix (genai-routes.md 2.2) for the route types beyond
-    /// chat, completions and embeddings, whose finer rules the provider drivers check.
+    /// chat, completions and embeddings, whose finer rules the provider drivers check; beyond
+    /// Kong, Responses on every provider (translated to chat where the provider only chats).
     pub fn serves(self, route_type: RouteType) -> bool {
         match route_type {
             RouteType::Chat
             | RouteType::Completions
             | RouteType::Embeddings
-            | RouteType::Preserve => true,
-            _ => matches!(self, ProviderName::Openai | ProviderName::Azure),
+            | RouteType::Preserve
+            | RouteType::Responses => true,
+            // Translated to the provider's own image models.
+            RouteType::ImageGenerations | RouteType::ImageEdits
+                if matches!(self, ProviderName::Gemini | ProviderName::Bedrock) =>
+            {
+                true
+            }
+            _ => self.speaks_openai_api(),
         }
+    }
+
+    /// Providers whose own API is OpenAI's, so OpenAI-API route types pass through to them.
+    pub fn speaks_openai_api(self) -> bool {
+        matches!(self, ProviderName::Openai | ProviderName::Azure)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -648,6 +648,10 @@ mod tests {
             check("route_type: audio/v1/audio/speech\nmodel: {provider: cohere}"),
             ["config.route_type: provider 'cohere' does not support route_type 'audio/v1/audio/speech'"]
         );
+        // Translated: Responses to chat on every provider, images to gemini's and bedrock's.
+        valid("route_type: llm/v1/responses\nmodel: {provider: anthropic, options: {anthropic_version: '2023-06-01'}}");
+        valid("route_type: llm/v1/responses\nmodel: {provider: cohere}");
+        valid("route_type: image/v1/images/generations\nmodel: {provider: gemini}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod native;
+pub mod responses;
 
 use crate::config::ai_proxy::{LlmFormat, ProviderName};
 
@@ -13,6 +14,8 @@ pub enum ClientFormat {
     OpenAi,
     /// Anthropic Messages translated to another provider and back.
     AnthropicTranslated,
+    /// The OpenAI Responses API on a provider that only chats: translated to chat and back.
+    ResponsesTranslated,
     /// The provider's own API, passed through with auth, host and analytics.
     Native,
 }

@@ -11,6 +11,7 @@
 //! Signatures are not checked; the request log shows the SigV4 headers for tests to inspect.
 
 use actix_web::web::{self, Bytes};
+use base64::Engine;
 use serde_json::{json, Value};
 
 use super::{
@@ -171,6 +172,16 @@ fn converse_stream(req: &MockRequest) -> Answer {
 }
 
 /// `POST /model/{modelId}/invoke`, by body shape.
+/// `n` base64 "PNG" images naming what they show.
+fn mock_images(n: u64, what: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("\u{89}PNG mock bedrock image {i}: {what}"))
+        })
+        .collect()
+}
+
 fn invoke(req: &MockRequest) -> Answer {
     let body = &req.body;
     if let Some(input) = body.get("inputText") {
@@ -192,6 +203,32 @@ fn invoke(req: &MockRequest) -> Answer {
             json!({"id": EMBEDDING_ID, "response_type": "embeddings_floats",
                    "embeddings": vectors, "texts": body["texts"]}),
             "embeddings",
+        );
+    }
+    if let Some(task) = body["taskType"].as_str() {
+        // Amazon Titan Image / Nova Canvas.
+        let n = body["imageGenerationConfig"]["numberOfImages"]
+            .as_u64()
+            .unwrap_or(1);
+        let text = [
+            "textToImageParams",
+            "inPaintingParams",
+            "imageVariationParams",
+        ]
+        .iter()
+        .find_map(|k| body[*k]["text"].as_str())
+        .unwrap_or_default();
+        return Answer::json(
+            json!({"images": mock_images(n, &format!("{task}: {text}")), "error": null}),
+            "images",
+        );
+    }
+    if let Some(prompt) = body["prompt"].as_str() {
+        // Stability models.
+        return Answer::json(
+            json!({"images": mock_images(1, &format!("stability {}: {prompt}", body["mode"].as_str().unwrap_or("text-to-image"))),
+                   "seeds": [1], "finish_reasons": [null]}),
+            "images",
         );
     }
     if body.get("messages").is_some() {

@@ -117,6 +117,41 @@ fn contents_prompt(body: &Value) -> Prompt {
 }
 
 /// One response element: a candidate with `parts` and the usage so far.
+/// Image output: per candidate, a text part and an inline PNG naming the prompt and how many
+/// input images came with it.
+fn image(req: &MockRequest) -> Answer {
+    let parts = req.body["contents"][0]["parts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let prompt = parts
+        .iter()
+        .find_map(|p| p["text"].as_str())
+        .unwrap_or_default();
+    let inputs = parts
+        .iter()
+        .filter(|p| p.get("inlineData").is_some())
+        .count();
+    let n = req.body["generationConfig"]["candidateCount"]
+        .as_u64()
+        .unwrap_or(1);
+    let png = base64::engine::general_purpose::STANDARD.encode(format!(
+        "\u{89}PNG mock gemini image of: {prompt} ({inputs} input images)"
+    ));
+    let candidates: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"index": i, "finishReason": "STOP", "content": {"role": "model", "parts": [
+            {"text": format!("Mock gemini image of: {prompt}")},
+            {"inlineData": {"mimeType": "image/png", "data": png}}]}})
+        })
+        .collect();
+    Answer::json(
+        json!({"candidates": candidates, "usageMetadata": {"promptTokenCount": word_count(prompt),
+               "candidatesTokenCount": 1290 * n, "totalTokenCount": word_count(prompt) + 1290 * n}}),
+        "candidates",
+    )
+}
+
 fn element(parts: Value, finished: bool, completion: &Completion, output_tokens: u64) -> Value {
     let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
     if finished {
@@ -134,6 +169,12 @@ fn element(parts: Value, finished: bool, completion: &Completion, output_tokens:
 
 /// `generateContent` / `streamGenerateContent`.
 fn generate(req: &MockRequest, stream: bool) -> Answer {
+    let wants_image = req.body["generationConfig"]["responseModalities"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|v| v == "IMAGE"));
+    if wants_image {
+        return image(req);
+    }
     let completion = req.complete(contents_prompt(&req.body));
     let elements: Vec<Value> = match completion.tool() {
         Some(name) => {

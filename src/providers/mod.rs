@@ -16,6 +16,7 @@ pub mod cohere;
 pub mod fields;
 pub mod gemini;
 pub mod huggingface;
+pub mod images;
 pub mod llama2;
 pub mod mistral;
 pub mod oai;

@@ -309,6 +309,17 @@ pub(super) fn prepare_api(
     request_id: String,
     created: u64,
 ) -> Result<Prepared, GatewayError> {
+    if !route.provider.speaks_openai_api() {
+        return prepare_translated_image(
+            route,
+            client,
+            body,
+            configured_model,
+            options,
+            request_id,
+            created,
+        );
+    }
     let sub = sub_path(route.route_type(), &client.path, client.route_path_len)?;
     let Body {
         bytes,
@@ -328,6 +339,68 @@ pub(super) fn prepare_api(
         ));
     }
     finish(route, client, &sub, resolved, headers, bytes)
+}
+
+/// An image request for a provider with its own image models (Gemini, Bedrock): the JSON or
+/// multipart body is read into the OpenAI fields (files as base64, which those providers' JSON
+/// needs, so an edit is read whole within `max_request_body_size`), Kong's model rule applies,
+/// and the provider driver translates it like chat.
+fn prepare_translated_image(
+    route: &CompiledRoute,
+    client: &ClientRequest,
+    body: Bytes,
+    configured_model: Option<String>,
+    options: Arc<ModelOptions>,
+    request_id: String,
+    created: u64,
+) -> Result<Prepared, GatewayError> {
+    let content_type = client
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let map =
+        match upload::boundary(content_type) {
+            Some(boundary) => upload::read_form(body, boundary).map_err(GatewayError::from)?,
+            None if client
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_none_or(is_json_type) =>
+            {
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(Value::Object(map)) => map,
+                    _ => return Err(bad(
+                        "content-type header does not match request body, or bad JSON formatting",
+                    )),
+                }
+            }
+            None => return Err(bad("image requests are JSON or multipart/form-data")),
+        };
+    if !non_empty_string(&map, "prompt") {
+        return Err(bad("request body doesn't contain valid prompts"));
+    }
+    let model = select_model(configured_model, &map)?;
+    check_model_name(&model)?;
+    let resolved = resolved(route, client, model, options, false, request_id, created);
+    let ctx = resolved.ctx();
+    let mut value = route.driver.request(&ctx, map)?;
+    inject_body_param(&route.auth, &mut value);
+    let url = route.driver.url(&ctx)?;
+    let mut headers = forwarded_headers(&route.auth, &client.headers);
+    headers.push((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    add_driver_headers(route, &ctx, &mut headers);
+    let upstream = UpstreamRequest {
+        method: Method::POST,
+        url: finish_url(&route.auth, url, &client.query),
+        headers,
+        body: Bytes::from(
+            serde_json::to_vec(&value).map_err(|e| GatewayError::Internal(e.to_string()))?,
+        ),
+    };
+    signed(route, resolved, upstream)
 }
 
 /// The upstream request of a multipart upload, whose body streams: files pass byte for byte,

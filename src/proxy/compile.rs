@@ -119,7 +119,19 @@ impl CompiledRoute {
         timeouts: Timeouts,
     ) -> Result<CompiledRoute, String> {
         let driver = Driver::from_config(&config)?;
-        if !driver.supports(config.route_type) && config.route_type != RouteType::Preserve {
+        // Responses on a provider that only chats: translated to chat and back.
+        let responses_translated = config.route_type == RouteType::Responses
+            && !driver.supports(RouteType::Responses)
+            && driver.supports(RouteType::Chat);
+        let client_format = if responses_translated {
+            ClientFormat::ResponsesTranslated
+        } else {
+            ClientFormat::of(config.llm_format, config.model.provider)
+        };
+        if !driver.supports(config.route_type)
+            && config.route_type != RouteType::Preserve
+            && !responses_translated
+        {
             return Err(format!(
                 "provider '{}' does not support route_type '{}'",
                 config.model.provider.as_str(),
@@ -152,7 +164,7 @@ impl CompiledRoute {
                     HeaderValue::from_str(&format!("{}/{name}", config.model.provider.as_str()))
                         .ok()
                 }),
-            client_format: ClientFormat::of(config.llm_format, config.model.provider),
+            client_format,
             model_overrides_client: false,
             stats: None,
             config,

@@ -16,7 +16,7 @@ use crate::config::ai_proxy::{
     DroppedFields, ModelOptions, ParamLocation, ResponseStreaming, RouteType,
 };
 use crate::error::GatewayError;
-use crate::formats::{anthropic, ClientFormat};
+use crate::formats::{anthropic, responses, ClientFormat};
 use crate::providers::{fields, with_query, RequestCtx, UpstreamRequest};
 
 /// What the handler knows about the client's request.
@@ -179,6 +179,7 @@ pub fn prepare(
     // Pass-through rules: the body goes on (nearly) as the client wrote it.
     let passthrough = match (config.route_type, route.client_format) {
         (RouteType::Preserve, _) => Some(prepare_preserve as PassThrough),
+        (_, ClientFormat::ResponsesTranslated) => None,
         // The route types the client speaks the provider's own API on.
         (route_type, _) if route_type.api_resource().is_some() => {
             Some(super::api::prepare_api as PassThrough)
@@ -221,8 +222,17 @@ pub fn prepare(
             }
         }
     }
-    check_prompts(config.route_type, &map)?;
-    if config.route_type == RouteType::Chat {
+    // A translated Responses call is a chat call from here on.
+    let route_type = match route.client_format {
+        ClientFormat::ResponsesTranslated => {
+            translated_responses_call(route, client)?;
+            map = responses::request::to_chat(&map, route.provider.as_str()).map_err(bad)?;
+            RouteType::Chat
+        }
+        _ => config.route_type,
+    };
+    check_prompts(route_type, &map)?;
+    if route_type == RouteType::Chat {
         let column = fields::column(route.provider, &options);
         dropped.extend(fields::dropped(column, &map));
         if config.dropped_fields == DroppedFields::Reject && !dropped.is_empty() {
@@ -240,9 +250,9 @@ pub fn prepare(
     #[cfg(test)]
     crate::panic_guard::hook("request", &model);
     check_model_name(&model)?;
-    check_format(config.route_type, &map)?;
+    check_format(route_type, &map)?;
     let client_stream = map.get("stream").and_then(Value::as_bool) == Some(true);
-    let stream = match (config.route_type, config.response_streaming) {
+    let stream = match (route_type, config.response_streaming) {
         (RouteType::Embeddings, _) => false,
         (_, ResponseStreaming::Deny) if client_stream => {
             return Err(bad("response streaming is not enabled for this LLM"))
@@ -259,7 +269,7 @@ pub fn prepare(
     merge_options(&options, &mut map);
 
     let resolved = Resolved {
-        route_type: config.route_type,
+        route_type,
         model,
         options,
         stream,
@@ -308,6 +318,25 @@ pub fn prepare(
         resolved,
         model_header,
     }))
+}
+
+/// Only `POST <route>/responses` (create) translates: the other Responses calls read what the
+/// provider would have stored.
+fn translated_responses_call(
+    route: &CompiledRoute,
+    client: &ClientRequest,
+) -> Result<(), GatewayError> {
+    let sub = super::api::sub_path(RouteType::Responses, &client.path, client.route_path_len)?;
+    if client.method == Method::POST && sub.is_empty() {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "{} {}: retrieving, deleting, cancelling and listing responses needs a provider that \
+         stores them; provider '{}' only chats",
+        client.method,
+        client.path,
+        route.provider.as_str()
+    )))
 }
 
 /// A client of another provider's API: its credentials (the Anthropic SDK's `x-api-key` or

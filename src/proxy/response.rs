@@ -14,6 +14,7 @@ use crate::config::ai_proxy::RouteType;
 use crate::error::GatewayError;
 use crate::formats::anthropic::{self, stream::AnthropicEvents};
 use crate::formats::native::{self, NativeStream};
+use crate::formats::responses::{self, stream::ResponsesEvents};
 use crate::formats::ClientFormat;
 use crate::providers::oai::Usage;
 
@@ -59,8 +60,19 @@ pub(crate) fn stream_plan(target: &CompiledRoute, resolved: &Resolved) -> Stream
             resolved.model.clone(),
             resolved.input_estimate,
         )),
+        ClientFormat::ResponsesTranslated => {
+            Box::new(ResponsesEvents::new(inner, responses_meta(resolved)))
+        }
         _ => inner,
     })
+}
+
+fn responses_meta(resolved: &Resolved) -> responses::response::Meta<'_> {
+    responses::response::Meta {
+        request_id: &resolved.request_id,
+        model: &resolved.model,
+        created: resolved.created,
+    }
 }
 
 /// The client's reply for the provider's answer. A buffered answer is translated here (or
@@ -152,15 +164,18 @@ fn translate(
         .driver
         .response(&resolved.ctx(), body)
         .map_err(failed)?;
-    let body = if resolved.format == ClientFormat::AnthropicTranslated {
-        anthropic::response::from_openai(
+    let body = match resolved.format {
+        ClientFormat::AnthropicTranslated => anthropic::response::from_openai(
             &translated.body,
             &anthropic_id(&resolved.request_id),
             &resolved.model,
         )
-        .map_err(failed)?
-    } else {
-        translated.body
+        .map_err(failed)?,
+        ClientFormat::ResponsesTranslated => {
+            responses::response::from_chat(&translated.body, &responses_meta(resolved))
+                .map_err(failed)?
+        }
+        _ => translated.body,
     };
     Ok((body, translated.usage))
 }

@@ -160,6 +160,50 @@ pub fn boundary(content_type: &str) -> Option<String> {
     multer::parse_boundary(content_type).ok()
 }
 
+/// A multipart form already in memory as JSON fields: text parts as strings, files as
+/// `{"mime_type","data"}` (base64) under `image` (a list, for `image` and `image[]`) or their
+/// own name (`mask`). For providers whose JSON APIs carry images inline.
+pub fn read_form(
+    body: Bytes,
+    boundary: String,
+) -> Result<serde_json::Map<String, serde_json::Value>, UploadFault> {
+    use futures_util::FutureExt;
+    use serde_json::{json, Value};
+    let source = futures_util::stream::once(async move { Ok::<_, UploadFault>(body) });
+    let mut form = multer::Multipart::new(source, boundary);
+    let mut map = serde_json::Map::new();
+    // The whole body is in memory, so every step completes at once.
+    fn now<T>(step: Option<Result<T, multer::Error>>) -> Result<T, UploadFault> {
+        step.unwrap_or(Err(multer::Error::IncompleteStream))
+            .map_err(malformed)
+    }
+    while let Some(field) = now(form.next_field().now_or_never())? {
+        let name = field.name().unwrap_or_default().to_string();
+        let mime = field.content_type().map(|m| m.to_string());
+        let is_file = field.file_name().is_some();
+        let data = now(field.bytes().now_or_never())?;
+        if !is_file {
+            map.insert(
+                name,
+                Value::String(String::from_utf8_lossy(&data).into_owned()),
+            );
+            continue;
+        }
+        let image = json!({
+            "mime_type": mime.unwrap_or_else(|| "image/png".into()),
+            "data": crate::providers::images::base64(&data),
+        });
+        if name == "image" || name == "image[]" {
+            if let Value::Array(list) = map.entry("image").or_insert(json!([])) {
+                list.push(image);
+            }
+        } else {
+            map.insert(name, image);
+        }
+    }
+    Ok(map)
+}
+
 /// Re-encodes the multipart `upload` part by part with a fresh boundary, applying `rules`.
 /// Each part keeps its name, filename and content type; exactly one `model` part goes out,
 /// before the first file. Returns the new upload and its content type.
@@ -441,6 +485,20 @@ mod tests {
             out.unwrap_err().to_string(),
             "request body doesn't contain valid prompts"
         );
+    }
+
+    #[test]
+    fn a_form_in_memory_becomes_json_fields_with_base64_images() {
+        const EDIT: &str = "--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nadd a hat\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\nABC\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"b.png\"\r\nContent-Type: image/png\r\n\r\nDEF\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"mask\"; filename=\"m.png\"\r\nContent-Type: image/png\r\n\r\nM\r\n--XyZ--\r\n";
+        let map = read_form(Bytes::from_static(EDIT.as_bytes()), "XyZ".into()).unwrap();
+        assert_eq!(map["prompt"], "add a hat");
+        assert_eq!(map["image"][0]["data"], "QUJD");
+        assert_eq!(map["image"][1]["data"], "REVG");
+        assert_eq!(map["mask"]["mime_type"], "image/png");
+        assert!(read_form(Bytes::from_static(b"--XyZ\r\nbroken"), "XyZ".into()).is_err());
     }
 
     #[actix_rt::test]

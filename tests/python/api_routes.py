@@ -3,8 +3,10 @@ prints what the SDK returned, as JSON, for the Rust integration tests to assert 
 
 Usage: api_routes.py BASE_URL all           every REST route type (typed objects)
        api_routes.py BASE_URL upload PATH   uploads one file (purpose batch), prints the file object
+       api_routes.py BASE_URL images MODEL  images.generate (n=2) and images.edit (two images, mask)
 """
 
+import base64
 import json
 import sys
 
@@ -137,6 +139,15 @@ def main() -> None:
     if mode == "all":
         out = {"responses": responses(c), "files": files_and_batches(c), "assistants": assistants(c),
                "media": audio_and_images(c)}
+    elif mode == "images":
+        model = sys.argv[3]
+        gen = c.images.generate(model=model, prompt="a red fox", n=2, size="512x512")
+        edit = c.images.edit(model=model, prompt="add a hat",
+                             image=[("fox.png", b"\x89PNGfox", "image/png"), ("hat.png", b"\x89PNGhat", "image/png")],
+                             mask=("mask.png", b"\x89PNGmask", "image/png"))
+        decode = lambda d: base64.b64decode(d.b64_json).decode("utf-8", "replace")
+        out = {"generate": [decode(d) for d in gen.data], "revised": gen.data[0].revised_prompt,
+               "usage": gen.usage.model_dump() if gen.usage else None, "edit": decode(edit.data[0])}
     elif mode == "upload":
         with open(sys.argv[3], "rb") as fh:
             f = c.files.create(file=fh, purpose="batch")

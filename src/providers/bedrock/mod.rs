@@ -26,6 +26,7 @@ use crate::codec::eventstream::{EventMessage, EventStreamDecoder};
 use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
+mod images;
 mod request;
 mod response;
 mod sigv4;
@@ -155,13 +156,24 @@ impl Translate for Bedrock {
         Ok(Bedrock::with_env(config, |name| std::env::var(name).ok()))
     }
 
+    fn supports(&self, route_type: RouteType) -> bool {
+        super::default_routes(route_type)
+            || matches!(
+                route_type,
+                RouteType::ImageGenerations | RouteType::ImageEdits
+            )
+    }
+
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
         let o = ctx.options;
         let path = match &o.upstream_path {
             Some(path) => path.clone(),
             None => {
                 let operation = match (ctx.route_type, ctx.stream) {
-                    (RouteType::Embeddings, _) => "invoke",
+                    (
+                        RouteType::Embeddings | RouteType::ImageGenerations | RouteType::ImageEdits,
+                        _,
+                    ) => "invoke",
                     (_, true) => "converse-stream",
                     (_, false) => "converse",
                 };
@@ -192,6 +204,13 @@ impl Translate for Bedrock {
     ) -> Result<Value, GatewayError> {
         match ctx.route_type {
             RouteType::Embeddings => embeddings_request(ctx, body),
+            RouteType::ImageGenerations | RouteType::ImageEdits => images::request(ctx, &body)
+                .map_err(|detail| {
+                    GatewayError::BadRequest(format!(
+                        "error transforming to bedrock://{}: {detail}",
+                        ctx.route_type.as_str()
+                    ))
+                }),
             _ => converse_request(ctx, body),
         }
     }
@@ -199,6 +218,7 @@ impl Translate for Bedrock {
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
         match ctx.route_type {
             RouteType::Embeddings => embeddings_response(ctx, &body),
+            RouteType::ImageGenerations | RouteType::ImageEdits => images::response(ctx, &body),
             _ => converse_response(ctx, &body),
         }
     }

@@ -34,6 +34,7 @@ use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
+mod images;
 mod request;
 mod response;
 mod stream;
@@ -97,6 +98,14 @@ impl Translate for Gemini {
         Ok(Gemini { tokens })
     }
 
+    fn supports(&self, route_type: RouteType) -> bool {
+        super::default_routes(route_type)
+            || matches!(
+                route_type,
+                RouteType::ImageGenerations | RouteType::ImageEdits
+            )
+    }
+
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
         let vertex = vertex_target(ctx.options)?;
         let model = path_segment(model_id(ctx.model));
@@ -151,6 +160,7 @@ impl Translate for Gemini {
     ) -> Result<Value, GatewayError> {
         let out = match ctx.route_type {
             RouteType::Embeddings => embeddings_request(ctx, body),
+            RouteType::ImageGenerations | RouteType::ImageEdits => images::request(&body),
             _ => generate_request(ctx, body),
         };
         out.map_err(|detail| {
@@ -162,6 +172,12 @@ impl Translate for Gemini {
     }
 
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
+        if matches!(
+            ctx.route_type,
+            RouteType::ImageGenerations | RouteType::ImageEdits
+        ) {
+            return images::response(ctx, &body);
+        }
         let r: GeminiResponse = serde_json::from_slice(&body).map_err(|_| UNDECODABLE)?;
         let (body, usage) = match ctx.route_type {
             RouteType::Embeddings => embeddings_response(ctx, r)?,

@@ -1,0 +1,469 @@
+//! OpenAI chat chunks (what every driver's stream produces) -> the typed Responses event
+//! sequence: `response.created`, `response.in_progress`, per output item
+//! `response.output_item.added`, its deltas (`response.content_part.added` /
+//! `response.output_text.delta` / `.done` / `response.content_part.done` for text,
+//! `response.function_call_arguments.delta` / `.done` for a call) and
+//! `response.output_item.done`, then `response.completed` (or `response.incomplete`) carrying
+//! the whole Response with usage. Every event has its `sequence_number`; no `[DONE]`.
+//!
+//! It wraps the route's own stream translator, as the Anthropic format does, so framing,
+//! usage and truncation rules stay in one place per provider.
+
+use bytes::{BufMut, BytesMut};
+use serde_json::{json, Value};
+
+use super::response::{call_item, message_item, object, status_of, Meta};
+use super::{call_item_id, message_id, usage};
+use crate::codec::sse::{SseDecoder, SseEvent};
+use crate::providers::oai::Usage;
+use crate::providers::{StreamError, StreamTranslate};
+
+/// The output item being streamed.
+enum Open {
+    Message {
+        text: String,
+    },
+    Call {
+        /// The chat tool call's `index`.
+        index: u64,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+}
+
+pub struct ResponsesEvents {
+    inner: Box<dyn StreamTranslate>,
+    decoder: SseDecoder,
+    chat: BytesMut,
+    events: Vec<SseEvent>,
+    request_id: String,
+    model: String,
+    created: u64,
+    sequence: u64,
+    started: bool,
+    open: Option<Open>,
+    /// Items done so far, for the final Response.
+    output: Vec<Value>,
+    calls: u64,
+    finish_reason: Option<String>,
+    usage: Option<Value>,
+    ended: bool,
+}
+
+impl ResponsesEvents {
+    pub fn new(inner: Box<dyn StreamTranslate>, meta: Meta<'_>) -> Self {
+        ResponsesEvents {
+            inner,
+            decoder: SseDecoder::new(),
+            chat: BytesMut::new(),
+            events: Vec::new(),
+            request_id: meta.request_id.to_string(),
+            model: meta.model.to_string(),
+            created: meta.created,
+            sequence: 0,
+            started: false,
+            open: None,
+            output: Vec::new(),
+            calls: 0,
+            finish_reason: None,
+            usage: None,
+            ended: false,
+        }
+    }
+
+    fn meta(&self) -> Meta<'_> {
+        Meta {
+            request_id: &self.request_id,
+            model: &self.model,
+            created: self.created,
+        }
+    }
+
+    fn translate(&mut self, out: &mut BytesMut) {
+        self.decoder.feed(&self.chat, &mut self.events);
+        self.chat.clear();
+        let events = std::mem::take(&mut self.events);
+        for event in &events {
+            self.event(event, out);
+        }
+        self.events = events;
+        self.events.clear();
+    }
+
+    fn event(&mut self, event: &SseEvent, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        if event.data == "[DONE]" {
+            return self.end(out);
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
+            return;
+        };
+        if let Some(error) = chunk.get("error") {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream error");
+            return self.error(out, message);
+        }
+        if !self.started {
+            if let Some(model) = chunk.get("model").and_then(Value::as_str) {
+                self.model = model.to_string();
+            }
+            self.start(out);
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(u.clone());
+        }
+        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
+            return;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta.get("content").and_then(Value::as_str) {
+            if !text.is_empty() {
+                self.text_delta(text, out);
+            }
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.call_delta(call, out);
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_string());
+        }
+    }
+
+    fn write(&mut self, out: &mut BytesMut, name: &str, mut data: Value) {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_slice(b"\ndata: ");
+        out.put_slice(data.to_string().as_bytes());
+        out.put_slice(b"\n\n");
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        self.started = true;
+        let response = object(&self.meta(), "in_progress", Vec::new(), None);
+        self.write(out, "response.created", json!({"response": response}));
+        let response = object(&self.meta(), "in_progress", Vec::new(), None);
+        self.write(out, "response.in_progress", json!({"response": response}));
+    }
+
+    fn output_index(&self) -> usize {
+        self.output.len()
+    }
+
+    fn text_delta(&mut self, text: &str, out: &mut BytesMut) {
+        let item_id = message_id(&self.request_id);
+        if !matches!(self.open, Some(Open::Message { .. })) {
+            self.close(out);
+            let mut item = message_item(&self.request_id, "", "in_progress");
+            item["content"] = json!([]);
+            let index = self.output_index();
+            self.write(
+                out,
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            );
+            self.write(
+                out,
+                "response.content_part.added",
+                json!({"item_id": item_id, "output_index": index, "content_index": 0,
+                       "part": {"type": "output_text", "text": "", "annotations": []}}),
+            );
+            self.open = Some(Open::Message {
+                text: String::new(),
+            });
+        }
+        if let Some(Open::Message { text: all }) = &mut self.open {
+            all.push_str(text);
+        }
+        let index = self.output_index();
+        self.write(
+            out,
+            "response.output_text.delta",
+            json!({"item_id": item_id, "output_index": index, "content_index": 0,
+                   "delta": text, "logprobs": []}),
+        );
+    }
+
+    fn call_delta(&mut self, call: &Value, out: &mut BytesMut) {
+        let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let function = call.get("function").unwrap_or(&Value::Null);
+        if !matches!(self.open, Some(Open::Call { index: open, .. }) if open == index) {
+            self.close(out);
+            let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+            let name = function
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let item = call_item(
+                &self.request_id,
+                self.calls,
+                call_id,
+                name,
+                "",
+                "in_progress",
+            );
+            let output_index = self.output_index();
+            self.write(
+                out,
+                "response.output_item.added",
+                json!({"output_index": output_index, "item": item}),
+            );
+            self.open = Some(Open::Call {
+                index,
+                call_id: call_id.to_string(),
+                name: name.to_string(),
+                arguments: String::new(),
+            });
+        }
+        let Some(delta) = function
+            .get("arguments")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        if let Some(Open::Call { arguments, .. }) = &mut self.open {
+            arguments.push_str(delta);
+        }
+        let item_id = call_item_id(&self.request_id, self.calls);
+        let output_index = self.output_index();
+        self.write(
+            out,
+            "response.function_call_arguments.delta",
+            json!({"item_id": item_id, "output_index": output_index, "delta": delta}),
+        );
+    }
+
+    /// Ends the open item with its `.done` events.
+    fn close(&mut self, out: &mut BytesMut) {
+        let output_index = self.output_index();
+        let item = match self.open.take() {
+            None => return,
+            Some(Open::Message { text }) => {
+                let item_id = message_id(&self.request_id);
+                self.write(
+                    out,
+                    "response.output_text.done",
+                    json!({"item_id": item_id, "output_index": output_index, "content_index": 0,
+                           "text": text, "logprobs": []}),
+                );
+                self.write(
+                    out,
+                    "response.content_part.done",
+                    json!({"item_id": item_id, "output_index": output_index, "content_index": 0,
+                           "part": {"type": "output_text", "text": text, "annotations": []}}),
+                );
+                message_item(&self.request_id, &text, "completed")
+            }
+            Some(Open::Call {
+                call_id,
+                name,
+                arguments,
+                ..
+            }) => {
+                let arguments = if arguments.is_empty() {
+                    "{}".to_string()
+                } else {
+                    arguments
+                };
+                let item_id = call_item_id(&self.request_id, self.calls);
+                self.write(
+                    out,
+                    "response.function_call_arguments.done",
+                    json!({"item_id": item_id, "output_index": output_index,
+                           "arguments": arguments}),
+                );
+                let item = call_item(
+                    &self.request_id,
+                    self.calls,
+                    &call_id,
+                    &name,
+                    &arguments,
+                    "completed",
+                );
+                self.calls += 1;
+                item
+            }
+        };
+        self.write(
+            out,
+            "response.output_item.done",
+            json!({"output_index": output_index, "item": item}),
+        );
+        self.output.push(item);
+    }
+
+    fn end(&mut self, out: &mut BytesMut) {
+        if !self.started {
+            self.start(out);
+        }
+        self.close(out);
+        self.ended = true;
+        let status = status_of(self.finish_reason.as_deref());
+        let output = std::mem::take(&mut self.output);
+        let response = object(
+            &self.meta(),
+            status,
+            output,
+            Some(usage(self.usage.as_ref())),
+        );
+        let name = if status == "incomplete" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.write(out, name, json!({"response": response}));
+    }
+
+    fn error(&mut self, out: &mut BytesMut, message: &str) {
+        self.ended = true;
+        self.write(
+            out,
+            "error",
+            json!({"code": "server_error", "message": message, "param": null}),
+        );
+    }
+}
+
+impl StreamTranslate for ResponsesEvents {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
+        let result = self.inner.feed(input, &mut self.chat);
+        self.translate(out);
+        result
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
+        let result = self.inner.finish(&mut self.chat);
+        self.translate(out);
+        let mut rest = Vec::new();
+        self.decoder.finish(&mut rest);
+        for event in &rest {
+            self.event(event, out);
+        }
+        result?;
+        if !self.ended && self.finish_reason.is_some() {
+            self.end(out);
+        }
+        if !self.ended {
+            return Err(StreamError(crate::providers::stream::TRUNCATED.into()));
+        }
+        Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        self.inner.usage()
+    }
+
+    fn write_error(&mut self, out: &mut BytesMut, message: &str) {
+        if !self.ended {
+            self.error(out, message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::RawPassthrough;
+
+    const CHAT: &str = concat!(
+        "data: {\"model\":\"claude-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"add\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":2}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn run(input: &[u8], cut: usize) -> (Vec<(String, Value)>, Result<(), StreamError>) {
+        let meta = Meta {
+            request_id: "r1",
+            model: "m",
+            created: 5,
+        };
+        let mut s = ResponsesEvents::new(Box::new(RawPassthrough), meta);
+        let mut out = BytesMut::new();
+        s.feed(&input[..cut], &mut out).unwrap();
+        s.feed(&input[cut..], &mut out).unwrap();
+        let result = s.finish(&mut out);
+        let mut raw = Vec::new();
+        SseDecoder::new().feed(&out, &mut raw);
+        let events = raw
+            .into_iter()
+            .map(|e| (e.event.unwrap(), serde_json::from_str(&e.data).unwrap()))
+            .collect();
+        (events, result)
+    }
+
+    #[test]
+    fn the_full_responses_event_sequence() {
+        let (events, result) = run(CHAT.as_bytes(), CHAT.len());
+        result.unwrap();
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (i, (name, data)) in events.iter().enumerate() {
+            assert_eq!(data["type"], name.as_str());
+            assert_eq!(data["sequence_number"], i);
+        }
+        assert_eq!(events[0].1["response"]["model"], "claude-x");
+        assert_eq!(events[6].1["text"], "Hello");
+        assert_eq!(events[9].1["output_index"], 1);
+        assert_eq!(events[11].1["arguments"], "{\"a\":2}");
+        let done = &events[13].1["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
+        assert_eq!(done["output"][1]["call_id"], "call_1");
+        assert_eq!(done["usage"]["total_tokens"], 13);
+    }
+
+    #[test]
+    fn split_anywhere_gives_the_same_events() {
+        let whole = run(CHAT.as_bytes(), CHAT.len()).0;
+        for cut in 0..CHAT.len() {
+            assert_eq!(run(CHAT.as_bytes(), cut).0, whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn errors_and_truncation_end_with_an_error_event() {
+        let input = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"error\":{\"message\":\"boom\"}}\n\n";
+        let (events, _) = run(input.as_bytes(), input.len());
+        let last = events.last().unwrap();
+        assert_eq!(last.0, "error");
+        assert_eq!(last.1["message"], "boom");
+        let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
+        assert!(run(cut.as_bytes(), cut.len()).1.is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! `llm/v1/responses` on providers that only chat (anthropic, gemini, bedrock, cohere, mistral):
+//! the official OpenAI SDK's `responses.create` / `responses.stream` get typed Response objects
+//! and the full event sequence, translated from each provider's chat API on the bundled mock;
+//! stateful calls are a clear 400.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn responses_deck(mock: u16) -> String {
+    let m = format!("http://127.0.0.1:{mock}");
+    let routes = [
+        (
+            "anthropic",
+            format!("route_type: llm/v1/responses\nauth: {{header_name: x-api-key, header_value: sk-ant}}\nmodel: {{provider: anthropic, name: claude-3-5-haiku-latest, options: {{anthropic_version: \"2023-06-01\", max_tokens: 256, upstream_url: \"{m}/v1/messages\"}}}}\n"),
+        ),
+        (
+            "gemini",
+            format!("route_type: llm/v1/responses\nauth: {{param_name: key, param_value: gem-key, param_location: query}}\nmodel: {{provider: gemini, name: gemini-1.5-flash, options: {{upstream_url: \"{m}\"}}}}\n"),
+        ),
+        (
+            "bedrock",
+            format!("route_type: llm/v1/responses\nauth: {{aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret}}\nmodel: {{provider: bedrock, name: \"anthropic.claude-3-haiku-20240307-v1:0\", options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: \"{m}\"}}}}\n"),
+        ),
+        (
+            "cohere",
+            format!("route_type: llm/v1/responses\nauth: {{header_name: Authorization, header_value: Bearer co-key}}\nmodel: {{provider: cohere, name: command-r, options: {{upstream_url: \"{m}/v1/chat\"}}}}\n"),
+        ),
+        (
+            "mistral",
+            format!("route_type: llm/v1/responses\nauth: {{header_name: Authorization, header_value: Bearer mi-key}}\nmodel: {{provider: mistral, name: mistral-small-latest, options: {{mistral_format: openai, upstream_url: \"{m}/v1/chat/completions\"}}}}\n"),
+        ),
+    ];
+    let routes: Vec<(String, String, String)> = routes
+        .into_iter()
+        .map(|(name, config)| (name.to_string(), format!("/{name}"), config))
+        .collect();
+    let borrowed: Vec<(&str, &str, &str)> = routes
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    deck(&borrowed)
+}
+
+#[test]
+fn the_sdk_speaks_responses_to_providers_that_only_chat() {
+    let mock = start_mock();
+    let path = write_deck(&responses_deck(mock.port));
+    let (gw, status) = start_gateway_with_status(&path, &[]);
+    // Route, model, and the mock's name for the wire format that answers.
+    for (provider, model, label) in [
+        ("anthropic", "claude-3-5-haiku-latest", "anthropic"),
+        ("gemini", "gemini-1.5-flash", "gemini"),
+        (
+            "bedrock",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "bedrock",
+        ),
+        ("cohere", "command-r", "cohere"),
+        ("mistral", "mistral-small-latest", "openai"),
+    ] {
+        let out: Value = serde_json::from_str(&run_python(
+            "responses_translated.py",
+            &[&gw.url(&format!("/{provider}")), model],
+        ))
+        .unwrap();
+        let c = &out["create"];
+        assert_eq!(c["type"], "Response", "{provider}: {out}");
+        assert_eq!(c["status"], "completed");
+        assert!(c["id"].as_str().unwrap().starts_with("resp_"));
+        assert_eq!(
+            c["text"],
+            format!("Mock {label} reply to: hello responses"),
+            "{provider}"
+        );
+        assert_eq!(c["header"], format!("{provider}/{model}"));
+        let usage = &c["usage"];
+        assert!(
+            usage["input_tokens"].as_u64().unwrap() > 0,
+            "{provider}: {usage}"
+        );
+        assert!(usage["output_tokens"].as_u64().unwrap() > 0);
+        assert_eq!(
+            usage["total_tokens"].as_u64().unwrap(),
+            usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
+        );
+        assert_eq!(
+            out["items"],
+            format!("Mock {label} reply to: item list input")
+        );
+        assert_eq!(out["tool_call"]["name"], "add", "{provider}: {out}");
+        assert_eq!(out["tool_call"]["arguments"]["b"], 12);
+        assert_eq!(out["tool_call"]["call_id"], true);
+        assert!(
+            out["tool_result"].as_str().unwrap().starts_with("Mock"),
+            "{provider}: a tool result is answered with text: {out}"
+        );
+
+        // Every typed event in order, consecutive sequence numbers, usage at the end.
+        let events = out["stream"]["events"].as_array().unwrap();
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types.first(),
+            Some(&"response.created"),
+            "{provider}: {types:?}"
+        );
+        assert_eq!(
+            types.last(),
+            Some(&"response.completed"),
+            "{provider}: {types:?}"
+        );
+        for expected in [
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+        ] {
+            assert!(
+                types.contains(&expected),
+                "{provider}: {expected} in {types:?}"
+            );
+        }
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e["seq"], i as u64, "{provider}: {types:?}");
+        }
+        assert_eq!(
+            out["stream"]["text"],
+            format!("Mock {label} reply to: stream this please")
+        );
+        assert!(out["stream"]["usage"]["total_tokens"].as_u64().unwrap() > 0);
+        assert_eq!(out["stream_tool"]["calls"][0]["a"], 2, "{provider}: {out}");
+        assert!(out["stream_tool"]["items"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("function_call")));
+
+        for (call, needle) in [
+            ("previous", "previous_response_id"),
+            ("retrieve", "stores them"),
+            ("hosted_tool", "web_search"),
+        ] {
+            assert_eq!(out[call]["status"], 400, "{provider} {call}: {out}");
+            assert!(
+                out[call]["message"].as_str().unwrap().contains(needle),
+                "{provider} {call}: {out}"
+            );
+        }
+    }
+    // Nothing stateful or untranslatable reached the mock: 6 calls per provider.
+    assert_eq!(mock_stats(&mock)["requests"], 30);
+    assert_no_leaks(status);
+}
