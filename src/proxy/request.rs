@@ -206,9 +206,13 @@ pub fn prepare(
         }
     }
     check_prompts(config.route_type, &map)?;
+    let model = match configured_model {
+        Some(model) if route.model_overrides_client => model,
+        configured => select_model(configured, &map)?,
+    };
     if config.route_type == RouteType::Chat {
         let column = fields::column(route.provider, &options);
-        dropped.extend(fields::dropped(column, &map));
+        dropped.extend(fields::dropped(column, &model, &map));
         if config.dropped_fields == DroppedFields::Reject && !dropped.is_empty() {
             return Err(bad(format!(
                 "no equivalent at provider '{}' for: {} (this route sets dropped_fields: reject)",
@@ -217,10 +221,6 @@ pub fn prepare(
             )));
         }
     }
-    let model = match configured_model {
-        Some(model) if route.model_overrides_client => model,
-        configured => select_model(configured, &map)?,
-    };
     #[cfg(test)]
     crate::panic_guard::hook("request", &model);
     check_model_name(&model)?;

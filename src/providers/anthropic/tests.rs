@@ -789,3 +789,18 @@ fn response_format_is_a_forced_tool_call_whose_input_is_the_content() {
         .iter()
         .any(|c| c["choices"][0]["finish_reason"] == "stop"));
 }
+
+#[test]
+fn thinking_forces_the_sampling_anthropic_requires() {
+    let out = chat(
+        json!({"model": MODEL, "reasoning_effort": "low", "temperature": 0.2,
+        "top_p": 0.5, "top_k": 5, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(out["temperature"], 1.0);
+    assert_eq!(out["top_p"], 0.95);
+    assert!(out.get("top_k").is_none());
+    let plain = chat(json!({"model": MODEL, "temperature": 0.2, "top_k": 5,
+        "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(plain["temperature"], 0.2);
+    assert_eq!(plain["top_k"], 5);
+}
