@@ -385,6 +385,7 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
     assert_eq!(out["stream"]["text"], "Mock gemini reply to: Stream hello");
     assert!(out["stream"]["chunks"].as_u64().unwrap() > 1);
     assert_eq!(out["embed"]["count"], 2);
+    assert_eq!(out["count_tokens"], 3, "{out}");
     let seen = mock_requests(&mock);
     assert_eq!(
         seen[0]["path"],
@@ -393,6 +394,10 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
     assert_eq!(
         seen[1]["path"],
         "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+    );
+    assert_eq!(
+        seen[3]["path"],
+        "/v1beta/models/gemini-2.0-flash:countTokens"
     );
     assert_gateway_credentials(&seen, "client-google-secret", "gateway-google-key");
 

@@ -27,11 +27,14 @@ pub struct NativeCall {
     pub version: Option<String>,
 }
 
-const GEMINI_OPERATIONS: [&str; 4] = [
+/// `countTokens` is no Kong operation; the Gemini API and Vertex have it, and the
+/// google-genai SDK's `count_tokens` calls it.
+const GEMINI_OPERATIONS: [&str; 5] = [
     "generateContent",
     "streamGenerateContent",
     "embedContent",
     "batchEmbedContents",
+    "countTokens",
 ];
 const BEDROCK_OPERATIONS: [&str; 4] = [
     "converse",
@@ -43,7 +46,7 @@ const BEDROCK_OPERATIONS: [&str; 4] = [
 /// The operations a provider's native format serves, for error messages.
 pub fn supported(provider: ProviderName) -> &'static str {
     match provider {
-        ProviderName::Gemini => ".../models/{model}:generateContent | :streamGenerateContent | :embedContent | :batchEmbedContents",
+        ProviderName::Gemini => ".../models/{model}:generateContent | :streamGenerateContent | :embedContent | :batchEmbedContents | :countTokens",
         ProviderName::Bedrock => ".../model/{model}/converse | /converse-stream | /invoke | /invoke-with-response-stream, or .../rerank",
         ProviderName::Cohere => ".../v1/rerank | .../v2/rerank",
         ProviderName::Huggingface => ".../generate | .../generate_stream",
@@ -295,6 +298,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.operation, c.stream), ("batchEmbedContents", false));
+        let c = parse(
+            ProviderName::Gemini,
+            "/g/v1beta/models/gemini-2.0-flash:countTokens",
+        );
+        assert_eq!(
+            c.map(|c| (c.operation, c.stream)),
+            Some(("countTokens", false))
+        );
         assert!(parse(ProviderName::Gemini, "/g/v1beta/models/x:predict").is_none());
         assert!(parse(ProviderName::Gemini, "/g/v1beta/models/:generateContent").is_none());
         let vertex = parse(
