@@ -4,6 +4,7 @@
 //! the model from the path, builds the provider path for it, and reads token usage out of the
 //! native answer or stream (for the access log) without changing a byte of it.
 
+use base64::Engine;
 use bytes::BytesMut;
 use serde_json::Value;
 
@@ -123,6 +124,10 @@ pub fn parse(provider: ProviderName, path: &str) -> Option<NativeCall> {
 /// `None` (a stream reports input and output tokens in different events).
 pub fn usage_of(v: &Value) -> (Option<u64>, Option<u64>) {
     let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+    // Bedrock `invoke-with-response-stream`: the last chunk's totals for the whole call.
+    if let Some(m) = v.get("amazon-bedrock-invocationMetrics") {
+        return (n(m, "inputTokenCount"), n(m, "outputTokenCount"));
+    }
     if let Some(u) = v.get("usageMetadata") {
         // Gemini: thinking tokens are billed as output.
         let output =
@@ -173,6 +178,13 @@ struct UsageAcc {
 impl UsageAcc {
     /// Counts are cumulative in every native stream, so the latest value wins.
     fn add(&mut self, v: &Value) {
+        // Bedrock `invoke-with-response-stream` wraps each model chunk as base64 `bytes`.
+        if let Some(bytes) = v.get("bytes").and_then(Value::as_str) {
+            if let Ok(chunk) = base64::engine::general_purpose::STANDARD.decode(bytes) {
+                self.add_bytes(&chunk);
+            }
+            return;
+        }
         let (input, output) = usage_of(v);
         if let Some(i) = input {
             self.input = i;
@@ -422,6 +434,20 @@ mod tests {
             br#"{"usage":{"inputTokens":4,"outputTokens":2}}"#,
         ));
         let array = br#"[{"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":1}}, {"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":3}}]"#;
+        // invoke-with-response-stream: Claude's own events, base64 in `chunk` events; the
+        // last one's invocation metrics are the totals.
+        let b64 = |v: Value| {
+            let bytes = base64::engine::general_purpose::STANDARD.encode(v.to_string());
+            encode_event("chunk", json!({ "bytes": bytes }).to_string().as_bytes()).to_vec()
+        };
+        let mut invoke = b64(json!({"type": "message_start",
+                                    "message": {"usage": {"input_tokens": 7, "output_tokens": 1}}}));
+        invoke.extend(b64(json!({"type": "content_block_delta",
+                                 "delta": {"type": "text_delta", "text": "hi"}})));
+        invoke.extend(b64(
+            json!({"type": "message_stop", "amazon-bedrock-invocationMetrics":
+            {"inputTokenCount": 8, "outputTokenCount": 5, "invocationLatency": 9}}),
+        ));
         for (provider, sse_flag, input, expected) in [
             (
                 ProviderName::Anthropic,
@@ -430,6 +456,7 @@ mod tests {
                 Usage::new(9, 12),
             ),
             (ProviderName::Bedrock, false, &frames[..], Usage::new(4, 2)),
+            (ProviderName::Bedrock, false, &invoke[..], Usage::new(8, 5)),
             (ProviderName::Gemini, false, &array[..], Usage::new(2, 3)),
         ] {
             for cut in 0..input.len() {
