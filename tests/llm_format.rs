@@ -471,6 +471,45 @@ fn native_rerank_generate_and_path_rules_over_raw_http() {
     );
     assert_eq!(mock_last(&mock)["path"], "/generate_stream");
 
+    // A native stream the provider cuts short ends with an error in the client's own format.
+    let cut = |path: &str, body: Value| {
+        request(
+            gw.port,
+            "POST",
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("x-mock-fault", "close_mid_stream,chunks=6"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let r = cut(
+        "/anthropic-native/v1/messages",
+        json!({"model": "claude-3-5-haiku-latest", "max_tokens": 50, "stream": true,
+               "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    let text = r.text();
+    let error = text
+        .split("event: error\ndata: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no Anthropic error event: {text}"));
+    let error: Value = serde_json::from_str(error).unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "api_error", "{error}");
+    assert!(
+        !text.contains("[DONE]") && !text.contains("chat.completion"),
+        "{text}"
+    );
+    let r = cut(
+        "/gemini-native/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        json!({"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}),
+    );
+    let text = r.text();
+    assert!(text.contains("data: {\"error\":{\"code\":500,"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+
     let r = post_json(
         gw.port,
         "/bedrock-native/rerank",

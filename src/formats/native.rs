@@ -6,9 +6,9 @@
 
 use base64::Engine;
 use bytes::BytesMut;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::codec::eventstream::{EventMessage, EventStreamDecoder};
+use crate::codec::eventstream::{encode_exception, EventMessage, EventStreamDecoder};
 use crate::codec::json_array::{JsonArrayDecoder, JsonArrayItem};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::ProviderName;
@@ -173,6 +173,20 @@ pub fn usage(body: &[u8]) -> Usage {
 struct UsageAcc {
     input: u64,
     output: u64,
+    /// The provider's last frame (or an error of its own) was seen: the stream is complete.
+    ended: bool,
+}
+
+/// Whether a native frame is the provider's last one, or its own error: Anthropic's
+/// `message_stop` (also inside Bedrock invoke chunks), Bedrock invoke's metrics, Gemini's
+/// `finishReason`, TGI's final event (with the whole `generated_text`), any `error`.
+fn is_last(v: &Value) -> bool {
+    let present = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    present(v.get("error"))
+        || v.get("type").and_then(Value::as_str) == Some("message_stop")
+        || present(v.get("amazon-bedrock-invocationMetrics"))
+        || present(v.pointer("/candidates/0/finishReason"))
+        || present(v.get("generated_text"))
 }
 
 impl UsageAcc {
@@ -185,6 +199,7 @@ impl UsageAcc {
             }
             return;
         }
+        self.ended |= is_last(v);
         let (input, output) = usage_of(v);
         if let Some(i) = input {
             self.input = i;
@@ -215,10 +230,15 @@ enum Framing {
 /// A native stream: every byte passes through untouched; the frames are decoded on the side
 /// only to read the usage for the access log.
 pub struct NativeStream {
+    provider: ProviderName,
     framing: Framing,
     usage: UsageAcc,
     /// Decoding failed (the client still gets every byte); usage stops being read.
     blind: bool,
+    /// The last byte passed through that was not whitespace, and whether the bytes so far end
+    /// with a blank line: where an error event can be appended cleanly.
+    last: Option<u8>,
+    at_boundary: bool,
 }
 
 impl NativeStream {
@@ -230,9 +250,63 @@ impl NativeStream {
             _ => Framing::Sse(SseDecoder::new(), Vec::new()),
         };
         NativeStream {
+            provider,
             framing,
             usage: UsageAcc::default(),
             blind: false,
+            last: None,
+            at_boundary: true,
+        }
+    }
+
+    fn track(&mut self, input: &[u8]) {
+        if let Some(&b) = input.iter().rev().find(|b| !b.is_ascii_whitespace()) {
+            self.last = Some(b);
+        }
+        if !input.is_empty() {
+            let mut tail = input.iter().rev().filter(|b| **b != b'\r');
+            self.at_boundary = matches!((tail.next(), tail.next()), (Some(b'\n'), Some(b'\n')))
+                || (self.at_boundary && input.iter().all(u8::is_ascii_whitespace));
+        }
+    }
+
+    /// The error in the provider's own stream shape, which its SDK raises: Anthropic's `error`
+    /// event, Gemini's `{"error": {...}}` element (SSE event, or last JSON-array element), an
+    /// AWS event-stream exception, TGI's `{"error": ...}` event. Empty when the stream cannot
+    /// take one cleanly (cut inside a Gemini array element) or is already complete.
+    fn error_frame(&self, message: &str) -> Vec<u8> {
+        let gemini = json!({"error": {"code": 500, "message": message, "status": "INTERNAL"}});
+        let sse = |event: Option<&str>, data: Value| {
+            let mut out = if self.at_boundary {
+                String::new()
+            } else {
+                "\n\n".into()
+            };
+            if let Some(name) = event {
+                out.push_str(&format!("event: {name}\n"));
+            }
+            out.push_str(&format!("data: {data}\n\n"));
+            out.into_bytes()
+        };
+        match (&self.framing, self.provider) {
+            (Framing::EventStream(..), _) => {
+                let body = json!({ "message": message }).to_string();
+                encode_exception("internalServerException", body.as_bytes()).to_vec()
+            }
+            (Framing::JsonArray(..), _) => match self.last {
+                None => format!("[{gemini}]").into_bytes(),
+                Some(b'[') => format!("{gemini}]").into_bytes(),
+                Some(b'}') => format!(",{gemini}]").into_bytes(),
+                _ => Vec::new(),
+            },
+            (Framing::Sse(..), ProviderName::Anthropic) => sse(
+                Some("error"),
+                json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+            ),
+            (Framing::Sse(..), ProviderName::Gemini) => sse(None, gemini),
+            (Framing::Sse(..), _) => {
+                sse(None, json!({"error": message, "error_type": "generation"}))
+            }
         }
     }
 
@@ -252,15 +326,21 @@ impl NativeStream {
             Framing::JsonArray(decoder, items) => {
                 let ok = decoder.feed(input, items).is_ok();
                 for item in items.drain(..) {
-                    if let JsonArrayItem::Element(bytes) = item {
-                        usage.add_bytes(&bytes);
+                    match item {
+                        JsonArrayItem::Element(bytes) => usage.add_bytes(&bytes),
+                        JsonArrayItem::End => usage.ended = true,
                     }
                 }
                 ok && decoder.pending_bytes() <= crate::providers::stream::MAX_PENDING
             }
             Framing::EventStream(decoder, messages) => {
                 let ok = decoder.feed(input, messages).is_ok();
-                messages.drain(..).for_each(|m| usage.add_bytes(&m.body));
+                for m in messages.drain(..) {
+                    // Converse streams end with `metadata`; exceptions are the provider's own.
+                    usage.ended |= m.event_type.as_deref() == Some("metadata")
+                        || m.message_type.as_deref() != Some("event");
+                    usage.add_bytes(&m.body);
+                }
                 ok
             }
         };
@@ -271,27 +351,36 @@ impl NativeStream {
 impl StreamTranslate for NativeStream {
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
         out.extend_from_slice(input);
+        self.track(input);
         self.observe(input);
         Ok(())
     }
 
+    /// A stream that stops before the provider's last frame was cut (the connection closed
+    /// early): it fails, so the client gets an error instead of a silently short answer.
     fn finish(&mut self, _out: &mut BytesMut) -> Result<(), StreamError> {
-        Ok(())
+        if self.blind || self.usage.ended {
+            return Ok(());
+        }
+        Err(StreamError(
+            "the provider's stream ended before its last event".into(),
+        ))
     }
 
     fn usage(&self) -> Usage {
         self.usage.usage()
     }
 
-    /// A native client's SDK reads only its provider's framing: the stream just ends.
-    fn write_error(&mut self, _out: &mut BytesMut, _message: &str) {}
+    /// A native client's SDK reads only its provider's framing: the error goes in that.
+    fn write_error(&mut self, out: &mut BytesMut, message: &str) {
+        out.extend_from_slice(&self.error_frame(message));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::eventstream::encode_event;
-    use serde_json::json;
 
     #[test]
     fn gemini_operations_models_and_versions() {
@@ -427,7 +516,7 @@ mod tests {
 
     #[test]
     fn streams_pass_bytes_untouched_and_read_usage_at_any_split() {
-        let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":12}}\n\n";
+        let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":12}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let mut frames = encode_event("contentBlockDelta", br#"{"delta":{"text":"hi"}}"#).to_vec();
         frames.extend_from_slice(&encode_event(
             "metadata",
@@ -469,5 +558,44 @@ mod tests {
                 assert_eq!(s.usage(), expected, "{provider:?} cut at {cut}");
             }
         }
+    }
+
+    fn failed(provider: ProviderName, sse: bool, sent: &[u8]) -> Vec<u8> {
+        let mut s = NativeStream::new(provider, sse);
+        let mut out = BytesMut::new();
+        s.feed(sent, &mut out).unwrap();
+        assert!(s.finish(&mut out).is_err(), "a cut stream is a failure");
+        out.clear();
+        s.write_error(&mut out, "upstream idle");
+        out.to_vec()
+    }
+
+    #[test]
+    fn a_failed_stream_ends_with_an_error_in_the_clients_own_format() {
+        let anthropic = failed(ProviderName::Anthropic, true, b"event: ping\ndata: {}\n\n");
+        let mut events = Vec::new();
+        SseDecoder::new().feed(&anthropic, &mut events);
+        assert_eq!(events[0].event.as_deref(), Some("error"));
+        let data: Value = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(data["error"]["message"], "upstream idle");
+        // Cut mid-event: a blank line first, so the error is an event of its own.
+        let cut = failed(ProviderName::Gemini, true, b"data: {\"candidates\"");
+        assert!(cut.starts_with(b"\n\ndata: {\"error\""), "{cut:?}");
+
+        let array = failed(ProviderName::Gemini, false, b"[{\"candidates\": []}");
+        let whole = [&b"[{\"candidates\": []}"[..], &array].concat();
+        let v: Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(v[1]["error"]["message"], "upstream idle");
+        assert!(failed(ProviderName::Gemini, false, b"[{\"cand").is_empty());
+
+        let bedrock = failed(ProviderName::Bedrock, false, b"");
+        let mut messages = Vec::new();
+        EventStreamDecoder::new()
+            .feed(&bedrock, &mut messages)
+            .unwrap();
+        assert_eq!(
+            messages[0].exception_type.as_deref(),
+            Some("internalServerException")
+        );
     }
 }
