@@ -143,6 +143,25 @@ impl ChatRequest {
         }
     }
 
+    /// [`Self::response_format_schema`] for providers that emulate it with a forced tool call.
+    /// The forced call leaves the model no way to call the client's own tools, so asking for
+    /// both is refused (400) unless `tool_choice` is `none`.
+    pub fn emulated_response_format(&self) -> Result<Option<Value>, &'static str> {
+        let Some(schema) = self.response_format_schema() else {
+            return Ok(None);
+        };
+        let tools = self.tools.as_ref().is_some_and(|t| !t.is_empty());
+        let none = matches!(&self.tool_choice, Some(ToolChoice::Mode(m)) if m == "none");
+        if tools && !none {
+            return Err(
+                "response_format cannot be combined with tools on this provider: it is \
+                emulated by a forced 'json_response' tool call, which would stop the model from \
+                calling your tools; send one or the other (or tool_choice: none)",
+            );
+        }
+        Ok(Some(schema))
+    }
+
     /// `max_completion_tokens` is the newer name; either one limits the answer.
     pub fn max_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)

@@ -476,7 +476,7 @@ fn messages_request<'a>(
         req.fit_sampling_to_thinking();
     }
     let tool_choice = tool_choice(&req);
-    let format_schema = req.response_format_schema();
+    let format_schema = req.emulated_response_format().map_err(bad)?;
     let sampling = sampling(ctx, &req);
     for m in req.messages {
         let (role, content) = match m.role.as_str() {

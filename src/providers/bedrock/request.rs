@@ -84,7 +84,7 @@ pub(super) fn converse_request(
     });
     let mut tool_config = tool_config(req.tools.as_deref(), req.tool_choice.as_ref(), uses_tools);
     // Converse has no structured output for every model: a forced tool call carries the JSON.
-    if let Some(schema) = req.response_format_schema() {
+    if let Some(schema) = req.emulated_response_format().map_err(bad)? {
         let config = tool_config.get_or_insert(BedrockToolConfig {
             tools: Vec::new(),
             tool_choice: None,

@@ -1151,3 +1151,16 @@ fn thinking_forces_claude_sampling_and_the_matched_stop_sequence_comes_back() {
         .find(|c| c["choices"][0]["finish_reason"] == "stop");
     assert_eq!(last.unwrap()["choices"][0]["stop_reason"], "STOP");
 }
+
+#[test]
+fn response_format_with_client_tools_is_refused() {
+    let err = chat_err(
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_object"},
+        "tools": [{"type": "function", "function": {"name": "add"}}]}),
+    );
+    assert!(
+        err.contains("response_format cannot be combined with tools"),
+        "{err}"
+    );
+}
