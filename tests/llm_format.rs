@@ -229,6 +229,68 @@ fn anthropic_sdk_through_gemini_cohere_huggingface_and_ollama_routes() {
 }
 
 #[test]
+fn anthropic_sdk_through_azure_mistral_and_vertex_routes() {
+    let mock = start_mock();
+    let m = mock.port;
+    let deck_text = deck(&[
+        (
+            "claude-azure",
+            "/claude-azure",
+            &plugin(
+                "anthropic",
+                "{header_name: api-key, header_value: gateway-azure-key}",
+                &format!("{{provider: azure, name: gpt-4o, options: {{azure_instance: demo, azure_deployment_id: gpt4o-dep, azure_api_version: \"2024-10-21\", upstream_url: \"http://127.0.0.1:{m}/openai/deployments/gpt4o-dep/chat/completions\"}}}}"),
+            ),
+        ),
+        (
+            "claude-mistral",
+            "/claude-mistral",
+            &plugin(
+                "anthropic",
+                "{header_name: Authorization, header_value: \"Bearer gateway-mistral-key\"}",
+                &format!("{{provider: mistral, name: mistral-small-latest, options: {{mistral_format: openai, upstream_url: \"http://127.0.0.1:{m}/v1/chat/completions\"}}}}"),
+            ),
+        ),
+        (
+            "claude-vertex",
+            "/claude-vertex",
+            &plugin(
+                "anthropic",
+                "{header_name: Authorization, header_value: \"Bearer gateway-vertex-token\"}",
+                &format!("{{provider: gemini, name: gemini-1.5-pro, options: {{gemini: {{api_endpoint: us-central1-aiplatform.googleapis.com, project_id: demo-project, location_id: us-central1}}, upstream_url: \"http://127.0.0.1:{m}\"}}}}"),
+            ),
+        ),
+    ]);
+    let gw = start_gateway(&write_deck(&deck_text), &[]);
+    for (route, label, path, key) in [
+        (
+            "/claude-azure",
+            "azure",
+            "/openai/deployments/gpt4o-dep/chat/completions",
+            "gateway-azure-key",
+        ),
+        (
+            "/claude-mistral",
+            "openai",
+            "/v1/chat/completions",
+            "gateway-mistral-key",
+        ),
+        (
+            "/claude-vertex",
+            "gemini",
+            "/v1/projects/demo-project/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent",
+            "gateway-vertex-token",
+        ),
+    ] {
+        check_anthropic_sdk(&gw, &mock, route, label);
+        // Where the SDK's calls went, and with which credentials.
+        let seen = mock_requests(&mock);
+        assert_eq!(seen[0]["path"], path, "{route}: {seen:?}");
+        assert_gateway_credentials(&seen, "sk-ant-client-secret", key);
+    }
+}
+
+#[test]
 fn anthropic_format_raw_http_answers_and_headers() {
     let mock = start_mock();
     let gw = start_gateway(&write_deck(&anthropic_routes(mock.port)), &[]);
