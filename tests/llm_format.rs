@@ -229,6 +229,68 @@ fn anthropic_sdk_through_gemini_cohere_huggingface_and_ollama_routes() {
 }
 
 #[test]
+fn anthropic_sdk_through_azure_mistral_and_vertex_routes() {
+    let mock = start_mock();
+    let m = mock.port;
+    let deck_text = deck(&[
+        (
+            "claude-azure",
+            "/claude-azure",
+            &plugin(
+                "anthropic",
+                "{header_name: api-key, header_value: gateway-azure-key}",
+                &format!("{{provider: azure, name: gpt-4o, options: {{azure_instance: demo, azure_deployment_id: gpt4o-dep, azure_api_version: \"2024-10-21\", upstream_url: \"http://127.0.0.1:{m}/openai/deployments/gpt4o-dep/chat/completions\"}}}}"),
+            ),
+        ),
+        (
+            "claude-mistral",
+            "/claude-mistral",
+            &plugin(
+                "anthropic",
+                "{header_name: Authorization, header_value: \"Bearer gateway-mistral-key\"}",
+                &format!("{{provider: mistral, name: mistral-small-latest, options: {{mistral_format: openai, upstream_url: \"http://127.0.0.1:{m}/v1/chat/completions\"}}}}"),
+            ),
+        ),
+        (
+            "claude-vertex",
+            "/claude-vertex",
+            &plugin(
+                "anthropic",
+                "{header_name: Authorization, header_value: \"Bearer gateway-vertex-token\"}",
+                &format!("{{provider: gemini, name: gemini-1.5-pro, options: {{gemini: {{api_endpoint: us-central1-aiplatform.googleapis.com, project_id: demo-project, location_id: us-central1}}, upstream_url: \"http://127.0.0.1:{m}\"}}}}"),
+            ),
+        ),
+    ]);
+    let gw = start_gateway(&write_deck(&deck_text), &[]);
+    for (route, label, path, key) in [
+        (
+            "/claude-azure",
+            "azure",
+            "/openai/deployments/gpt4o-dep/chat/completions",
+            "gateway-azure-key",
+        ),
+        (
+            "/claude-mistral",
+            "openai",
+            "/v1/chat/completions",
+            "gateway-mistral-key",
+        ),
+        (
+            "/claude-vertex",
+            "gemini",
+            "/v1/projects/demo-project/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent",
+            "gateway-vertex-token",
+        ),
+    ] {
+        check_anthropic_sdk(&gw, &mock, route, label);
+        // Where the SDK's calls went, and with which credentials.
+        let seen = mock_requests(&mock);
+        assert_eq!(seen[0]["path"], path, "{route}: {seen:?}");
+        assert_gateway_credentials(&seen, "sk-ant-client-secret", key);
+    }
+}
+
+#[test]
 fn anthropic_format_raw_http_answers_and_headers() {
     let mock = start_mock();
     let gw = start_gateway(&write_deck(&anthropic_routes(mock.port)), &[]);
@@ -385,6 +447,7 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
     assert_eq!(out["stream"]["text"], "Mock gemini reply to: Stream hello");
     assert!(out["stream"]["chunks"].as_u64().unwrap() > 1);
     assert_eq!(out["embed"]["count"], 2);
+    assert_eq!(out["count_tokens"], 3, "{out}");
     let seen = mock_requests(&mock);
     assert_eq!(
         seen[0]["path"],
@@ -393,6 +456,10 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
     assert_eq!(
         seen[1]["path"],
         "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+    );
+    assert_eq!(
+        seen[3]["path"],
+        "/v1beta/models/gemini-2.0-flash:countTokens"
     );
     assert_gateway_credentials(&seen, "client-google-secret", "gateway-google-key");
 
@@ -465,6 +532,45 @@ fn native_rerank_generate_and_path_rules_over_raw_http() {
         r.text()
     );
     assert_eq!(mock_last(&mock)["path"], "/generate_stream");
+
+    // A native stream the provider cuts short ends with an error in the client's own format.
+    let cut = |path: &str, body: Value| {
+        request(
+            gw.port,
+            "POST",
+            path,
+            &[
+                ("content-type", "application/json"),
+                ("x-mock-fault", "close_mid_stream,chunks=6"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let r = cut(
+        "/anthropic-native/v1/messages",
+        json!({"model": "claude-3-5-haiku-latest", "max_tokens": 50, "stream": true,
+               "messages": [{"role": "user", "content": "Hi"}]}),
+    );
+    let text = r.text();
+    let error = text
+        .split("event: error\ndata: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no Anthropic error event: {text}"));
+    let error: Value = serde_json::from_str(error).unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "api_error", "{error}");
+    assert!(
+        !text.contains("[DONE]") && !text.contains("chat.completion"),
+        "{text}"
+    );
+    let r = cut(
+        "/gemini-native/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        json!({"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]}),
+    );
+    let text = r.text();
+    assert!(text.contains("data: {\"error\":{\"code\":500,"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
 
     let r = post_json(
         gw.port,

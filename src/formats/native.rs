@@ -4,10 +4,11 @@
 //! the model from the path, builds the provider path for it, and reads token usage out of the
 //! native answer or stream (for the access log) without changing a byte of it.
 
+use base64::Engine;
 use bytes::BytesMut;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::codec::eventstream::{EventMessage, EventStreamDecoder};
+use crate::codec::eventstream::{encode_exception, EventMessage, EventStreamDecoder};
 use crate::codec::json_array::{JsonArrayDecoder, JsonArrayItem};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::ProviderName;
@@ -27,11 +28,14 @@ pub struct NativeCall {
     pub version: Option<String>,
 }
 
-const GEMINI_OPERATIONS: [&str; 4] = [
+/// `countTokens` is no Kong operation; the Gemini API and Vertex have it, and the
+/// google-genai SDK's `count_tokens` calls it.
+const GEMINI_OPERATIONS: [&str; 5] = [
     "generateContent",
     "streamGenerateContent",
     "embedContent",
     "batchEmbedContents",
+    "countTokens",
 ];
 const BEDROCK_OPERATIONS: [&str; 4] = [
     "converse",
@@ -43,7 +47,7 @@ const BEDROCK_OPERATIONS: [&str; 4] = [
 /// The operations a provider's native format serves, for error messages.
 pub fn supported(provider: ProviderName) -> &'static str {
     match provider {
-        ProviderName::Gemini => ".../models/{model}:generateContent | :streamGenerateContent | :embedContent | :batchEmbedContents",
+        ProviderName::Gemini => ".../models/{model}:generateContent | :streamGenerateContent | :embedContent | :batchEmbedContents | :countTokens",
         ProviderName::Bedrock => ".../model/{model}/converse | /converse-stream | /invoke | /invoke-with-response-stream, or .../rerank",
         ProviderName::Cohere => ".../v1/rerank | .../v2/rerank",
         ProviderName::Huggingface => ".../generate | .../generate_stream",
@@ -120,6 +124,10 @@ pub fn parse(provider: ProviderName, path: &str) -> Option<NativeCall> {
 /// `None` (a stream reports input and output tokens in different events).
 pub fn usage_of(v: &Value) -> (Option<u64>, Option<u64>) {
     let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64);
+    // Bedrock `invoke-with-response-stream`: the last chunk's totals for the whole call.
+    if let Some(m) = v.get("amazon-bedrock-invocationMetrics") {
+        return (n(m, "inputTokenCount"), n(m, "outputTokenCount"));
+    }
     if let Some(u) = v.get("usageMetadata") {
         // Gemini: thinking tokens are billed as output.
         let output =
@@ -165,11 +173,33 @@ pub fn usage(body: &[u8]) -> Usage {
 struct UsageAcc {
     input: u64,
     output: u64,
+    /// The provider's last frame (or an error of its own) was seen: the stream is complete.
+    ended: bool,
+}
+
+/// Whether a native frame is the provider's last one, or its own error: Anthropic's
+/// `message_stop` (also inside Bedrock invoke chunks), Bedrock invoke's metrics, Gemini's
+/// `finishReason`, TGI's final event (with the whole `generated_text`), any `error`.
+fn is_last(v: &Value) -> bool {
+    let present = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    present(v.get("error"))
+        || v.get("type").and_then(Value::as_str) == Some("message_stop")
+        || present(v.get("amazon-bedrock-invocationMetrics"))
+        || present(v.pointer("/candidates/0/finishReason"))
+        || present(v.get("generated_text"))
 }
 
 impl UsageAcc {
     /// Counts are cumulative in every native stream, so the latest value wins.
     fn add(&mut self, v: &Value) {
+        // Bedrock `invoke-with-response-stream` wraps each model chunk as base64 `bytes`.
+        if let Some(bytes) = v.get("bytes").and_then(Value::as_str) {
+            if let Ok(chunk) = base64::engine::general_purpose::STANDARD.decode(bytes) {
+                self.add_bytes(&chunk);
+            }
+            return;
+        }
+        self.ended |= is_last(v);
         let (input, output) = usage_of(v);
         if let Some(i) = input {
             self.input = i;
@@ -200,10 +230,15 @@ enum Framing {
 /// A native stream: every byte passes through untouched; the frames are decoded on the side
 /// only to read the usage for the access log.
 pub struct NativeStream {
+    provider: ProviderName,
     framing: Framing,
     usage: UsageAcc,
     /// Decoding failed (the client still gets every byte); usage stops being read.
     blind: bool,
+    /// The last byte passed through that was not whitespace, and whether the bytes so far end
+    /// with a blank line: where an error event can be appended cleanly.
+    last: Option<u8>,
+    at_boundary: bool,
 }
 
 impl NativeStream {
@@ -215,9 +250,63 @@ impl NativeStream {
             _ => Framing::Sse(SseDecoder::new(), Vec::new()),
         };
         NativeStream {
+            provider,
             framing,
             usage: UsageAcc::default(),
             blind: false,
+            last: None,
+            at_boundary: true,
+        }
+    }
+
+    fn track(&mut self, input: &[u8]) {
+        if let Some(&b) = input.iter().rev().find(|b| !b.is_ascii_whitespace()) {
+            self.last = Some(b);
+        }
+        if !input.is_empty() {
+            let mut tail = input.iter().rev().filter(|b| **b != b'\r');
+            self.at_boundary = matches!((tail.next(), tail.next()), (Some(b'\n'), Some(b'\n')))
+                || (self.at_boundary && input.iter().all(u8::is_ascii_whitespace));
+        }
+    }
+
+    /// The error in the provider's own stream shape, which its SDK raises: Anthropic's `error`
+    /// event, Gemini's `{"error": {...}}` element (SSE event, or last JSON-array element), an
+    /// AWS event-stream exception, TGI's `{"error": ...}` event. Empty when the stream cannot
+    /// take one cleanly (cut inside a Gemini array element) or is already complete.
+    fn error_frame(&self, message: &str) -> Vec<u8> {
+        let gemini = json!({"error": {"code": 500, "message": message, "status": "INTERNAL"}});
+        let sse = |event: Option<&str>, data: Value| {
+            let mut out = if self.at_boundary {
+                String::new()
+            } else {
+                "\n\n".into()
+            };
+            if let Some(name) = event {
+                out.push_str(&format!("event: {name}\n"));
+            }
+            out.push_str(&format!("data: {data}\n\n"));
+            out.into_bytes()
+        };
+        match (&self.framing, self.provider) {
+            (Framing::EventStream(..), _) => {
+                let body = json!({ "message": message }).to_string();
+                encode_exception("internalServerException", body.as_bytes()).to_vec()
+            }
+            (Framing::JsonArray(..), _) => match self.last {
+                None => format!("[{gemini}]").into_bytes(),
+                Some(b'[') => format!("{gemini}]").into_bytes(),
+                Some(b'}') => format!(",{gemini}]").into_bytes(),
+                _ => Vec::new(),
+            },
+            (Framing::Sse(..), ProviderName::Anthropic) => sse(
+                Some("error"),
+                json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+            ),
+            (Framing::Sse(..), ProviderName::Gemini) => sse(None, gemini),
+            (Framing::Sse(..), _) => {
+                sse(None, json!({"error": message, "error_type": "generation"}))
+            }
         }
     }
 
@@ -237,15 +326,21 @@ impl NativeStream {
             Framing::JsonArray(decoder, items) => {
                 let ok = decoder.feed(input, items).is_ok();
                 for item in items.drain(..) {
-                    if let JsonArrayItem::Element(bytes) = item {
-                        usage.add_bytes(&bytes);
+                    match item {
+                        JsonArrayItem::Element(bytes) => usage.add_bytes(&bytes),
+                        JsonArrayItem::End => usage.ended = true,
                     }
                 }
                 ok && decoder.pending_bytes() <= crate::providers::stream::MAX_PENDING
             }
             Framing::EventStream(decoder, messages) => {
                 let ok = decoder.feed(input, messages).is_ok();
-                messages.drain(..).for_each(|m| usage.add_bytes(&m.body));
+                for m in messages.drain(..) {
+                    // Converse streams end with `metadata`; exceptions are the provider's own.
+                    usage.ended |= m.event_type.as_deref() == Some("metadata")
+                        || m.message_type.as_deref() != Some("event");
+                    usage.add_bytes(&m.body);
+                }
                 ok
             }
         };
@@ -256,27 +351,36 @@ impl NativeStream {
 impl StreamTranslate for NativeStream {
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
         out.extend_from_slice(input);
+        self.track(input);
         self.observe(input);
         Ok(())
     }
 
+    /// A stream that stops before the provider's last frame was cut (the connection closed
+    /// early): it fails, so the client gets an error instead of a silently short answer.
     fn finish(&mut self, _out: &mut BytesMut) -> Result<(), StreamError> {
-        Ok(())
+        if self.blind || self.usage.ended {
+            return Ok(());
+        }
+        Err(StreamError(
+            "the provider's stream ended before its last event".into(),
+        ))
     }
 
     fn usage(&self) -> Usage {
         self.usage.usage()
     }
 
-    /// A native client's SDK reads only its provider's framing: the stream just ends.
-    fn write_error(&mut self, _out: &mut BytesMut, _message: &str) {}
+    /// A native client's SDK reads only its provider's framing: the error goes in that.
+    fn write_error(&mut self, out: &mut BytesMut, message: &str) {
+        out.extend_from_slice(&self.error_frame(message));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::eventstream::encode_event;
-    use serde_json::json;
 
     #[test]
     fn gemini_operations_models_and_versions() {
@@ -295,6 +399,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.operation, c.stream), ("batchEmbedContents", false));
+        let c = parse(
+            ProviderName::Gemini,
+            "/g/v1beta/models/gemini-2.0-flash:countTokens",
+        );
+        assert_eq!(
+            c.map(|c| (c.operation, c.stream)),
+            Some(("countTokens", false))
+        );
         assert!(parse(ProviderName::Gemini, "/g/v1beta/models/x:predict").is_none());
         assert!(parse(ProviderName::Gemini, "/g/v1beta/models/:generateContent").is_none());
         let vertex = parse(
@@ -404,13 +516,27 @@ mod tests {
 
     #[test]
     fn streams_pass_bytes_untouched_and_read_usage_at_any_split() {
-        let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":12}}\n\n";
+        let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":12}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let mut frames = encode_event("contentBlockDelta", br#"{"delta":{"text":"hi"}}"#).to_vec();
         frames.extend_from_slice(&encode_event(
             "metadata",
             br#"{"usage":{"inputTokens":4,"outputTokens":2}}"#,
         ));
         let array = br#"[{"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":1}}, {"usageMetadata":{"promptTokenCount":2,"candidatesTokenCount":3}}]"#;
+        // invoke-with-response-stream: Claude's own events, base64 in `chunk` events; the
+        // last one's invocation metrics are the totals.
+        let b64 = |v: Value| {
+            let bytes = base64::engine::general_purpose::STANDARD.encode(v.to_string());
+            encode_event("chunk", json!({ "bytes": bytes }).to_string().as_bytes()).to_vec()
+        };
+        let mut invoke = b64(json!({"type": "message_start",
+                                    "message": {"usage": {"input_tokens": 7, "output_tokens": 1}}}));
+        invoke.extend(b64(json!({"type": "content_block_delta",
+                                 "delta": {"type": "text_delta", "text": "hi"}})));
+        invoke.extend(b64(
+            json!({"type": "message_stop", "amazon-bedrock-invocationMetrics":
+            {"inputTokenCount": 8, "outputTokenCount": 5, "invocationLatency": 9}}),
+        ));
         for (provider, sse_flag, input, expected) in [
             (
                 ProviderName::Anthropic,
@@ -419,6 +545,7 @@ mod tests {
                 Usage::new(9, 12),
             ),
             (ProviderName::Bedrock, false, &frames[..], Usage::new(4, 2)),
+            (ProviderName::Bedrock, false, &invoke[..], Usage::new(8, 5)),
             (ProviderName::Gemini, false, &array[..], Usage::new(2, 3)),
         ] {
             for cut in 0..input.len() {
@@ -431,5 +558,44 @@ mod tests {
                 assert_eq!(s.usage(), expected, "{provider:?} cut at {cut}");
             }
         }
+    }
+
+    fn failed(provider: ProviderName, sse: bool, sent: &[u8]) -> Vec<u8> {
+        let mut s = NativeStream::new(provider, sse);
+        let mut out = BytesMut::new();
+        s.feed(sent, &mut out).unwrap();
+        assert!(s.finish(&mut out).is_err(), "a cut stream is a failure");
+        out.clear();
+        s.write_error(&mut out, "upstream idle");
+        out.to_vec()
+    }
+
+    #[test]
+    fn a_failed_stream_ends_with_an_error_in_the_clients_own_format() {
+        let anthropic = failed(ProviderName::Anthropic, true, b"event: ping\ndata: {}\n\n");
+        let mut events = Vec::new();
+        SseDecoder::new().feed(&anthropic, &mut events);
+        assert_eq!(events[0].event.as_deref(), Some("error"));
+        let data: Value = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(data["error"]["message"], "upstream idle");
+        // Cut mid-event: a blank line first, so the error is an event of its own.
+        let cut = failed(ProviderName::Gemini, true, b"data: {\"candidates\"");
+        assert!(cut.starts_with(b"\n\ndata: {\"error\""), "{cut:?}");
+
+        let array = failed(ProviderName::Gemini, false, b"[{\"candidates\": []}");
+        let whole = [&b"[{\"candidates\": []}"[..], &array].concat();
+        let v: Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(v[1]["error"]["message"], "upstream idle");
+        assert!(failed(ProviderName::Gemini, false, b"[{\"cand").is_empty());
+
+        let bedrock = failed(ProviderName::Bedrock, false, b"");
+        let mut messages = Vec::new();
+        EventStreamDecoder::new()
+            .feed(&bedrock, &mut messages)
+            .unwrap();
+        assert_eq!(
+            messages[0].exception_type.as_deref(),
+            Some("internalServerException")
+        );
     }
 }

@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use super::bedrock::claude_model;
+use super::oai::{thinking_budget, thinking_conflicts, MIN_THINKING_BUDGET};
 use crate::config::ai_proxy::{Llama2Format, MistralFormat, ModelOptions, ProviderName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,8 +140,9 @@ fn has_cache_control(body: &Map<String, Value>) -> bool {
     parts.chain(tools).any(cached)
 }
 
-/// The fields of an OpenAI chat request that `column` would drop, in the table's order.
-pub fn dropped(column: Column, body: &Map<String, Value>) -> Vec<String> {
+/// The fields of an OpenAI chat request that `column` would drop, in the table's order, then
+/// the sampling fields Claude's extended thinking overrides (`model` tells Claude on Bedrock).
+pub fn dropped(column: Column, model: &str, body: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
     for (field, _) in TABLE {
         let sent = match *field {
@@ -153,6 +156,14 @@ pub fn dropped(column: Column, body: &Map<String, Value>) -> Vec<String> {
         if sent && support(field, column) == Some(Support::Dropped) {
             out.push(field.to_string());
         }
+    }
+    let claude = match column {
+        Column::Anthropic => true,
+        Column::Bedrock => claude_model(model),
+        _ => false,
+    };
+    if claude && thinking_budget(body).is_some_and(|b| b >= MIN_THINKING_BUDGET) {
+        out.extend(thinking_conflicts(body).into_iter().map(String::from));
     }
     out
 }
@@ -185,6 +196,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn dropped_by(column: Column, body: &Map<String, Value>) -> Vec<String> {
+        dropped(column, "some-model", body)
+    }
+
     #[test]
     fn dropped_fields_are_named_only_when_they_change_something() {
         let body = json!({"messages": [{"role": "user", "content": [
@@ -192,22 +207,35 @@ mod tests {
             "n": 2, "logprobs": false, "seed": 7, "logit_bias": null, "top_k": 3,
             "response_format": {"type": "json_object"}});
         let body = body.as_object().unwrap();
-        assert_eq!(dropped(Column::Anthropic, body), ["n", "seed"]);
-        assert_eq!(dropped(Column::Llama2Raw, body)[0], "messages (images)");
-        assert_eq!(dropped(Column::OpenAiFormat, body), ["top_k"]);
-        assert_eq!(dropped(Column::Cohere, body), ["messages (images)", "n"]);
-        assert!(dropped(Column::Gemini, body).is_empty());
+        assert_eq!(dropped_by(Column::Anthropic, body), ["n", "seed"]);
+        assert_eq!(dropped_by(Column::Llama2Raw, body)[0], "messages (images)");
+        assert_eq!(dropped_by(Column::OpenAiFormat, body), ["top_k"]);
+        assert_eq!(dropped_by(Column::Cohere, body), ["messages (images)", "n"]);
+        assert!(dropped_by(Column::Gemini, body).is_empty());
         let cached = json!({"messages": [{"role": "user", "content": "hi"}],
             "tools": [{"type": "function", "function": {"name": "f"},
                        "cache_control": {"type": "ephemeral"}}]});
         let cached = cached.as_object().unwrap();
-        assert_eq!(dropped(Column::Gemini, cached), ["cache_control"]);
-        assert_eq!(dropped(Column::Cohere, cached), ["cache_control"]);
-        assert!(dropped(Column::Anthropic, cached).is_empty());
-        assert!(dropped(Column::Bedrock, cached).is_empty());
+        assert_eq!(dropped_by(Column::Gemini, cached), ["cache_control"]);
+        assert_eq!(dropped_by(Column::Cohere, cached), ["cache_control"]);
+        assert!(dropped_by(Column::Anthropic, cached).is_empty());
+        assert!(dropped_by(Column::Bedrock, cached).is_empty());
+        let thinking = json!({"reasoning_effort": "low", "temperature": 0.2, "top_p": 0.5});
+        let thinking = thinking.as_object().unwrap();
+        let conflicts = [
+            "temperature (1 with thinking)",
+            "top_p (0.95 or more with thinking)",
+        ];
+        assert_eq!(dropped_by(Column::Anthropic, thinking), conflicts);
+        assert_eq!(
+            dropped(Column::Bedrock, "anthropic.claude-3-7", thinking),
+            conflicts
+        );
+        assert!(dropped(Column::Bedrock, "amazon.nova-pro-v1:0", thinking).is_empty());
+        assert!(dropped_by(Column::Gemini, thinking).is_empty());
         let one = json!({"n": 1, "logprobs": true});
         assert_eq!(
-            dropped(Column::Bedrock, one.as_object().unwrap()),
+            dropped_by(Column::Bedrock, one.as_object().unwrap()),
             ["logprobs"]
         );
     }

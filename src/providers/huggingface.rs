@@ -387,6 +387,7 @@ fn chat_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage), Str
                 },
                 finish_reason: Some(finish),
                 logprobs: None,
+                stop_reason: None,
             }
         })
         .collect();

@@ -45,6 +45,46 @@ pub struct ChatRequest {
     pub extra: Map<String, Value>,
 }
 
+/// Anthropic's smallest thinking budget; a smaller one runs without thinking.
+pub const MIN_THINKING_BUDGET: u64 = 1024;
+const MIN_THINKING_TOP_P: f64 = 0.95;
+
+/// The thinking budget a request body asks for: Anthropic's `thinking.budget_tokens`
+/// (carried over from an Anthropic-format client), else OpenAI's `reasoning_effort` mapped
+/// to a budget (`minimal`/`low` 1,024, `medium` 4,096, `high` 16,384 tokens; `none` 0, i.e.
+/// reasoning off). `None` when the client did not ask.
+pub fn thinking_budget(body: &Map<String, Value>) -> Option<u64> {
+    if let Some(t) = body.get("thinking") {
+        return match t.get("type").and_then(Value::as_str) {
+            Some("enabled") => t.get("budget_tokens").and_then(Value::as_u64),
+            _ => Some(0),
+        };
+    }
+    match body.get("reasoning_effort")?.as_str()? {
+        "none" => Some(0),
+        "minimal" | "low" => Some(1024),
+        "medium" => Some(4096),
+        "high" => Some(16384),
+        _ => None,
+    }
+}
+
+/// The sampling fields of a body that [`ChatRequest::fit_sampling_to_thinking`] changes.
+pub fn thinking_conflicts(body: &Map<String, Value>) -> Vec<&'static str> {
+    let number = |k: &str| body.get(k).and_then(Value::as_f64);
+    let mut out = Vec::new();
+    if number("temperature").is_some_and(|t| t != 1.0) {
+        out.push("temperature (1 with thinking)");
+    }
+    if number("top_p").is_some_and(|p| p < MIN_THINKING_TOP_P) {
+        out.push("top_p (0.95 or more with thinking)");
+    }
+    if body.get("top_k").is_some_and(|k| !k.is_null()) {
+        out.push("top_k (not with thinking)");
+    }
+    out
+}
+
 impl ChatRequest {
     /// Reads a client body; the error is the reason for the client's 400.
     pub fn from_body(body: Map<String, Value>) -> Result<Self, String> {
@@ -70,24 +110,19 @@ impl ChatRequest {
         out
     }
 
-    /// The reasoning budget the client asked for: Anthropic-style `thinking.budget_tokens`
-    /// (carried over from an Anthropic-format client), else OpenAI's `reasoning_effort` mapped
-    /// to a budget (`minimal`/`low` 1,024, `medium` 4,096, `high` 16,384 tokens; `none` 0, i.e.
-    /// reasoning off). `None` when the client did not ask.
+    /// The reasoning budget the client asked for ([`thinking_budget`]).
     pub fn thinking_budget(&self) -> Option<u64> {
-        if let Some(t) = self.extra.get("thinking") {
-            return match t.get("type").and_then(Value::as_str) {
-                Some("enabled") => t.get("budget_tokens").and_then(Value::as_u64),
-                _ => Some(0),
-            };
-        }
-        match self.extra.get("reasoning_effort")?.as_str()? {
-            "none" => Some(0),
-            "minimal" | "low" => Some(1024),
-            "medium" => Some(4096),
-            "high" => Some(16384),
-            _ => None,
-        }
+        thinking_budget(&self.extra)
+    }
+
+    /// Claude's extended thinking (Anthropic, Claude on Bedrock) refuses other sampling:
+    /// `temperature` must be 1, `top_k` unset and `top_p` at least 0.95
+    /// (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking). The values
+    /// are forced here; the dropped-fields report names what changed ([`thinking_conflicts`]).
+    pub fn fit_sampling_to_thinking(&mut self) {
+        self.temperature = self.temperature.map(|_| 1.0);
+        self.top_k = None;
+        self.top_p = self.top_p.map(|p| p.max(MIN_THINKING_TOP_P));
     }
 
     /// The JSON schema a `response_format` asks for (`json_object`: any object), for providers
@@ -106,6 +141,25 @@ impl ChatRequest {
             "json_object" => Some(serde_json::json!({"type": "object"})),
             _ => None,
         }
+    }
+
+    /// [`Self::response_format_schema`] for providers that emulate it with a forced tool call.
+    /// The forced call leaves the model no way to call the client's own tools, so asking for
+    /// both is refused (400) unless `tool_choice` is `none`.
+    pub fn emulated_response_format(&self) -> Result<Option<Value>, &'static str> {
+        let Some(schema) = self.response_format_schema() else {
+            return Ok(None);
+        };
+        let tools = self.tools.as_ref().is_some_and(|t| !t.is_empty());
+        let none = matches!(&self.tool_choice, Some(ToolChoice::Mode(m)) if m == "none");
+        if tools && !none {
+            return Err(
+                "response_format cannot be combined with tools on this provider: it is \
+                emulated by a forced 'json_response' tool call, which would stop the model from \
+                calling your tools; send one or the other (or tool_choice: none)",
+            );
+        }
+        Ok(Some(schema))
     }
 
     /// `max_completion_tokens` is the newer name; either one limits the answer.
@@ -446,6 +500,11 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     pub finish_reason: Option<FinishReason>,
     pub logprobs: Option<Value>,
+    /// The stop sequence that ended the answer, where the provider says which (vLLM's de-facto
+    /// field, which the gateway fills from Bedrock too); Anthropic-format answers carry it as
+    /// `stop_sequence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -497,9 +556,17 @@ impl ChatCompletion {
                 },
                 finish_reason,
                 logprobs: None,
+                stop_reason: None,
             }],
             usage,
         }
+    }
+
+    pub fn with_stop_sequence(mut self, stop: Option<String>) -> Self {
+        if let Some(choice) = self.choices.first_mut() {
+            choice.stop_reason = stop;
+        }
+        self
     }
 }
 
@@ -616,6 +683,9 @@ pub struct ChunkChoice<'a> {
     pub delta: Delta<'a>,
     pub finish_reason: Option<FinishReason>,
     pub logprobs: Option<Value>,
+    /// The stop sequence that ended the answer ([`ChatChoice::stop_reason`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -751,6 +821,16 @@ impl ChunkBuilder {
     }
 
     fn chat(&mut self, out: &mut BytesMut, delta: Delta<'_>, finish: Option<FinishReason>) {
+        self.chat_choice(out, delta, finish, None)
+    }
+
+    fn chat_choice(
+        &mut self,
+        out: &mut BytesMut,
+        delta: Delta<'_>,
+        finish: Option<FinishReason>,
+        stop_reason: Option<&str>,
+    ) {
         let mut delta = delta;
         if !self.role_sent {
             delta.role = Some("assistant");
@@ -768,6 +848,7 @@ impl ChunkBuilder {
                     delta,
                     finish_reason: finish,
                     logprobs: None,
+                    stop_reason,
                 }],
                 usage: None,
             },
@@ -903,6 +984,11 @@ impl ChunkBuilder {
 
     /// The chunk carrying the finish reason (sent once; later calls are ignored).
     pub fn finish(&mut self, out: &mut BytesMut, reason: FinishReason) {
+        self.finish_at(out, reason, None);
+    }
+
+    /// The finish chunk, naming the stop sequence that ended a chat answer when known.
+    pub fn finish_at(&mut self, out: &mut BytesMut, reason: FinishReason, stop: Option<&str>) {
         if self.finished {
             return;
         }
@@ -910,7 +996,7 @@ impl ChunkBuilder {
         if self.completions {
             self.text_chunk(out, "", Some(reason));
         } else {
-            self.chat(out, Delta::default(), Some(reason));
+            self.chat_choice(out, Delta::default(), Some(reason), stop);
         }
     }
 

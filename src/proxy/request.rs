@@ -232,9 +232,13 @@ pub fn prepare(
         _ => config.route_type,
     };
     check_prompts(route_type, &map)?;
+    let model = match configured_model {
+        Some(model) if route.model_overrides_client => model,
+        configured => select_model(configured, &map)?,
+    };
     if route_type == RouteType::Chat {
         let column = fields::column(route.provider, &options);
-        dropped.extend(fields::dropped(column, &map));
+        dropped.extend(fields::dropped(column, &model, &map));
         if config.dropped_fields == DroppedFields::Reject && !dropped.is_empty() {
             return Err(bad(format!(
                 "no equivalent at provider '{}' for: {} (this route sets dropped_fields: reject)",
@@ -243,10 +247,6 @@ pub fn prepare(
             )));
         }
     }
-    let model = match configured_model {
-        Some(model) if route.model_overrides_client => model,
-        configured => select_model(configured, &map)?,
-    };
     #[cfg(test)]
     crate::panic_guard::hook("request", &model);
     check_model_name(&model)?;

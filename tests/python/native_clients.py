@@ -2,7 +2,7 @@
 
 Usage: native_clients.py <sdk> <base_url> -> one JSON object of observations.
   anthropic: messages.create, messages.stream, count_tokens (llm_format anthropic, provider anthropic)
-  genai:     google-genai generate_content, generate_content_stream, embed_content
+  genai:     google-genai generate_content, generate_content_stream, embed_content, count_tokens
   boto3:     bedrock-runtime converse, converse_stream (any client credentials: the gateway re-signs)
 Every client credential is a sentinel the test checks never reaches the provider.
 """
@@ -40,11 +40,13 @@ def genai_native(base):
     r = client.models.generate_content(model="gemini-2.0-flash", contents="Say hello")
     chunks = list(client.models.generate_content_stream(model="gemini-2.0-flash", contents="Stream hello"))
     e = client.models.embed_content(model="text-embedding-004", contents=["one", "two"])
+    counted = client.models.count_tokens(model="gemini-2.0-flash", contents="Count these three")
     return {
         "generate": {"text": r.text, "usage": [r.usage_metadata.prompt_token_count,
                                                r.usage_metadata.candidates_token_count]},
         "stream": {"chunks": len(chunks), "text": "".join(c.text or "" for c in chunks)},
         "embed": {"count": len(e.embeddings), "dims": len(e.embeddings[0].values)},
+        "count_tokens": counted.total_tokens,
     }
 
 

@@ -15,6 +15,19 @@ pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
     }
 }
 
+/// A choice's end -> Anthropic `stop_reason` and `stop_sequence`: the matched sequence is known
+/// when the choice names it in the de-facto `stop_reason` field (vLLM; the gateway's Bedrock
+/// translation for Claude); other providers do not say which sequence matched.
+pub fn stop(choice: &Value) -> (&'static str, Value) {
+    let finish = choice.get("finish_reason").and_then(Value::as_str);
+    match choice.get("stop_reason").and_then(Value::as_str) {
+        Some(sequence) if matches!(finish, Some("stop") | None) => {
+            ("stop_sequence", Value::String(sequence.into()))
+        }
+        _ => (stop_reason(finish), Value::Null),
+    }
+}
+
 /// OpenAI usage -> Anthropic usage. Anthropic's `input_tokens` excludes cache reads and writes,
 /// which it reports separately; cache writes arrive as `prompt_tokens_details.cache_write_tokens`
 /// (the gateway's field for them) when a provider reports them.
@@ -75,14 +88,15 @@ pub fn from_openai(body: &[u8], id: &str, fallback_model: &str) -> Result<Bytes,
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or(fallback_model);
+    let (stop_reason, stop_sequence) = stop(choice);
     let answer = json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason").and_then(Value::as_str)),
-        "stop_sequence": null,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": usage(v.get("usage")),
     });
     Ok(Bytes::from(answer.to_string()))
@@ -144,6 +158,22 @@ mod tests {
     fn convert(v: Value) -> Value {
         serde_json::from_slice(&from_openai(v.to_string().as_bytes(), "msg_1", "m").unwrap())
             .unwrap()
+    }
+
+    #[test]
+    fn a_named_stop_sequence_becomes_stop_sequence() {
+        let answer = |finish: &str| {
+            convert(
+                json!({"choices": [{"message": {"role": "assistant", "content": "a"},
+                "finish_reason": finish, "stop_reason": "###"}]}),
+            )
+        };
+        let out = answer("stop");
+        assert_eq!(out["stop_reason"], "stop_sequence");
+        assert_eq!(out["stop_sequence"], "###");
+        let out = answer("length");
+        assert_eq!(out["stop_reason"], "max_tokens");
+        assert!(out["stop_sequence"].is_null());
     }
 
     #[test]

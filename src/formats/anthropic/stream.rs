@@ -10,7 +10,7 @@
 use bytes::{BufMut, BytesMut};
 use serde_json::{json, Value};
 
-use super::response::{error_type, stop_reason, usage};
+use super::response::{error_type, stop, usage};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::providers::oai::Usage;
 use crate::providers::{StreamError, StreamTranslate};
@@ -37,6 +37,7 @@ pub struct AnthropicEvents {
     /// Index of the next content block.
     next_index: u64,
     stop_reason: Option<&'static str>,
+    stop_sequence: Value,
     usage: Option<Value>,
     signature: Option<String>,
     ended: bool,
@@ -61,6 +62,7 @@ impl AnthropicEvents {
             open: None,
             next_index: 0,
             stop_reason: None,
+            stop_sequence: Value::Null,
             usage: None,
             signature: None,
             ended: false,
@@ -135,8 +137,10 @@ impl AnthropicEvents {
         {
             self.tool_delta(call, out);
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.stop_reason = Some(stop_reason(Some(reason)));
+        if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+            let (reason, sequence) = stop(choice);
+            self.stop_reason = Some(reason);
+            self.stop_sequence = sequence;
         }
     }
 
@@ -224,7 +228,8 @@ impl AnthropicEvents {
         self.ended = true;
         let event = json!({
             "type": "message_delta",
-            "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
+            "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"),
+                      "stop_sequence": self.stop_sequence},
             "usage": usage(self.usage.as_ref()),
         });
         write(out, "message_delta", &event);
@@ -374,6 +379,20 @@ mod tests {
         assert_eq!(events[16].1["delta"]["stop_reason"], "tool_use");
         assert_eq!(events[16].1["usage"]["output_tokens"], 4);
         assert_eq!(events[16].1["usage"]["input_tokens"], 9);
+    }
+
+    #[test]
+    fn a_named_stop_sequence_reaches_message_delta() {
+        let input = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\",\"stop_reason\":\"###\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (events, result) = run(input.as_bytes(), &[]);
+        result.unwrap();
+        let delta = &events.iter().find(|e| e.0 == "message_delta").unwrap().1;
+        assert_eq!(delta["delta"]["stop_reason"], "stop_sequence");
+        assert_eq!(delta["delta"]["stop_sequence"], "###");
     }
 
     #[test]

@@ -21,7 +21,8 @@ use serde_json::{json, Map, Value};
 use super::oai::{
     arguments_string, format_finish, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder,
     ContentPart, FinishReason, ImageUrl, MessageContent, ResponseMeta, TextCompletion, Tool,
-    ToolCall, ToolChoice, Usage, RESPONSE_FORMAT_TOOL, RESPONSE_FORMAT_TOOL_DESCRIPTION,
+    ToolCall, ToolChoice, Usage, MIN_THINKING_BUDGET, RESPONSE_FORMAT_TOOL,
+    RESPONSE_FORMAT_TOOL_DESCRIPTION,
 };
 use super::stream::{DecodedStream, EventTranslate};
 use super::{
@@ -454,7 +455,7 @@ fn transform_error(ctx: &RequestCtx<'_>, detail: &str) -> GatewayError {
 
 fn messages_request<'a>(
     ctx: &RequestCtx<'a>,
-    req: ChatRequest,
+    mut req: ChatRequest,
 ) -> Result<AnthropicRequest<'a>, GatewayError> {
     let bad = |detail: &str| transform_error(ctx, detail);
     let mut system: Vec<AnthropicBlock> = Vec::new();
@@ -462,14 +463,20 @@ fn messages_request<'a>(
     let mut max_tokens = req.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS);
     // Anthropic's minimum budget is 1,024 and `max_tokens` must exceed it (it includes the
     // thinking), so a smaller limit is raised by the budget.
-    let thinking = req.thinking_budget().filter(|b| *b >= 1024).map(|budget| {
-        if max_tokens <= budget {
-            max_tokens += budget;
-        }
-        json!({"type": "enabled", "budget_tokens": budget})
-    });
+    let thinking = req
+        .thinking_budget()
+        .filter(|b| *b >= MIN_THINKING_BUDGET)
+        .map(|budget| {
+            if max_tokens <= budget {
+                max_tokens += budget;
+            }
+            json!({"type": "enabled", "budget_tokens": budget})
+        });
+    if thinking.is_some() {
+        req.fit_sampling_to_thinking();
+    }
     let tool_choice = tool_choice(&req);
-    let format_schema = req.response_format_schema();
+    let format_schema = req.emulated_response_format().map_err(bad)?;
     let sampling = sampling(ctx, &req);
     for m in req.messages {
         let (role, content) = match m.role.as_str() {

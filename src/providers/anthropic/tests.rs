@@ -789,3 +789,43 @@ fn response_format_is_a_forced_tool_call_whose_input_is_the_content() {
         .iter()
         .any(|c| c["choices"][0]["finish_reason"] == "stop"));
 }
+
+#[test]
+fn thinking_forces_the_sampling_anthropic_requires() {
+    let out = chat(
+        json!({"model": MODEL, "reasoning_effort": "low", "temperature": 0.2,
+        "top_p": 0.5, "top_k": 5, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(out["temperature"], 1.0);
+    assert_eq!(out["top_p"], 0.95);
+    assert!(out.get("top_k").is_none());
+    let plain = chat(json!({"model": MODEL, "temperature": 0.2, "top_k": 5,
+        "messages": [{"role": "user", "content": "hi"}]}));
+    assert_eq!(plain["temperature"], 0.2);
+    assert_eq!(plain["top_k"], 5);
+}
+
+#[test]
+fn response_format_with_client_tools_is_a_clear_400() {
+    let body = |choice: Value| {
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+               "response_format": {"type": "json_object"}, "tool_choice": choice,
+               "tools": [{"type": "function", "function": {"name": "add"}}]})
+    };
+    let options = options();
+    let c = ctx(RouteType::Chat, MODEL, false, &options);
+    let err = driver()
+        .request(&c, body(json!("auto")).as_object().unwrap().clone())
+        .unwrap_err();
+    match err {
+        GatewayError::BadRequest(m) => {
+            assert!(
+                m.contains("response_format cannot be combined with tools"),
+                "{m}"
+            )
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    let out = chat(body(json!("none")));
+    assert_eq!(out["tool_choice"]["name"], RESPONSE_FORMAT_TOOL);
+}

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::oai::{
     arguments_string, format_finish, ChatCompletion, ChatMessage, ChatRequest, ChunkBuilder,
     ContentPart, EmbeddingList, FinishReason, MessageContent, TextCompletion, Tool, ToolCall,
-    ToolChoice, Usage, RESPONSE_FORMAT_TOOL, RESPONSE_FORMAT_TOOL_DESCRIPTION,
+    ToolChoice, Usage, MIN_THINKING_BUDGET, RESPONSE_FORMAT_TOOL, RESPONSE_FORMAT_TOOL_DESCRIPTION,
 };
 use super::stream::{DecodedStream, EventTranslate};
 use super::{
@@ -34,6 +34,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use request::claude_model;
 use request::*;
 use response::*;
 pub use stream::*;
@@ -253,6 +254,8 @@ struct BedrockConverseRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     additional_model_request_fields: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    additional_model_response_field_paths: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     performance_config: Option<BedrockPerformanceConfig>,
 }
 
@@ -392,6 +395,8 @@ struct BedrockConverseResponse {
     output: Option<BedrockOutput>,
     #[serde(default)]
     stop_reason: Option<BedrockStopReason>,
+    #[serde(default)]
+    additional_model_response_fields: Option<StopSequenceField>,
     #[serde(default)]
     usage: Option<BedrockUsage>,
     /// Guardrail trace; Kong copies it into the answer.
@@ -577,6 +582,16 @@ struct BedrockToolUseDelta {
 struct BedrockMessageStop {
     #[serde(default)]
     stop_reason: Option<BedrockStopReason>,
+    #[serde(default)]
+    additional_model_response_fields: Option<StopSequenceField>,
+}
+
+/// Claude's matched stop sequence, returned when the request asks for it
+/// (`additionalModelResponseFieldPaths: ["/stop_sequence"]`).
+#[derive(Debug, Default, Deserialize)]
+struct StopSequenceField {
+    #[serde(default)]
+    stop_sequence: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ pub(super) fn converse_request(
     ctx: &RequestCtx<'_>,
     body: Map<String, Value>,
 ) -> Result<Value, GatewayError> {
-    let req = ChatRequest::from_body(body).map_err(bad)?;
+    let mut req = ChatRequest::from_body(body).map_err(bad)?;
     let mut system = Vec::new();
     let mut messages: Vec<BedrockMessage> = Vec::new();
     if ctx.route_type == RouteType::Completions {
@@ -54,14 +54,17 @@ pub(super) fn converse_request(
 
     // Claude on Bedrock reasons with a token budget, passed as a model-specific field; as on
     // Anthropic, `max_tokens` must exceed it.
-    let claude = ctx.model.contains("anthropic") || ctx.model.contains("claude");
-    let budget = req
-        .thinking_budget()
-        .filter(|b| *b >= 1024 && claude && ctx.route_type == RouteType::Chat);
+    let budget = req.thinking_budget().filter(|b| {
+        *b >= MIN_THINKING_BUDGET && claude_model(ctx.model) && ctx.route_type == RouteType::Chat
+    });
+    if budget.is_some() {
+        req.fit_sampling_to_thinking();
+    }
     let max_tokens = match (req.max_tokens(), budget) {
         (Some(max), Some(budget)) if max <= budget => Some(max + budget),
         (max, _) => max,
     };
+    let inference_stops = req.stop.as_ref().is_some_and(|s| !s.to_vec().is_empty());
     let inference = BedrockInferenceConfig {
         max_tokens,
         temperature: req.temperature,
@@ -81,7 +84,7 @@ pub(super) fn converse_request(
     });
     let mut tool_config = tool_config(req.tools.as_deref(), req.tool_choice.as_ref(), uses_tools);
     // Converse has no structured output for every model: a forced tool call carries the JSON.
-    if let Some(schema) = req.response_format_schema() {
+    if let Some(schema) = req.emulated_response_format().map_err(bad)? {
         let config = tool_config.get_or_insert(BedrockToolConfig {
             tools: Vec::new(),
             tool_choice: None,
@@ -125,6 +128,9 @@ pub(super) fn converse_request(
         tool_config,
         guardrail_config: req.extra.get("guardrailConfig").cloned(),
         additional_model_request_fields: (!additional.is_empty()).then_some(additional),
+        // Claude says which stop sequence matched only when asked.
+        additional_model_response_field_paths: (claude_model(ctx.model) && inference_stops)
+            .then_some(["/stop_sequence"]),
         performance_config: ctx
             .options
             .bedrock
@@ -194,6 +200,12 @@ pub(super) fn message(
         }
         _ => Ok(("user", user_content(m)?)),
     }
+}
+
+/// Claude on Bedrock (`anthropic.claude-…`, inference profiles `us.anthropic.claude-…`):
+/// the models that take Anthropic's thinking budget.
+pub fn claude_model(model: &str) -> bool {
+    model.contains("anthropic") || model.contains("claude")
 }
 
 /// Converse's prompt-caching breakpoint: everything before it is cached.

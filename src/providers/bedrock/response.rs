@@ -68,7 +68,11 @@ pub(super) fn converse_response(ctx: &RequestCtx<'_>, body: &[u8]) -> Result<Tra
     } else {
         serde_json::to_value(
             ChatCompletion::single(&meta, text, tool_calls, Some(finish), usage)
-                .with_reasoning(reasoning, thinking_blocks),
+                .with_reasoning(reasoning, thinking_blocks)
+                .with_stop_sequence(
+                    r.additional_model_response_fields
+                        .and_then(|f| f.stop_sequence),
+                ),
         )
     }
     .map_err(|e| e.to_string())?;

@@ -97,7 +97,10 @@ impl EventTranslate<EventMessage> for BedrockEvents {
                     None if !self.tool_blocks.is_empty() => FinishReason::ToolCalls,
                     None => FinishReason::Stop,
                 };
-                chunks.finish(out, finish);
+                let stop = e
+                    .additional_model_response_fields
+                    .and_then(|f| f.stop_sequence);
+                chunks.finish_at(out, finish, stop.as_deref());
             }
             BedrockEventType::Metadata => {
                 let e: BedrockMetadata = decode_event(kind, body)?;

@@ -1105,3 +1105,62 @@ fn cache_control_on_system_tools_assistant_and_tool_results_becomes_cache_points
     assert_eq!(tools[1], point);
     assert_eq!(tools[2]["toolSpec"]["name"], "sub");
 }
+
+#[test]
+fn thinking_forces_claude_sampling_and_the_matched_stop_sequence_comes_back() {
+    let out = chat(
+        json!({"model": MODEL, "reasoning_effort": "low", "temperature": 0.2,
+        "top_p": 0.5, "top_k": 5, "stop": ["STOP"],
+        "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(out["inferenceConfig"]["temperature"], 1.0);
+    assert_eq!(out["inferenceConfig"]["topP"], 0.95);
+    assert!(out["additionalModelRequestFields"].get("top_k").is_none());
+    assert_eq!(
+        out["additionalModelResponseFieldPaths"],
+        json!(["/stop_sequence"])
+    );
+    let plain = chat(json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}));
+    assert!(plain.get("additionalModelResponseFieldPaths").is_none());
+
+    let answer = translate(
+        RouteType::Chat,
+        MODEL,
+        r#"{"output": {"message": {"role": "assistant", "content": [{"text": "a"}]}},
+            "stopReason": "stop_sequence",
+            "additionalModelResponseFields": {"stop_sequence": "STOP"}}"#,
+    );
+    assert_eq!(answer["choices"][0]["stop_reason"], "STOP");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    let input = stream_bytes(&[
+        ("messageStart", json!({"role": "assistant"})),
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "a"}}),
+        ),
+        (
+            "messageStop",
+            json!({"stopReason": "stop_sequence",
+                               "additionalModelResponseFields": {"stop_sequence": "STOP"}}),
+        ),
+    ]);
+    let chunks = run(RouteType::Chat, &input, 7);
+    let last = chunks
+        .iter()
+        .rev()
+        .find(|c| c["choices"][0]["finish_reason"] == "stop");
+    assert_eq!(last.unwrap()["choices"][0]["stop_reason"], "STOP");
+}
+
+#[test]
+fn response_format_with_client_tools_is_refused() {
+    let err = chat_err(
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_object"},
+        "tools": [{"type": "function", "function": {"name": "add"}}]}),
+    );
+    assert!(
+        err.contains("response_format cannot be combined with tools"),
+        "{err}"
+    );
+}
