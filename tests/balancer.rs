@@ -9,20 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// A decK file with one `ai-proxy-advanced` route at `/lb`; `targets` are YAML flow mappings.
-fn advanced_deck(balancer: &str, targets: &[String]) -> String {
-    let mut out = String::from(
-        "_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n      - name: balanced\n        paths: [\"/lb\"]\n        plugins:\n          - name: ai-proxy-advanced\n            config:\n",
-    );
-    out.push_str(&format!(
-        "              balancer: {balancer}\n              targets:\n"
-    ));
-    for t in targets {
-        out.push_str(&format!("                - {t}\n"));
-    }
-    out
-}
-
 fn openai_target(mock: &Proc, weight: u32) -> String {
     format!(
         "{{route_type: llm/v1/chat, weight: {weight}, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{}/v1/chat/completions\"}}}}}}",
