@@ -141,14 +141,18 @@ fn spans_of(received: &Mutex<Received>, trace: &str, count: usize) -> Vec<Span> 
 }
 
 fn traced_gateway(deck: &str, receiver: u16) -> Proc {
+    // Export every 100 ms rather than every 5 s.
+    traced_gateway_every(deck, receiver, "100")
+}
+
+fn traced_gateway_every(deck: &str, receiver: u16, delay_ms: &str) -> Proc {
     let endpoint = format!("http://127.0.0.1:{receiver}/v1/traces");
     start_gateway(
         &write_deck(deck),
         &[
             ("AIGW_OPENTELEMETRY__TRACES_ENDPOINT", &endpoint),
             ("AIGW_OPENTELEMETRY__SERVICE_NAME", "gateway-under-test"),
-            // Export every 100 ms rather than every 5 s.
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", delay_ms),
         ],
     )
 }
@@ -320,4 +324,44 @@ fn without_tracing_the_client_traceparent_is_forwarded() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(upstream_traceparent(&mock), client_parent);
+}
+
+/// Spans still queued when the gateway is told to stop are exported before it exits.
+#[test]
+fn queued_spans_are_exported_at_shutdown() {
+    let (receiver, received) = start_receiver();
+    let mock = start_mock();
+    let deck = deck(&[("plain", "/chat", &openai_route(mock.port, ""))]);
+    // A batch delay far longer than the test: only the shutdown flush can export.
+    let mut gw = traced_gateway_every(&deck, receiver, "600000");
+    let r = traced_chat(&gw, "/chat/chat/completions", false, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(received.lock().unwrap().spans.is_empty(), "exported early");
+    gw.signal("TERM");
+    let exited = poll_until(Duration::from_secs(15), || {
+        gw.child.try_wait().ok().flatten().is_some()
+    });
+    assert!(exited, "gateway did not exit");
+    let spans = received.lock().unwrap().spans.len();
+    assert_eq!(spans, 2, "request and attempt spans");
+}
+
+/// A collector that cannot be reached costs no request: answers are served and the export
+/// failure is logged.
+#[test]
+fn unreachable_collector_does_not_affect_requests() {
+    let closed = free_port();
+    let mock = start_mock();
+    let deck = deck(&[("plain", "/chat", &openai_route(mock.port, ""))]);
+    let gw = traced_gateway(&deck, closed);
+    for _ in 0..3 {
+        let r = traced_chat(&gw, "/chat/chat/completions", false, &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        gw.wait_for_log("BatchSpanProcessor.ExportError", Duration::from_secs(15)),
+        "no export failure logged: {}",
+        gw.logs()
+    );
 }
