@@ -28,6 +28,7 @@ use opentelemetry_sdk::Resource;
 use tokio::sync::oneshot;
 
 use crate::actors::messages::{ProxyReply, ReplyBody, StreamEnd};
+use crate::actors::route::X_KONG_LLM_TRIED;
 use crate::config::ai_proxy::{ProviderName, RouteType};
 use crate::config::settings::OtelSettings;
 use crate::error::GatewayError;
@@ -256,16 +257,14 @@ impl RequestSpan {
             span.end();
             return;
         };
-        if let Some((access, usage, _)) = &reply.access {
-            if let Some(target) = &access.target {
-                span.set_attributes(provider_attributes(target));
-            }
-            if !access.model.is_empty() {
-                span.set_attribute(KeyValue::new("gen_ai.request.model", access.model.clone()));
-            }
-            if let Some(tried) = &access.tried {
-                span.set_attribute(KeyValue::new("ai_gateway.tried", tried.to_string()));
-            }
+        let tried = reply
+            .headers
+            .iter()
+            .find(|(name, _)| name == X_KONG_LLM_TRIED);
+        if let Some(tried) = tried.and_then(|(_, value)| value.to_str().ok()) {
+            span.set_attribute(KeyValue::new("ai_gateway.tried", tried.to_string()));
+        }
+        if let Some((_, usage, _)) = &reply.access {
             record_usage(&self.cx, *usage);
         }
         if let ReplyBody::Full(body) = &reply.body {
@@ -277,7 +276,9 @@ impl RequestSpan {
     }
 
     /// The span of one upstream attempt on `target` (index `index` of the route's targets).
+    /// The request's provider and model are those of its last attempt.
     pub fn attempt(&self, target: &CompiledRoute, index: usize) -> AttemptSpan {
+        self.cx.span().set_attributes(provider_attributes(target));
         let tracer = &self.tracing.tracer;
         let operation = operation(target.config.route_type);
         let model = target.config.model.name.clone().unwrap_or_default();
@@ -325,7 +326,10 @@ impl AttemptSpan {
     pub fn prepared(&self, model: &str, url: &str) {
         let span = self.cx.span();
         span.update_name(format!("{} {model}", self.operation));
-        span.set_attribute(KeyValue::new("gen_ai.request.model", model.to_string()));
+        for cx in [&self.cx, &self.request] {
+            let model = KeyValue::new("gen_ai.request.model", model.to_string());
+            cx.span().set_attribute(model);
+        }
         if let Ok(url) = url::Url::parse(url) {
             if let Some(host) = url.host_str() {
                 span.set_attribute(KeyValue::new("server.address", host.to_string()));

@@ -217,6 +217,13 @@ fn fallback_request_is_one_trace_with_a_span_per_attempt() {
     assert_eq!(attrs["http.response.status_code"], "200");
     assert_eq!(attrs["gen_ai.provider.name"], "aws.bedrock");
     assert_eq!(attrs["ai_gateway.route"], "balanced");
+    assert_eq!(
+        attrs["gen_ai.request.model"],
+        "anthropic.claude-3-haiku-20240307-v1:0"
+    );
+    assert!(
+        attrs["ai_gateway.tried"].ends_with("bedrock/anthropic.claude-3-haiku-20240307-v1:0 200")
+    );
     assert!(attrs["gen_ai.usage.output_tokens"].parse::<u64>().unwrap() > 0);
 
     for attempt in [first, second] {
@@ -303,6 +310,8 @@ fn streamed_answer_spans_end_with_the_stream() {
     assert_eq!(upstream, format!("00-{trace}-{}-01", hex(&attempt.span_id)));
     for span in [request, attempt] {
         let attrs = attributes(span);
+        assert_eq!(attrs["gen_ai.provider.name"], "openai");
+        assert_eq!(attrs["gen_ai.request.model"], "gpt-4o");
         assert_eq!(attrs["ai_gateway.stream.completed"], "true", "{attrs:?}");
         assert!(attrs["gen_ai.usage.output_tokens"].parse::<u64>().unwrap() > 0);
         assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
