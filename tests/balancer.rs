@@ -303,7 +303,9 @@ fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
     let flaky = start_mock();
     let steady = start_mock();
     let deck = write_deck(&advanced_deck(
-        &format!("{{algorithm: round-robin, max_fails: 3, fail_timeout: 1000, {RETRY_ALL}}}"),
+        // A fail_timeout well above the 20 requests' time on a loaded machine (a probe within
+        // the loop would count a fourth failure).
+        &format!("{{algorithm: round-robin, max_fails: 3, fail_timeout: 4000, {RETRY_ALL}}}"),
         &[openai_target(&flaky, 100), openai_target(&steady, 100)],
     ));
     let gw = start_gateway(&deck, &[]);
@@ -319,7 +321,7 @@ fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
     );
     // After fail_timeout one probe goes through; success closes the circuit.
     mock_set_faults(&flaky, "");
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(4100));
     for _ in 0..20 {
         assert_eq!(chat(&gw, &[]).status, 200);
     }
