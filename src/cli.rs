@@ -122,6 +122,10 @@ fn serve(cli: Cli) -> ExitCode {
         }
     };
     logging::init(settings.log_format, &settings.log_level);
+    if let Err(e) = crate::telemetry::init(&settings.opentelemetry) {
+        tracing::error!(error = %e, "cannot start the trace exporter");
+        return ExitCode::FAILURE;
+    }
     let result = actix_rt::System::new().block_on(async move {
         if settings.mock.enabled && demo {
             let (mock_server, addr) =
@@ -137,6 +141,7 @@ fn serve(cli: Cli) -> ExitCode {
         }
         gateway.server.await.map_err(StartError::Io)
     });
+    crate::telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(problems)) => {

@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod router;
 pub mod signals;
 pub mod status;
+pub mod telemetry;
 pub mod worker;

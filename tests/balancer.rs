@@ -9,20 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// A decK file with one `ai-proxy-advanced` route at `/lb`; `targets` are YAML flow mappings.
-fn advanced_deck(balancer: &str, targets: &[String]) -> String {
-    let mut out = String::from(
-        "_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n      - name: balanced\n        paths: [\"/lb\"]\n        plugins:\n          - name: ai-proxy-advanced\n            config:\n",
-    );
-    out.push_str(&format!(
-        "              balancer: {balancer}\n              targets:\n"
-    ));
-    for t in targets {
-        out.push_str(&format!("                - {t}\n"));
-    }
-    out
-}
-
 fn openai_target(mock: &Proc, weight: u32) -> String {
     format!(
         "{{route_type: llm/v1/chat, weight: {weight}, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{}/v1/chat/completions\"}}}}}}",
@@ -317,7 +303,9 @@ fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
     let flaky = start_mock();
     let steady = start_mock();
     let deck = write_deck(&advanced_deck(
-        &format!("{{algorithm: round-robin, max_fails: 3, fail_timeout: 1000, {RETRY_ALL}}}"),
+        // A fail_timeout well above the 20 requests' time on a loaded machine (a probe within
+        // the loop would count a fourth failure).
+        &format!("{{algorithm: round-robin, max_fails: 3, fail_timeout: 4000, {RETRY_ALL}}}"),
         &[openai_target(&flaky, 100), openai_target(&steady, 100)],
     ));
     let gw = start_gateway(&deck, &[]);
@@ -333,7 +321,7 @@ fn circuit_breaker_opens_after_max_fails_and_closes_after_fail_timeout() {
     );
     // After fail_timeout one probe goes through; success closes the circuit.
     mock_set_faults(&flaky, "");
-    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::sleep(Duration::from_millis(4100));
     for _ in 0..20 {
         assert_eq!(chat(&gw, &[]).status, 200);
     }

@@ -34,6 +34,7 @@ use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
 use crate::proxy::compile::{AiRoute, CompiledRoute};
 use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
 use crate::proxy::response::{self, JSON};
+use crate::telemetry::{AttemptSpan, RequestSpan};
 
 pub struct RouteActor {
     route: Arc<AiRoute>,
@@ -116,15 +117,34 @@ struct AttemptInput<'a> {
     on_end: Option<oneshot::Sender<StreamEnd>>,
     consumer: Option<Arc<str>>,
     settle: Option<PermitSlot>,
+    /// The request's span and the target's index, when tracing is on.
+    trace: Option<(&'a RequestSpan, usize)>,
 }
 
 /// One upstream call on `target`: Kong's request rules and translation for its provider, the
-/// call, and the translated answer (or the provider's error in the client's format).
+/// call, and the translated answer (or the provider's error in the client's format); in its
+/// own span when tracing is on.
 async fn attempt(
     target: &Arc<CompiledRoute>,
     provider: &Addr<ProviderActor>,
     input: AttemptInput<'_>,
     cancel: oneshot::Receiver<()>,
+) -> Result<ProxyReply, GatewayError> {
+    let Some((request, index)) = input.trace else {
+        return call(target, provider, input, cancel, None).await;
+    };
+    let span = request.attempt(target, index);
+    let result = call(target, provider, input, cancel, Some(&span)).await;
+    span.finish(&result, upstream_error_kind(&result));
+    result
+}
+
+async fn call(
+    target: &Arc<CompiledRoute>,
+    provider: &Addr<ProviderActor>,
+    input: AttemptInput<'_>,
+    cancel: oneshot::Receiver<()>,
+    span: Option<&AttemptSpan>,
 ) -> Result<ProxyReply, GatewayError> {
     let mut access = AccessInfo {
         request_id: input.request_id.to_string(),
@@ -141,17 +161,21 @@ async fn attempt(
         RequestBody::Full(body) if target.config.logging.log_payloads => Some(body.clone()),
         _ => None,
     };
+    // The attempt's `traceparent` goes in before the request rules, so it is forwarded like
+    // any client header and is on the request Bedrock's SigV4 signs.
+    let traced = span.map(|span| span.inject(input.client));
+    let client = traced.as_ref().unwrap_or(input.client);
     let request_id = input.request_id.to_string();
     let (plan, upload) = match input.body {
         RequestBody::Full(body) => {
             let prepared = panic_guard::catch("request translation", || {
-                prepare(target, input.client, body, request_id, unix_now())
+                prepare(target, client, body, request_id, unix_now())
             });
             (prepared.and_then(|p| p)?, None)
         }
         RequestBody::Upload(upload) => {
             let (prepared, upload) =
-                prepare_upload(target, input.client, upload, request_id, unix_now())?;
+                prepare_upload(target, client, upload, request_id, unix_now())?;
             (Plan::Upstream(prepared), Some(upload))
         }
     };
@@ -173,6 +197,9 @@ async fn attempt(
     } = prepared;
     access.model = resolved.model.clone();
     access.dropped = resolved.dropped.join(", ");
+    if let Some(span) = span {
+        span.prepared(&resolved.model, &upstream.url);
+    }
     // OpenAI's APIs pass through to providers that speak them; other providers' image
     // answers are translated like chat.
     let api = resolved.route_type.api_resource().is_some() && target.provider.speaks_openai_api();
@@ -182,6 +209,7 @@ async fn attempt(
     } else {
         response::stream_plan(target, &resolved)
     };
+    let on_end = settle_at_end(input.on_end, input.settle);
     let exchange = Exchange {
         request: upstream,
         timeouts: target.timeouts,
@@ -189,7 +217,10 @@ async fn attempt(
         token: target.driver.token_source(),
         cancel,
         access: access.clone(),
-        on_end: settle_at_end(input.on_end, input.settle),
+        on_end: match span {
+            Some(span) => span.relay(on_end),
+            None => on_end,
+        },
         upload,
     };
     let reply = provider
@@ -226,16 +257,35 @@ impl Handler<Proxy> for RouteActor {
     type Result = ResponseFuture<Result<ProxyReply, GatewayError>>;
 
     fn handle(&mut self, msg: Proxy, _ctx: &mut Context<Self>) -> Self::Result {
+        let trace = RequestSpan::start(
+            &msg.client,
+            &self.route_name,
+            self.route.first(),
+            &msg.request_id,
+            msg.started,
+        );
+        let admitted = self.admit(msg, trace.clone());
+        RequestSpan::around(trace, admitted)
+    }
+}
+
+impl RouteActor {
+    /// Admits the request under the route's limits, then serves it.
+    fn admit(
+        &mut self,
+        msg: Proxy,
+        trace: Option<RequestSpan>,
+    ) -> ResponseFuture<Result<ProxyReply, GatewayError>> {
         let ticket = self.route.limits.as_ref().and_then(|limits| {
             limits.ticket(&msg.identity, msg.peer, &msg.client, msg.body.read())
         });
         let Some(ticket) = ticket else {
-            return self.serve(msg, None);
+            return self.serve(msg, None, trace);
         };
         // Admitted before anything reaches the provider; the permit is settled with the
         // answer's usage (a stream's when it ends) or released if nothing was answered.
         let slot: PermitSlot = Rc::new(RefCell::new(None));
-        let serve = self.serve(msg, Some(slot.clone()));
+        let serve = self.serve(msg, Some(slot.clone()), trace);
         let limiter = self.limiter.clone();
         Box::pin(async move {
             let (permit, seen) = Permit::acquire(&limiter, ticket).await?;
@@ -296,6 +346,7 @@ impl RouteActor {
         &mut self,
         msg: Proxy,
         slot: Option<PermitSlot>,
+        trace: Option<RequestSpan>,
     ) -> ResponseFuture<Result<ProxyReply, GatewayError>> {
         let route = self.route.clone();
         let provider = self.provider.clone();
@@ -322,6 +373,7 @@ impl RouteActor {
                     on_end: None,
                     consumer: consumer.clone(),
                     settle: slot,
+                    trace: trace.as_ref().map(|t| (t, 0)),
                 };
                 let format = route.first().client_format;
                 let result = attempt(route.first(), &provider, input, cancel).await;
@@ -357,6 +409,7 @@ impl RouteActor {
             labels: self.labels.clone(),
             slot,
             consumer: msg.identity.consumer.as_ref().map(|c| c.name.clone()),
+            trace,
         };
         Box::pin(panic_guard::catch_future("route actor", balanced.run(msg)))
     }
@@ -372,6 +425,7 @@ struct Balanced {
     labels: Rc<[String]>,
     consumer: Option<Arc<str>>,
     slot: Option<PermitSlot>,
+    trace: Option<RequestSpan>,
 }
 
 /// What an attempt's result means for the balancer.
@@ -471,6 +525,7 @@ impl Balanced {
                 on_end: Some(end_tx),
                 consumer: self.consumer.clone(),
                 settle: self.slot.clone(),
+                trace: self.trace.as_ref().map(|t| (t, target)),
             };
             let guard = self.balancer.start_attempt(target);
             let attempt_started = Instant::now();
@@ -653,9 +708,17 @@ impl Balanced {
 /// Counts a failed upstream call in the route's metrics, by kind.
 fn count_upstream_error(target: &CompiledRoute, result: &Result<ProxyReply, GatewayError>) {
     let Some(stats) = &target.stats else { return };
-    let kind = match result {
+    if let Some(kind) = upstream_error_kind(result) {
+        crate::metrics::upstream_error(stats, target.provider.as_str(), kind);
+    }
+}
+
+/// How an upstream call failed (metrics label, span `error.type`); `None` for a success or
+/// an error that is not the upstream's.
+fn upstream_error_kind(result: &Result<ProxyReply, GatewayError>) -> Option<String> {
+    Some(match result {
         Ok(reply) if reply.status.as_u16() >= 400 => format!("http_{}", reply.status.as_u16()),
-        Ok(_) => return,
+        Ok(_) => return None,
         Err(GatewayError::UpstreamConnect(_))
         | Err(GatewayError::UpstreamUnreachable(_))
         | Err(GatewayError::Identity(_)) => "error".into(),
@@ -665,9 +728,8 @@ fn count_upstream_error(target: &CompiledRoute, result: &Result<ProxyReply, Gate
         Err(GatewayError::UpstreamProtocol(_)) | Err(GatewayError::Transformation { .. }) => {
             "invalid_header".into()
         }
-        Err(_) => return,
-    };
-    crate::metrics::upstream_error(stats, target.provider.as_str(), kind);
+        Err(_) => return None,
+    })
 }
 
 fn joined(entries: &[String], last: &str) -> String {

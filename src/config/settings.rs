@@ -6,6 +6,7 @@
 //! `AIGW_MOCK__ENABLED` for nested keys; names are case-insensitive), then CLI flags. The
 //! environment is passed in, so tests never mutate the process environment.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
@@ -48,6 +49,38 @@ pub struct Settings {
     /// proxy listener so no decK route can collide with it. Unset = off.
     pub status_listen: Option<String>,
     pub mock: MockSettings,
+    pub opentelemetry: OtelSettings,
+}
+
+/// OpenTelemetry traces, exported over OTLP/HTTP (protobuf); off while `traces_endpoint` is
+/// unset. Field names follow Kong's `opentelemetry` plugin.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelSettings {
+    /// The collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub traces_endpoint: Option<String>,
+    /// Headers sent with every export (a collector's API key, say).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Share of new traces recorded, 0 to 1; a client's `traceparent` decides for its own.
+    pub sampling_rate: f64,
+    /// Timeout of one export request.
+    pub send_timeout_ms: u64,
+}
+
+/// Header values may be credentials: only their names are shown.
+impl std::fmt::Debug for OtelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<&String> = self.headers.iter().flat_map(BTreeMap::keys).collect();
+        f.debug_struct("OtelSettings")
+            .field("traces_endpoint", &self.traces_endpoint)
+            .field("headers", &headers)
+            .field("service_name", &self.service_name)
+            .field("sampling_rate", &self.sampling_rate)
+            .field("send_timeout_ms", &self.send_timeout_ms)
+            .finish()
+    }
 }
 
 /// The in-process demo mock provider.
@@ -107,6 +140,13 @@ impl Default for Settings {
                 enabled: false,
                 listen: "127.0.0.1:18181".to_string(),
             },
+            opentelemetry: OtelSettings {
+                traces_endpoint: None,
+                headers: None,
+                service_name: "ai-gateway".to_string(),
+                sampling_rate: 1.0,
+                send_timeout_ms: 10_000,
+            },
         }
     }
 }
@@ -165,14 +205,47 @@ impl Settings {
             ),
             ("stream_buffer", self.stream_buffer as u64),
             ("upstream_idle_timeout_ms", self.upstream_idle_timeout_ms),
+            (
+                "opentelemetry.send_timeout_ms",
+                self.opentelemetry.send_timeout_ms,
+            ),
         ];
-        match positive.iter().find(|(_, value)| *value == 0) {
-            Some((key, _)) => Err(SettingsError::Value {
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(SettingsError::Value {
                 key,
                 message: "must be greater than 0",
-            }),
-            None => Ok(()),
+            });
         }
+        self.opentelemetry.check()
+    }
+}
+
+impl OtelSettings {
+    fn check(&self) -> Result<(), SettingsError> {
+        if !(0.0..=1.0).contains(&self.sampling_rate) {
+            return Err(SettingsError::Value {
+                key: "opentelemetry.sampling_rate",
+                message: "must be between 0 and 1",
+            });
+        }
+        let endpoint = self.traces_endpoint.as_deref().map(url::Url::parse);
+        if endpoint.is_some_and(|u| !u.is_ok_and(|u| matches!(u.scheme(), "http" | "https"))) {
+            return Err(SettingsError::Value {
+                key: "opentelemetry.traces_endpoint",
+                message: "must be an http:// or https:// URL",
+            });
+        }
+        let headers = self.headers.iter().flatten();
+        if headers.into_iter().any(|(name, value)| {
+            actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || actix_web::http::header::HeaderValue::from_str(value).is_err()
+        }) {
+            return Err(SettingsError::Value {
+                key: "opentelemetry.headers",
+                message: "must be valid HTTP header names and values",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -340,6 +413,69 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid setting `stream_buffer`: must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn tracing_is_off_by_default_and_configured_from_the_environment() {
+        let off = Settings::build(&absent(), false, env(&[]), &no_overrides()).unwrap();
+        assert_eq!(off.opentelemetry.traces_endpoint, None);
+        let on = Settings::build(
+            &absent(),
+            false,
+            env(&[
+                (
+                    "AIGW_OPENTELEMETRY__TRACES_ENDPOINT",
+                    "http://127.0.0.1:4318/v1/traces",
+                ),
+                ("AIGW_OPENTELEMETRY__SAMPLING_RATE", "0.25"),
+            ]),
+            &no_overrides(),
+        )
+        .unwrap();
+        assert_eq!(
+            on.opentelemetry.traces_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(on.opentelemetry.sampling_rate, 0.25);
+    }
+
+    #[test]
+    fn bad_tracing_settings_are_refused_by_name() {
+        for (key, value, message) in [
+            (
+                "AIGW_OPENTELEMETRY__SAMPLING_RATE",
+                "1.5",
+                "invalid setting `opentelemetry.sampling_rate`: must be between 0 and 1",
+            ),
+            (
+                "AIGW_OPENTELEMETRY__TRACES_ENDPOINT",
+                "grpc://collector:4317",
+                "invalid setting `opentelemetry.traces_endpoint`: must be an http:// or https:// URL",
+            ),
+            (
+                "AIGW_OPENTELEMETRY__SEND_TIMEOUT_MS",
+                "0",
+                "invalid setting `opentelemetry.send_timeout_ms`: must be greater than 0",
+            ),
+        ] {
+            let err = Settings::build(&absent(), false, env(&[(key, value)]), &no_overrides())
+                .unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn collector_header_values_are_not_in_debug_output() {
+        let mut s = Settings::default().opentelemetry;
+        s.headers = Some(BTreeMap::from([(
+            "x-api-key".into(),
+            "secret-value".into(),
+        )]));
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("x-api-key") && !shown.contains("secret-value"),
+            "{shown}"
         );
     }
 

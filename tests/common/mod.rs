@@ -630,3 +630,17 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// A decK file with one `ai-proxy-advanced` route at `/lb`; `targets` are YAML flow mappings.
+pub fn advanced_deck(balancer: &str, targets: &[String]) -> String {
+    let mut out = String::from(
+        "_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n      - name: balanced\n        paths: [\"/lb\"]\n        plugins:\n          - name: ai-proxy-advanced\n            config:\n",
+    );
+    out.push_str(&format!(
+        "              balancer: {balancer}\n              targets:\n"
+    ));
+    for t in targets {
+        out.push_str(&format!("                - {t}\n"));
+    }
+    out
+}
