@@ -13,26 +13,23 @@ use serde_json::Value;
 
 const ALICE: &str = "alice-key-0001";
 
-fn deck(mock_port: u16, redis_port: u16, routes: &[(&str, &str)]) -> String {
-    let mut out = String::from("_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n");
-    for (path, limit) in routes {
-        out.push_str(&format!(
-            r#"      - name: r{n}
-        paths: ["{path}"]
-        plugins:
-          - name: ai-proxy
-            config: {{route_type: llm/v1/chat, auth: {{header_name: Authorization, header_value: "Bearer sk-gateway-key"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: "http://127.0.0.1:{mock_port}/v1/chat/completions"}}}}}}
-          - name: key-auth
-          - name: ai-rate-limiting-advanced
-            config: {{strategy: redis, sync_rate: 0, window_type: fixed, redis: {{host: 127.0.0.1, port: {redis_port}, timeout: 1000}}, {limit}}}
-"#,
-            n = path.trim_start_matches('/'),
-        ));
-    }
-    out.push_str(&format!(
-        "consumers:\n  - username: alice\n    keyauth_credentials: [{{key: {ALICE}}}]\n"
-    ));
-    out
+/// Chat routes (path, `ai-rate-limiting-advanced` config) with key-auth, for Alice.
+fn deck(mock_port: u16, routes: &[(&str, String)]) -> String {
+    let routes: Vec<(&str, String)> = routes
+        .iter()
+        .map(|(path, limit)| {
+            let plugins = plugin("key-auth", "{}") + &plugin("ai-rate-limiting-advanced", limit);
+            (*path, plugins)
+        })
+        .collect();
+    let alice =
+        format!("consumers:\n  - username: alice\n    keyauth_credentials: [{{key: {ALICE}}}]\n");
+    consumer_deck(mock_port, &routes, &alice)
+}
+
+/// `tokens` per 120 s (fixed window) counted in the Redis at `port`; `extra` adds fields.
+fn redis_limit(port: u16, tokens: u64, extra: &str) -> String {
+    format!("{{strategy: redis, window_type: fixed, redis: {{host: 127.0.0.1, port: {port}, timeout: 1000}}, llm_providers: [{{name: openai, limit: [{tokens}], window_size: [120]}}], {extra}}}")
 }
 
 fn chat(port: u16, path: &str, stream: bool) -> Response {
@@ -43,8 +40,8 @@ fn chat(port: u16, path: &str, stream: bool) -> Response {
 fn two_instances_behind_nginx_hold_one_limit_under_32_clients() {
     let redis = start_redis_on(None);
     let mock = start_mock();
-    let limit = "llm_providers: [{name: openai, limit: [1000], window_size: [120]}]";
-    let path = write_deck(&deck(mock.port, redis.port, &[("/chat", limit)]));
+    let limit = redis_limit(redis.port, 1000, "sync_rate: 0");
+    let path = write_deck(&deck(mock.port, &[("/chat", limit)]));
     let gateways = [start_gateway(&path, &[]), start_gateway(&path, &[])];
     let nginx = start_nginx(&[gateways[0].port, gateways[1].port]);
 
@@ -91,8 +88,8 @@ fn two_instances_behind_nginx_hold_one_limit_under_32_clients() {
 fn streams_count_across_instances() {
     let redis = start_redis_on(None);
     let mock = start_mock();
-    let limit = "llm_providers: [{name: openai, limit: [1000], window_size: [120]}]";
-    let path = write_deck(&deck(mock.port, redis.port, &[("/chat", limit)]));
+    let limit = redis_limit(redis.port, 1000, "sync_rate: 0");
+    let path = write_deck(&deck(mock.port, &[("/chat", limit)]));
     let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
     let remaining = |r: &Response| -> u64 {
         r.header("x-ai-ratelimit-remaining-120-openai")
@@ -122,14 +119,9 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     let redis = start_redis_on(None);
     let redis_port = redis.port;
     let mock = start_mock();
-    let open = "llm_providers: [{name: openai, limit: [30], window_size: [120]}]";
-    let closed =
-        "fault_tolerant: false, llm_providers: [{name: openai, limit: [30], window_size: [120]}]";
-    let path = write_deck(&deck(
-        mock.port,
-        redis_port,
-        &[("/open", open), ("/closed", closed)],
-    ));
+    let open = redis_limit(redis_port, 30, "sync_rate: 0");
+    let closed = redis_limit(redis_port, 30, "sync_rate: 0, fault_tolerant: false");
+    let path = write_deck(&deck(mock.port, &[("/open", open), ("/closed", closed)]));
     let (gw, status_port) = start_gateway_with_status(&path, &[]);
     assert_eq!(chat(gw.port, "/open", false).status, 200);
     assert_eq!(chat(gw.port, "/closed", false).status, 200);
@@ -138,6 +130,10 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     let started = Instant::now();
     let served = chat(gw.port, "/open", false);
     assert_eq!(served.status, 200, "fail-open serves: {}", served.text());
+    let served_at = served
+        .header("x-ai-ratelimit-remaining-120-openai")
+        .expect("fail-open still limits, with this instance's counts");
+    assert_eq!(served_at, "22", "the 8 tokens counted before the outage");
     assert!(gw.wait_for_log("rate-limit store unreachable", Duration::from_secs(5)));
     assert!(
         gateway_status(status_port)["rate_limit_failed_open"]
@@ -157,6 +153,25 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     assert!(
         quick.elapsed() < Duration::from_millis(1000),
         "the circuit answers at once"
+    );
+
+    // Failing open still limits: this instance's own counts (8 + 8 so far) reach the limit.
+    let mut admitted = 16;
+    let refused = loop {
+        let r = chat(gw.port, "/open", false);
+        if r.status != 200 {
+            break r;
+        }
+        admitted += r.json()["usage"]["total_tokens"].as_u64().unwrap();
+        assert!(admitted < 100, "fail-open over-admits without bound");
+    };
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert!(refused.header("retry-after").is_some());
+    assert!((30..38).contains(&admitted), "admitted {admitted} of 30");
+    assert_eq!(
+        mock_stats(&mock)["requests"].as_u64().unwrap(),
+        admitted / 8 + 1,
+        "the refused requests never reached the provider (one /closed call did)"
     );
 
     // Redis is back (empty): the limit holds again.

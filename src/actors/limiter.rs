@@ -74,8 +74,6 @@ pub struct Admit(pub Arc<Ticket>);
 pub struct Admitted {
     /// Per limited key, per window.
     pub seen: Vec<Vec<Seen>>,
-    /// False when Redis was unreachable and the policy failed open: nothing to settle.
-    recorded: bool,
     /// Per key, the reservation its claim records (Redis claims are named by it).
     reserves: Vec<f64>,
 }
@@ -108,28 +106,23 @@ impl Handler<Admit> for LimiterActor {
                 let settled = LOCAL.settled.notified();
                 tokio::pin!(settled);
                 settled.as_mut().enable();
-                let outcome = match &ticket.policy.backend {
+                let mut outcome = match &ticket.policy.backend {
                     Backend::Local => try_local(&ticket),
                     Backend::Redis(target) => try_redis(&links, target, &ticket).await,
                 };
-                match outcome {
-                    Try::Admitted(seen, reserves) => {
-                        return Ok(Admitted {
-                            seen,
-                            recorded: true,
-                            reserves,
-                        })
-                    }
-                    Try::Refused(seen) => return Err(ticket.refusal(&seen)),
-                    Try::Unavailable(reason) if ticket.policy.fault_tolerant => {
+                if let Try::Unavailable(reason) = &outcome {
+                    if ticket.policy.fault_tolerant {
+                        // Fail open onto this process's own counts (which include every
+                        // request it settled), so a slow or dead Redis cannot over-admit
+                        // without bound: each instance still enforces the limit by itself.
                         FAILED_OPEN.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %reason, "rate-limit store unreachable: serving without a limit (fault_tolerant)");
-                        return Ok(Admitted {
-                            seen: Vec::new(),
-                            recorded: false,
-                            reserves: Vec::new(),
-                        });
+                        tracing::warn!(error = %reason, "rate-limit store unreachable: limiting with this instance's own counts (fault_tolerant)");
+                        outcome = try_local(&ticket);
                     }
+                }
+                match outcome {
+                    Try::Admitted(seen, reserves) => return Ok(Admitted { seen, reserves }),
+                    Try::Refused(seen) => return Err(ticket.refusal(&seen)),
                     Try::Unavailable(reason) => {
                         tracing::warn!(error = %reason, "rate-limit store unreachable: refusing (fault_tolerant: false)");
                         return Err(GatewayError::LimiterUnavailable(reason));
@@ -340,6 +333,11 @@ impl Handler<Settle> for LimiterActor {
                 }
             }
             Backend::Redis(target) => {
+                // Counted here too: the counts a Redis outage falls back on.
+                let now = now_ms();
+                for limited in &ticket.keys {
+                    LOCAL.settle(&limited.key, &limited.windows, ticket.id, tokens, now);
+                }
                 let (links, target) = (self.links.clone(), target.clone());
                 actix::spawn(async move {
                     for (limited, reserve) in ticket.keys.iter().zip(reserves) {
@@ -359,7 +357,8 @@ pub struct Permit {
     limiter: Addr<LimiterActor>,
     ticket: Arc<Ticket>,
     reserves: Vec<f64>,
-    recorded: bool,
+    /// Until settled or released.
+    unsettled: bool,
 }
 
 impl Permit {
@@ -377,7 +376,7 @@ impl Permit {
             limiter: limiter.clone(),
             ticket,
             reserves: admitted.reserves,
-            recorded: admitted.recorded,
+            unsettled: true,
         };
         Ok((permit, admitted.seen))
     }
@@ -393,7 +392,7 @@ impl Permit {
     }
 
     fn finish(&mut self, tokens: f64) {
-        if std::mem::take(&mut self.recorded) {
+        if std::mem::take(&mut self.unsettled) {
             self.limiter.do_send(Settle {
                 ticket: self.ticket.clone(),
                 reserves: std::mem::take(&mut self.reserves),
