@@ -186,3 +186,91 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     }
     assert!(statuses.contains(&429), "counting again: {statuses:?}");
 }
+
+/// Script calls Redis has served (`EVALSHA` and `EVAL`), from `INFO commandstats`.
+fn script_calls(redis_port: u16) -> u64 {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{redis_port}/")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn synced_instances_count_locally_and_hold_the_limit_within_two_sync_intervals() {
+    let redis = start_redis_on(None);
+    let mock = start_mock();
+    let every = 0.25;
+    let limit = 8000;
+    let synced = redis_limit(redis.port, limit, &format!("sync_rate: {every}"));
+    let path = write_deck(&deck(mock.port, &[("/chat", synced)]));
+    let gateways = [start_gateway(&path, &[]), start_gateway(&path, &[])];
+    let nginx = start_nginx(&[gateways[0].port, gateways[1].port]);
+    let before = script_calls(redis.port);
+
+    let out = run_python(
+        "limits_client.py",
+        &["flood", &nginx.url("/chat"), ALICE, "32", "16", "60"],
+    );
+    let results: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ok: Vec<&Value> = results.iter().filter(|r| r["status"] == 200).collect();
+    let tokens = |r: &Value| r["usage"]["total_tokens"].as_u64().unwrap();
+    let admitted: u64 = ok.iter().map(|r| tokens(r)).sum();
+    let largest = ok.iter().map(|r| tokens(r)).max().unwrap();
+    // The most tokens admitted within two sync intervals (one for an instance to add what it
+    // counted, one for the others to read it) plus a scheduling margin: requests whose
+    // [start, end] overlaps any such span.
+    let span = 2.0 * every + 0.25;
+    let per_interval = ok
+        .iter()
+        .map(|r| r["t0"].as_f64().unwrap())
+        .map(|from| {
+            ok.iter()
+                .filter(|r| {
+                    r["t1"].as_f64().unwrap() >= from && r["t0"].as_f64().unwrap() <= from + span
+                })
+                .map(|r| tokens(r))
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap();
+    let calls = script_calls(redis.port) - before;
+    eprintln!(
+        "admitted {admitted} tokens in {} requests (at most {per_interval} per {span} s); {calls} Redis script calls",
+        ok.len()
+    );
+    let refused: Vec<&Value> = results.iter().filter(|r| r["status"] != 200).collect();
+    assert_eq!(refused.len(), 32, "every client was refused once");
+    assert!(refused.iter().all(|r| r["status"] == 429), "{refused:?}");
+    assert!(admitted >= limit, "refused early at {admitted}");
+    // The stated bound: the limit, plus what was admitted in two sync intervals, plus one
+    // request per instance.
+    assert!(
+        admitted <= limit + per_interval + 2 * largest,
+        "admitted {admitted} > {limit} + {per_interval} + 2 x {largest}"
+    );
+    // Counted locally: Redis sees a sync per key per interval and instance, not two calls per
+    // request as with sync_rate 0.
+    assert!(
+        calls * 4 < ok.len() as u64,
+        "{calls} Redis calls for {} requests",
+        ok.len()
+    );
+    assert_eq!(
+        mock_stats(&mock)["requests"].as_u64().unwrap(),
+        ok.len() as u64,
+        "refused requests never reached the provider"
+    );
+}

@@ -5,6 +5,11 @@
 //! A request whose window's remaining budget is committed to requests in flight waits here,
 //! looking again whenever a local request settles (and at least every 20 ms for Redis, where
 //! other instances settle), until the policy's `wait_timeout`.
+//!
+//! `sync_rate > 0`: requests are admitted and settled in the process-wide store alone; each
+//! admission or settlement of a key makes sure a sync of it is scheduled, at most one per key
+//! per process, `sync_rate` after the previous one started. A sync runs on the worker that
+//! scheduled it, through that worker's Redis connection and circuit.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,7 +25,7 @@ use crate::error::GatewayError;
 use crate::limits::admission::{Seen, Verdict, Window};
 use crate::limits::local::LocalStore;
 use crate::limits::redis::{self as store, RedisTarget};
-use crate::limits::{Backend, Ticket};
+use crate::limits::{Backend, Limited, Ticket};
 use crate::providers::oai::Usage;
 
 /// The process-wide store of `strategy: local` limits, shared by every worker.
@@ -109,6 +114,7 @@ impl Handler<Admit> for LimiterActor {
                 let mut outcome = match &ticket.policy.backend {
                     Backend::Local => try_local(&ticket),
                     Backend::Redis(target) => try_redis(&links, target, &ticket).await,
+                    Backend::Synced(target, every) => try_synced(&links, target, *every, &ticket),
                 };
                 if let Try::Unavailable(reason) = &outcome {
                     if ticket.policy.fault_tolerant {
@@ -169,6 +175,65 @@ fn try_local(ticket: &Ticket) -> Try {
         }
     }
     Try::Admitted(seen_all, reserves)
+}
+
+/// `sync_rate > 0`: admission in the process-wide store, whose counters the syncs keep at
+/// Redis's totals; unavailable (so failing open onto the same counts, or closed) while the
+/// key's last sync failed.
+fn try_synced(
+    links: &Rc<RefCell<HashMap<String, Link>>>,
+    target: &Arc<RedisTarget>,
+    every: Duration,
+    ticket: &Ticket,
+) -> Try {
+    let mut failed = false;
+    for limited in &ticket.keys {
+        failed |= schedule_sync(links, target, every, limited);
+    }
+    if failed {
+        return Try::Unavailable(format!("redis {}: the last sync failed", target.label));
+    }
+    try_local(ticket)
+}
+
+/// Schedules a sync of `limited` unless one is; says whether its last sync failed.
+fn schedule_sync(
+    links: &Rc<RefCell<HashMap<String, Link>>>,
+    target: &Arc<RedisTarget>,
+    every: Duration,
+    limited: &Limited,
+) -> bool {
+    let (due, failed) = LOCAL.sync_due(&limited.key, every.as_millis() as u64, now_ms());
+    if let Some(due) = due {
+        let (links, target, limited) = (links.clone(), target.clone(), limited.clone());
+        actix::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(due)).await;
+            sync(&links, &target, &limited).await;
+        });
+    }
+    failed
+}
+
+/// One sync of a key: adds what this process counted in Redis and takes Redis's totals.
+async fn sync(
+    links: &Rc<RefCell<HashMap<String, Link>>>,
+    target: &Arc<RedisTarget>,
+    limited: &Limited,
+) {
+    let pushed = LOCAL.take_unsynced(&limited.key, &limited.windows, now_ms());
+    let totals = match link(links, target) {
+        Ok(mut conn) => {
+            let call = store::sync(&mut conn, &limited.key, &pushed);
+            match tokio::time::timeout(target.timeout, call).await {
+                Ok(Ok(totals)) => Some(totals),
+                _ => None,
+            }
+        }
+        Err(_) => None,
+    };
+    let retry = record(links, target, totals.is_some());
+    flush(links.clone(), target.clone(), retry);
+    LOCAL.synced(&limited.key, &pushed, totals.as_deref(), now_ms());
 }
 
 /// This worker's connection to `target`, unless its circuit is open.
@@ -346,6 +411,13 @@ impl Handler<Settle> for LimiterActor {
                         settle_redis(&links, &target, key, claim, tokens, windows).await;
                     }
                 });
+            }
+            Backend::Synced(target, every) => {
+                let now = now_ms();
+                for limited in &ticket.keys {
+                    LOCAL.settle_unsynced(&limited.key, &limited.windows, ticket.id, tokens, now);
+                    schedule_sync(&self.links, target, *every, limited);
+                }
             }
         }
     }
