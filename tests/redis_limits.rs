@@ -1,8 +1,9 @@
 //! Token limits shared by several gateway instances through a real Redis (Debian's
 //! redis-server, installed when missing), behind a real nginx round-robining between them:
 //! the admitted tokens stay within the stated bound under 32 concurrent OpenAI SDK clients,
-//! streams count across instances, and a Redis that dies fails open (logged) or closed (503,
-//! quickly) and the limits resume when it is back.
+//! streams count across instances, and a Redis that dies fails open (logged, still limited by
+//! each instance's own counts) or closed (503, quickly) and the limits resume when it is back;
+//! `sync_rate > 0` counts locally and holds its bound; Redis over TLS (`ssl: true`).
 
 mod common;
 
@@ -273,4 +274,53 @@ fn synced_instances_count_locally_and_hold_the_limit_within_two_sync_intervals()
         ok.len() as u64,
         "refused requests never reached the provider"
     );
+}
+
+#[test]
+fn redis_over_tls_shares_limits_and_verifies_certificates_when_asked() {
+    let redis = start_redis_tls();
+    let mock = start_mock();
+    // The limit as `redis_limit` writes it, on a server that speaks TLS only.
+    let tls = |verify: bool, extra: &str| {
+        redis_limit(redis.port, 30, extra).replace(
+            "timeout: 1000}",
+            &format!("timeout: 1000, ssl: true, ssl_verify: {verify}}}"),
+        )
+    };
+    let path = write_deck(&deck(
+        mock.port,
+        &[
+            ("/chat", tls(false, "sync_rate: 0")),
+            // The test's self-signed certificate is in no trust store: verification refuses it.
+            (
+                "/verified",
+                tls(true, "sync_rate: 0, fault_tolerant: false"),
+            ),
+        ],
+    ));
+    let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
+    let remaining = |r: &Response| {
+        r.header("x-ai-ratelimit-remaining-120-openai")
+            .map(str::to_string)
+    };
+    let first = chat(a.port, "/chat", false);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(remaining(&first).as_deref(), Some("30"));
+    // Instance b sees a's tokens: they went through Redis, over TLS.
+    assert!(
+        poll_until(Duration::from_secs(5), || remaining(&chat(
+            b.port, "/chat", false
+        ))
+        .as_deref()
+        .is_some_and(|r| r.parse::<u64>().unwrap() <= 22)),
+        "the other instance saw the tokens"
+    );
+    assert!(
+        !a.logs().contains("rate-limit store unreachable"),
+        "{}",
+        a.logs()
+    );
+    let refused = chat(a.port, "/verified", false);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("rate limiting is unavailable"));
 }
