@@ -20,7 +20,8 @@ usage() {
   --hold N       streams held open at once in the memory scenario (default 10000; quick 1000)
   --keep         keep the temp dir (configs, logs) for inspection
   --only GROUPS  run only these scenario groups (comma-separated; default all): own (chat-small,
-                 chat-8k, rate-1000, stream-50, stream-paced), hold, xc (the cross-check: wrk and
+                 chat-8k, rate-1000, stream-50, stream-paced), balancer, limits (key-auth and
+                 token limits, local and Redis), hold, xc (the cross-check: wrk and
                  a hyper mock, gateway with its default settings), wrk, profile, bench
                  (cargo bench --bench translate: the translation micro-benchmark)
 Environment: GW_BIN runs that gateway binary instead of target/release/ai-gateway (with
@@ -36,7 +37,7 @@ PROFILE=1
 BUILD=1
 HOLD=""
 KEEP=0
-GROUPS_ALL="own balancer hold xc wrk profile bench"
+GROUPS_ALL="own balancer limits hold xc wrk profile bench"
 ONLY="$GROUPS_ALL"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -497,6 +498,12 @@ group_balancer() {
     source "$LT/scenarios-balancer.sh"
 }
 
+# limits: key-auth + token limits, local and through a private redis-server (issue 13).
+group_limits() {
+    # shellcheck source=loadtest/scenarios-limits.sh
+    source "$LT/scenarios-limits.sh"
+}
+
 # hold: many slow streams open at once, for memory.
 group_hold() {
     local t hold_s
@@ -664,7 +671,7 @@ group_bench() {
 }
 
 GW_IDLE_RSS_AFTER=null; GW_RSS_END=null; GW_RSS_SETTLED=null; XC_GW_IDLE_RSS=null
-GROUP_ORDER="own balancer xc hold"
+GROUP_ORDER="own balancer limits xc hold"
 for g in $GROUP_ORDER; do
     if wants "$g"; then "group_$g"; fi
 done

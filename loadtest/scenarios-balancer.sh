@@ -4,7 +4,7 @@
 #   /lb       ai-proxy-advanced, round-robin over two targets (balancer + retry bookkeeping)
 #   /metered  ai-proxy with a prometheus plugin (ai_metrics: true) and input/output costs
 # chat-small runs against each; the budget is req/s(/lb) and req/s(/metered) >= 0.90 x
-# req/s(/single). Figures: $OUT/balancer--*.json, summary in $OUT/balancer.md and
+# req/s(/single). Figures: $OUT/balancer--*.json, summary (group_report.py) in $OUT/balancer.md and
 # loadtest/BALANCER.md.
 
 LB_PORT="$(free_port)"
@@ -79,42 +79,15 @@ if wait_port "$LB_PORT" "$LB_PID"; then
             --duration "$WINDOW" --timeout 10
     done
     curl -s "http://127.0.0.1:$LB_STATUS_PORT/metrics" >"$OUT/balancer-metrics.txt" || true
-    python3 - "$OUT" "$LT/BALANCER.md" "$QUICK" <<'PY' >&2 || true
-import json, sys, time
-out, md, quick = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-def rps(t):
-    try:
-        d = json.load(open(f"{out}/balancer--{t}.json"))
-        return None if d.get("failed") else d["rps"]
-    except (OSError, KeyError, ValueError):
-        return None
-base = rps("gw-single")
-metrics = open(f"{out}/balancer-metrics.txt").read()
-counted = sum(float(l.split()[-1]) for l in metrics.splitlines()
-              if l.startswith("ai_llm_requests_total{") and 'route="metered"' in l)
-lines = [
-    "# ai-proxy-advanced and metrics overhead",
-    "",
-    f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}{' (quick: 2 s windows, a smoke test only)' if quick else ''}:",
-    "chat-small (64 connections, closed loop) against one gateway worker, same mock, same CPU.",
-    "Budget: each scenario keeps >= 90 % of the single-target req/s.",
-    "",
-    "| scenario | req/s | vs single | budget |",
-    "|---|---|---|---|",
-]
-for t, what in [("gw-single", "one ai-proxy target"), ("gw-lb", "ai-proxy-advanced, round-robin, 2 targets"),
-                ("gw-metered", "prometheus plugin, ai_metrics + cost")]:
-    r = rps(t)
-    ratio = (r / base) if (r and base) else None
-    verdict = "" if t == "gw-single" else ("met" if ratio and ratio >= 0.9 else "NOT met")
-    lines.append(f"| {what} | {r if r is not None else 'failed'} | "
-                 f"{f'{ratio:.3f}' if ratio else '-'} | {verdict} |")
-lines += ["", f"`ai_llm_requests_total` for the metered route after the run: {counted:.0f}", ""]
-text = "\n".join(lines)
-open(f"{out}/balancer.md", "w").write(text)
-open(md, "w").write(text)
-print(text)
-PY
+    counted="$(awk '/^ai_llm_requests_total\{/ && /route="metered"/ {n += $NF} END {printf "%.0f", n}' \
+        "$OUT/balancer-metrics.txt" 2>/dev/null || true)"
+    python3 "$LT/group_report.py" "$OUT" "$LT/BALANCER.md" "$QUICK" balancer \
+        "ai-proxy-advanced and metrics overhead" \
+        "chat-small ($CONCURRENCY connections, closed loop) against one gateway worker, same mock, same CPU. Budget: each scenario keeps >= 90 % of the single-target req/s." \
+        "\`ai_llm_requests_total\` for the metered route after the run: ${counted:-0}" \
+        "gw-single|one ai-proxy target|" \
+        "gw-lb|ai-proxy-advanced, round-robin, 2 targets|0.90" \
+        "gw-metered|prometheus plugin, ai_metrics + cost|0.90" >&2 || true
 else
     log "  the balancer gateway did not start (see $TMP/gateway-balancer.log)"
 fi

@@ -118,6 +118,7 @@ fn count(
     let Some(stats) = &target.stats else { return };
     crate::metrics::request_finished(crate::metrics::Finished {
         stats,
+        consumer: info.consumer.as_ref(),
         provider: if provider_latency.is_some() {
             info.provider
         } else {

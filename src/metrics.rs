@@ -31,9 +31,12 @@ pub struct RouteStats {
     pub service: Arc<str>,
     /// Kong's AI series too (`ai_metrics: true`).
     pub ai_metrics: bool,
+    /// Kong's `per_consumer`: the `consumer` label names the request's consumer (its username,
+    /// else its custom_id); otherwise it is empty.
+    pub per_consumer: bool,
 }
 
-/// Kong's AI label set (`exporter.lua`), plus route and service.
+/// Kong's AI label set (`exporter.lua`, with its `consumer` label), plus route and service.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AiLabels {
     ai_provider: &'static str,
@@ -43,6 +46,7 @@ struct AiLabels {
     embeddings_provider: &'static str,
     embeddings_model: &'static str,
     workspace: &'static str,
+    consumer: Arc<str>,
     route: Arc<str>,
     service: Arc<str>,
 }
@@ -65,6 +69,7 @@ struct StatusLabels {
     route: Arc<str>,
     service: Arc<str>,
     code: u16,
+    consumer: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -217,6 +222,12 @@ fn metrics() -> &'static Metrics {
     })
 }
 
+/// The empty `consumer` label, shared so unlabelled requests allocate nothing.
+fn no_consumer() -> Arc<str> {
+    static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -224,6 +235,8 @@ fn ms(d: Duration) -> f64 {
 /// One finished request on a route with the prometheus plugin.
 pub struct Finished<'a> {
     pub stats: &'a RouteStats,
+    /// The consumer key-auth found (a name, never a credential).
+    pub consumer: Option<&'a Arc<str>>,
     pub provider: &'static str,
     pub model: &'a str,
     pub status: u16,
@@ -239,11 +252,16 @@ pub fn request_finished(f: Finished<'_>) {
     let m = metrics();
     let route = &f.stats.route;
     let service = &f.stats.service;
+    let consumer = match f.consumer {
+        Some(name) if f.stats.per_consumer => name.clone(),
+        _ => no_consumer(),
+    };
     m.requests
         .get_or_create(&StatusLabels {
             route: route.clone(),
             service: service.clone(),
             code: f.status,
+            consumer: consumer.clone(),
         })
         .inc();
     m.latency
@@ -263,6 +281,7 @@ pub fn request_finished(f: Finished<'_>) {
         embeddings_provider: "",
         embeddings_model: "",
         workspace: "default",
+        consumer,
         route: route.clone(),
         service: service.clone(),
     };

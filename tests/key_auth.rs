@@ -8,26 +8,16 @@ use common::*;
 use serde_json::Value;
 
 fn deck_with_key_auth(mock_port: u16, key_auth: &str) -> String {
-    format!(
-        r#"_format_version: "3.0"
-services:
-  - name: ai
-    url: http://127.0.0.1:9
-    routes:
-      - name: chat
-        paths: ["/chat"]
-        plugins:
-          - name: ai-proxy
-            config: {{route_type: llm/v1/chat, auth: {{header_name: Authorization, header_value: "Bearer sk-gateway-key"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: "http://127.0.0.1:{mock_port}/v1/chat/completions"}}}}}}
-          - name: key-auth
-            config: {key_auth}
-consumers:
+    consumer_deck(
+        mock_port,
+        &[("/chat", plugin("key-auth", key_auth))],
+        r#"consumers:
   - username: alice
     custom_id: alice-7
-    keyauth_credentials: [{{key: '${{{{ env "DECK_ALICE_KEY" }}}}'}}]
+    keyauth_credentials: [{key: '${{ env "DECK_ALICE_KEY" }}'}]
   - username: guest
     id: 11111111-2222-3333-4444-555555555555
-"#
+"#,
     )
 }
 

@@ -324,3 +324,75 @@ fn reload_failures_and_generations_are_counted() {
     assert!(gw.wait_for_log("config reloaded", std::time::Duration::from_secs(5)));
     assert_eq!(sum(&scrape(status), "aigw_config_generation", &[]), 2.0);
 }
+
+#[test]
+fn per_consumer_labels_name_the_consumer_and_never_its_key() {
+    let mock = start_mock();
+    let key = "alice-metrics-key-0042";
+    let route = |per_consumer: bool| {
+        plugin("key-auth", "{}")
+            + &plugin(
+                "prometheus",
+                &format!("{{ai_metrics: true, per_consumer: {per_consumer}}}"),
+            )
+    };
+    let yaml = consumer_deck(
+        mock.port,
+        &[("/named", route(true)), ("/unnamed", route(false))],
+        &format!("consumers:\n  - username: alice\n    keyauth_credentials: [{{key: {key}}}]\n  - custom_id: bob-7\n    keyauth_credentials: [{{key: bob-metrics-key-0043}}]\n"),
+    );
+    let (gw, status) = start_gateway_with_status(&write_deck(&yaml), &[]);
+    for (path, key) in [
+        ("/named", key),
+        ("/named", key),
+        ("/named", "bob-metrics-key-0043"),
+        ("/unnamed", key),
+    ] {
+        assert_eq!(chat_as(gw.port, path, key, false).status, 200);
+    }
+    assert_eq!(chat_as(gw.port, "/named", "wrong", false).status, 401);
+
+    let samples = scrape(status);
+    let requests = |route: &str, consumer: &str| {
+        sum(
+            &samples,
+            "ai_llm_requests_total",
+            &[("route", route), ("consumer", consumer)],
+        )
+    };
+    assert_eq!(requests("named", "alice"), 2.0);
+    // A consumer without a username is named by its custom_id (Kong 3.12).
+    assert_eq!(requests("named", "bob-7"), 1.0);
+    assert_eq!(
+        requests("unnamed", ""),
+        1.0,
+        "per_consumer off: empty label"
+    );
+    assert_eq!(requests("unnamed", "alice"), 0.0);
+    assert!(
+        sum(
+            &samples,
+            "ai_llm_tokens_total",
+            &[
+                ("route", "named"),
+                ("consumer", "alice"),
+                ("token_type", "total_tokens")
+            ]
+        ) > 0.0
+    );
+    let status_of = |code: &str, consumer: &str| {
+        sum(
+            &samples,
+            "aigw_http_requests_total",
+            &[("route", "named"), ("code", code), ("consumer", consumer)],
+        )
+    };
+    assert_eq!(status_of("200", "alice"), 2.0);
+    assert_eq!(
+        status_of("401", ""),
+        1.0,
+        "a refused request has no consumer"
+    );
+    let text = request(status, "GET", "/metrics", &[], b"").text();
+    assert!(!text.contains("metrics-key"), "a key reached the metrics");
+}

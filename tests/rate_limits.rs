@@ -15,26 +15,13 @@ const BOB: &str = "bob-key-0002";
 
 /// One chat route with key-auth and `limit`; `extra` adds top-level entries.
 fn limited_deck(mock_port: u16, limit: &str, extra: &str) -> String {
-    format!(
-        r#"_format_version: "3.0"
-services:
-  - name: ai
-    url: http://127.0.0.1:9
-    routes:
-      - name: chat
-        paths: ["/chat"]
-        plugins:
-          - name: ai-proxy
-            config: {{route_type: llm/v1/chat, auth: {{header_name: Authorization, header_value: "Bearer sk-gateway-key"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: "http://127.0.0.1:{mock_port}/v1/chat/completions"}}}}}}
-          - name: key-auth
-          - name: ai-rate-limiting-advanced
-            config: {limit}
-consumers:
-  - username: alice
-    keyauth_credentials: [{{key: {ALICE}}}]
-  - username: bob
-    keyauth_credentials: [{{key: {BOB}}}]
-{extra}"#
+    let plugins = plugin("key-auth", "{}") + &plugin("ai-rate-limiting-advanced", limit);
+    consumer_deck(
+        mock_port,
+        &[("/chat", plugins)],
+        &format!(
+            "consumers:\n  - username: alice\n    keyauth_credentials: [{{key: {ALICE}}}]\n  - username: bob\n    keyauth_credentials: [{{key: {BOB}}}]\n{extra}"
+        ),
     )
 }
 

@@ -1,8 +1,9 @@
 //! Token limits shared by several gateway instances through a real Redis (Debian's
 //! redis-server, installed when missing), behind a real nginx round-robining between them:
 //! the admitted tokens stay within the stated bound under 32 concurrent OpenAI SDK clients,
-//! streams count across instances, and a Redis that dies fails open (logged) or closed (503,
-//! quickly) and the limits resume when it is back.
+//! streams count across instances, and a Redis that dies fails open (logged, still limited by
+//! each instance's own counts) or closed (503, quickly) and the limits resume when it is back;
+//! `sync_rate > 0` counts locally and holds its bound; Redis over TLS (`ssl: true`).
 
 mod common;
 
@@ -13,26 +14,23 @@ use serde_json::Value;
 
 const ALICE: &str = "alice-key-0001";
 
-fn deck(mock_port: u16, redis_port: u16, routes: &[(&str, &str)]) -> String {
-    let mut out = String::from("_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n");
-    for (path, limit) in routes {
-        out.push_str(&format!(
-            r#"      - name: r{n}
-        paths: ["{path}"]
-        plugins:
-          - name: ai-proxy
-            config: {{route_type: llm/v1/chat, auth: {{header_name: Authorization, header_value: "Bearer sk-gateway-key"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: "http://127.0.0.1:{mock_port}/v1/chat/completions"}}}}}}
-          - name: key-auth
-          - name: ai-rate-limiting-advanced
-            config: {{strategy: redis, sync_rate: 0, window_type: fixed, redis: {{host: 127.0.0.1, port: {redis_port}, timeout: 1000}}, {limit}}}
-"#,
-            n = path.trim_start_matches('/'),
-        ));
-    }
-    out.push_str(&format!(
-        "consumers:\n  - username: alice\n    keyauth_credentials: [{{key: {ALICE}}}]\n"
-    ));
-    out
+/// Chat routes (path, `ai-rate-limiting-advanced` config) with key-auth, for Alice.
+fn deck(mock_port: u16, routes: &[(&str, String)]) -> String {
+    let routes: Vec<(&str, String)> = routes
+        .iter()
+        .map(|(path, limit)| {
+            let plugins = plugin("key-auth", "{}") + &plugin("ai-rate-limiting-advanced", limit);
+            (*path, plugins)
+        })
+        .collect();
+    let alice =
+        format!("consumers:\n  - username: alice\n    keyauth_credentials: [{{key: {ALICE}}}]\n");
+    consumer_deck(mock_port, &routes, &alice)
+}
+
+/// `tokens` per 120 s (fixed window) counted in the Redis at `port`; `extra` adds fields.
+fn redis_limit(port: u16, tokens: u64, extra: &str) -> String {
+    format!("{{strategy: redis, window_type: fixed, redis: {{host: 127.0.0.1, port: {port}, timeout: 1000}}, llm_providers: [{{name: openai, limit: [{tokens}], window_size: [120]}}], {extra}}}")
 }
 
 fn chat(port: u16, path: &str, stream: bool) -> Response {
@@ -43,8 +41,8 @@ fn chat(port: u16, path: &str, stream: bool) -> Response {
 fn two_instances_behind_nginx_hold_one_limit_under_32_clients() {
     let redis = start_redis_on(None);
     let mock = start_mock();
-    let limit = "llm_providers: [{name: openai, limit: [1000], window_size: [120]}]";
-    let path = write_deck(&deck(mock.port, redis.port, &[("/chat", limit)]));
+    let limit = redis_limit(redis.port, 1000, "sync_rate: 0");
+    let path = write_deck(&deck(mock.port, &[("/chat", limit)]));
     let gateways = [start_gateway(&path, &[]), start_gateway(&path, &[])];
     let nginx = start_nginx(&[gateways[0].port, gateways[1].port]);
 
@@ -91,8 +89,8 @@ fn two_instances_behind_nginx_hold_one_limit_under_32_clients() {
 fn streams_count_across_instances() {
     let redis = start_redis_on(None);
     let mock = start_mock();
-    let limit = "llm_providers: [{name: openai, limit: [1000], window_size: [120]}]";
-    let path = write_deck(&deck(mock.port, redis.port, &[("/chat", limit)]));
+    let limit = redis_limit(redis.port, 1000, "sync_rate: 0");
+    let path = write_deck(&deck(mock.port, &[("/chat", limit)]));
     let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
     let remaining = |r: &Response| -> u64 {
         r.header("x-ai-ratelimit-remaining-120-openai")
@@ -122,14 +120,9 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     let redis = start_redis_on(None);
     let redis_port = redis.port;
     let mock = start_mock();
-    let open = "llm_providers: [{name: openai, limit: [30], window_size: [120]}]";
-    let closed =
-        "fault_tolerant: false, llm_providers: [{name: openai, limit: [30], window_size: [120]}]";
-    let path = write_deck(&deck(
-        mock.port,
-        redis_port,
-        &[("/open", open), ("/closed", closed)],
-    ));
+    let open = redis_limit(redis_port, 30, "sync_rate: 0");
+    let closed = redis_limit(redis_port, 30, "sync_rate: 0, fault_tolerant: false");
+    let path = write_deck(&deck(mock.port, &[("/open", open), ("/closed", closed)]));
     let (gw, status_port) = start_gateway_with_status(&path, &[]);
     assert_eq!(chat(gw.port, "/open", false).status, 200);
     assert_eq!(chat(gw.port, "/closed", false).status, 200);
@@ -138,6 +131,10 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     let started = Instant::now();
     let served = chat(gw.port, "/open", false);
     assert_eq!(served.status, 200, "fail-open serves: {}", served.text());
+    let served_at = served
+        .header("x-ai-ratelimit-remaining-120-openai")
+        .expect("fail-open still limits, with this instance's counts");
+    assert_eq!(served_at, "22", "the 8 tokens counted before the outage");
     assert!(gw.wait_for_log("rate-limit store unreachable", Duration::from_secs(5)));
     assert!(
         gateway_status(status_port)["rate_limit_failed_open"]
@@ -159,6 +156,25 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
         "the circuit answers at once"
     );
 
+    // Failing open still limits: this instance's own counts (8 + 8 so far) reach the limit.
+    let mut admitted = 16;
+    let refused = loop {
+        let r = chat(gw.port, "/open", false);
+        if r.status != 200 {
+            break r;
+        }
+        admitted += r.json()["usage"]["total_tokens"].as_u64().unwrap();
+        assert!(admitted < 100, "fail-open over-admits without bound");
+    };
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert!(refused.header("retry-after").is_some());
+    assert!((30..38).contains(&admitted), "admitted {admitted} of 30");
+    assert_eq!(
+        mock_stats(&mock)["requests"].as_u64().unwrap(),
+        admitted / 8 + 1,
+        "the refused requests never reached the provider (one /closed call did)"
+    );
+
     // Redis is back (empty): the limit holds again.
     let _redis = start_redis_on(Some(redis_port));
     let back = poll_until(Duration::from_secs(10), || {
@@ -170,4 +186,141 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
         statuses.push(chat(gw.port, "/closed", false).status);
     }
     assert!(statuses.contains(&429), "counting again: {statuses:?}");
+}
+
+/// Script calls Redis has served (`EVALSHA` and `EVAL`), from `INFO commandstats`.
+fn script_calls(redis_port: u16) -> u64 {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{redis_port}/")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[test]
+fn synced_instances_count_locally_and_hold_the_limit_within_two_sync_intervals() {
+    let redis = start_redis_on(None);
+    let mock = start_mock();
+    let every = 0.25;
+    let limit = 8000;
+    let synced = redis_limit(redis.port, limit, &format!("sync_rate: {every}"));
+    let path = write_deck(&deck(mock.port, &[("/chat", synced)]));
+    let gateways = [start_gateway(&path, &[]), start_gateway(&path, &[])];
+    let nginx = start_nginx(&[gateways[0].port, gateways[1].port]);
+    let before = script_calls(redis.port);
+
+    let out = run_python(
+        "limits_client.py",
+        &["flood", &nginx.url("/chat"), ALICE, "32", "16", "60"],
+    );
+    let results: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ok: Vec<&Value> = results.iter().filter(|r| r["status"] == 200).collect();
+    let tokens = |r: &Value| r["usage"]["total_tokens"].as_u64().unwrap();
+    let admitted: u64 = ok.iter().map(|r| tokens(r)).sum();
+    let largest = ok.iter().map(|r| tokens(r)).max().unwrap();
+    // The most tokens admitted within two sync intervals (one for an instance to add what it
+    // counted, one for the others to read it) plus a scheduling margin: requests whose
+    // [start, end] overlaps any such span.
+    let span = 2.0 * every + 0.25;
+    let per_interval = ok
+        .iter()
+        .map(|r| r["t0"].as_f64().unwrap())
+        .map(|from| {
+            ok.iter()
+                .filter(|r| {
+                    r["t1"].as_f64().unwrap() >= from && r["t0"].as_f64().unwrap() <= from + span
+                })
+                .map(|r| tokens(r))
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap();
+    let calls = script_calls(redis.port) - before;
+    eprintln!(
+        "admitted {admitted} tokens in {} requests (at most {per_interval} per {span} s); {calls} Redis script calls",
+        ok.len()
+    );
+    let refused: Vec<&Value> = results.iter().filter(|r| r["status"] != 200).collect();
+    assert_eq!(refused.len(), 32, "every client was refused once");
+    assert!(refused.iter().all(|r| r["status"] == 429), "{refused:?}");
+    assert!(admitted >= limit, "refused early at {admitted}");
+    // The stated bound: the limit, plus what was admitted in two sync intervals, plus one
+    // request per instance.
+    assert!(
+        admitted <= limit + per_interval + 2 * largest,
+        "admitted {admitted} > {limit} + {per_interval} + 2 x {largest}"
+    );
+    // Counted locally: Redis sees a sync per key per interval and instance, not two calls per
+    // request as with sync_rate 0.
+    assert!(
+        calls * 4 < ok.len() as u64,
+        "{calls} Redis calls for {} requests",
+        ok.len()
+    );
+    assert_eq!(
+        mock_stats(&mock)["requests"].as_u64().unwrap(),
+        ok.len() as u64,
+        "refused requests never reached the provider"
+    );
+}
+
+#[test]
+fn redis_over_tls_shares_limits_and_verifies_certificates_when_asked() {
+    let redis = start_redis_tls();
+    let mock = start_mock();
+    // The limit as `redis_limit` writes it, on a server that speaks TLS only.
+    let tls = |verify: bool, extra: &str| {
+        redis_limit(redis.port, 30, extra).replace(
+            "timeout: 1000}",
+            &format!("timeout: 1000, ssl: true, ssl_verify: {verify}}}"),
+        )
+    };
+    let path = write_deck(&deck(
+        mock.port,
+        &[
+            ("/chat", tls(false, "sync_rate: 0")),
+            // The test's self-signed certificate is in no trust store: verification refuses it.
+            (
+                "/verified",
+                tls(true, "sync_rate: 0, fault_tolerant: false"),
+            ),
+        ],
+    ));
+    let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
+    let remaining = |r: &Response| {
+        r.header("x-ai-ratelimit-remaining-120-openai")
+            .map(str::to_string)
+    };
+    let first = chat(a.port, "/chat", false);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(remaining(&first).as_deref(), Some("30"));
+    // Instance b sees a's tokens: they went through Redis, over TLS.
+    assert!(
+        poll_until(Duration::from_secs(5), || remaining(&chat(
+            b.port, "/chat", false
+        ))
+        .as_deref()
+        .is_some_and(|r| r.parse::<u64>().unwrap() <= 22)),
+        "the other instance saw the tokens"
+    );
+    assert!(
+        !a.logs().contains("rate-limit store unreachable"),
+        "{}",
+        a.logs()
+    );
+    let refused = chat(a.port, "/verified", false);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("rate limiting is unavailable"));
 }

@@ -5,6 +5,11 @@
 //! A request whose window's remaining budget is committed to requests in flight waits here,
 //! looking again whenever a local request settles (and at least every 20 ms for Redis, where
 //! other instances settle), until the policy's `wait_timeout`.
+//!
+//! `sync_rate > 0`: requests are admitted and settled in the process-wide store alone; each
+//! admission or settlement of a key makes sure a sync of it is scheduled, at most one per key
+//! per process, `sync_rate` after the previous one started. A sync runs on the worker that
+//! scheduled it, through that worker's Redis connection and circuit.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,7 +25,7 @@ use crate::error::GatewayError;
 use crate::limits::admission::{Seen, Verdict, Window};
 use crate::limits::local::LocalStore;
 use crate::limits::redis::{self as store, RedisTarget};
-use crate::limits::{Backend, Ticket};
+use crate::limits::{Backend, Limited, Ticket};
 use crate::providers::oai::Usage;
 
 /// The process-wide store of `strategy: local` limits, shared by every worker.
@@ -74,8 +79,6 @@ pub struct Admit(pub Arc<Ticket>);
 pub struct Admitted {
     /// Per limited key, per window.
     pub seen: Vec<Vec<Seen>>,
-    /// False when Redis was unreachable and the policy failed open: nothing to settle.
-    recorded: bool,
     /// Per key, the reservation its claim records (Redis claims are named by it).
     reserves: Vec<f64>,
 }
@@ -108,28 +111,24 @@ impl Handler<Admit> for LimiterActor {
                 let settled = LOCAL.settled.notified();
                 tokio::pin!(settled);
                 settled.as_mut().enable();
-                let outcome = match &ticket.policy.backend {
+                let mut outcome = match &ticket.policy.backend {
                     Backend::Local => try_local(&ticket),
                     Backend::Redis(target) => try_redis(&links, target, &ticket).await,
+                    Backend::Synced(target, every) => try_synced(&links, target, *every, &ticket),
                 };
-                match outcome {
-                    Try::Admitted(seen, reserves) => {
-                        return Ok(Admitted {
-                            seen,
-                            recorded: true,
-                            reserves,
-                        })
-                    }
-                    Try::Refused(seen) => return Err(ticket.refusal(&seen)),
-                    Try::Unavailable(reason) if ticket.policy.fault_tolerant => {
+                if let Try::Unavailable(reason) = &outcome {
+                    if ticket.policy.fault_tolerant {
+                        // Fail open onto this process's own counts (which include every
+                        // request it settled), so a slow or dead Redis cannot over-admit
+                        // without bound: each instance still enforces the limit by itself.
                         FAILED_OPEN.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %reason, "rate-limit store unreachable: serving without a limit (fault_tolerant)");
-                        return Ok(Admitted {
-                            seen: Vec::new(),
-                            recorded: false,
-                            reserves: Vec::new(),
-                        });
+                        tracing::warn!(error = %reason, "rate-limit store unreachable: limiting with this instance's own counts (fault_tolerant)");
+                        outcome = try_local(&ticket);
                     }
+                }
+                match outcome {
+                    Try::Admitted(seen, reserves) => return Ok(Admitted { seen, reserves }),
+                    Try::Refused(seen) => return Err(ticket.refusal(&seen)),
                     Try::Unavailable(reason) => {
                         tracing::warn!(error = %reason, "rate-limit store unreachable: refusing (fault_tolerant: false)");
                         return Err(GatewayError::LimiterUnavailable(reason));
@@ -176,6 +175,65 @@ fn try_local(ticket: &Ticket) -> Try {
         }
     }
     Try::Admitted(seen_all, reserves)
+}
+
+/// `sync_rate > 0`: admission in the process-wide store, whose counters the syncs keep at
+/// Redis's totals; unavailable (so failing open onto the same counts, or closed) while the
+/// key's last sync failed.
+fn try_synced(
+    links: &Rc<RefCell<HashMap<String, Link>>>,
+    target: &Arc<RedisTarget>,
+    every: Duration,
+    ticket: &Ticket,
+) -> Try {
+    let mut failed = false;
+    for limited in &ticket.keys {
+        failed |= schedule_sync(links, target, every, limited);
+    }
+    if failed {
+        return Try::Unavailable(format!("redis {}: the last sync failed", target.label));
+    }
+    try_local(ticket)
+}
+
+/// Schedules a sync of `limited` unless one is; says whether its last sync failed.
+fn schedule_sync(
+    links: &Rc<RefCell<HashMap<String, Link>>>,
+    target: &Arc<RedisTarget>,
+    every: Duration,
+    limited: &Limited,
+) -> bool {
+    let (due, failed) = LOCAL.sync_due(&limited.key, every.as_millis() as u64, now_ms());
+    if let Some(due) = due {
+        let (links, target, limited) = (links.clone(), target.clone(), limited.clone());
+        actix::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(due)).await;
+            sync(&links, &target, &limited).await;
+        });
+    }
+    failed
+}
+
+/// One sync of a key: adds what this process counted in Redis and takes Redis's totals.
+async fn sync(
+    links: &Rc<RefCell<HashMap<String, Link>>>,
+    target: &Arc<RedisTarget>,
+    limited: &Limited,
+) {
+    let pushed = LOCAL.take_unsynced(&limited.key, &limited.windows, now_ms());
+    let totals = match link(links, target) {
+        Ok(mut conn) => {
+            let call = store::sync(&mut conn, &limited.key, &pushed);
+            match tokio::time::timeout(target.timeout, call).await {
+                Ok(Ok(totals)) => Some(totals),
+                _ => None,
+            }
+        }
+        Err(_) => None,
+    };
+    let retry = record(links, target, totals.is_some());
+    flush(links.clone(), target.clone(), retry);
+    LOCAL.synced(&limited.key, &pushed, totals.as_deref(), now_ms());
 }
 
 /// This worker's connection to `target`, unless its circuit is open.
@@ -340,6 +398,11 @@ impl Handler<Settle> for LimiterActor {
                 }
             }
             Backend::Redis(target) => {
+                // Counted here too: the counts a Redis outage falls back on.
+                let now = now_ms();
+                for limited in &ticket.keys {
+                    LOCAL.settle(&limited.key, &limited.windows, ticket.id, tokens, now);
+                }
                 let (links, target) = (self.links.clone(), target.clone());
                 actix::spawn(async move {
                     for (limited, reserve) in ticket.keys.iter().zip(reserves) {
@@ -348,6 +411,13 @@ impl Handler<Settle> for LimiterActor {
                         settle_redis(&links, &target, key, claim, tokens, windows).await;
                     }
                 });
+            }
+            Backend::Synced(target, every) => {
+                let now = now_ms();
+                for limited in &ticket.keys {
+                    LOCAL.settle_unsynced(&limited.key, &limited.windows, ticket.id, tokens, now);
+                    schedule_sync(&self.links, target, *every, limited);
+                }
             }
         }
     }
@@ -359,7 +429,8 @@ pub struct Permit {
     limiter: Addr<LimiterActor>,
     ticket: Arc<Ticket>,
     reserves: Vec<f64>,
-    recorded: bool,
+    /// Until settled or released.
+    unsettled: bool,
 }
 
 impl Permit {
@@ -377,7 +448,7 @@ impl Permit {
             limiter: limiter.clone(),
             ticket,
             reserves: admitted.reserves,
-            recorded: admitted.recorded,
+            unsettled: true,
         };
         Ok((permit, admitted.seen))
     }
@@ -393,7 +464,7 @@ impl Permit {
     }
 
     fn finish(&mut self, tokens: f64) {
-        if std::mem::take(&mut self.recorded) {
+        if std::mem::take(&mut self.unsettled) {
             self.limiter.do_send(Settle {
                 ticket: self.ticket.clone(),
                 reserves: std::mem::take(&mut self.reserves),

@@ -2,8 +2,9 @@
 
 use serde::Deserialize;
 
-/// `ai_metrics` adds Kong's AI series for the routes the plugin applies to; the other switches
-/// are accepted so a Kong file loads unchanged (the gateway's own series are always exported).
+/// `ai_metrics` adds Kong's AI series for the routes the plugin applies to; `per_consumer` fills
+/// in their `consumer` label (and `aigw_http_requests_total`'s). The other switches are
+/// accepted so a Kong file loads unchanged (the gateway's own series are always exported).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {

@@ -1,6 +1,10 @@
 //! `strategy: local` (and `sync_rate: -1`): one store per process, shared by every worker, so
 //! all workers of an instance enforce one limit. Each operation holds the lock for a few map
 //! lookups; waiters are woken whenever a request settles.
+//!
+//! With `sync_rate > 0` the same store admits, and a key also remembers the tokens it counted
+//! that Redis has not been told of yet; a sync (see `LimiterActor`) adds them in Redis and
+//! brings the key's counters to Redis's totals, which include every instance's.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,11 +19,36 @@ struct KeyState {
     counters: HashMap<u64, Counter>,
     /// Ticket -> reservation (0 = unknown cost).
     in_flight: HashMap<u64, f64>,
+    /// `sync_rate > 0`: per window size, the tokens counted here and not yet added in Redis.
+    unsynced: HashMap<u64, Counter>,
+    sync: SyncMark,
+}
+
+/// `sync_rate > 0`: where a key stands with Redis.
+#[derive(Default)]
+struct SyncMark {
+    /// When the last sync started (ms).
+    last_ms: Option<u64>,
+    /// A sync is scheduled or running.
+    scheduled: bool,
+    /// The last sync failed.
+    failed: bool,
+}
+
+/// What one sync adds in Redis for one window size: the tokens of window number `window` and of
+/// the one before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pushed {
+    pub size: u64,
+    pub window: u64,
+    pub current: f64,
+    pub previous: f64,
 }
 
 impl KeyState {
     fn idle(&self, now_ms: u64) -> bool {
-        self.in_flight.is_empty()
+        !self.sync.scheduled
+            && self.in_flight.is_empty()
             && self
                 .counters
                 .iter()
@@ -79,6 +108,30 @@ impl LocalStore {
 
     /// Ends `ticket`, counting `tokens` in every window of the key.
     pub fn settle(&self, key: &str, windows: &[Window], ticket: u64, tokens: f64, now_ms: u64) {
+        self.settle_and(key, windows, ticket, tokens, now_ms, false);
+    }
+
+    /// `settle` for `sync_rate > 0`: the tokens also wait for the key's next sync.
+    pub fn settle_unsynced(
+        &self,
+        key: &str,
+        windows: &[Window],
+        ticket: u64,
+        tokens: f64,
+        now_ms: u64,
+    ) {
+        self.settle_and(key, windows, ticket, tokens, now_ms, true);
+    }
+
+    fn settle_and(
+        &self,
+        key: &str,
+        windows: &[Window],
+        ticket: u64,
+        tokens: f64,
+        now_ms: u64,
+        unsynced: bool,
+    ) {
         {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             let state = keys.entry(key.to_string()).or_default();
@@ -87,6 +140,85 @@ impl LocalStore {
                 let counter = state.counters.entry(w.size).or_default();
                 counter.roll(w.size, now_ms);
                 counter.current += tokens;
+                if unsynced {
+                    let counter = state.unsynced.entry(w.size).or_default();
+                    counter.roll(w.size, now_ms);
+                    counter.current += tokens;
+                }
+            }
+        }
+        self.settled.notify_waiters();
+    }
+
+    /// `sync_rate > 0`, on every admission and settlement of `key`: when its next sync is due
+    /// (ms from now) unless one is scheduled already, and whether the last one failed.
+    pub fn sync_due(&self, key: &str, every_ms: u64, now_ms: u64) -> (Option<u64>, bool) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let state = keys.entry(key.to_string()).or_default();
+        let mark = &mut state.sync;
+        if mark.scheduled {
+            return (None, mark.failed);
+        }
+        mark.scheduled = true;
+        let due = mark
+            .last_ms
+            .map_or(0, |last| (last + every_ms).saturating_sub(now_ms));
+        (Some(due), mark.failed)
+    }
+
+    /// Starts a sync of `key`: takes the tokens Redis has not been told of, per window.
+    pub fn take_unsynced(&self, key: &str, windows: &[Window], now_ms: u64) -> Vec<Pushed> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let state = keys.entry(key.to_string()).or_default();
+        state.sync.last_ms = Some(now_ms);
+        windows
+            .iter()
+            .map(|w| {
+                let counter = state.unsynced.entry(w.size).or_default();
+                counter.roll(w.size, now_ms);
+                let pushed = Pushed {
+                    size: w.size,
+                    window: counter.window,
+                    current: counter.current,
+                    previous: counter.previous,
+                };
+                counter.current = 0.0;
+                counter.previous = 0.0;
+                pushed
+            })
+            .collect()
+    }
+
+    /// Ends a sync of `key`. With Redis's totals (current and previous window, per entry of
+    /// `pushed`, every instance's tokens included), the key's counters become those totals plus
+    /// what settled here since the sync started; without (Redis failed), `pushed` waits for the
+    /// next sync.
+    pub fn synced(&self, key: &str, pushed: &[Pushed], totals: Option<&[(f64, f64)]>, now_ms: u64) {
+        {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let state = keys.entry(key.to_string()).or_default();
+            state.sync.scheduled = false;
+            state.sync.failed = totals.is_none();
+            for (i, p) in pushed.iter().enumerate() {
+                let unsynced = state.unsynced.entry(p.size).or_default();
+                unsynced.roll(p.size, now_ms);
+                match totals {
+                    Some(totals) => {
+                        let counter = state.counters.entry(p.size).or_default();
+                        counter.roll(p.size, now_ms);
+                        // A window that ended during the sync keeps its count.
+                        if counter.window == p.window && unsynced.window == p.window {
+                            counter.current = totals[i].0 + unsynced.current;
+                            counter.previous = totals[i].1;
+                        }
+                    }
+                    None if unsynced.window == p.window => {
+                        unsynced.current += p.current;
+                        unsynced.previous += p.previous;
+                    }
+                    None if unsynced.window == p.window + 1 => unsynced.previous += p.current,
+                    None => {}
+                }
             }
         }
         self.settled.notify_waiters();
@@ -129,5 +261,41 @@ mod tests {
             store.admit("k", &W, false, None, 6, 61_000).0,
             Verdict::Admit(0.0)
         );
+    }
+
+    #[test]
+    fn a_sync_adds_what_settled_here_and_takes_redis_totals() {
+        let store = LocalStore::default();
+        assert_eq!(store.sync_due("k", 1_000, 1_000), (Some(0), false));
+        assert_eq!(
+            store.sync_due("k", 1_000, 1_000),
+            (None, false),
+            "one at a time"
+        );
+        store.admit("k", &W, false, None, 1, 1_000);
+        store.settle_unsynced("k", &W, 1, 30.0, 1_100);
+        let pushed = store.take_unsynced("k", &W, 1_200);
+        assert_eq!(
+            pushed,
+            [Pushed {
+                size: 60,
+                window: 0,
+                current: 30.0,
+                previous: 0.0
+            }]
+        );
+        // 5 more settle while Redis adds the 30 to another instance's 50.
+        store.settle_unsynced("k", &W, 2, 5.0, 1_300);
+        store.synced("k", &pushed, Some(&[(80.0, 0.0)]), 1_400);
+        let (verdict, seen) = store.admit("k", &W, false, None, 3, 1_500);
+        assert_eq!((verdict, seen[0].used), (Verdict::Admit(0.0), 85.0));
+        // The next sync is due a sync interval after the last one started, and pushes the 5.
+        assert_eq!(store.sync_due("k", 1_000, 1_500), (Some(700), false));
+        let pushed = store.take_unsynced("k", &W, 2_200);
+        assert_eq!(pushed[0].current, 5.0);
+        // Redis failed: the 5 wait for the next sync, which knows it failed.
+        store.synced("k", &pushed, None, 2_300);
+        assert_eq!(store.sync_due("k", 1_000, 2_300), (Some(900), true));
+        assert_eq!(store.take_unsynced("k", &W, 3_200)[0].current, 5.0);
     }
 }

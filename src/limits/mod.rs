@@ -32,6 +32,9 @@ pub enum Backend {
     Local,
     /// Every instance, through Redis, synchronously (`sync_rate: 0`).
     Redis(Arc<redis::RedisTarget>),
+    /// Every instance, through this process's counters synchronised with Redis every so
+    /// often (`sync_rate > 0`).
+    Synced(Arc<redis::RedisTarget>, Duration),
 }
 
 /// One compiled `ai-rate-limiting-advanced` instance.
@@ -82,7 +85,11 @@ impl Policy {
                 .redis
                 .as_ref()
                 .ok_or("redis: required when strategy is 'redis'")?;
-            Backend::Redis(Arc::new(redis::RedisTarget::new(redis)?))
+            let target = Arc::new(redis::RedisTarget::new(redis)?);
+            match config.sync_rate {
+                Some(rate) if rate > 0.0 => Backend::Synced(target, Duration::from_secs_f64(rate)),
+                _ => Backend::Redis(target),
+            }
         };
         Ok(Policy {
             namespace: config

@@ -1,6 +1,8 @@
 //! `strategy: redis` with `sync_rate: 0`: every admission and every settlement is one atomic
 //! Lua script on a Redis server shared by all instances, running the rule of `admission.rs`
-//! on Redis's clock, so N instances enforce one limit.
+//! on Redis's clock, so N instances enforce one limit. With `sync_rate > 0` the instances
+//! admit from their own counters and a third script (`SYNC`) adds what each counted and
+//! returns the totals, every `sync_rate` seconds per key.
 //!
 //! Keys, per limited identity (`<key>` is `aigw:rl:<namespace>:<provider>:<identity>`):
 //! `<key>:<size>:<window number>` the tokens counted in a window (expire after two windows), and
@@ -12,12 +14,14 @@
 //! (the policy then fails open or closed). Settlements that failed are retried once Redis
 //! answers again, so claims of requests that ended during an outage do not linger.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
 use super::admission::{Seen, Verdict, Window};
+use super::local::Pushed;
 use crate::config::rate_limit::RedisConfig;
 
 /// A Redis server as a policy names it.
@@ -141,6 +145,34 @@ end
 return 1
 "#;
 
+/// Sync (`sync_rate > 0`): add the tokens an instance counted, per window size, to the window
+/// they were counted in (numbered on the instance's clock) and the one before, and return both
+/// windows' totals. ARGV: (size, window number, tokens, tokens of the window before) per window.
+/// Returns {current, previous, current, previous, ...}.
+const SYNC: &str = r#"
+local key, out = KEYS[1], {}
+for i = 1, #ARGV, 4 do
+  local size, id = ARGV[i], tonumber(ARGV[i + 1])
+  local ms = tonumber(size) * 1000
+  local cur = key .. ':' .. size .. ':' .. id
+  local prev = key .. ':' .. size .. ':' .. (id - 1)
+  for _, kv in ipairs({{cur, tonumber(ARGV[i + 2])}, {prev, tonumber(ARGV[i + 3])}}) do
+    if kv[2] > 0 then
+      redis.call('INCRBYFLOAT', kv[1], kv[2])
+      redis.call('PEXPIRE', kv[1], 2 * ms)
+    end
+  end
+  out[#out + 1] = redis.call('GET', cur) or '0'
+  out[#out + 1] = redis.call('GET', prev) or '0'
+end
+return out
+"#;
+
+/// The scripts, hashed once (`EVALSHA` names them by their SHA-1).
+static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
+static SETTLE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE));
+static SYNC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SYNC));
+
 /// The claim a ticket leaves in the in-flight set.
 pub fn claim(instance: &str, ticket: u64, reserve: f64) -> String {
     format!("{instance}|{ticket}|{reserve}")
@@ -155,8 +187,7 @@ pub async fn admit(
     reserve: Option<f64>,
     lease: Duration,
 ) -> redis::RedisResult<(Verdict, Vec<Seen>)> {
-    let script = Script::new(ADMIT);
-    let mut call = script.key(key);
+    let mut call = ADMIT_SCRIPT.key(key);
     call.arg(instance)
         .arg(ticket)
         .arg(reserve.unwrap_or(0.0))
@@ -193,11 +224,35 @@ pub async fn settle(
     tokens: f64,
     windows: &[Window],
 ) -> redis::RedisResult<()> {
-    let script = Script::new(SETTLE);
-    let mut call = script.key(key);
+    let mut call = SETTLE_SCRIPT.key(key);
     call.arg(claim).arg(tokens);
     for w in windows {
         call.arg(w.size);
     }
     call.invoke_async::<i64>(conn).await.map(|_| ())
+}
+
+/// Adds `pushed` in Redis; returns Redis's totals (current, previous window) per entry.
+pub async fn sync(
+    conn: &mut ConnectionManager,
+    key: &str,
+    pushed: &[Pushed],
+) -> redis::RedisResult<Vec<(f64, f64)>> {
+    let mut call = SYNC_SCRIPT.key(key);
+    for p in pushed {
+        call.arg(p.size)
+            .arg(p.window)
+            .arg(p.current)
+            .arg(p.previous);
+    }
+    let reply: Vec<String> = call.invoke_async(conn).await?;
+    let number = |i: usize| {
+        reply
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((0..pushed.len())
+        .map(|w| (number(2 * w), number(2 * w + 1)))
+        .collect())
 }

@@ -334,6 +334,7 @@ pub fn compile(
                 route: Arc::from(spec.name.as_str()),
                 service: Arc::from(spec.service.as_ref().map_or("", |s| s.name.as_str())),
                 ai_metrics: p.ai_metrics,
+                per_consumer: p.per_consumer,
             })
         });
         let compiled =

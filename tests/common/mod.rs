@@ -179,6 +179,32 @@ pub fn deck(routes: &[(&str, &str, &str)]) -> String {
     out
 }
 
+/// A decK file for consumers' tests: chat routes on the mock's OpenAI endpoint (gateway key
+/// `Bearer sk-gateway-key`, model gpt-4o), each named after its path and carrying its own
+/// plugins (items made by [`plugin`]: key-auth, limits, metrics); `tail` adds top-level entries
+/// (consumers, consumer-scoped plugins).
+pub fn consumer_deck(mock_port: u16, routes: &[(&str, String)], tail: &str) -> String {
+    let mut out = String::from("_format_version: \"3.0\"\nservices:\n  - name: ai\n    url: http://127.0.0.1:9\n    routes:\n");
+    for (path, plugins) in routes {
+        out.push_str(&format!(
+            "      - name: {name}\n        paths: [\"{path}\"]\n        plugins:\n",
+            name = path.trim_start_matches('/')
+        ));
+        out.push_str(&plugin(
+            "ai-proxy",
+            &format!("{{route_type: llm/v1/chat, auth: {{header_name: Authorization, header_value: \"Bearer sk-gateway-key\"}}, model: {{provider: openai, name: gpt-4o, options: {{upstream_url: \"http://127.0.0.1:{mock_port}/v1/chat/completions\"}}}}}}"),
+        ));
+        out.push_str(plugins);
+    }
+    out.push_str(tail);
+    out
+}
+
+/// One plugin of a [`consumer_deck`] route; `config` is YAML flow text (`{...}`).
+pub fn plugin(name: &str, config: &str) -> String {
+    format!("          - name: {name}\n            config: {config}\n")
+}
+
 /// A minimal blocking HTTP/1.1 client (one request per connection), so tests see exactly
 /// what the gateway wrote.
 pub struct Response {

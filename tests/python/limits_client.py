@@ -4,7 +4,8 @@ Usage:
   limits_client.py call BASE_URL KEY [stream]      one chat call with `apikey: KEY`
   limits_client.py flood BASE_URL KEYS CLIENTS MAX_TOKENS SECONDS
       CLIENTS threads (keys taken round-robin from the comma-separated KEYS) call until each
-      has been refused once (or SECONDS pass); prints every outcome.
+      has been refused once (or SECONDS pass); prints every outcome, with its start and end
+      (`t0`, `t1`: seconds since the flood began).
 The Rust integration tests run this and assert on the printed JSON.
 """
 
@@ -53,7 +54,8 @@ def one_call(c: openai.OpenAI, stream: bool, max_tokens=None, prompt="hello ther
 
 def flood(base_url: str, keys: list, clients: int, max_tokens: int, seconds: float) -> list:
     results, lock = [], threading.Lock()
-    deadline = time.time() + seconds
+    began = time.time()
+    deadline = began + seconds
 
     def worker(i: int):
         c = client(base_url, keys[i % len(keys)])
@@ -62,7 +64,7 @@ def flood(base_url: str, keys: list, clients: int, max_tokens: int, seconds: flo
             out = one_call(c, False, max_tokens)
             out = {"status": out["status"], "usage": out.get("usage"), "key": keys[i % len(keys)],
                    "retry_after": out["headers"].get("retry-after"), "ms": int((time.time() - started) * 1000),
-                   "body": out.get("body")}
+                   "t0": started - began, "t1": time.time() - began, "body": out.get("body")}
             with lock:
                 results.append(out)
             if out["status"] != 200:

@@ -1,0 +1,96 @@
+# Consumers and token-limit scenarios (issue 13), sourced by run.sh. A second gateway (same CPU,
+# same settings) serves four routes on the same mock; a private redis-server (installed when
+# missing) runs on the load CPU, like the mock, as the external service it is:
+#   /plain    ai-proxy only                                           (the baseline of this block)
+#   /keyed    + key-auth + ai-rate-limiting-advanced, strategy local  (budget: >= 90 % of /plain)
+#   /shared   + key-auth + ai-rate-limiting-advanced, strategy redis, sync_rate 0: one Lua call
+#             per admission and one per settlement                    (budget: >= 75 % of /plain)
+#   /synced   the same with sync_rate 1: counted locally, synced every second (reported, with
+#             the same 75 % budget)
+# The limits are far above what a run spends, so no request is refused (a refusal is an error
+# of the load client: the body lacks "Mock"). chat-small runs against each. Figures:
+# $OUT/limits--*.json, summary (group_report.py) in $OUT/limits.md and loadtest/LIMITS.md.
+
+RL_PORT="$(free_port)"
+RL_REDIS_PORT="$(free_port)"
+RL_KEY="loadtest-consumer-key-0001"
+if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
+    log "installing redis-server"
+    apt_install redis-server || true
+fi
+REDIS_SERVER="$(command -v redis-server || echo /usr/bin/redis-server)"
+
+rl_route() { # NAME [PLUGIN CONFIG of ai-rate-limiting-advanced]
+    cat <<EOF
+      - name: $1
+        paths: ["/$1"]
+        plugins:
+          - name: ai-proxy
+            config: {route_type: llm/v1/chat, auth: {header_name: Authorization, header_value: Bearer loadtest-key}, model: {provider: openai, name: gpt-4o-mini, options: {upstream_url: "http://127.0.0.1:$MOCK_PORT/v1/chat/completions"}}}
+EOF
+    if [ -n "${2:-}" ]; then
+        cat <<EOF
+          - name: key-auth
+          - name: ai-rate-limiting-advanced
+            config: {$2, llm_providers: [{name: openai, limit: [1000000000000], window_size: [60]}]}
+EOF
+    fi
+}
+RL_REDIS="redis: {host: 127.0.0.1, port: $RL_REDIS_PORT, timeout: 1000}"
+{
+    cat <<EOF
+_format_version: "3.0"
+services:
+  - name: loadtest
+    url: http://127.0.0.1:$MOCK_PORT
+    routes:
+EOF
+    rl_route plain
+    rl_route keyed "strategy: local"
+    rl_route shared "strategy: redis, sync_rate: 0, $RL_REDIS"
+    rl_route synced "strategy: redis, sync_rate: 1, $RL_REDIS"
+    cat <<EOF
+consumers:
+  - username: loadtest
+    keyauth_credentials: [{key: $RL_KEY}]
+EOF
+} >"$TMP/deck-limits.yaml"
+
+log "limits scenarios: redis-server on 127.0.0.1:$RL_REDIS_PORT (cpu $LOAD_CPU)"
+spawn "$LOAD_CPU" "$TMP/redis.log" "$REDIS_SERVER" --port "$RL_REDIS_PORT" --bind 127.0.0.1 \
+    --save "" --appendonly no --daemonize no
+RL_REDIS_PID=$SPAWNED
+log "limits scenarios: second ai-gateway on 127.0.0.1:$RL_PORT (cpu $GW_CPU)"
+spawn "$GW_CPU" "$TMP/gateway-limits.log" env RUST_LOG=warn "$BIN" \
+    --settings "$TMP/settings.toml" --config "$TMP/deck-limits.yaml" --listen "127.0.0.1:$RL_PORT"
+RL_PID=$SPAWNED
+if wait_port "$RL_REDIS_PORT" "$RL_REDIS_PID" && wait_port "$RL_PORT" "$RL_PID"; then
+    # run_case knows the main targets; these four are added here.
+    eval "main_rl_$(declare -f target_setup)"
+    target_setup() {
+        case "$1" in
+            rl-plain|rl-keyed|rl-shared|rl-synced)
+                TARGS=(--url "http://127.0.0.1:$RL_PORT/${1#rl-}/v1/chat/completions"
+                    --body "$TMP/openai-$2.json" --header "apikey: $RL_KEY"
+                    --watch "$RL_PID" --aux "$MOCK_PID,$RL_REDIS_PID" --expect Mock) ;;
+            *) main_rl_target_setup "$@" ;;
+        esac
+    }
+    for t in rl-plain rl-keyed rl-shared rl-synced; do
+        run_case limits "$t" small 0 closed --concurrency "$CONCURRENCY" --warmup "$WARMUP" \
+            --duration "$WINDOW" --timeout 10
+    done
+    failed_open="$(grep -c "rate-limit store unreachable" "$TMP/gateway-limits.log" || true)"
+    python3 "$LT/group_report.py" "$OUT" "$LT/LIMITS.md" "$QUICK" limits \
+        "Consumers and token-limit overhead" \
+        "chat-small ($CONCURRENCY connections, closed loop) against one gateway worker, same mock, same CPU; redis-server on the load CPU. Budgets: key-auth + local limiting keeps >= 90 % of the plain route's req/s, Redis limiting >= 75 %." \
+        "Requests the limits failed open (Redis unreachable) during the runs: ${failed_open:-0}" \
+        "rl-plain|ai-proxy only|" \
+        "rl-keyed|key-auth + ai-rate-limiting-advanced, strategy local|0.90" \
+        "rl-shared|key-auth + ai-rate-limiting-advanced, redis, sync_rate 0|0.75" \
+        "rl-synced|key-auth + ai-rate-limiting-advanced, redis, sync_rate 1|0.75" >&2 || true
+else
+    log "  the limits gateway or redis-server did not start (see $TMP/gateway-limits.log, $TMP/redis.log)"
+fi
+stop_pid "$RL_PID"
+stop_pid "$RL_REDIS_PID"
