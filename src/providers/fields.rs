@@ -119,10 +119,24 @@ fn has_images(body: &Map<String, Value>) -> bool {
         .any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
 }
 
+/// Whether [`dropped`] reads the top-level field `key` for `column` (a field it drops).
+pub fn droppable(column: Column, key: &str) -> bool {
+    support(key, column) == Some(Support::Dropped)
+}
+
+/// Whether [`dropped`] looks inside the messages for `column` (it drops images).
+pub fn looks_inside_messages(column: Column) -> bool {
+    support("messages (images)", column) == Some(Support::Dropped)
+}
+
 /// The fields of an OpenAI chat request that `column` would drop, in the table's order.
 pub fn dropped(column: Column, body: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
-    for (field, _) in TABLE {
+    let Some(i) = COLUMNS.iter().position(|(_, c)| *c == column) else {
+        return out;
+    };
+    // Only the rows this column drops are looked up (one for OpenAI-format providers).
+    for (field, _) in TABLE.iter().filter(|(_, row)| row[i] == Support::Dropped) {
         let sent = match *field {
             "messages (images)" => has_images(body),
             "max_tokens / max_completion_tokens" | "messages (text)" => false,
@@ -130,7 +144,7 @@ pub fn dropped(column: Column, body: &Map<String, Value>) -> Vec<String> {
             "logprobs" => body.get("logprobs").and_then(Value::as_bool) == Some(true),
             name => body.get(name).is_some_and(|v| !v.is_null()),
         };
-        if sent && support(field, column) == Some(Support::Dropped) {
+        if sent {
             out.push(field.to_string());
         }
     }
