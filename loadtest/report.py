@@ -564,6 +564,8 @@ def main():
         ["ai-gateway, 3 s after the last held stream ended", fmt(mib(f_["gw_rss_end_kib"]), 1)],
         ["ai-gateway, 20 s later (idle upstream connections expired)",
          fmt(mib(f_.get("gw_rss_settled_kib")), 1)],
+        ["`cargo test --release --test stream_memory` (400 quiet streams, ≤ 25 KiB each)",
+         f_.get("stream_memory_test") or "not run"],
         ["nginx (master + worker)", fmt(mib(f_["nginx_idle_rss_kib"]), 1)],
         ["mock provider", fmt(mib(f_["mock_idle_rss_kib"]), 1)],
     ]) + "\n")

@@ -519,6 +519,17 @@ group_hold() {
     GW_RSS_END="$(rss_kib "$GW_PID")"
     sleep 20 # past the upstream pool's idle limit (15 s): does the memory come back?
     GW_RSS_SETTLED="$(rss_kib "$GW_PID")"
+    # tests/stream_memory.rs measures a release build, so `cargo test` (debug) skips it: it runs
+    # here, where the release build exists (400 quiet streams, fails above 25 KiB each).
+    log "cargo test --release --test stream_memory"
+    echo "cargo test --release --test stream_memory" >>"$COMMANDS"
+    if cargo test --release --quiet --test stream_memory -- --nocapture \
+        >"$OUT/stream-memory-test.txt" 2>&1; then
+        STREAM_MEMORY_TEST='"passed"'
+    else
+        STREAM_MEMORY_TEST='"FAILED"'
+        log "  tests/stream_memory.rs FAILED (see $OUT/stream-memory-test.txt)"
+    fi
 }
 
 # xc: the cross-check, as a new user would measure (ISSUE 14): wrk -t1 -c64 for non-streaming,
@@ -671,6 +682,7 @@ group_bench() {
 }
 
 GW_IDLE_RSS_AFTER=null; GW_RSS_END=null; GW_RSS_SETTLED=null; XC_GW_IDLE_RSS=null
+STREAM_MEMORY_TEST=null
 GROUP_ORDER="own balancer limits xc hold"
 for g in $GROUP_ORDER; do
     if wants "$g"; then "group_$g"; fi
@@ -770,6 +782,7 @@ cat >"$OUT/facts.json" <<EOF
   "gw_idle_rss_after_load_kib": $GW_IDLE_RSS_AFTER,
   "gw_rss_end_kib": $GW_RSS_END,
   "gw_rss_settled_kib": $GW_RSS_SETTLED,
+  "stream_memory_test": $STREAM_MEMORY_TEST,
   "nginx_idle_rss_kib": $NGX_IDLE_RSS,
   "mock_idle_rss_kib": $MOCK_IDLE_RSS,
   "duration_s": $((ENDED_AT - STARTED_AT)),

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
@@ -12,8 +13,15 @@ use crate::actors::messages::AccessInfo;
 use crate::config::settings::LogFormat;
 use crate::providers::oai::Usage;
 
+mod line;
+
+/// The format of the first [`init`], which the access lines (written without tracing's
+/// formatter) follow too.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
 /// Installs the global subscriber. `RUST_LOG` overrides `level`.
 pub fn init(format: LogFormat, level: &str) {
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -134,30 +142,79 @@ fn count(
     });
 }
 
+/// Whether access lines are written: tracing's filter (`log_level`, `RUST_LOG`) decides, as for
+/// any event with target `access` at level INFO.
+fn access_enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
+/// The fields both kinds of access line start with.
+fn head(line: &mut line::Line<'_>, info: &AccessInfo, status: u16, stream: bool) {
+    line.bare("request_id", &info.request_id);
+    line.bare("route", &info.route);
+    line.quoted("provider", info.provider);
+    line.bare("model", &info.model);
+    if let Some(consumer) = &info.consumer {
+        line.quoted("consumer", consumer);
+    }
+    line.uint("status", status.into());
+    line.boolean("stream", stream);
+}
+
+/// The fields both kinds of access line end with.
+fn tail(line: &mut line::Line<'_>, info: &AccessInfo, usage: Usage) {
+    line.uint("prompt_tokens", usage.prompt_tokens);
+    line.uint("completion_tokens", usage.completion_tokens);
+    if let Some((cost, per_token)) = statistics(info, usage) {
+        if let Some(cost) = cost {
+            line.float("cost", cost);
+        }
+        if let Some(per_token) = per_token {
+            line.float("ms_per_output_token", per_token);
+        }
+    }
+    if let Some(tried) = &info.tried {
+        line.quoted("tried", tried);
+    }
+    line.bare("dropped_fields", &info.dropped);
+}
+
+/// Writes one access line (the `access` target's `request` event).
+fn access_line(fill: impl FnOnce(&mut line::Line<'_>)) {
+    let json = FORMAT.get() == Some(&LogFormat::Json);
+    line::write(json, "access", "request", fill, |bytes| {
+        let _ = BatchedStderr.write_all(bytes);
+    });
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
 /// The access line of a buffered answer (or of an error the gateway made itself), and its
 /// metrics.
 pub fn access(info: &AccessInfo, status: u16, usage: Usage, upstream_latency: Option<Duration>) {
-    let stats = statistics(info, usage);
-    tracing::info!(
-        target: "access",
-        request_id = %info.request_id,
-        route = %info.route,
-        provider = info.provider,
-        model = %info.model,
-        consumer = info.consumer.as_deref(),
-        status,
-        stream = false,
-        latency_ms = millis(info.started.elapsed()),
-        upstream_ms = upstream_latency.map(millis),
-        prompt_tokens = usage.prompt_tokens,
-        completion_tokens = usage.completion_tokens,
-        cost = stats.and_then(|s| s.0),
-        ms_per_output_token = stats.and_then(|s| s.1),
-        tried = info.tried.as_deref(),
-        dropped_fields = %info.dropped,
-        "request"
-    );
+    if access_enabled() {
+        let elapsed = info.started.elapsed();
+        access_line(|line| buffered_fields(line, info, status, usage, elapsed, upstream_latency));
+    }
     count(info, status, usage, upstream_latency, None);
+}
+
+fn buffered_fields(
+    line: &mut line::Line<'_>,
+    info: &AccessInfo,
+    status: u16,
+    usage: Usage,
+    elapsed: Duration,
+    upstream_latency: Option<Duration>,
+) {
+    head(line, info, status, false);
+    line.millis("latency_ms", micros(elapsed));
+    if let Some(upstream) = upstream_latency {
+        line.millis("upstream_ms", micros(upstream));
+    }
+    tail(line, info, usage);
 }
 
 /// The access line of a streamed answer, written when the stream ends, and its metrics.
@@ -167,28 +224,28 @@ pub fn access_stream(
     usage: Usage,
     first_chunk: Option<Duration>,
 ) {
-    let stats = statistics(info, usage);
-    tracing::info!(
-        target: "access",
-        request_id = %info.request_id,
-        route = %info.route,
-        provider = info.provider,
-        model = %info.model,
-        consumer = info.consumer.as_deref(),
-        status = 200u16,
-        stream = true,
-        outcome,
-        latency_ms = millis(info.started.elapsed()),
-        first_chunk_ms = first_chunk.map(millis),
-        prompt_tokens = usage.prompt_tokens,
-        completion_tokens = usage.completion_tokens,
-        cost = stats.and_then(|s| s.0),
-        ms_per_output_token = stats.and_then(|s| s.1),
-        tried = info.tried.as_deref(),
-        dropped_fields = %info.dropped,
-        "request"
-    );
+    if access_enabled() {
+        let elapsed = info.started.elapsed();
+        access_line(|line| stream_fields(line, info, outcome, usage, elapsed, first_chunk));
+    }
     count(info, 200, usage, Some(info.started.elapsed()), first_chunk);
+}
+
+fn stream_fields(
+    line: &mut line::Line<'_>,
+    info: &AccessInfo,
+    outcome: &str,
+    usage: Usage,
+    elapsed: Duration,
+    first_chunk: Option<Duration>,
+) {
+    head(line, info, 200, true);
+    line.quoted("outcome", outcome);
+    line.millis("latency_ms", micros(elapsed));
+    if let Some(first) = first_chunk {
+        line.millis("first_chunk_ms", micros(first));
+    }
+    tail(line, info, usage);
 }
 
 /// Largest payload written to a log line, per direction.
@@ -235,3 +292,6 @@ fn redact_field<'a>(body: &'a [u8], field: Option<&str>) -> std::borrow::Cow<'a,
         _ => std::borrow::Cow::Borrowed(body),
     }
 }
+
+#[cfg(test)]
+mod tests;

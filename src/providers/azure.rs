@@ -99,6 +99,10 @@ impl Translate for Azure {
         Ok(openai::request(ctx, body))
     }
 
+    fn openai_body(&self, _route_type: RouteType) -> bool {
+        true
+    }
+
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
         openai::response(ctx.route_type, body)
     }

@@ -140,11 +140,28 @@ fn has_cache_control(body: &Map<String, Value>) -> bool {
     parts.chain(tools).any(cached)
 }
 
+/// Whether [`dropped`] reads the top-level field `key` for `column` (a field it drops).
+pub fn droppable(column: Column, key: &str) -> bool {
+    support(key, column) == Some(Support::Dropped)
+}
+
+/// Whether [`dropped`] looks inside the messages or tools for `column` (it drops images or
+/// prompt-caching breakpoints).
+pub fn looks_inside_messages(column: Column) -> bool {
+    ["messages (images)", "cache_control"]
+        .iter()
+        .any(|field| support(field, column) == Some(Support::Dropped))
+}
+
 /// The fields of an OpenAI chat request that `column` would drop, in the table's order, then
 /// the sampling fields Claude's extended thinking overrides (`model` tells Claude on Bedrock).
 pub fn dropped(column: Column, model: &str, body: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
-    for (field, _) in TABLE {
+    let Some(i) = COLUMNS.iter().position(|(_, c)| *c == column) else {
+        return out;
+    };
+    // Only the rows this column drops are looked up (one for OpenAI-format providers).
+    for (field, _) in TABLE.iter().filter(|(_, row)| row[i] == Support::Dropped) {
         let sent = match *field {
             "messages (images)" => has_images(body),
             "cache_control" => has_cache_control(body),
@@ -153,7 +170,7 @@ pub fn dropped(column: Column, model: &str, body: &Map<String, Value>) -> Vec<St
             "logprobs" => body.get("logprobs").and_then(Value::as_bool) == Some(true),
             name => body.get(name).is_some_and(|v| !v.is_null()),
         };
-        if sent && support(field, column) == Some(Support::Dropped) {
+        if sent {
             out.push(field.to_string());
         }
     }

@@ -103,6 +103,10 @@ impl Translate for HuggingFace {
         }
     }
 
+    fn openai_body(&self, route_type: RouteType) -> bool {
+        !matches!(route_type, RouteType::Completions | RouteType::Embeddings)
+    }
+
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
         let v: Value = serde_json::from_slice(&body).map_err(|_| UNDECODABLE)?;
         if let Some(message) = v.get("error").or_else(|| v.get("message")) {

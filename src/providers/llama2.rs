@@ -58,6 +58,10 @@ impl Translate for Llama2 {
         }
     }
 
+    fn openai_body(&self, _route_type: RouteType) -> bool {
+        self.format == Llama2Format::Openai
+    }
+
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
         match self.format {
             Llama2Format::Openai => openai::response(ctx.route_type, body),

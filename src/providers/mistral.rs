@@ -10,7 +10,7 @@ use super::{
     endpoint_url, required_option, self_hosted_url, RequestCtx, StreamTranslate, Translate,
     Translated,
 };
-use crate::config::ai_proxy::{AiProxyConfig, MistralFormat, ModelOptions};
+use crate::config::ai_proxy::{AiProxyConfig, MistralFormat, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 pub const DEFAULT_BASE: &str = "https://api.mistral.ai:443";
@@ -49,6 +49,10 @@ impl Translate for Mistral {
             MistralFormat::Openai => Ok(openai::request(ctx, body)),
             MistralFormat::Ollama => ollama::request(ctx, body),
         }
+    }
+
+    fn openai_body(&self, _route_type: RouteType) -> bool {
+        self.format == MistralFormat::Openai
     }
 
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {

@@ -175,6 +175,13 @@ pub trait Translate: Send + Sync {
         body: Map<String, Value>,
     ) -> Result<Value, GatewayError>;
 
+    /// Whether [`Translate::request`] is [`openai::request`] for `route_type`: it reads and
+    /// sets only the top-level fields [`openai::REQUEST_FIELDS`] names, so the gateway may pass
+    /// every other field on as the client wrote it.
+    fn openai_body(&self, _route_type: RouteType) -> bool {
+        false
+    }
+
     /// Provider 200 body -> OpenAI body. `Err` is the reason in Kong's
     /// `transformation failed from type <provider>://<route_type>: <reason>`.
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String>;

@@ -51,6 +51,10 @@ impl Translate for OpenAi {
         Ok(request(ctx, body))
     }
 
+    fn openai_body(&self, _route_type: RouteType) -> bool {
+        true
+    }
+
     fn response(&self, ctx: &RequestCtx<'_>, body: Bytes) -> Result<Translated, String> {
         response(ctx.route_type, body)
     }
@@ -69,6 +73,17 @@ pub fn route_path(route_type: RouteType) -> &'static str {
         _ => "/v1/chat/completions",
     }
 }
+
+/// Every top-level field [`request`] reads or sets.
+pub const REQUEST_FIELDS: [&str; 7] = [
+    "model",
+    "top_k",
+    "thinking",
+    "dimensions",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+];
 
 /// OpenAI-format request: `model` set to the effective model, `stream` explicit, `top_k`
 /// dropped (OpenAI has no such field); reasoning models take `max_completion_tokens`. An

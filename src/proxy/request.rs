@@ -9,7 +9,7 @@ use actix_web::http::Method;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::compile::{CompiledAuth, CompiledRoute};
+use super::compile::{CompiledAuth, CompiledRoute, ParamAuth};
 use super::native::prepare_native;
 use super::template::{self, TemplateSource};
 use crate::config::ai_proxy::{
@@ -200,7 +200,21 @@ pub fn prepare(
         return prepared.map(Plan::Upstream);
     }
 
-    let mut map = parse_body(client, &body)?;
+    check_content_type(client)?;
+    let column = fields::column(route.provider, &options);
+    // The fields the provider drops and a body auth parameter are read too: they are parsed.
+    let body_param = body_param(&route.auth).map(|p| p.name.as_str());
+    let split = keeps_raw_fields(route, column)
+        .then(|| {
+            raw_body::split(&body, |k| {
+                Some(k) == body_param || fields::droppable(column, k)
+            })
+        })
+        .flatten();
+    let (mut map, kept, shape) = match split {
+        Some((map, kept, shape)) => (map, Some(kept), Some(shape)),
+        None => (parse_body(&body)?, None, None),
+    };
     let mut dropped = Vec::new();
     let mut input_estimate = 0;
     if route.client_format == ClientFormat::AnthropicTranslated {
@@ -231,13 +245,13 @@ pub fn prepare(
         }
         _ => config.route_type,
     };
-    check_prompts(route_type, &map)?;
+    let shape = shape.unwrap_or_else(|| Shape::of(&map));
+    check_prompts(route_type, &shape)?;
     let model = match configured_model {
         Some(model) if route.model_overrides_client => model,
         configured => select_model(configured, &map)?,
     };
     if route_type == RouteType::Chat {
-        let column = fields::column(route.provider, &options);
         dropped.extend(fields::dropped(column, &model, &map));
         if config.dropped_fields == DroppedFields::Reject && !dropped.is_empty() {
             return Err(bad(format!(
@@ -250,7 +264,7 @@ pub fn prepare(
     #[cfg(test)]
     crate::panic_guard::hook("request", &model);
     check_model_name(&model)?;
-    check_format(route_type, &map)?;
+    check_format(route_type, &shape)?;
     let client_stream = map.get("stream").and_then(Value::as_bool) == Some(true);
     let stream = match (route_type, config.response_streaming) {
         (RouteType::Embeddings, _) => false,
@@ -284,9 +298,11 @@ pub fn prepare(
     let ctx = resolved.ctx();
     let mut upstream_body = route.driver.request(&ctx, map)?;
     inject_body_param(&route.auth, &mut upstream_body);
-    let body = Bytes::from(
-        serde_json::to_vec(&upstream_body).map_err(|e| GatewayError::Internal(e.to_string()))?,
-    );
+    let body = match kept {
+        Some(kept) => kept.join(&upstream_body),
+        None => serde_json::to_vec(&upstream_body),
+    };
+    let body = Bytes::from(body.map_err(|e| GatewayError::Internal(e.to_string()))?);
     let url = route.driver.url(&ctx)?;
     let translated = route.client_format == ClientFormat::AnthropicTranslated;
     let mut headers = if translated {
@@ -382,17 +398,24 @@ pub fn is_json_type(content_type: &HeaderValue) -> bool {
     })
 }
 
-fn parse_body(client: &ClientRequest, body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
-    // Kong treats a missing content type as JSON; anything else that is not JSON is refused.
-    let json_type = client
+/// Kong treats a missing content type as JSON; anything else that is not JSON is refused.
+fn check_content_type(client: &ClientRequest) -> Result<(), GatewayError> {
+    if client
         .headers
         .get(header::CONTENT_TYPE)
-        .is_none_or(is_json_type);
-    let bad_json =
-        || bad("content-type header does not match request body, or bad JSON formatting");
-    if !json_type {
-        return Err(bad_json());
+        .is_none_or(is_json_type)
+    {
+        Ok(())
+    } else {
+        Err(bad_json())
     }
+}
+
+fn bad_json() -> GatewayError {
+    bad("content-type header does not match request body, or bad JSON formatting")
+}
+
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -402,50 +425,91 @@ fn parse_body(client: &ClientRequest, body: &[u8]) -> Result<Map<String, Value>,
     }
 }
 
-fn has_messages(map: &Map<String, Value>) -> bool {
-    map.get("messages")
-        .and_then(Value::as_array)
-        .is_some_and(|m| !m.is_empty())
+/// Whether the body's other fields may go upstream as the client wrote them
+/// ([`raw_body`]): an OpenAI client, a provider that takes the OpenAI format for this route
+/// type, and no dropped field that needs a look inside the messages.
+fn keeps_raw_fields(route: &CompiledRoute, column: fields::Column) -> bool {
+    #[cfg(test)]
+    if tests::GENERAL_PATH_ONLY.with(std::cell::Cell::get) {
+        return false;
+    }
+    let route_type = route.config.route_type;
+    route.client_format == ClientFormat::OpenAi
+        && matches!(
+            route_type,
+            RouteType::Chat | RouteType::Completions | RouteType::Embeddings
+        )
+        && route.driver.openai_body(route_type)
+        && !fields::looks_inside_messages(column)
 }
 
-fn has_prompt(map: &Map<String, Value>) -> bool {
-    match map.get("prompt") {
-        Some(Value::String(_)) => true,
-        Some(Value::Array(items)) => !items.is_empty() && items.iter().all(Value::is_string),
+/// A non-empty `input` string or list (embeddings, responses).
+fn valid_input(input: Option<&Value>) -> bool {
+    match input {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(items)) => !items.is_empty(),
         _ => false,
     }
 }
 
-/// A non-empty `input` string or list (embeddings, responses).
+/// The input check of the routes that take an `input` (responses).
 pub(super) fn check_input(map: &Map<String, Value>) -> Result<(), GatewayError> {
-    let valid = match map.get("input") {
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(items)) => !items.is_empty(),
-        _ => false,
-    };
-    if valid {
+    if valid_input(map.get("input")) {
         Ok(())
     } else {
         Err(bad("request body doesn't contain valid input"))
     }
 }
 
-fn check_prompts(route_type: RouteType, map: &Map<String, Value>) -> Result<(), GatewayError> {
+/// What the prompt checks need to know about a body's `messages`, `prompt` and `input`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Shape {
+    /// `messages` is a non-empty array.
+    pub(super) has_messages: bool,
+    /// The first message (of an array) without a string `role`.
+    pub(super) bad_role: Option<usize>,
+    /// `prompt` is a string or a non-empty array of strings.
+    pub(super) has_prompt: bool,
+    /// `input` is a non-empty string or a non-empty array.
+    pub(super) input_valid: bool,
+}
+
+impl Shape {
+    fn of(map: &Map<String, Value>) -> Shape {
+        let messages = map.get("messages").and_then(Value::as_array);
+        Shape {
+            has_messages: messages.is_some_and(|m| !m.is_empty()),
+            bad_role: messages.and_then(|m| {
+                m.iter()
+                    .position(|m| m.get("role").and_then(Value::as_str).is_none())
+            }),
+            has_prompt: match map.get("prompt") {
+                Some(Value::String(_)) => true,
+                Some(Value::Array(items)) => {
+                    !items.is_empty() && items.iter().all(Value::is_string)
+                }
+                _ => false,
+            },
+            input_valid: valid_input(map.get("input")),
+        }
+    }
+}
+
+fn check_prompts(route_type: RouteType, shape: &Shape) -> Result<(), GatewayError> {
     match route_type {
-        RouteType::Embeddings => check_input(map)?,
-        _ if !has_messages(map) && !has_prompt(map) => {
+        RouteType::Embeddings if !shape.input_valid => {
+            return Err(bad("request body doesn't contain valid input"));
+        }
+        RouteType::Embeddings => {}
+        _ if !shape.has_messages && !shape.has_prompt => {
             return Err(bad("request body doesn't contain valid prompts"))
         }
         _ => {}
     }
-    if let Some(messages) = map.get("messages").and_then(Value::as_array) {
-        for (i, m) in messages.iter().enumerate() {
-            if m.get("role").and_then(Value::as_str).is_none() {
-                return Err(bad(format!(
-                    "message at position {i} is not a valid chat message: it needs a string 'role'"
-                )));
-            }
-        }
+    if let Some(i) = shape.bad_role {
+        return Err(bad(format!(
+            "message at position {i} is not a valid chat message: it needs a string 'role'"
+        )));
     }
     Ok(())
 }
@@ -481,8 +545,8 @@ pub(super) fn check_model_name(model: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn check_format(route_type: RouteType, map: &Map<String, Value>) -> Result<(), GatewayError> {
-    let detected = match (has_messages(map), has_prompt(map)) {
+fn check_format(route_type: RouteType, shape: &Shape) -> Result<(), GatewayError> {
+    let detected = match (shape.has_messages, shape.has_prompt) {
         (true, true) => return Err(bad("request matches multiple LLM request formats")),
         (true, false) => RouteType::Chat,
         (false, true) => RouteType::Completions,
@@ -517,12 +581,15 @@ fn merge_options(options: &ModelOptions, map: &mut Map<String, Value>) {
     }
 }
 
-pub(super) fn inject_body_param(auth: &CompiledAuth, body: &mut Value) {
-    let Some(param) = auth
-        .param
+/// The configured auth parameter that goes into the body, if any.
+fn body_param(auth: &CompiledAuth) -> Option<&ParamAuth> {
+    auth.param
         .as_ref()
         .filter(|p| p.location == ParamLocation::Body)
-    else {
+}
+
+pub(super) fn inject_body_param(auth: &CompiledAuth, body: &mut Value) {
+    let Some(param) = body_param(auth) else {
         return;
     };
     if let Value::Object(map) = body {
@@ -751,5 +818,6 @@ pub(super) fn signed(
     })
 }
 
+mod raw_body;
 #[cfg(test)]
 mod tests;

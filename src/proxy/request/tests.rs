@@ -464,3 +464,110 @@ fn a_templated_instance_cannot_send_the_key_elsewhere_on_any_route_type() {
         );
     }
 }
+
+thread_local! {
+    /// Makes `prepare` take the general path (parse, rules, serialise) for every body.
+    pub(super) static GENERAL_PATH_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a prepared request sends and decides, for comparing the two paths.
+fn outcome(
+    plan: Result<Plan, GatewayError>,
+) -> Result<(String, Value, Vec<String>, String), String> {
+    let p = upstream(plan).map_err(|e| format!("{e:?}"))?;
+    let headers = p
+        .upstream
+        .headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+        .collect();
+    let decided = format!(
+        "{} {} {} {:?} {:?}",
+        p.resolved.model,
+        p.resolved.stream,
+        p.resolved.include_usage,
+        p.resolved.dropped,
+        p.model_header
+    );
+    Ok((p.upstream.url.clone(), body_of(&p), headers, decided))
+}
+
+#[test]
+fn raw_fields_give_the_general_paths_request() {
+    let routes = [
+        openai_route(json!({})),
+        openai_route(json!({"model": {"name": null}, "response_streaming": "always"})),
+        openai_route(json!({"response_streaming": "deny", "model": {"options": {
+            "max_tokens": 99, "temperature": 0.5, "top_p": 0.9, "top_k": 7}}})),
+        openai_route(json!({"model": {"name": "o3-mini"}})),
+        openai_route(json!({"route_type": "llm/v1/completions", "model": {"name": null}})),
+        openai_route(json!({"route_type": "llm/v1/embeddings",
+            "model": {"name": "text-embedding-3-small", "options": {"embeddings_dimensions": 64}}})),
+        route(json!({
+            "route_type": "llm/v1/chat",
+            "auth": {"param_name": "apikey", "param_value": "gw", "param_location": "body"},
+            "model": {"provider": "openai"}
+        })),
+        route(json!({
+            "route_type": "llm/v1/chat",
+            "auth": {"header_name": "api-key", "header_value": "k"},
+            "model": {"provider": "azure", "name": "gpt-4o", "options": {
+                "azure_instance": "inst", "azure_deployment_id": "dep"}}
+        })),
+        route(json!({
+            "route_type": "llm/v1/chat",
+            "model": {"provider": "mistral", "name": "mistral-tiny", "options": {
+                "mistral_format": "openai", "upstream_url": "http://127.0.0.1:9/v1/chat/completions"}}
+        })),
+    ];
+    let bodies = [
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello."}]}"#,
+        r#"{"messages": [{"role": "user", "content": "sp\u00e9cial \"quoted\"", "name": null}], "stream": true, "stream_options": {"include_usage": true}}"#,
+        r#"{"messages":[{"role":"system","content":"x"},{"content":"no role"}]}"#,
+        r#"{"messages":[{"role":"user","content":"a"},["role","user"]]}"#,
+        r#"{"messages":[{"role":5}],"prompt":"both"}"#,
+        r#"{"messages":[],"prompt":"p"}"#,
+        r#"{"messages":[]}"#,
+        r#"{"messages":"not an array","input":"x"}"#,
+        r#"{"prompt":["a","b"],"max_tokens":5,"top_k":3,"thinking":{"type":"enabled"}}"#,
+        r#"{"prompt":["a",1]}"#,
+        r#"{"prompt":[],"input":[]}"#,
+        r#"{"input":"","model":""}"#,
+        r#"{"input":["a"],"dimensions":8,"stream":true,"user":"u1"}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":10,"max_tokens":3,"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"zeta":1,"alpha":[1.50,2e3]}"#,
+        r#"{"messages":[{"role":"user","content":"hi","role":"assistant"}]}"#,
+        r#"{"m\u0065ssages":[{"role":"user","content":"escaped key"}]}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}],"messages":[{"content":"last wins"}]}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}],"apikey":"client","model":"gpt-4o","n":2,"top_k":null}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}],"model":"other-model"}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}],"model":"."}"#,
+        r#"[1,2]"#,
+        r#"{"messages":[{"role":"user"}"#,
+        "  \n ",
+        r#"{}"#,
+    ];
+    let mut kept_raw = 0;
+    for (i, r) in routes.iter().enumerate() {
+        for body in bodies {
+            let c = client(&[], "");
+            let run = |general: bool| {
+                GENERAL_PATH_ONLY.with(|g| g.set(general));
+                let plan = prepare(r, &c, Bytes::from(body), "rid".into(), 1);
+                GENERAL_PATH_ONLY.with(|g| g.set(false));
+                plan
+            };
+            let fast = run(false);
+            if let Ok(Plan::Upstream(p)) = &fast {
+                kept_raw += usize::from(
+                    p.upstream
+                        .body
+                        .windows(14)
+                        .any(|w| w == b"\"role\": \"user\""),
+                );
+            }
+            assert_eq!(outcome(fast), outcome(run(true)), "route {i}, body {body}");
+        }
+    }
+    // The client's own spacing survives where the fields were kept raw.
+    assert!(kept_raw >= 4, "{kept_raw}");
+}
