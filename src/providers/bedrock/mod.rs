@@ -257,8 +257,10 @@ struct BedrockConverseRequest {
 }
 
 #[derive(Debug, Serialize)]
-struct BedrockSystemBlock {
-    text: String,
+#[serde(rename_all = "camelCase")]
+enum BedrockSystemBlock {
+    Text(String),
+    CachePoint(Value),
 }
 
 #[derive(Debug, Serialize)]
@@ -336,10 +338,12 @@ struct BedrockToolConfig {
     tool_choice: Option<Value>,
 }
 
+/// A tool definition, or a `cachePoint` caching the definitions before it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct BedrockTool {
-    tool_spec: BedrockToolSpec,
+enum BedrockTool {
+    ToolSpec(BedrockToolSpec),
+    CachePoint(Value),
 }
 
 #[derive(Debug, Serialize)]
