@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::actors::limiter::Permit;
-use crate::actors::messages::{AccessInfo, Proxy, ReplyBody, RequestBody};
+use crate::actors::messages::{AccessInfo, PickTarget, Proxy, ReplyBody, RequestBody};
 use crate::actors::realtime;
 use crate::config::ai_proxy::RouteType;
 use crate::error::GatewayError;
@@ -235,6 +235,18 @@ async fn handle(
     access.consumer = identity.consumer.as_ref().map(|c| c.name.clone());
     let body = match unread {
         Some(payload) if target.route_type() == RouteType::Realtime => {
+            let hash_key = route
+                .balancer
+                .as_ref()
+                .and_then(|b| client.headers.get(&b.hash_header))
+                .map(|v| v.as_bytes().to_vec());
+            let (index, in_flight) = actor
+                .send(PickTarget { hash_key })
+                .await
+                .map_err(|e| GatewayError::Internal(format!("route actor unavailable: {e}")))??;
+            let target = &route.targets[index];
+            access.provider = target.provider.as_str();
+            access.target = Some(target.clone());
             let upstream = prepare_realtime(target, &client, request_id, unix_now())?;
             // A session is admitted like one request and charged the usage of its
             // `response.done` events when it ends (see realtime::RealtimeActor).
@@ -245,7 +257,12 @@ async fn handle(
                 Some(ticket) => Some(Permit::acquire(&state.limiter, ticket).await?),
                 None => None,
             };
-            return realtime::serve(req, payload, target, upstream, access.clone(), permit).await;
+            let session = realtime::Session {
+                access: access.clone(),
+                permit,
+                in_flight,
+            };
+            return realtime::serve(req, payload, target, upstream, session).await;
         }
         Some(payload) => {
             let limit = target.upload_limit();

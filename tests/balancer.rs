@@ -403,3 +403,33 @@ fn multipart_uploads_are_balanced_and_sent_once() {
     assert_eq!(tried(&r), vec![(0, "500".to_string())]);
     assert_eq!(mock_requests(&mocks[1]), 2, "no second attempt");
 }
+
+#[test]
+fn realtime_sessions_are_balanced_across_targets() {
+    let mocks = [start_mock(), start_mock()];
+    let target = |m: &Proc| {
+        format!(
+            "{{route_type: realtime/v1/realtime, weight: 100, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: gpt-4o-realtime-preview, options: {{upstream_url: \"ws://127.0.0.1:{}/v1/realtime\"}}}}}}",
+            m.port
+        )
+    };
+    let targets = [target(&mocks[0]), target(&mocks[1])];
+    let deck = write_deck(&advanced_deck("{algorithm: round-robin}", &targets));
+    let gw = start_gateway(&deck, &[]);
+    let url = format!("ws://127.0.0.1:{}/lb/realtime", gw.port);
+    for _ in 0..4 {
+        let out: Value =
+            serde_json::from_str(&run_python("realtime.py", &[&url, "relay", "2"])).unwrap();
+        assert_eq!(out["close_code"], 4000, "{out}");
+    }
+    for m in &mocks {
+        let sessions = request(m.port, "GET", "/__mock/requests", &[], b"")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["path"] == "/v1/realtime")
+            .count();
+        assert_eq!(sessions, 2, "round-robin splits the sessions");
+    }
+}

@@ -14,6 +14,7 @@ use crate::config::problem::ConfigProblem;
 use crate::error::GatewayError;
 use crate::key_auth::Identity;
 use crate::providers::{StreamTranslate, TokenSource, UpstreamRequest};
+use crate::proxy::balancer::InFlightGuard;
 use crate::proxy::compile::Timeouts;
 use crate::proxy::request::ClientRequest;
 use crate::proxy::upload::Upload;
@@ -150,6 +151,16 @@ pub struct UpstreamReply {
     pub body: ReplyBody,
     /// From sending the request to the provider's response head, for the access log.
     pub latency: Duration,
+}
+
+/// Which target of an ai-proxy-advanced route serves a realtime session: the balancer's pick
+/// (weights, hashing, circuit breaker), counted in flight while the guard lives. Sent by the
+/// handler to the route's `RouteActor`, which owns this worker's balancing state.
+#[derive(Message)]
+#[rtype(result = "Result<(usize, Option<InFlightGuard>), GatewayError>")]
+pub struct PickTarget {
+    /// The value of the balancer's `hash_on_header`, if the client sent it.
+    pub hash_key: Option<Vec<u8>>,
 }
 
 /// Re-read the decK file and swap it in if valid: sent by the SIGHUP listener (and tests) to

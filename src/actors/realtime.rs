@@ -24,6 +24,7 @@ use crate::limits::admission::Seen;
 use crate::logging;
 use crate::providers::oai::Usage;
 use crate::providers::relay::usage_of;
+use crate::proxy::balancer::InFlightGuard;
 use crate::proxy::compile::CompiledRoute;
 use crate::proxy::realtime::RealtimeUpstream;
 
@@ -44,6 +45,16 @@ pub struct RealtimeActor {
     client_closing: bool,
     /// The session's rate-limit claim, settled with its usage when it ends.
     permit: Option<Permit>,
+    /// Counts the session in flight on its ai-proxy-advanced target (least-connections).
+    _in_flight: Option<InFlightGuard>,
+}
+
+/// What a session carries besides its frames: its access line, its admission by the rate
+/// limits (with what the limiter saw, for the headers), its balancer target's in-flight count.
+pub struct Session {
+    pub access: AccessInfo,
+    pub permit: Option<(Permit, Vec<Vec<Seen>>)>,
+    pub in_flight: Option<InFlightGuard>,
 }
 
 /// Opens the upstream WebSocket, then upgrades the client and starts the relay. A provider
@@ -53,9 +64,13 @@ pub async fn serve(
     payload: web::Payload,
     route: &CompiledRoute,
     upstream: RealtimeUpstream,
-    mut access: AccessInfo,
-    admitted: Option<(Permit, Vec<Vec<Seen>>)>,
+    session: Session,
 ) -> Result<HttpResponse, GatewayError> {
+    let Session {
+        mut access,
+        permit: admitted,
+        in_flight,
+    } = session;
     let client = awc::Client::builder()
         .connector(awc::Connector::new().timeout(route.timeouts.connect))
         .timeout(route.timeouts.read)
@@ -100,6 +115,7 @@ pub async fn serve(
             outcome: "completed",
             client_closing: false,
             permit,
+            _in_flight: in_flight,
         }
     });
     if let Some(value) = upstream.model_header {

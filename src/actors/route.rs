@@ -21,7 +21,9 @@ use futures_util::future::{select, Either};
 use tokio::sync::oneshot;
 
 use super::limiter::{LimiterActor, Permit};
-use super::messages::{AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd};
+use super::messages::{
+    AccessInfo, Exchange, PickTarget, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd,
+};
 use super::provider::ProviderActor;
 use crate::error::GatewayError;
 use crate::formats::anthropic;
@@ -30,7 +32,7 @@ use crate::logging;
 use crate::panic_guard;
 use crate::providers::oai::Usage;
 use crate::proxy::api::prepare_upload;
-use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
+use crate::proxy::balancer::{Balancer, BalancerState, Failure, InFlightGuard, Pick};
 use crate::proxy::compile::{AiRoute, CompiledRoute};
 use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
 use crate::proxy::response::{self, JSON};
@@ -311,6 +313,26 @@ impl RouteActor {
             }
             result
         })
+    }
+}
+
+impl Handler<PickTarget> for RouteActor {
+    type Result = Result<(usize, Option<InFlightGuard>), GatewayError>;
+
+    fn handle(&mut self, msg: PickTarget, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(balancer) = &self.route.balancer else {
+            return Ok((0, None));
+        };
+        let pick = self
+            .state
+            .borrow_mut()
+            .pick(balancer, &[], msg.hash_key.as_deref());
+        match pick {
+            Pick::Target(t) => Ok((t, Some(balancer.start_attempt(t)))),
+            _ => Err(GatewayError::NoAvailableTarget {
+                route: self.route_name.to_string(),
+            }),
+        }
     }
 }
 
