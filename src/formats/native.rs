@@ -295,7 +295,7 @@ impl NativeStream {
             }
             (Framing::JsonArray(..), _) => match self.last {
                 None => format!("[{gemini}]").into_bytes(),
-                Some(b'[') => format!("{gemini}]").into_bytes(),
+                Some(b'[' | b',') => format!("{gemini}]").into_bytes(),
                 Some(b'}') => format!(",{gemini}]").into_bytes(),
                 _ => Vec::new(),
             },
@@ -586,6 +586,8 @@ mod tests {
         let whole = [&b"[{\"candidates\": []}"[..], &array].concat();
         let v: Value = serde_json::from_slice(&whole).unwrap();
         assert_eq!(v[1]["error"]["message"], "upstream idle");
+        let after_comma = failed(ProviderName::Gemini, false, b"[{\"candidates\": []},");
+        assert!(after_comma.starts_with(b"{\"error\""), "{after_comma:?}");
         assert!(failed(ProviderName::Gemini, false, b"[{\"cand").is_empty());
 
         let bedrock = failed(ProviderName::Bedrock, false, b"");
