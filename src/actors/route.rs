@@ -21,7 +21,7 @@ use futures_util::future::{select, Either};
 use tokio::sync::oneshot;
 
 use super::limiter::{LimiterActor, Permit};
-use super::messages::{AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamEnd};
+use super::messages::{AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd};
 use super::provider::ProviderActor;
 use crate::error::GatewayError;
 use crate::formats::anthropic;
@@ -29,6 +29,7 @@ use crate::formats::ClientFormat;
 use crate::logging;
 use crate::panic_guard;
 use crate::providers::oai::Usage;
+use crate::proxy::api::prepare_upload;
 use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
 use crate::proxy::compile::{AiRoute, CompiledRoute};
 use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
@@ -108,7 +109,7 @@ pub const X_KONG_LLM_TRIED: &str = "x-kong-llm-tried";
 /// What one attempt needs besides its target.
 struct AttemptInput<'a> {
     client: &'a ClientRequest,
-    body: Bytes,
+    body: RequestBody,
     request_id: &'a str,
     started: Instant,
     route_name: &'a Arc<str>,
@@ -156,25 +157,29 @@ async fn call(
         dropped: String::new(),
         target: Some(target.clone()),
     };
-    let logged_request = target
-        .config
-        .logging
-        .log_payloads
-        .then(|| input.body.clone());
+    let logged_request = match &input.body {
+        RequestBody::Full(body) if target.config.logging.log_payloads => Some(body.clone()),
+        _ => None,
+    };
     // The attempt's `traceparent` goes in before the request rules, so it is forwarded like
     // any client header and is on the request Bedrock's SigV4 signs.
     let traced = span.map(|span| span.inject(input.client));
     let client = traced.as_ref().unwrap_or(input.client);
-    let prepared = panic_guard::catch("request translation", || {
-        prepare(
-            target,
-            client,
-            input.body,
-            input.request_id.to_string(),
-            unix_now(),
-        )
-    });
-    let prepared = match prepared.and_then(|p| p)? {
+    let request_id = input.request_id.to_string();
+    let (plan, upload) = match input.body {
+        RequestBody::Full(body) => {
+            let prepared = panic_guard::catch("request translation", || {
+                prepare(target, client, body, request_id, unix_now())
+            });
+            (prepared.and_then(|p| p)?, None)
+        }
+        RequestBody::Upload(upload) => {
+            let (prepared, upload) =
+                prepare_upload(target, client, upload, request_id, unix_now())?;
+            (Plan::Upstream(prepared), Some(upload))
+        }
+    };
+    let prepared = match plan {
         Plan::Upstream(p) => p,
         Plan::Answer(body) => {
             return Ok(ProxyReply {
@@ -196,7 +201,13 @@ async fn call(
         span.prepared(&resolved.model, &upstream.url);
     }
     let on_end = settle_at_end(input.on_end, input.settle);
-    let stream = response::stream_plan(target, &resolved);
+    let api = resolved.route_type.api_resource().is_some();
+    let upload_state = upload.as_ref().map(|u| u.state.clone());
+    let stream = if api {
+        response::api::stream_plan(&input.client.path)
+    } else {
+        response::stream_plan(target, &resolved)
+    };
     let exchange = Exchange {
         request: upstream,
         timeouts: target.timeouts,
@@ -208,13 +219,18 @@ async fn call(
             Some(span) => span.relay(on_end),
             None => on_end,
         },
+        upload,
     };
     let reply = provider
         .send(exchange)
         .await
         .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
     let logged_access = logged_request.as_ref().map(|_| access.clone());
-    let reply = response::reply(target, &resolved, model_header, reply, access)?;
+    let reply = if api {
+        response::api::reply(target, model_header, upload_state, reply, access)
+    } else {
+        response::reply(target, &resolved, model_header, reply, access)?
+    };
     if let (Some(request), Some(access)) = (&logged_request, &logged_access) {
         let answer = match &reply.body {
             ReplyBody::Full(body) => Some(&body[..]),
@@ -258,11 +274,9 @@ impl RouteActor {
         msg: Proxy,
         trace: Option<RequestSpan>,
     ) -> ResponseFuture<Result<ProxyReply, GatewayError>> {
-        let ticket = self
-            .route
-            .limits
-            .as_ref()
-            .and_then(|limits| limits.ticket(&msg.identity, msg.peer, &msg.client, &msg.body));
+        let ticket = self.route.limits.as_ref().and_then(|limits| {
+            limits.ticket(&msg.identity, msg.peer, &msg.client, msg.body.read())
+        });
         let Some(ticket) = ticket else {
             return self.serve(msg, None, trace);
         };
@@ -458,6 +472,12 @@ impl Balanced {
             mut cancel,
             ..
         } = msg;
+        // A streamed upload can be sent once only, so it cannot move between targets.
+        let RequestBody::Full(body) = body else {
+            return Err(GatewayError::BadRequest(
+                "multipart uploads stream to one provider: use an ai-proxy route for them".into(),
+            ));
+        };
         let hash_key = client
             .headers
             .get(&self.balancer.hash_header)
@@ -490,7 +510,7 @@ impl Balanced {
             let (end_tx, end_rx) = oneshot::channel();
             let input = AttemptInput {
                 client: &client,
-                body: body.clone(),
+                body: RequestBody::Full(body.clone()),
                 request_id: &request_id,
                 started,
                 route_name: &self.route_name,
