@@ -54,6 +54,9 @@ pub enum GatewayError {
     /// Every target of an ai-proxy-advanced route is excluded by the circuit breaker.
     #[error("all targets of route '{route}' are unavailable: the circuit breaker excluded them after repeated failures; retry later")]
     NoAvailableTarget { route: String },
+    /// The provider answered a WebSocket upgrade with this status instead of switching.
+    #[error("the provider refused the WebSocket upgrade with status {0}")]
+    UpstreamRefused(u16),
     #[error("upstream answered with a malformed response: {0}")]
     UpstreamProtocol(String),
     /// Cloud identity (AWS / GCP) could not be established; the reason goes to the log only.
@@ -107,6 +110,9 @@ impl ResponseError for GatewayError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             GatewayError::NoAvailableTarget { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamRefused(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             // nginx's "client closed request"; only ever seen in logs.
             GatewayError::ClientGone => {
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)

@@ -13,12 +13,19 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::actors::messages::{AccessInfo, Proxy, ReplyBody};
+use crate::actors::limiter::Permit;
+use crate::actors::messages::{AccessInfo, Proxy, ReplyBody, RequestBody};
+use crate::actors::realtime;
+use crate::config::ai_proxy::RouteType;
 use crate::error::GatewayError;
 use crate::key_auth::Identity;
 use crate::logging;
 use crate::providers::oai::Usage;
+use crate::proxy::compile::CompiledRoute;
+use crate::proxy::realtime::prepare_realtime;
 use crate::proxy::request::ClientRequest;
+use crate::proxy::upload;
+use crate::router::RouteMatch;
 use crate::status::REQUESTS_IN_FLIGHT;
 use crate::worker::WorkerState;
 
@@ -65,6 +72,46 @@ fn body_error(e: actix_web::error::PayloadError) -> GatewayError {
     }
 }
 
+fn client_request(req: &HttpRequest, found: RouteMatch) -> ClientRequest {
+    ClientRequest {
+        method: req.method().clone(),
+        path: req.path().to_string(),
+        query: req.query_string().to_string(),
+        headers: req.headers().clone(),
+        captures: found.captures,
+        route_path_len: found.matched_len,
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Multipart uploads to the route types that take files stream to the provider instead of
+/// being read whole.
+fn streams_upload(req: &HttpRequest, route: &CompiledRoute) -> bool {
+    route.route_type().takes_uploads()
+        && req.method() == actix_web::http::Method::POST
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            })
+}
+
 /// Reads the body up to the route's limit, within the client request timeout.
 async fn read_body(
     req: &HttpRequest,
@@ -72,11 +119,7 @@ async fn read_body(
     limit: Option<u64>,
     timeout: Duration,
 ) -> Result<Bytes, GatewayError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(req);
     if let (Some(limit), Some(declared)) = (limit, declared) {
         if declared > limit {
             return Err(GatewayError::BodyTooLarge { limit });
@@ -173,19 +216,48 @@ async fn handle(
     };
     access.provider = route.first().provider.as_str();
     access.target = Some(route.first().clone());
-    let mut body = read_body(req, payload, route.body_limit, state.client_timeout).await?;
-    let mut client = ClientRequest {
-        method: req.method().clone(),
-        path: req.path().to_string(),
-        query: req.query_string().to_string(),
-        headers: req.headers().clone(),
-        captures: found.captures,
+    let mut client = client_request(req, found);
+    let target = route.first();
+    // A WebSocket session and a streamed upload are not read here: their credentials come
+    // from headers or the query.
+    let streamed = target.route_type() == RouteType::Realtime || streams_upload(req, target);
+    let (mut body, unread) = if streamed {
+        (Bytes::new(), Some(payload))
+    } else {
+        let body = read_body(req, payload, route.body_limit, state.client_timeout).await?;
+        (body, None)
     };
     let identity = match &route.key_auth {
         Some(key_auth) => key_auth.authenticate(&mut client, &mut body)?,
         None => Identity::default(),
     };
     access.consumer = identity.consumer.as_ref().map(|c| c.name.clone());
+    let body = match unread {
+        Some(payload) if target.route_type() == RouteType::Realtime => {
+            let upstream = prepare_realtime(target, &client, request_id, unix_now())?;
+            // A session is admitted like one request and charged the usage of its
+            // `response.done` events when it ends (see realtime::RealtimeActor).
+            let ticket = route.limits.as_ref().and_then(|limits| {
+                limits.ticket(&identity, req.peer_addr().map(|a| a.ip()), &client, &[])
+            });
+            let permit = match ticket {
+                Some(ticket) => Some(Permit::acquire(&state.limiter, ticket).await?),
+                None => None,
+            };
+            return realtime::serve(req, payload, target, upstream, access.clone(), permit).await;
+        }
+        Some(payload) => {
+            let limit = target.upload_limit();
+            let declared = declared_length(req);
+            if let (Some(limit), Some(declared)) = (limit, declared) {
+                if declared > limit {
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+            }
+            RequestBody::Upload(upload::pump(payload, declared, limit, state.client_timeout))
+        }
+        None => RequestBody::Full(body),
+    };
     // Dropped with this future if the client goes away, which cancels the upstream call.
     let (_cancel_guard, cancel) = oneshot::channel::<()>();
     let reply = actor

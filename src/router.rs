@@ -13,6 +13,9 @@ use crate::config::load::RouteSpec;
 pub struct RouteMatch {
     pub route: usize,
     pub captures: Vec<(String, String)>,
+    /// Bytes of the path the route's path rule matched (the prefix, or the regex match);
+    /// REST route types forward what follows.
+    pub matched_len: usize,
 }
 
 #[derive(Debug)]
@@ -146,28 +149,31 @@ impl Router {
             if !headers_match {
                 return None;
             }
-            let captures = match &entry.path {
-                PathRule::Any => Vec::new(),
+            let (captures, matched_len) = match &entry.path {
+                PathRule::Any => (Vec::new(), 0),
                 PathRule::Prefix(prefix) => {
                     if !path.starts_with(prefix.as_str()) {
                         return None;
                     }
-                    Vec::new()
+                    (Vec::new(), prefix.len())
                 }
                 PathRule::Regex(re) => {
                     let caps = re.captures(path)?;
-                    re.capture_names()
+                    let names = re
+                        .capture_names()
                         .flatten()
                         .filter_map(|name| {
                             caps.name(name)
                                 .map(|m| (name.to_string(), m.as_str().to_string()))
                         })
-                        .collect()
+                        .collect();
+                    (names, caps.get(0).map_or(0, |m| m.end()))
                 }
             };
             Some(RouteMatch {
                 route: entry.route,
                 captures,
+                matched_len,
             })
         })
     }

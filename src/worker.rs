@@ -45,7 +45,7 @@ pub struct WorkerState {
     shared: SharedSnapshot,
     local: RefCell<Rc<WorkerRoutes>>,
     provider: Addr<ProviderActor>,
-    limiter: Addr<LimiterActor>,
+    pub(crate) limiter: Addr<LimiterActor>,
     pub(crate) client_timeout: Duration,
 }
 

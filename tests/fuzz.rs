@@ -326,6 +326,7 @@ fn client(path: String, query: String, headers: &[(&'static str, String)]) -> Cl
         query,
         headers: map,
         captures: vec![("dep".into(), "d".into()), ("model".into(), "m/..".into())],
+        route_path_len: 0,
     }
 }
 

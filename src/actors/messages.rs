@@ -16,6 +16,7 @@ use crate::key_auth::Identity;
 use crate::providers::{StreamTranslate, TokenSource, UpstreamRequest};
 use crate::proxy::compile::Timeouts;
 use crate::proxy::request::ClientRequest;
+use crate::proxy::upload::Upload;
 
 /// What the access log line of a request says, gathered along the way.
 #[derive(Clone)]
@@ -41,7 +42,7 @@ pub struct AccessInfo {
 #[rtype(result = "Result<ProxyReply, GatewayError>")]
 pub struct Proxy {
     pub client: ClientRequest,
-    pub body: Bytes,
+    pub body: RequestBody,
     pub request_id: String,
     pub started: Instant,
     /// Who key-auth says is calling (empty without key-auth).
@@ -50,6 +51,24 @@ pub struct Proxy {
     pub peer: Option<IpAddr>,
     /// Resolves (with an error) when the client has gone away, so the upstream call stops.
     pub cancel: oneshot::Receiver<()>,
+}
+
+/// A client's request body: read whole within the route's limit, or (multipart uploads)
+/// streaming in as the provider takes it.
+pub enum RequestBody {
+    Full(Bytes),
+    Upload(Upload),
+}
+
+impl RequestBody {
+    /// The body as read; empty for an upload, which is never held (rate limits estimate
+    /// tokens from what is here).
+    pub fn read(&self) -> &[u8] {
+        match self {
+            RequestBody::Full(body) => body,
+            RequestBody::Upload(_) => &[],
+        }
+    }
 }
 
 /// The body of an answer: complete, or a bounded channel of translated chunk batches fed by a
@@ -81,6 +100,9 @@ pub enum StreamPlan {
     Translate(Box<dyn StreamTranslate>),
     /// `preserve`: pass bytes through, streaming only if the upstream streams.
     PassthroughIfStreamed,
+    /// OpenAI-API route types: a successful answer streams through untouched (SSE, audio,
+    /// file downloads) unless it is JSON and `buffer_json` (read whole for its usage).
+    Relay { buffer_json: bool },
 }
 
 /// One upstream call: sent by a `RouteActor` to its worker's `ProviderActor`.
@@ -100,6 +122,8 @@ pub struct Exchange {
     pub access: AccessInfo,
     /// Told how a streamed answer ended (balancer and metrics bookkeeping).
     pub on_end: Option<oneshot::Sender<StreamEnd>>,
+    /// A streamed request body (multipart uploads), sent instead of `request.body`.
+    pub upload: Option<Upload>,
 }
 
 /// How a streamed answer ended, sent by its `StreamActor` when it stops.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod limiter;
 pub mod messages;
 pub mod provider;
+pub mod realtime;
 pub mod route;
 pub mod stream;
 mod write_timeout;

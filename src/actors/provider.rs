@@ -20,6 +20,8 @@ use super::write_timeout;
 use crate::error::GatewayError;
 use crate::providers::{TokenSource, UpstreamRequest};
 use crate::proxy::compile::Timeouts;
+use crate::proxy::request::is_json_type;
+use crate::proxy::upload::Upload;
 
 /// Largest upstream body the gateway buffers for translation.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
@@ -92,6 +94,7 @@ impl Handler<Exchange> for ProviderActor {
                     cancel,
                     access,
                     on_end,
+                    upload,
                 } = msg;
                 let started = Instant::now();
                 let work = async move {
@@ -106,7 +109,10 @@ impl Handler<Exchange> for ProviderActor {
                             .map_err(|_| GatewayError::Identity("unusable token".into()))?;
                         request.headers.push((header::AUTHORIZATION, value));
                     }
-                    let response = send(&client, request, timeouts).await?;
+                    let response = match upload {
+                        Some(upload) => send_upload(&client, request, upload, timeouts).await?,
+                        None => send(&client, request, timeouts).await?,
+                    };
                     let status = response.status();
                     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
                     let relayed = relayed_headers(response.headers());
@@ -117,12 +123,21 @@ impl Handler<Exchange> for ProviderActor {
                         StreamPlan::PassthroughIfStreamed => {
                             status == StatusCode::OK && is_stream_type(content_type.as_ref())
                         }
+                        StreamPlan::Relay { buffer_json } => {
+                            status.is_success()
+                                && !(*buffer_json
+                                    && content_type.as_ref().is_some_and(is_json_type))
+                        }
                     };
                     if streamed {
-                        let translator = match stream {
+                        let mut translator = match stream {
                             StreamPlan::Translate(t) => t,
+                            StreamPlan::Relay { .. } => {
+                                Box::new(crate::providers::relay::RelayStream::default())
+                            }
                             _ => Box::new(crate::providers::RawPassthrough),
                         };
+                        translator.content_type(content_type.as_ref());
                         let (tx, rx) = mpsc::channel(buffer);
                         // Only the body stream lives on: the response head (its header map) is
                         // dropped now rather than held for the whole stream.
@@ -193,38 +208,72 @@ fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {
     })
 }
 
+/// The upstream request with its head set, allowing `timeouts.read` up to the response head
+/// (awc's request timeout), and its buffered body.
+fn build(
+    client: &awc::Client,
+    request: UpstreamRequest,
+    timeouts: Timeouts,
+) -> (awc::ClientRequest, Bytes) {
+    let mut req = client
+        .request(request.method, request.url.as_str())
+        .timeout(timeouts.read);
+    let map = req.headers_mut();
+    for (name, value) in request.headers {
+        map.append(name, value);
+    }
+    (req, request.body)
+}
+
+type Response = awc::ClientResponse<actix_web::dev::Decompress<actix_web::dev::Payload>>;
+
 /// Sends `request`, allowing `timeouts.write` for each write of the body and `timeouts.read`
-/// up to the response head (awc's request timeout).
+/// up to the response head.
 async fn send(
     client: &awc::Client,
     request: UpstreamRequest,
     timeouts: Timeouts,
-) -> Result<
-    awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, PayloadError>>>,
-    GatewayError,
-> {
-    let mut req = client
-        .request(request.method, request.url.as_str())
-        .timeout(timeouts.read);
-    {
-        let headers = req.headers_mut();
-        for (name, value) in request.headers {
-            headers.append(name, value);
-        }
-    }
-    if !write_timeout::needs_watch(&request.body) {
+) -> Result<Response, GatewayError> {
+    let (req, body) = build(client, request, timeouts);
+    if !write_timeout::needs_watch(&body) {
         return req
-            .send_body(request.body)
+            .send_body(body)
             .await
             .map_err(|e| send_error(e, timeouts));
     }
-    let (body, watch) = write_timeout::paced(request.body, timeouts.write);
+    let (body, watch) = write_timeout::paced(body, timeouts.write);
     match select(req.send_body(body), Box::pin(watch.stalled())).await {
         Either::Left((result, _)) => result.map_err(|e| send_error(e, timeouts)),
         Either::Right(_) => Err(GatewayError::UpstreamTimeout(
             timeouts.write.as_millis() as u64
         )),
     }
+}
+
+/// Sends `request` with a streamed body: its declared length when known, else chunked. A send
+/// that failed because of the upload answers with the upload's own fault (413, 400, 408).
+async fn send_upload(
+    client: &awc::Client,
+    request: UpstreamRequest,
+    upload: Upload,
+    timeouts: Timeouts,
+) -> Result<Response, GatewayError> {
+    let state = upload.state.clone();
+    let (req, _) = build(client, request, timeouts);
+    let sent = match upload.length {
+        Some(length) => {
+            req.send_body(actix_web::body::SizedStream::new(
+                length,
+                upload.into_stream(),
+            ))
+            .await
+        }
+        None => req.send_stream(upload.into_stream()).await,
+    };
+    sent.map_err(|e| match state.fault() {
+        Some(fault) => fault.into(),
+        None => send_error(e, timeouts),
+    })
 }
 
 /// Upstream failures in the gateway's taxonomy; messages carry no request data.

@@ -21,7 +21,7 @@ use futures_util::future::{select, Either};
 use tokio::sync::oneshot;
 
 use super::limiter::{LimiterActor, Permit};
-use super::messages::{AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamEnd};
+use super::messages::{AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd};
 use super::provider::ProviderActor;
 use crate::error::GatewayError;
 use crate::formats::anthropic;
@@ -29,6 +29,7 @@ use crate::formats::ClientFormat;
 use crate::logging;
 use crate::panic_guard;
 use crate::providers::oai::Usage;
+use crate::proxy::api::prepare_upload;
 use crate::proxy::balancer::{Balancer, BalancerState, Failure, Pick};
 use crate::proxy::compile::{AiRoute, CompiledRoute};
 use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
@@ -107,7 +108,7 @@ pub const X_KONG_LLM_TRIED: &str = "x-kong-llm-tried";
 /// What one attempt needs besides its target.
 struct AttemptInput<'a> {
     client: &'a ClientRequest,
-    body: Bytes,
+    body: RequestBody,
     request_id: &'a str,
     started: Instant,
     route_name: &'a Arc<str>,
@@ -136,21 +137,25 @@ async fn attempt(
         dropped: String::new(),
         target: Some(target.clone()),
     };
-    let logged_request = target
-        .config
-        .logging
-        .log_payloads
-        .then(|| input.body.clone());
-    let prepared = panic_guard::catch("request translation", || {
-        prepare(
-            target,
-            input.client,
-            input.body,
-            input.request_id.to_string(),
-            unix_now(),
-        )
-    });
-    let prepared = match prepared.and_then(|p| p)? {
+    let logged_request = match &input.body {
+        RequestBody::Full(body) if target.config.logging.log_payloads => Some(body.clone()),
+        _ => None,
+    };
+    let request_id = input.request_id.to_string();
+    let (plan, upload) = match input.body {
+        RequestBody::Full(body) => {
+            let prepared = panic_guard::catch("request translation", || {
+                prepare(target, input.client, body, request_id, unix_now())
+            });
+            (prepared.and_then(|p| p)?, None)
+        }
+        RequestBody::Upload(upload) => {
+            let (prepared, upload) =
+                prepare_upload(target, input.client, upload, request_id, unix_now())?;
+            (Plan::Upstream(prepared), Some(upload))
+        }
+    };
+    let prepared = match plan {
         Plan::Upstream(p) => p,
         Plan::Answer(body) => {
             return Ok(ProxyReply {
@@ -168,7 +173,13 @@ async fn attempt(
     } = prepared;
     access.model = resolved.model.clone();
     access.dropped = resolved.dropped.join(", ");
-    let stream = response::stream_plan(target, &resolved);
+    let api = resolved.route_type.api_resource().is_some();
+    let upload_state = upload.as_ref().map(|u| u.state.clone());
+    let stream = if api {
+        response::api::stream_plan(&input.client.path)
+    } else {
+        response::stream_plan(target, &resolved)
+    };
     let exchange = Exchange {
         request: upstream,
         timeouts: target.timeouts,
@@ -177,13 +188,18 @@ async fn attempt(
         cancel,
         access: access.clone(),
         on_end: settle_at_end(input.on_end, input.settle),
+        upload,
     };
     let reply = provider
         .send(exchange)
         .await
         .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
     let logged_access = logged_request.as_ref().map(|_| access.clone());
-    let reply = response::reply(target, &resolved, model_header, reply, access)?;
+    let reply = if api {
+        response::api::reply(target, model_header, upload_state, reply, access)
+    } else {
+        response::reply(target, &resolved, model_header, reply, access)?
+    };
     if let (Some(request), Some(access)) = (&logged_request, &logged_access) {
         let answer = match &reply.body {
             ReplyBody::Full(body) => Some(&body[..]),
@@ -208,11 +224,9 @@ impl Handler<Proxy> for RouteActor {
     type Result = ResponseFuture<Result<ProxyReply, GatewayError>>;
 
     fn handle(&mut self, msg: Proxy, _ctx: &mut Context<Self>) -> Self::Result {
-        let ticket = self
-            .route
-            .limits
-            .as_ref()
-            .and_then(|limits| limits.ticket(&msg.identity, msg.peer, &msg.client, &msg.body));
+        let ticket = self.route.limits.as_ref().and_then(|limits| {
+            limits.ticket(&msg.identity, msg.peer, &msg.client, msg.body.read())
+        });
         let Some(ticket) = ticket else {
             return self.serve(msg, None);
         };
@@ -404,6 +418,12 @@ impl Balanced {
             mut cancel,
             ..
         } = msg;
+        // A streamed upload can be sent once only, so it cannot move between targets.
+        let RequestBody::Full(body) = body else {
+            return Err(GatewayError::BadRequest(
+                "multipart uploads stream to one provider: use an ai-proxy route for them".into(),
+            ));
+        };
         let hash_key = client
             .headers
             .get(&self.balancer.hash_header)
@@ -436,7 +456,7 @@ impl Balanced {
             let (end_tx, end_rx) = oneshot::channel();
             let input = AttemptInput {
                 client: &client,
-                body: body.clone(),
+                body: RequestBody::Full(body.clone()),
                 request_id: &request_id,
                 started,
                 route_name: &self.route_name,

@@ -122,7 +122,7 @@ impl StreamActor {
         ctx.stop();
     }
 
-    /// Ends the stream for the client with an error event and `[DONE]`, so SDKs raise instead
+    /// Ends the stream for the client with the translator's error event, so SDKs raise instead
     /// of waiting.
     fn fail(&mut self, message: &str, ctx: &mut Context<Self>) {
         let mut out = BytesMut::new();

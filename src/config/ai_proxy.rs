@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 1024 * 1024;
 pub const DEFAULT_AZURE_API_VERSION: &str = "2023-05-15";
 
+/// Kong's fourteen `route_type` values (3.11+ schema; `realtime/v1/realtime` is Kong's
+/// ai-proxy-advanced only, accepted on ai-proxy too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RouteType {
     #[serde(rename = "llm/v1/chat")]
@@ -17,16 +19,63 @@ pub enum RouteType {
     Completions,
     #[serde(rename = "llm/v1/embeddings")]
     Embeddings,
+    #[serde(rename = "llm/v1/responses")]
+    Responses,
+    #[serde(rename = "llm/v1/files")]
+    Files,
+    #[serde(rename = "llm/v1/batches")]
+    Batches,
+    #[serde(rename = "llm/v1/assistants")]
+    Assistants,
+    #[serde(rename = "audio/v1/audio/speech")]
+    AudioSpeech,
+    #[serde(rename = "audio/v1/audio/transcriptions")]
+    AudioTranscriptions,
+    #[serde(rename = "audio/v1/audio/translations")]
+    AudioTranslations,
+    #[serde(rename = "image/v1/images/generations")]
+    ImageGenerations,
+    #[serde(rename = "image/v1/images/edits")]
+    ImageEdits,
+    #[serde(rename = "realtime/v1/realtime")]
+    Realtime,
     #[serde(rename = "preserve")]
     Preserve,
 }
 
 impl RouteType {
+    pub const ALL: [RouteType; 14] = [
+        RouteType::Chat,
+        RouteType::Completions,
+        RouteType::Embeddings,
+        RouteType::Responses,
+        RouteType::Files,
+        RouteType::Batches,
+        RouteType::Assistants,
+        RouteType::AudioSpeech,
+        RouteType::AudioTranscriptions,
+        RouteType::AudioTranslations,
+        RouteType::ImageGenerations,
+        RouteType::ImageEdits,
+        RouteType::Realtime,
+        RouteType::Preserve,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteType::Chat => "llm/v1/chat",
             RouteType::Completions => "llm/v1/completions",
             RouteType::Embeddings => "llm/v1/embeddings",
+            RouteType::Responses => "llm/v1/responses",
+            RouteType::Files => "llm/v1/files",
+            RouteType::Batches => "llm/v1/batches",
+            RouteType::Assistants => "llm/v1/assistants",
+            RouteType::AudioSpeech => "audio/v1/audio/speech",
+            RouteType::AudioTranscriptions => "audio/v1/audio/transcriptions",
+            RouteType::AudioTranslations => "audio/v1/audio/translations",
+            RouteType::ImageGenerations => "image/v1/images/generations",
+            RouteType::ImageEdits => "image/v1/images/edits",
+            RouteType::Realtime => "realtime/v1/realtime",
             RouteType::Preserve => "preserve",
         }
     }
@@ -38,7 +87,49 @@ impl RouteType {
             RouteType::Completions => Some("/completions"),
             RouteType::Embeddings => Some("/embeddings"),
             RouteType::Preserve => None,
+            other => other.api_resource(),
         }
+    }
+
+    /// The OpenAI API resource path (after `/v1`) of the route types the gateway forwards in
+    /// OpenAI's own API shape rather than translating as chat: `/files`, `/audio/speech`, ...
+    /// The assistants family's resource is `/assistants`; its root also serves `/threads` and
+    /// `/vector_stores`.
+    pub fn api_resource(self) -> Option<&'static str> {
+        Some(match self {
+            RouteType::Responses => "/responses",
+            RouteType::Files => "/files",
+            RouteType::Batches => "/batches",
+            RouteType::Assistants => "/assistants",
+            RouteType::AudioSpeech => "/audio/speech",
+            RouteType::AudioTranscriptions => "/audio/transcriptions",
+            RouteType::AudioTranslations => "/audio/translations",
+            RouteType::ImageGenerations => "/images/generations",
+            RouteType::ImageEdits => "/images/edits",
+            RouteType::Realtime => "/realtime",
+            _ => return None,
+        })
+    }
+
+    /// REST route types keep the client's method and the path after the route prefix (object
+    /// ids, sub-resources); the others are one operation each, like chat.
+    pub fn is_rest(self) -> bool {
+        matches!(
+            self,
+            RouteType::Responses | RouteType::Files | RouteType::Batches | RouteType::Assistants
+        )
+    }
+
+    /// Route types whose request is `multipart/form-data` with a file, streamed to the
+    /// provider rather than read whole.
+    pub fn takes_uploads(self) -> bool {
+        matches!(
+            self,
+            RouteType::Files
+                | RouteType::AudioTranscriptions
+                | RouteType::AudioTranslations
+                | RouteType::ImageEdits
+        )
     }
 }
 
@@ -57,6 +148,18 @@ pub enum ProviderName {
 }
 
 impl ProviderName {
+    /// Kong's provider x route_type matrix (genai-routes.md 2.2) for the route types beyond
+    /// chat, completions and embeddings, whose finer rules the provider drivers check.
+    pub fn serves(self, route_type: RouteType) -> bool {
+        match route_type {
+            RouteType::Chat
+            | RouteType::Completions
+            | RouteType::Embeddings
+            | RouteType::Preserve => true,
+            _ => matches!(self, ProviderName::Openai | ProviderName::Azure),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderName::Openai => "openai",
@@ -139,6 +242,10 @@ pub struct AiProxyConfig {
     pub response_streaming: ResponseStreaming,
     #[serde(default = "default_body_size")]
     pub max_request_body_size: u64,
+    /// Whether the file set `max_request_body_size` itself: multipart uploads stream past the
+    /// default limit, but a limit the operator chose still applies to them (set at load).
+    #[serde(skip)]
+    pub body_size_configured: bool,
     #[serde(default = "default_true")]
     pub model_name_header: bool,
     #[serde(default)]

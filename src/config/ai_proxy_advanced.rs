@@ -80,6 +80,8 @@ impl TargetConfig {
             logging: self.logging.clone(),
             response_streaming: plugin.response_streaming,
             max_request_body_size: plugin.max_request_body_size,
+            // Balanced routes read whole bodies (an upload cannot move between targets).
+            body_size_configured: true,
             model_name_header: plugin.model_name_header,
             llm_format: plugin.llm_format,
             genai_category: plugin.genai_category.clone(),

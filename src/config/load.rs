@@ -523,7 +523,14 @@ fn read_ai_proxy(raw: &Value, path: &str, problems: &mut Problems) -> Option<Arc
     if !validate::check_config_shape(raw, path, problems) {
         return None;
     }
-    let config: AiProxyConfig = problems.parse_at(raw, path)?;
+    let mut config: AiProxyConfig = problems.parse_at(raw, path)?;
+    config.body_size_configured = raw.get("max_request_body_size").is_some();
+    if config.route_type == crate::config::ai_proxy::RouteType::Preserve {
+        tracing::warn!(
+            plugin = %path,
+            "route_type 'preserve' is deprecated (Kong 3.10): use llm_format or a dedicated route_type"
+        );
+    }
     let before = problems.list.len();
     validate::check_ai_proxy(&config, path, problems);
     (problems.list.len() == before).then(|| Arc::new(config))

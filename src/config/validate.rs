@@ -42,6 +42,12 @@ fn is_absolute_http_url(value: &str) -> bool {
         .unwrap_or(false)
 }
 
+fn is_ws_url(value: &str) -> bool {
+    Url::parse(value)
+        .map(|url| matches!(url.scheme(), "ws" | "wss") && url.host_str().is_some())
+        .unwrap_or(false)
+}
+
 /// Checks the raw `config` of an ai-proxy plugin before it is deserialised. Kong's strings are
 /// non-empty unless a schema says otherwise, and no ai-proxy field is a list; serde would read a
 /// list into a record positionally, so lists are refused here. Returns false when the config
@@ -161,6 +167,17 @@ pub(crate) fn check_ai_proxy(config: &AiProxyConfig, path: &str, problems: &mut 
         );
     }
 
+    if !provider.serves(config.route_type) {
+        problems.push(
+            field(path, "route_type"),
+            format!(
+                "provider '{}' does not support route_type '{}'",
+                provider.as_str(),
+                config.route_type.as_str()
+            ),
+        );
+    }
+
     check_llm_format(config, path, problems);
 
     if let Some(category) = &config.genai_category {
@@ -204,10 +221,15 @@ pub(crate) fn check_ai_proxy(config: &AiProxyConfig, path: &str, problems: &mut 
         }
     }
     if let Some(url) = &options.upstream_url {
-        if !is_template(url) && !is_absolute_http_url(url) {
+        let realtime = config.route_type == RouteType::Realtime;
+        if !(is_template(url) || is_absolute_http_url(url) || (realtime && is_ws_url(url))) {
             problems.push(
                 field(&options_path, "upstream_url"),
-                "must be an absolute http(s) URL",
+                if realtime {
+                    "must be an absolute http(s) or ws(s) URL"
+                } else {
+                    "must be an absolute http(s) URL"
+                },
             );
         }
     }
@@ -375,14 +397,15 @@ pub(crate) fn check_route(route: &DeckRoute, path: &str, problems: &mut Problems
         problems.push(field(path, "protocols"), "length must be at least 1");
     }
     for (i, protocol) in protocols.iter().enumerate() {
-        if !matches!(protocol.as_str(), "http" | "https") {
+        // `ws`/`wss` are Kong's protocols for realtime routes (WebSocket upgrades over HTTP).
+        if !matches!(protocol.as_str(), "http" | "https" | "ws" | "wss") {
             problems.push(
                 item(&field(path, "protocols"), i),
-                format!("unsupported protocol '{protocol}': routes must use 'http' or 'https'"),
+                format!("unsupported protocol '{protocol}': routes must use 'http', 'https', 'ws' or 'wss'"),
             );
         }
     }
-    let https = protocols.iter().any(|p| p == "https");
+    let https = protocols.iter().any(|p| p == "https" || p == "wss");
 
     let has_matcher = !route.paths.is_empty()
         || !route.hosts.is_empty()
@@ -556,8 +579,8 @@ fn service_url(service: &DeckService, path: &str, problems: &mut Problems) -> Op
     }
     let scheme = scheme.unwrap_or_else(|| "http".to_string());
     let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
         _ => {
             let at = if service.protocol.is_some() {
                 "protocol"
@@ -566,7 +589,7 @@ fn service_url(service: &DeckService, path: &str, problems: &mut Problems) -> Op
             };
             problems.push(
                 field(path, at),
-                format!("unsupported protocol '{scheme}': services must use 'http' or 'https'"),
+                format!("unsupported protocol '{scheme}': services must use 'http', 'https', 'ws' or 'wss'"),
             );
             return None;
         }
@@ -609,6 +632,33 @@ mod tests {
     }
 
     const CHAT: &str = "route_type: llm/v1/chat\n";
+
+    #[test]
+    fn all_fourteen_route_types_are_accepted_where_the_provider_serves_them() {
+        for route_type in RouteType::ALL {
+            let rt = route_type.as_str();
+            valid(&format!("route_type: {rt}\nmodel: {{provider: openai}}"));
+            valid(&format!("route_type: {rt}\nmodel: {{provider: azure, options: {{azure_instance: i, azure_deployment_id: d}}}}"));
+        }
+        assert_eq!(
+            check("route_type: llm/v1/files\nmodel: {provider: anthropic, options: {anthropic_version: '2023-06-01'}}"),
+            ["config.route_type: provider 'anthropic' does not support route_type 'llm/v1/files'"]
+        );
+        assert_eq!(
+            check("route_type: audio/v1/audio/speech\nmodel: {provider: cohere}"),
+            ["config.route_type: provider 'cohere' does not support route_type 'audio/v1/audio/speech'"]
+        );
+    }
+
+    #[test]
+    fn realtime_upstream_urls_may_be_websocket_urls() {
+        valid("route_type: realtime/v1/realtime\nmodel: {provider: openai, options: {upstream_url: 'wss://api.example.com/v1/realtime'}}");
+        valid("route_type: realtime/v1/realtime\nmodel: {provider: openai, options: {upstream_url: 'http://127.0.0.1:9/v1/realtime'}}");
+        assert_eq!(
+            check("route_type: llm/v1/files\nmodel: {provider: openai, options: {upstream_url: 'ws://h/v1/files'}}"),
+            ["config.model.options.upstream_url: must be an absolute http(s) URL"]
+        );
+    }
 
     #[test]
     fn rule_1_bedrock_and_gemini_refuse_allow_override() {

@@ -130,8 +130,8 @@ impl MockState {
     }
 }
 
-/// One log entry: method, path, query, all headers (lower-case names) and the body (JSON when it
-/// parses, else a string).
+/// One log entry: method, path, query, all headers (lower-case names), the body (JSON when it
+/// parses, else a string) and its size in bytes.
 fn entry(req: &HttpRequest, raw: &[u8], body: Option<&Value>) -> Value {
     let mut headers = Map::new();
     for (name, value) in req.headers() {
@@ -157,6 +157,8 @@ fn entry(req: &HttpRequest, raw: &[u8], body: Option<&Value>) -> Value {
         "query": req.query_string(),
         "headers": headers,
         "body": body,
+        // The body's exact size, so tests can tell bytes passed through from re-serialised.
+        "body_bytes": raw.len(),
     })
 }
 

@@ -18,6 +18,7 @@
 //! are shared here and in the helper modules.
 
 mod anthropic;
+mod api;
 mod bedrock;
 mod cohere;
 mod fault;
@@ -27,7 +28,9 @@ mod llama2_raw;
 mod log;
 mod ollama;
 mod openai;
+mod realtime;
 mod reply;
+mod responses;
 mod stream;
 #[cfg(test)]
 mod testkit;
@@ -102,6 +105,7 @@ pub(crate) fn configure_with(cfg: &mut web::ServiceConfig, state: web::Data<Mock
         .configure(huggingface::routes)
         .configure(ollama::routes)
         .configure(llama2_raw::routes)
+        .configure(api::routes)
         .default_service(web::to(fallback));
 }
 
@@ -248,16 +252,8 @@ async fn serve(
         .and_then(|v| v.to_str().ok());
     let defaults = state_of(&req).default_faults();
     let faults = Faults::parse_over(&defaults, header, model_of(&req, &body));
-
-    if let Some(delay) = faults.delay {
-        actix_rt::time::sleep(delay).await;
-    }
-    if faults.hang {
-        // Dropped by actix when the client goes away (see `h1_allow_half_closed` in `start`).
-        std::future::pending::<()>().await;
-    }
-    if faults.html || faults.status.is_some() {
-        return fault::error_response(wire, &faults);
+    if let Some(refused) = before_answer(&faults, wire).await {
+        return refused;
     }
     if wire.json_body && body.is_null() {
         return fault::native_error(wire, 400, "mock: request body is not valid JSON");
@@ -270,6 +266,19 @@ async fn serve(
         faults,
     };
     render(handler(&request), &request)
+}
+
+/// The faults that act before any answer: `delay`, `hang`, and the error ones (`status`,
+/// `html`), whose response is returned.
+pub(crate) async fn before_answer(faults: &Faults, wire: &Wire) -> Option<HttpResponse> {
+    if let Some(delay) = faults.delay {
+        actix_rt::time::sleep(delay).await;
+    }
+    if faults.hang {
+        // Dropped by actix when the client goes away (see `h1_allow_half_closed` in `start`).
+        std::future::pending::<()>().await;
+    }
+    (faults.html || faults.status.is_some()).then(|| fault::error_response(wire, faults))
 }
 
 /// Turns an [`Answer`] into a response, applying `no_choices`, `bad_json`, `chunk_delay` and

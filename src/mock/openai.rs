@@ -25,10 +25,10 @@ const COMPLETION_ID: &str = "cmpl-mock";
 const TOOL_CALL_ID: &str = "call_mock_1";
 const FINGERPRINT: &str = "fp_mock";
 
-static OPENAI: Wire = Wire::new("openai", error_body);
+pub(crate) static OPENAI: Wire = Wire::new("openai", error_body);
 static MISTRAL: Wire = Wire::new("mistral", error_body);
 static LLAMA2: Wire = Wire::new("llama2", error_body);
-static AZURE: Wire = Wire::new("azure", azure_error_body);
+pub(crate) static AZURE: Wire = Wire::new("azure", azure_error_body);
 
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/v1/chat/completions", &OPENAI, chat))

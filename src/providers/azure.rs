@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::openai::{self, PassthroughStream};
-use super::{with_query, RequestCtx, StreamTranslate, Translate, Translated};
+use super::{with_query, ApiEndpoint, RequestCtx, StreamTranslate, Translate, Translated};
 use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
@@ -40,7 +40,7 @@ impl Translate for Azure {
                 let path = o.upstream_path.as_deref().unwrap_or(match ctx.route_type {
                     RouteType::Completions => "/completions",
                     RouteType::Embeddings => "/embeddings",
-                    RouteType::Chat | RouteType::Preserve => "/chat/completions",
+                    _ => "/chat/completions",
                 });
                 format!(
                     "https://{}.openai.azure.com:443/openai/deployments/{}{path}",
@@ -49,11 +49,46 @@ impl Translate for Azure {
                 )
             }
         };
-        // A client's own `?api-version=` wins over the configured one (Kong).
-        let version = client_api_version(ctx.client_query)
-            .or(o.azure_api_version.clone())
-            .unwrap_or_else(|| crate::config::ai_proxy::DEFAULT_AZURE_API_VERSION.to_string());
-        Ok(with_query(&base, &[("api-version", &version)]))
+        Ok(with_query(&base, &[("api-version", &api_version(ctx))]))
+    }
+
+    fn supports(&self, _route_type: RouteType) -> bool {
+        true
+    }
+
+    /// Azure's own layout: audio and images under the deployment, files, batches and the
+    /// assistants family at resource level, Responses on the v1 API (which takes no
+    /// `api-version`), realtime with the deployment in the query.
+    fn api_endpoint(&self, ctx: &RequestCtx<'_>) -> Option<ApiEndpoint> {
+        let o = ctx.options;
+        let host = format!(
+            "https://{}.openai.azure.com:443/openai",
+            super::path_segment(o.azure_instance.as_deref().unwrap_or_default())
+        );
+        let deployment = o.azure_deployment_id.as_deref().unwrap_or_default();
+        let root = match ctx.route_type {
+            RouteType::Responses => format!("{host}/v1"),
+            RouteType::AudioSpeech
+            | RouteType::AudioTranscriptions
+            | RouteType::AudioTranslations
+            | RouteType::ImageGenerations
+            | RouteType::ImageEdits => {
+                format!("{host}/deployments/{}", super::path_segment(deployment))
+            }
+            _ => host,
+        };
+        let base = ApiEndpoint::base(ctx, &root);
+        let path = url::Url::parse(&base)
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        let mut query = Vec::new();
+        if !(path.contains("/openai/v1/") || path.ends_with("/openai/v1")) {
+            query.push(("api-version", api_version(ctx)));
+        }
+        if ctx.route_type == RouteType::Realtime {
+            query.push(("deployment", deployment.to_string()));
+        }
+        Some(ApiEndpoint { base, query })
     }
 
     fn request(
@@ -71,6 +106,13 @@ impl Translate for Azure {
     fn stream(&self, _ctx: &RequestCtx<'_>) -> Box<dyn StreamTranslate> {
         Box::new(PassthroughStream::default())
     }
+}
+
+/// A client's own `?api-version=` wins over the configured one (Kong).
+fn api_version(ctx: &RequestCtx<'_>) -> String {
+    client_api_version(ctx.client_query)
+        .or(ctx.options.azure_api_version.clone())
+        .unwrap_or_else(|| crate::config::ai_proxy::DEFAULT_AZURE_API_VERSION.to_string())
 }
 
 fn client_api_version(query: &str) -> Option<String> {
@@ -120,6 +162,42 @@ mod tests {
         assert_eq!(
             Azure.url(&c).unwrap(),
             "http://127.0.0.1:9/azure/chat?api-version=2024-02-01"
+        );
+    }
+
+    #[test]
+    fn api_routes_follow_azures_layout() {
+        let options = options();
+        let url = |route_type: RouteType| {
+            let c = ctx(route_type, "gpt-4o", false, &options);
+            let e = Azure.api_endpoint(&c).unwrap();
+            let q: Vec<(&str, &str)> = e.query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            with_query(&e.base, &q)
+        };
+        let host = "https://myinst.openai.azure.com:443/openai";
+        let v = "api-version=2024-02-01";
+        assert_eq!(url(RouteType::Files), format!("{host}/files?{v}"));
+        assert_eq!(url(RouteType::Batches), format!("{host}/batches?{v}"));
+        assert_eq!(url(RouteType::Assistants), format!("{host}?{v}"));
+        assert_eq!(url(RouteType::Responses), format!("{host}/v1/responses"));
+        assert_eq!(
+            url(RouteType::AudioTranscriptions),
+            format!("{host}/deployments/gpt4o-dep/audio/transcriptions?{v}")
+        );
+        assert_eq!(
+            url(RouteType::ImageEdits),
+            format!("{host}/deployments/gpt4o-dep/images/edits?{v}")
+        );
+        assert_eq!(
+            url(RouteType::Realtime),
+            format!("{host}/realtime?{v}&deployment=gpt4o-dep")
+        );
+        let mut options = options.clone();
+        options.upstream_url = Some("http://127.0.0.1:9/openai/assistants".into());
+        let c = ctx(RouteType::Assistants, "gpt-4o", false, &options);
+        assert_eq!(
+            Azure.api_endpoint(&c).unwrap().base,
+            "http://127.0.0.1:9/openai"
         );
     }
 

@@ -50,7 +50,7 @@ impl Translate for Cohere {
         let path = match ctx.route_type {
             RouteType::Completions => GENERATE_PATH,
             RouteType::Embeddings => EMBED_PATH,
-            RouteType::Chat | RouteType::Preserve => CHAT_PATH,
+            _ => CHAT_PATH,
         };
         Ok(endpoint_url(ctx, DEFAULT_BASE, path))
     }

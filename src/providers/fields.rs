@@ -51,6 +51,7 @@ pub const COLUMNS: [(&str, Column); 7] = [
 pub const TABLE: &[(&str, [Support; 7])] = &[
     ("messages (text)", [N, N, N, N, N, N, E]),
     ("messages (images)", [N, N, N, N, D, N, D]),
+    ("cache_control", [N, N, D, N, D, D, D]),
     ("max_tokens / max_completion_tokens", [N, N, N, N, N, N, N]),
     ("temperature", [N, N, N, N, N, N, N]),
     ("top_p", [N, N, N, N, N, N, N]),
@@ -119,12 +120,31 @@ fn has_images(body: &Map<String, Value>) -> bool {
         .any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
 }
 
+/// Prompt-caching breakpoints on message parts or tool definitions (Anthropic's convention).
+fn has_cache_control(body: &Map<String, Value>) -> bool {
+    let cached = |v: &Value| v.get("cache_control").is_some_and(|c| !c.is_null());
+    let parts = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten();
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    parts.chain(tools).any(cached)
+}
+
 /// The fields of an OpenAI chat request that `column` would drop, in the table's order.
 pub fn dropped(column: Column, body: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
     for (field, _) in TABLE {
         let sent = match *field {
             "messages (images)" => has_images(body),
+            "cache_control" => has_cache_control(body),
             "max_tokens / max_completion_tokens" | "messages (text)" => false,
             "n" => body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1),
             "logprobs" => body.get("logprobs").and_then(Value::as_bool) == Some(true),
@@ -177,6 +197,14 @@ mod tests {
         assert_eq!(dropped(Column::OpenAiFormat, body), ["top_k"]);
         assert_eq!(dropped(Column::Cohere, body), ["messages (images)", "n"]);
         assert!(dropped(Column::Gemini, body).is_empty());
+        let cached = json!({"messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"},
+                       "cache_control": {"type": "ephemeral"}}]});
+        let cached = cached.as_object().unwrap();
+        assert_eq!(dropped(Column::Gemini, cached), ["cache_control"]);
+        assert_eq!(dropped(Column::Cohere, cached), ["cache_control"]);
+        assert!(dropped(Column::Anthropic, cached).is_empty());
+        assert!(dropped(Column::Bedrock, cached).is_empty());
         let one = json!({"n": 1, "logprobs": true});
         assert_eq!(
             dropped(Column::Bedrock, one.as_object().unwrap()),

@@ -21,6 +21,7 @@ pub mod mistral;
 pub mod oai;
 pub mod ollama;
 pub mod openai;
+pub mod relay;
 pub mod stream;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -135,6 +136,8 @@ pub trait StreamTranslate: Send {
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError>;
     /// Token counts seen so far, for the access log.
     fn usage(&self) -> Usage;
+    /// The upstream answer's content type, told before the first read.
+    fn content_type(&mut self, _content_type: Option<&HeaderValue>) {}
     /// Ends a failed stream in the client's format: by default an OpenAI error event (SDKs
     /// raise it as an APIError) and `data: [DONE]`.
     fn write_error(&mut self, out: &mut BytesMut, message: &str) {
@@ -204,6 +207,41 @@ pub trait Translate: Send + Sync {
     /// A bearer token that has to be fetched over the network first (GCP service accounts).
     fn token_source(&self) -> Option<std::sync::Arc<dyn TokenSource>> {
         None
+    }
+
+    /// Where an OpenAI-API route type (files, audio, realtime, ...) goes on providers that
+    /// serve that API as is; `None` elsewhere.
+    fn api_endpoint(&self, _ctx: &RequestCtx<'_>) -> Option<ApiEndpoint> {
+        None
+    }
+}
+
+/// The endpoint of an OpenAI-API route type: the URL the client's sub-path is appended to,
+/// and the query pairs the provider needs (Azure's `api-version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiEndpoint {
+    pub base: String,
+    pub query: Vec<(&'static str, String)>,
+}
+
+impl ApiEndpoint {
+    /// `upstream_url` replaces the route type's default endpoint `root + resource`. The
+    /// assistants family is rooted above its resources: an `upstream_url` of
+    /// `<base>/v1/assistants` means `<base>/v1`, so threads go to `<base>/v1/threads`.
+    pub fn base(ctx: &RequestCtx<'_>, default_root: &str) -> String {
+        let assistants = ctx.route_type == RouteType::Assistants;
+        match ctx.options.upstream_url.as_deref() {
+            Some(url) => {
+                let url = url.trim_end_matches('/');
+                let root = url.strip_suffix("/assistants").filter(|_| assistants);
+                root.unwrap_or(url).to_string()
+            }
+            None if assistants => default_root.to_string(),
+            None => format!(
+                "{default_root}{}",
+                ctx.route_type.api_resource().unwrap_or_default()
+            ),
+        }
     }
 }
 

@@ -197,6 +197,14 @@ impl ChatMessage {
                 .join(""),
         }
     }
+
+    /// Whether a content part carries `cache_control` (a prompt-caching breakpoint).
+    pub fn cached(&self) -> bool {
+        match &self.content {
+            Some(MessageContent::Parts(parts)) => parts.iter().any(ContentPart::cached),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -222,6 +230,21 @@ pub enum ContentPart {
     },
     #[serde(other)]
     Unsupported,
+}
+
+impl ContentPart {
+    pub fn cached(&self) -> bool {
+        matches!(
+            self,
+            ContentPart::Text {
+                cache_control: Some(_),
+                ..
+            } | ContentPart::ImageUrl {
+                cache_control: Some(_),
+                ..
+            }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -250,6 +273,9 @@ pub struct Tool {
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
     pub function: FunctionDef,
+    /// Anthropic's prompt-caching marker on a tool definition (caches the tools up to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<Value>,
 }
 
 fn function_type() -> String {

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::oai::{self, Usage};
-use super::{endpoint_url, RequestCtx, StreamError, StreamTranslate, Translate, Translated};
+use super::{
+    endpoint_url, ApiEndpoint, RequestCtx, StreamError, StreamTranslate, Translate, Translated,
+};
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
@@ -26,8 +28,19 @@ impl Translate for OpenAi {
         Ok(OpenAi)
     }
 
+    fn supports(&self, _route_type: RouteType) -> bool {
+        true
+    }
+
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
         Ok(endpoint_url(ctx, DEFAULT_BASE, route_path(ctx.route_type)))
+    }
+
+    fn api_endpoint(&self, ctx: &RequestCtx<'_>) -> Option<ApiEndpoint> {
+        Some(ApiEndpoint {
+            base: ApiEndpoint::base(ctx, &format!("{DEFAULT_BASE}/v1")),
+            query: Vec::new(),
+        })
     }
 
     fn request(
@@ -53,7 +66,7 @@ pub fn route_path(route_type: RouteType) -> &'static str {
     match route_type {
         RouteType::Completions => "/v1/completions",
         RouteType::Embeddings => "/v1/embeddings",
-        RouteType::Chat | RouteType::Preserve => "/v1/chat/completions",
+        _ => "/v1/chat/completions",
     }
 }
 

@@ -163,6 +163,16 @@ impl CompiledRoute {
         self.config.route_type
     }
 
+    /// The limit on a streamed multipart upload: only a `max_request_body_size` the operator
+    /// set (the default exists to bound what the gateway reads into memory, and an upload is
+    /// never held whole).
+    pub fn upload_limit(&self) -> Option<u64> {
+        self.config
+            .body_size_configured
+            .then_some(self.body_limit)
+            .flatten()
+    }
+
     /// Kong's cost: `input_cost` / `output_cost` are per million tokens; `None` unless both
     /// are configured.
     pub fn cost(&self, usage: crate::providers::oai::Usage) -> Option<f64> {

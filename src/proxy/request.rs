@@ -28,6 +28,8 @@ pub struct ClientRequest {
     pub query: String,
     pub headers: HeaderMap,
     pub captures: Vec<(String, String)>,
+    /// Bytes of `path` the route's path rule matched; REST route types forward the rest.
+    pub route_path_len: usize,
 }
 
 #[cfg(test)]
@@ -47,6 +49,7 @@ impl ClientRequest {
             query: query.into(),
             headers: map,
             captures: Vec::new(),
+            route_path_len: 0,
         }
     }
 }
@@ -127,6 +130,29 @@ pub(super) fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::BadRequest(message.into())
 }
 
+/// The configured model and options with this request's templates resolved.
+pub(super) fn resolve_templates(
+    route: &CompiledRoute,
+    client: &ClientRequest,
+) -> Result<(Option<String>, Arc<ModelOptions>), GatewayError> {
+    let src = TemplateSource {
+        captures: &client.captures,
+        headers: &client.headers,
+        query: &client.query,
+    };
+    let configured_model = match route.config.model.name.as_deref() {
+        Some(name) if route.model_templated => Some(template::resolve(name, &src).map_err(bad)?),
+        Some(name) => Some(name.to_string()),
+        None => None,
+    };
+    let options = if route.options_templated {
+        Arc::new(template::resolve_options(&route.options, &src).map_err(bad)?)
+    } else {
+        route.options.clone()
+    };
+    Ok((configured_model, options))
+}
+
 /// A pass-through rule's signature: route, client, body, configured model, options, request
 /// id, creation time.
 type PassThrough = fn(
@@ -148,25 +174,15 @@ pub fn prepare(
     created: u64,
 ) -> Result<Plan, GatewayError> {
     let config = &route.config;
-    let src = TemplateSource {
-        captures: &client.captures,
-        headers: &client.headers,
-        query: &client.query,
-    };
-    let configured_model = match config.model.name.as_deref() {
-        Some(name) if route.model_templated => Some(template::resolve(name, &src).map_err(bad)?),
-        Some(name) => Some(name.to_string()),
-        None => None,
-    };
-    let options = if route.options_templated {
-        Arc::new(template::resolve_options(&route.options, &src).map_err(bad)?)
-    } else {
-        route.options.clone()
-    };
+    let (configured_model, options) = resolve_templates(route, client)?;
 
     // Pass-through rules: the body goes on (nearly) as the client wrote it.
     let passthrough = match (config.route_type, route.client_format) {
         (RouteType::Preserve, _) => Some(prepare_preserve as PassThrough),
+        // The route types the client speaks the provider's own API on.
+        (route_type, _) if route_type.api_resource().is_some() => {
+            Some(super::api::prepare_api as PassThrough)
+        }
         (_, ClientFormat::Native) => Some(prepare_native as PassThrough),
         _ => None,
     };
@@ -313,7 +329,7 @@ fn foreign_headers_removed(client: &HeaderMap) -> HeaderMap {
 }
 
 /// The provider's own headers (e.g. `anthropic-version`) replace any the client sent.
-fn add_driver_headers(
+pub(super) fn add_driver_headers(
     route: &CompiledRoute,
     ctx: &crate::providers::RequestCtx<'_>,
     headers: &mut Vec<(HeaderName, HeaderValue)>,
@@ -324,22 +340,25 @@ fn add_driver_headers(
     headers.extend(own);
 }
 
+/// `application/json` or a `+json` type, whatever the parameters.
+pub fn is_json_type(content_type: &HeaderValue) -> bool {
+    content_type.to_str().is_ok_and(|v| {
+        let mime = v
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        mime == "application/json" || mime.ends_with("+json")
+    })
+}
+
 fn parse_body(client: &ClientRequest, body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     // Kong treats a missing content type as JSON; anything else that is not JSON is refused.
     let json_type = client
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            let mime = v
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            mime == "application/json" || mime.ends_with("+json")
-        })
-        .unwrap_or(true);
+        .is_none_or(is_json_type);
     let bad_json =
         || bad("content-type header does not match request body, or bad JSON formatting");
     if !json_type {
@@ -368,18 +387,23 @@ fn has_prompt(map: &Map<String, Value>) -> bool {
     }
 }
 
+/// A non-empty `input` string or list (embeddings, responses).
+pub(super) fn check_input(map: &Map<String, Value>) -> Result<(), GatewayError> {
+    let valid = match map.get("input") {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(items)) => !items.is_empty(),
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(bad("request body doesn't contain valid input"))
+    }
+}
+
 fn check_prompts(route_type: RouteType, map: &Map<String, Value>) -> Result<(), GatewayError> {
     match route_type {
-        RouteType::Embeddings => {
-            let valid = match map.get("input") {
-                Some(Value::String(s)) => !s.is_empty(),
-                Some(Value::Array(items)) => !items.is_empty(),
-                _ => false,
-            };
-            if !valid {
-                return Err(bad("request body doesn't contain valid input"));
-            }
-        }
+        RouteType::Embeddings => check_input(map)?,
         _ if !has_messages(map) && !has_prompt(map) => {
             return Err(bad("request body doesn't contain valid prompts"))
         }
@@ -398,7 +422,7 @@ fn check_prompts(route_type: RouteType, map: &Map<String, Value>) -> Result<(), 
 }
 
 /// Kong §3.3: the configured model wins; a client may repeat it or omit it.
-fn select_model(
+pub(super) fn select_model(
     configured: Option<String>,
     map: &Map<String, Value>,
 ) -> Result<String, GatewayError> {
@@ -464,7 +488,7 @@ fn merge_options(options: &ModelOptions, map: &mut Map<String, Value>) {
     }
 }
 
-fn inject_body_param(auth: &CompiledAuth, body: &mut Value) {
+pub(super) fn inject_body_param(auth: &CompiledAuth, body: &mut Value) {
     let Some(param) = auth
         .param
         .as_ref()
@@ -494,7 +518,10 @@ fn connection_nominated(client: &HeaderMap) -> Vec<String> {
 /// The client's headers minus hop-by-hop ones and, when the gateway injects auth, minus every
 /// credential header (unless `allow_override` keeps the client's own under the same name);
 /// then the configured auth header.
-fn forwarded_headers(auth: &CompiledAuth, client: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+pub(super) fn forwarded_headers(
+    auth: &CompiledAuth,
+    client: &HeaderMap,
+) -> Vec<(HeaderName, HeaderValue)> {
     let auth_name = auth.header.as_ref().map(|(n, _)| n);
     let client_keeps_auth =
         auth.allow_override && auth_name.is_some_and(|n| client.contains_key(n));
@@ -524,7 +551,7 @@ fn forwarded_headers(auth: &CompiledAuth, client: &HeaderMap) -> Vec<(HeaderName
 
 /// Appends the client's query (minus keys the provider URL already set and the auth param) and
 /// the query auth param.
-fn finish_url(auth: &CompiledAuth, url: String, client_query: &str) -> String {
+pub(super) fn finish_url(auth: &CompiledAuth, url: String, client_query: &str) -> String {
     let query_param = auth
         .param
         .as_ref()
@@ -566,7 +593,7 @@ fn finish_url(auth: &CompiledAuth, url: String, client_query: &str) -> String {
     with_query(&url, &borrowed)
 }
 
-fn model_header(route: &CompiledRoute, model: &str) -> Option<HeaderValue> {
+pub fn model_header(route: &CompiledRoute, model: &str) -> Option<HeaderValue> {
     if !route.config.model_name_header {
         return None;
     }
@@ -668,15 +695,23 @@ pub(super) fn passthrough_request(
     if let Some(ct) = client.headers.get(header::CONTENT_TYPE) {
         headers.push((header::CONTENT_TYPE, ct.clone()));
     }
-    let ctx = resolved.ctx();
-    add_driver_headers(route, &ctx, &mut headers);
-    let mut upstream = UpstreamRequest {
+    add_driver_headers(route, &resolved.ctx(), &mut headers);
+    let upstream = UpstreamRequest {
         method: client.method.clone(),
         url: finish_url(&route.auth, url, &client.query),
         headers,
         body,
     };
-    route.driver.sign(&ctx, &mut upstream)?;
+    signed(route, resolved, upstream)
+}
+
+/// Signs the final request and adds `X-Kong-LLM-Model` when the call names a model.
+pub(super) fn signed(
+    route: &CompiledRoute,
+    resolved: Resolved,
+    mut upstream: UpstreamRequest,
+) -> Result<Prepared, GatewayError> {
+    route.driver.sign(&resolved.ctx(), &mut upstream)?;
     let model_header = (!resolved.model.is_empty())
         .then(|| model_header(route, &resolved.model))
         .flatten();

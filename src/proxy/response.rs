@@ -20,6 +20,8 @@ use crate::providers::oai::Usage;
 pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const X_KONG_LLM_MODEL: &str = "x-kong-llm-model";
+
+pub(crate) mod api;
 /// The answer's cost from the target's `input_cost` / `output_cost` (buffered answers).
 const X_COST: &str = "x-ai-gateway-cost";
 /// Names every request field the provider has no equivalent for (lossless or loud).

@@ -162,8 +162,15 @@ fn text_parts(blocks: &[Value], path: &str, dropped: &mut Vec<String>) -> Vec<Va
 }
 
 fn text_part(block: &Value) -> Value {
-    let mut part = json!({"type": "text", "text": block.get("text").cloned().unwrap_or_default()});
-    if let Some(cache) = block.get("cache_control") {
+    with_cache_control(
+        json!({"type": "text", "text": block.get("text").cloned().unwrap_or_default()}),
+        block,
+    )
+}
+
+/// The block's prompt-caching breakpoint, kept on the OpenAI part made from it.
+fn with_cache_control(mut part: Value, block: &Value) -> Value {
+    if let Some(cache) = block.get("cache_control").filter(|c| !c.is_null()) {
         part["cache_control"] = cache.clone();
     }
     part
@@ -181,11 +188,10 @@ fn image_part(block: &Value) -> Option<Value> {
         "url" => source.get("url")?.as_str()?.to_string(),
         _ => return None,
     };
-    let mut part = json!({"type": "image_url", "image_url": {"url": url}});
-    if let Some(cache) = block.get("cache_control") {
-        part["cache_control"] = cache.clone();
-    }
-    Some(part)
+    Some(with_cache_control(
+        json!({"type": "image_url", "image_url": {"url": url}}),
+        block,
+    ))
 }
 
 /// A user turn: its tool results first (as `tool` messages), then the rest as one user message.
@@ -218,7 +224,10 @@ fn user_turn(
             },
             Some("tool_result") => messages.push(tool_result(block, &block_path, dropped)?),
             Some("document") => match document_text(block) {
-                Some(text) => parts.push(json!({"type": "text", "text": text})),
+                Some(text) => parts.push(with_cache_control(
+                    json!({"type": "text", "text": text}),
+                    block,
+                )),
                 None => dropped.push(block_path),
             },
             _ => dropped.push(block_path),
@@ -249,6 +258,8 @@ fn tool_result(block: &Value, path: &str, dropped: &mut Vec<String>) -> Result<V
         .get("tool_use_id")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("{path}.tool_use_id: field required"))?;
+    // A breakpoint on the result or on any of its texts caches the whole result.
+    let mut cache = block.get("cache_control").filter(|c| !c.is_null());
     let mut text = match block.get("content") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -257,7 +268,8 @@ fn tool_result(block: &Value, path: &str, dropped: &mut Vec<String>) -> Result<V
             for (k, item) in items.iter().enumerate() {
                 match item.get("type").and_then(Value::as_str) {
                     Some("text") => {
-                        text.push_str(item.get("text").and_then(Value::as_str).unwrap_or(""))
+                        text.push_str(item.get("text").and_then(Value::as_str).unwrap_or(""));
+                        cache = cache.or(item.get("cache_control").filter(|c| !c.is_null()));
                     }
                     _ => dropped.push(format!("{path}.content[{k}]")),
                 }
@@ -274,7 +286,11 @@ fn tool_result(block: &Value, path: &str, dropped: &mut Vec<String>) -> Result<V
     if block.get("is_error").and_then(Value::as_bool) == Some(true) {
         text = format!("Error: {text}");
     }
-    Ok(json!({"role": "tool", "tool_call_id": id, "content": text}))
+    let content = match cache {
+        Some(cache) => json!([{"type": "text", "text": text, "cache_control": cache}]),
+        None => Value::String(text),
+    };
+    Ok(json!({"role": "tool", "tool_call_id": id, "content": content}))
 }
 
 fn assistant_turn(
@@ -292,13 +308,21 @@ fn assistant_turn(
         }
     };
     let mut text = String::new();
+    let mut texts = Vec::new();
     let mut reasoning = String::new();
     let mut thinking_blocks = Vec::new();
     let mut calls = Vec::new();
     for (j, block) in blocks.iter().enumerate() {
         match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("text") => {
+                text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""));
+                texts.push(text_part(block));
+            }
             Some("tool_use") => {
+                // A tool call has no place for a breakpoint in the OpenAI format.
+                if block.get("cache_control").is_some_and(|c| !c.is_null()) {
+                    dropped.push(format!("{path}.content[{j}].cache_control"));
+                }
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
                     "id": block.get("id").cloned().unwrap_or_default(),
@@ -317,7 +341,15 @@ fn assistant_turn(
             _ => dropped.push(format!("{path}.content[{j}]")),
         }
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) }});
+    // Texts stay parts when one carries a caching breakpoint, else they are one string.
+    let content = if texts.iter().any(|t| t.get("cache_control").is_some()) {
+        Value::Array(texts)
+    } else if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    };
+    let mut message = json!({"role": "assistant", "content": content});
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
@@ -507,6 +539,35 @@ mod tests {
         );
         assert_eq!(m[2]["content"][1]["image_url"]["url"], "https://x/y.png");
         assert_eq!(c.dropped, vec!["service_tier", "messages[0].content[3]"]);
+    }
+
+    #[test]
+    fn cache_control_survives_tool_results_documents_and_assistant_texts() {
+        let cc = json!({"type": "ephemeral"});
+        let c = convert(json!({"messages": [
+            {"role": "user", "content": [{"type": "document", "cache_control": cc,
+                "source": {"type": "text", "media_type": "text/plain", "data": "doc"}}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "ok", "cache_control": cc},
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {}, "cache_control": cc}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                "content": [{"type": "text", "text": "14", "cache_control": cc}]}]}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}, "cache_control": cc}]}));
+        let m = c.body["messages"].as_array().unwrap();
+        assert_eq!(
+            m[0]["content"][0],
+            json!({"type": "text", "text": "doc", "cache_control": cc})
+        );
+        assert_eq!(
+            m[1]["content"],
+            json!([{"type": "text", "text": "ok", "cache_control": cc}])
+        );
+        assert_eq!(m[1]["tool_calls"][0]["id"], "t1");
+        assert_eq!(
+            m[2]["content"],
+            json!([{"type": "text", "text": "14", "cache_control": cc}])
+        );
+        assert_eq!(c.body["tools"][0]["cache_control"], cc);
+        assert_eq!(c.dropped, ["messages[1].content[1].cache_control"]);
     }
 
     #[test]

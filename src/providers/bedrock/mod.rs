@@ -237,8 +237,10 @@ struct BedrockConverseRequest {
 }
 
 #[derive(Debug, Serialize)]
-struct BedrockSystemBlock {
-    text: String,
+#[serde(rename_all = "camelCase")]
+enum BedrockSystemBlock {
+    Text(String),
+    CachePoint(Value),
 }
 
 #[derive(Debug, Serialize)]
@@ -316,10 +318,12 @@ struct BedrockToolConfig {
     tool_choice: Option<Value>,
 }
 
+/// A tool definition, or a `cachePoint` caching the definitions before it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct BedrockTool {
-    tool_spec: BedrockToolSpec,
+enum BedrockTool {
+    ToolSpec(BedrockToolSpec),
+    CachePoint(Value),
 }
 
 #[derive(Debug, Serialize)]

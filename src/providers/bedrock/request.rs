@@ -36,7 +36,10 @@ pub(super) fn converse_request(
                         ctx.model
                     )));
                 }
-                system.push(BedrockSystemBlock { text: m.text() });
+                system.push(BedrockSystemBlock::Text(m.text()));
+                if m.cached() {
+                    system.push(BedrockSystemBlock::CachePoint(cache_point()));
+                }
                 continue;
             }
             let (role, content) = message(m)?;
@@ -83,13 +86,11 @@ pub(super) fn converse_request(
             tools: Vec::new(),
             tool_choice: None,
         });
-        config.tools.push(BedrockTool {
-            tool_spec: BedrockToolSpec {
-                name: RESPONSE_FORMAT_TOOL.into(),
-                description: Some(RESPONSE_FORMAT_TOOL_DESCRIPTION.into()),
-                input_schema: BedrockInputSchema { json: schema },
-            },
-        });
+        config.tools.push(BedrockTool::ToolSpec(BedrockToolSpec {
+            name: RESPONSE_FORMAT_TOOL.into(),
+            description: Some(RESPONSE_FORMAT_TOOL_DESCRIPTION.into()),
+            input_schema: BedrockInputSchema { json: schema },
+        }));
         config.tool_choice = Some(json!({ "tool": { "name": RESPONSE_FORMAT_TOOL } }));
     }
 
@@ -167,6 +168,7 @@ pub(super) fn message(
                     input,
                 }));
             }
+            push_cache_point(m, &mut content);
             Ok(("assistant", content))
         }
         "tool" | "function" => {
@@ -183,15 +185,27 @@ pub(super) fn message(
                 .clone()
                 .or_else(|| m.name.clone())
                 .unwrap_or_default();
-            Ok((
-                "user",
-                vec![BedrockContent::ToolResult(BedrockToolResult {
-                    tool_use_id,
-                    content: vec![block],
-                })],
-            ))
+            let mut content = vec![BedrockContent::ToolResult(BedrockToolResult {
+                tool_use_id,
+                content: vec![block],
+            })];
+            push_cache_point(m, &mut content);
+            Ok(("user", content))
         }
         _ => Ok(("user", user_content(m)?)),
+    }
+}
+
+/// Converse's prompt-caching breakpoint: everything before it is cached.
+fn cache_point() -> Value {
+    json!({"type": "default"})
+}
+
+/// Text-only turns (assistant, tool results) are sent as one block: `cache_control` on any
+/// of their parts becomes a `cachePoint` after the whole turn.
+fn push_cache_point(m: &ChatMessage, content: &mut Vec<BedrockContent>) {
+    if m.cached() {
+        content.push(BedrockContent::CachePoint(cache_point()));
     }
 }
 
@@ -242,16 +256,8 @@ pub(super) fn user_content(m: &ChatMessage) -> Result<Vec<BedrockContent>, Gatew
             }
             ContentPart::Unsupported => {}
         }
-        if let ContentPart::Text {
-            cache_control: Some(_),
-            ..
-        }
-        | ContentPart::ImageUrl {
-            cache_control: Some(_),
-            ..
-        } = part
-        {
-            content.push(BedrockContent::CachePoint(json!({"type": "default"})));
+        if part.cached() {
+            content.push(BedrockContent::CachePoint(cache_point()));
         }
     }
     if content.is_empty() {
@@ -278,22 +284,24 @@ pub(super) fn tool_config(
         },
         Some(ToolChoice::Function(f)) => Some(json!({ "tool": { "name": f.function.name } })),
     };
-    let tools = tools
-        .iter()
-        .map(|t| BedrockTool {
-            tool_spec: BedrockToolSpec {
-                name: t.function.name.clone(),
-                description: t.function.description.clone(),
-                input_schema: BedrockInputSchema {
-                    json: t
-                        .function
-                        .parameters
-                        .clone()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                },
+    let mut specs = Vec::with_capacity(tools.len());
+    for t in tools {
+        specs.push(BedrockTool::ToolSpec(BedrockToolSpec {
+            name: t.function.name.clone(),
+            description: t.function.description.clone(),
+            input_schema: BedrockInputSchema {
+                json: t
+                    .function
+                    .parameters
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
             },
-        })
-        .collect();
+        }));
+        if t.cache_control.is_some() {
+            specs.push(BedrockTool::CachePoint(cache_point()));
+        }
+    }
+    let tools = specs;
     Some(BedrockToolConfig { tools, tool_choice })
 }
 

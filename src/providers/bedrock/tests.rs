@@ -1078,3 +1078,30 @@ fn response_format_is_a_forced_tool_call_whose_input_is_the_content() {
         "{got:?}"
     );
 }
+
+#[test]
+fn cache_control_on_system_tools_assistant_and_tool_results_becomes_cache_points() {
+    let cc = json!({"type": "ephemeral"});
+    let point = json!({"cachePoint": {"type": "default"}});
+    let out = chat(json!({"model": MODEL, "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "rules", "cache_control": cc}]},
+        {"role": "user", "content": "add"},
+        {"role": "assistant", "content": [{"type": "text", "text": "ok", "cache_control": cc}]},
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "t1", "type": "function",
+            "function": {"name": "add", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1",
+         "content": [{"type": "text", "text": "14", "cache_control": cc}]}],
+        "tools": [{"type": "function", "function": {"name": "add"}, "cache_control": cc},
+                  {"type": "function", "function": {"name": "sub"}}]}));
+    assert_eq!(out["system"], json!([{"text": "rules"}, point]));
+    assert_eq!(
+        out["messages"][1]["content"],
+        json!([{"text": "ok"}, point])
+    );
+    assert_eq!(out["messages"][4]["content"][1], point);
+    let tools = &out["toolConfig"]["tools"];
+    assert_eq!(tools[0]["toolSpec"]["name"], "add");
+    assert_eq!(tools[1], point);
+    assert_eq!(tools[2]["toolSpec"]["name"], "sub");
+}

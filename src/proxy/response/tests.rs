@@ -41,6 +41,7 @@ fn prepared(route: &CompiledRoute, stream: bool) -> Prepared {
         query: String::new(),
         headers: HeaderMap::new(),
         captures: Vec::new(),
+        route_path_len: 0,
     };
     let body = json!({"stream": stream, "messages": [{"role": "user", "content": "hi"}]});
     match prepare(

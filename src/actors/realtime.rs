@@ -1,0 +1,322 @@
+//! `RealtimeActor`: one per realtime session, relaying WebSocket frames between the client and
+//! the provider. Both directions are streams into the actor's mailbox; each frame is written
+//! to the other side before the next is taken (`ctx.wait`), so a slow side slows the other
+//! instead of growing a queue. Text, binary, ping/pong and continuation frames pass as they
+//! are; a close from either side is passed on with its code and ends the session, and a side
+//! that just goes away closes the other. `response.done` events are read for the usage.
+
+use std::sync::atomic::Ordering;
+
+use actix::fut::ActorFutureExt;
+use actix::{Actor, ActorContext, AsyncContext, Context, StreamHandler, WrapFuture};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
+use awc::BoxedSocket;
+use bytestring::ByteString;
+use futures_util::stream::{SplitSink, StreamExt};
+use futures_util::SinkExt;
+
+use super::limiter::Permit;
+use super::messages::AccessInfo;
+use super::stream::OPEN_STREAMS;
+use crate::error::GatewayError;
+use crate::limits::admission::Seen;
+use crate::logging;
+use crate::providers::oai::Usage;
+use crate::providers::relay::usage_of;
+use crate::proxy::compile::CompiledRoute;
+use crate::proxy::realtime::RealtimeUpstream;
+
+/// Realtime events carry base64 audio; OpenAI accepts frames well above the 64 KiB default.
+const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How long the provider has to answer a client's close frame.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(5);
+
+type UpstreamSink = SplitSink<actix_codec::Framed<BoxedSocket, Codec>, Message>;
+
+pub struct RealtimeActor {
+    client: Option<actix_ws::Session>,
+    upstream: Option<UpstreamSink>,
+    access: AccessInfo,
+    usage: Usage,
+    outcome: &'static str,
+    /// The client sent a close frame; the provider's answer is awaited.
+    client_closing: bool,
+    /// The session's rate-limit claim, settled with its usage when it ends.
+    permit: Option<Permit>,
+}
+
+/// Opens the upstream WebSocket, then upgrades the client and starts the relay. A provider
+/// that refuses the upgrade gets its status passed to the client as a JSON error.
+pub async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    route: &CompiledRoute,
+    upstream: RealtimeUpstream,
+    mut access: AccessInfo,
+    admitted: Option<(Permit, Vec<Vec<Seen>>)>,
+) -> Result<HttpResponse, GatewayError> {
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().timeout(route.timeouts.connect))
+        .timeout(route.timeouts.read)
+        .finish();
+    let mut request = client.ws(upstream.url.as_str()).max_frame_size(MAX_FRAME);
+    for (name, value) in upstream.headers {
+        request = request.header(name, value);
+    }
+    let (_, framed) = request.connect().await.map_err(|e| match e {
+        awc::error::WsClientError::InvalidResponseStatus(status) => {
+            GatewayError::UpstreamRefused(status.as_u16())
+        }
+        awc::error::WsClientError::SendRequest(awc::error::SendRequestError::Timeout)
+        | awc::error::WsClientError::SendRequest(awc::error::SendRequestError::Connect(
+            awc::error::ConnectError::Timeout,
+        )) => GatewayError::UpstreamTimeout(route.timeouts.connect.as_millis() as u64),
+        other => GatewayError::UpstreamUnreachable(other.to_string()),
+    })?;
+    let (mut response, session, messages) =
+        actix_ws::handle(req, payload).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let messages = messages.max_frame_size(MAX_FRAME);
+    let (sink, frames) = framed.split();
+    access.model = upstream.model;
+    let (permit, limit_headers) = match admitted {
+        Some((permit, seen)) => {
+            let headers = permit.ticket().headers(&seen);
+            (Some(permit), headers)
+        }
+        None => (None, Vec::new()),
+    };
+    for (name, value) in limit_headers {
+        response.headers_mut().insert(name, value);
+    }
+    RealtimeActor::create(move |ctx| {
+        ctx.add_stream(messages);
+        ctx.add_stream(frames);
+        RealtimeActor {
+            client: Some(session),
+            upstream: Some(sink),
+            access,
+            usage: Usage::default(),
+            outcome: "completed",
+            client_closing: false,
+            permit,
+        }
+    });
+    if let Some(value) = upstream.model_header {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-kong-llm-model"),
+            value,
+        );
+    }
+    Ok(response)
+}
+
+impl RealtimeActor {
+    /// Sends one frame upstream; the next client frame waits for it.
+    fn send_upstream(&mut self, message: Message, ctx: &mut Context<Self>) {
+        let Some(mut sink) = self.upstream.take() else {
+            return;
+        };
+        ctx.wait(
+            async move {
+                let sent = sink.send(message).await.is_ok();
+                (sink, sent)
+            }
+            .into_actor(self)
+            .map(move |(sink, sent), act, ctx| {
+                act.upstream = Some(sink);
+                if !sent {
+                    act.end("upstream error", None, ctx);
+                }
+            }),
+        );
+    }
+
+    /// Sends one frame to the client; the next provider frame waits for it.
+    fn send_client(&mut self, message: Message, ctx: &mut Context<Self>) {
+        let Some(mut session) = self.client.clone() else {
+            return;
+        };
+        ctx.wait(
+            async move {
+                match message {
+                    Message::Text(text) => session.text(text).await,
+                    Message::Binary(bytes) => session.binary(bytes).await,
+                    Message::Ping(bytes) => session.ping(&bytes).await,
+                    Message::Pong(bytes) => session.pong(&bytes).await,
+                    Message::Continuation(item) => session.continuation(item).await,
+                    Message::Close(_) | Message::Nop => Ok(()),
+                }
+                .is_ok()
+            }
+            .into_actor(self)
+            .map(|sent, act, ctx| {
+                if !sent {
+                    act.end("client closed", None, ctx);
+                }
+            }),
+        );
+    }
+
+    /// Ends the session: the side still open gets a close frame (`reason` is the one the
+    /// other side sent, passed on), then the actor stops, which drops both connections.
+    fn end(&mut self, outcome: &'static str, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
+        if self.outcome == "completed" {
+            self.outcome = outcome;
+        }
+        let client = self.client.take();
+        let upstream = self.upstream.take();
+        // A close the provider sent in answer to the client's needs no echo; its own does.
+        let upstream_closed = self.client_closing;
+        ctx.wait(
+            async move {
+                if let Some(session) = client {
+                    let _ = session.close(reason.clone()).await;
+                }
+                if let Some(mut sink) = upstream {
+                    if !upstream_closed {
+                        let _ = sink.send(Message::Close(reason)).await;
+                    }
+                    let _ = sink.close().await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        );
+    }
+
+    fn observe(&mut self, text: &[u8]) {
+        // Only the event that carries usage is parsed.
+        if !text.windows(13).any(|w| w == b"response.done") {
+            return;
+        }
+        if let Ok(event) = serde_json::from_slice::<serde_json::Value>(text) {
+            if let Some(usage) = event.get("response").and_then(usage_of) {
+                self.usage = Usage::new(
+                    self.usage.prompt_tokens + usage.prompt_tokens,
+                    self.usage.completion_tokens + usage.completion_tokens,
+                );
+            }
+        }
+    }
+}
+
+impl Actor for RealtimeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        OPEN_STREAMS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
+        logging::access_stream(&self.access, self.outcome, self.usage, None);
+        if let Some(permit) = self.permit.take() {
+            // What the `response.done` events reported is the exact cost, however it ended.
+            permit.settle(self.usage, true);
+        }
+    }
+}
+
+/// Client -> provider.
+impl StreamHandler<Result<actix_ws::Message, actix_ws::ProtocolError>> for RealtimeActor {
+    fn handle(
+        &mut self,
+        item: Result<actix_ws::Message, actix_ws::ProtocolError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match item {
+            Ok(Message::Close(reason)) => {
+                // The close handshake runs end to end: the provider's answering close frame
+                // goes back to the client (see the provider side), or a timeout ends it.
+                self.outcome = "client closed";
+                self.client_closing = true;
+                self.send_upstream(Message::Close(reason), ctx);
+                ctx.run_later(CLOSE_HANDSHAKE, |act, ctx| {
+                    act.end("client closed", None, ctx);
+                });
+            }
+            Ok(Message::Nop) => {}
+            Ok(message) => self.send_upstream(message, ctx),
+            Err(e) => self.end(
+                "client error",
+                Some(CloseReason {
+                    code: CloseCode::Protocol,
+                    description: Some(e.to_string()),
+                }),
+                ctx,
+            ),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The client went away without a close frame: the provider's session ends too.
+        if self.client.is_some() && !self.client_closing {
+            self.end(
+                "client closed",
+                Some(CloseReason {
+                    code: CloseCode::Away,
+                    description: None,
+                }),
+                ctx,
+            );
+        }
+    }
+}
+
+/// Provider -> client.
+impl StreamHandler<Result<Frame, awc::error::WsProtocolError>> for RealtimeActor {
+    fn handle(
+        &mut self,
+        item: Result<Frame, awc::error::WsProtocolError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let message = match item {
+            Ok(Frame::Text(bytes)) => {
+                self.observe(&bytes);
+                match ByteString::try_from(bytes) {
+                    Ok(text) => Message::Text(text),
+                    Err(_) => return self.end("upstream error", invalid_text(), ctx),
+                }
+            }
+            Ok(Frame::Binary(bytes)) => Message::Binary(bytes),
+            Ok(Frame::Ping(bytes)) => Message::Ping(bytes),
+            Ok(Frame::Pong(bytes)) => Message::Pong(bytes),
+            Ok(Frame::Continuation(item)) => Message::Continuation(item),
+            Ok(Frame::Close(reason)) => {
+                // Either the provider closes, or it answers the client's close: in both cases
+                // the client gets its code. An answer from the provider needs no echo.
+                let outcome = if self.client_closing {
+                    "client closed"
+                } else {
+                    "upstream closed"
+                };
+                return self.end(outcome, reason, ctx);
+            }
+            Err(e) => {
+                return self.end(
+                    "upstream error",
+                    Some(CloseReason {
+                        code: CloseCode::Error,
+                        description: Some(format!("upstream WebSocket failed: {e}")),
+                    }),
+                    ctx,
+                )
+            }
+        };
+        self.send_client(message, ctx);
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.upstream.is_some() || self.client.is_some() {
+            self.end("upstream closed", None, ctx);
+        }
+    }
+}
+
+fn invalid_text() -> Option<CloseReason> {
+    Some(CloseReason {
+        code: CloseCode::Invalid,
+        description: Some("upstream sent a text frame that is not UTF-8".into()),
+    })
+}
