@@ -165,7 +165,7 @@ fn try_local(ticket: &Ticket) -> Try {
             Verdict::Admit(reserve) => reserves.push(reserve),
             other => {
                 for earlier in &ticket.keys[..i] {
-                    LOCAL.settle(&earlier.key, &earlier.windows, ticket.id, 0.0, now);
+                    LOCAL.settle(&earlier.key, &earlier.windows, ticket.id, 0.0, now, false);
                 }
                 return match other {
                     Verdict::Refuse => Try::Refused(seen_all),
@@ -390,19 +390,23 @@ impl Handler<Settle> for LimiterActor {
             reserves,
             tokens,
         } = msg;
+        // Every backend counts in this process: the counts themselves (local), the counts a
+        // Redis outage falls back on (redis), or the counts the next sync adds (synced).
+        let now = now_ms();
+        let synced = matches!(ticket.policy.backend, Backend::Synced(..));
+        for limited in &ticket.keys {
+            LOCAL.settle(
+                &limited.key,
+                &limited.windows,
+                ticket.id,
+                tokens,
+                now,
+                synced,
+            );
+        }
         match &ticket.policy.backend {
-            Backend::Local => {
-                let now = now_ms();
-                for limited in &ticket.keys {
-                    LOCAL.settle(&limited.key, &limited.windows, ticket.id, tokens, now);
-                }
-            }
+            Backend::Local => {}
             Backend::Redis(target) => {
-                // Counted here too: the counts a Redis outage falls back on.
-                let now = now_ms();
-                for limited in &ticket.keys {
-                    LOCAL.settle(&limited.key, &limited.windows, ticket.id, tokens, now);
-                }
                 let (links, target) = (self.links.clone(), target.clone());
                 actix::spawn(async move {
                     for (limited, reserve) in ticket.keys.iter().zip(reserves) {
@@ -413,9 +417,7 @@ impl Handler<Settle> for LimiterActor {
                 });
             }
             Backend::Synced(target, every) => {
-                let now = now_ms();
                 for limited in &ticket.keys {
-                    LOCAL.settle_unsynced(&limited.key, &limited.windows, ticket.id, tokens, now);
                     schedule_sync(&self.links, target, *every, limited);
                 }
             }

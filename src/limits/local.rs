@@ -106,24 +106,9 @@ impl LocalStore {
         (verdict, seen)
     }
 
-    /// Ends `ticket`, counting `tokens` in every window of the key.
-    pub fn settle(&self, key: &str, windows: &[Window], ticket: u64, tokens: f64, now_ms: u64) {
-        self.settle_and(key, windows, ticket, tokens, now_ms, false);
-    }
-
-    /// `settle` for `sync_rate > 0`: the tokens also wait for the key's next sync.
-    pub fn settle_unsynced(
-        &self,
-        key: &str,
-        windows: &[Window],
-        ticket: u64,
-        tokens: f64,
-        now_ms: u64,
-    ) {
-        self.settle_and(key, windows, ticket, tokens, now_ms, true);
-    }
-
-    fn settle_and(
+    /// Ends `ticket`, counting `tokens` in every window of the key; with `unsynced`
+    /// (`sync_rate > 0`) the tokens also wait for the key's next sync.
+    pub fn settle(
         &self,
         key: &str,
         windows: &[Window],
@@ -248,8 +233,8 @@ mod tests {
             store.admit("k", &W, false, Some(60.0), 3, 1_000).0,
             Verdict::Wait
         );
-        store.settle("k", &W, 1, 50.0, 2_000);
-        store.settle("k", &W, 2, 70.0, 2_000);
+        store.settle("k", &W, 1, 50.0, 2_000, false);
+        store.settle("k", &W, 2, 70.0, 2_000, false);
         let (v, seen) = store.admit("k", &W, false, Some(1.0), 4, 3_000);
         assert_eq!((v, seen[0].used), (Verdict::Refuse, 120.0));
         assert_eq!(
@@ -273,7 +258,7 @@ mod tests {
             "one at a time"
         );
         store.admit("k", &W, false, None, 1, 1_000);
-        store.settle_unsynced("k", &W, 1, 30.0, 1_100);
+        store.settle("k", &W, 1, 30.0, 1_100, true);
         let pushed = store.take_unsynced("k", &W, 1_200);
         assert_eq!(
             pushed,
@@ -285,7 +270,7 @@ mod tests {
             }]
         );
         // 5 more settle while Redis adds the 30 to another instance's 50.
-        store.settle_unsynced("k", &W, 2, 5.0, 1_300);
+        store.settle("k", &W, 2, 5.0, 1_300, true);
         store.synced("k", &pushed, Some(&[(80.0, 0.0)]), 1_400);
         let (verdict, seen) = store.admit("k", &W, false, None, 3, 1_500);
         assert_eq!((verdict, seen[0].used), (Verdict::Admit(0.0), 85.0));

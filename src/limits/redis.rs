@@ -173,6 +173,14 @@ static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
 static SETTLE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE));
 static SYNC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SYNC));
 
+/// Entry `i` of a script's reply as a number (0 when missing).
+fn number_at(reply: &[String], i: usize) -> f64 {
+    reply
+        .get(i)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// The claim a ticket leaves in the in-flight set.
 pub fn claim(instance: &str, ticket: u64, reserve: f64) -> String {
     format!("{instance}|{ticket}|{reserve}")
@@ -197,12 +205,7 @@ pub async fn admit(
         call.arg(w.size).arg(w.limit);
     }
     let reply: Vec<String> = call.invoke_async(conn).await?;
-    let number = |i: usize| {
-        reply
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let number = |i: usize| number_at(&reply, i);
     let verdict = match reply.first().map(String::as_str) {
         Some("admit") => Verdict::Admit(number(1)),
         Some("refuse") => Verdict::Refuse,
@@ -246,12 +249,7 @@ pub async fn sync(
             .arg(p.previous);
     }
     let reply: Vec<String> = call.invoke_async(conn).await?;
-    let number = |i: usize| {
-        reply
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let number = |i: usize| number_at(&reply, i);
     Ok((0..pushed.len())
         .map(|w| (number(2 * w), number(2 * w + 1)))
         .collect())

@@ -53,25 +53,20 @@ pub fn nginx_bin() -> &'static Path {
 /// A private Redis on a free port (no persistence); `port` reuses a port (a restart).
 pub fn start_redis_on(port: Option<u16>) -> Proc {
     let port = port.unwrap_or_else(free_port);
+    spawn_redis(port, &["--port", &port.to_string()], "redis-server")
+}
+
+/// Debian's redis-server on 127.0.0.1:`port` without persistence; `listen` says how it listens.
+fn spawn_redis(port: u16, listen: &[&str], what: &str) -> Proc {
     let mut child = Command::new(redis_server_bin())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ])
+        .args(listen)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start redis-server");
     let log = collect_stderr(&mut child);
-    wait_for_port(port, &mut child, "redis-server");
+    wait_for_port(port, &mut child, what);
     Proc { child, port, log }
 }
 
@@ -165,32 +160,19 @@ pub fn start_redis_tls() -> Proc {
         "openssl: {}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let mut child = Command::new(redis_server_bin())
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .args([
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start redis-server");
-    let log = collect_stderr(&mut child);
-    wait_for_port(port, &mut child, "redis-server (TLS)");
-    Proc { child, port, log }
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let port_arg = port.to_string();
+    let listen = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port_arg,
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+        "--tls-auth-clients",
+        "no",
+    ];
+    spawn_redis(port, &listen, "redis-server (TLS)")
 }
