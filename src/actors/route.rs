@@ -1,7 +1,8 @@
 //! `RouteActor`: one per AI route per worker. It owns the route's compiled plugin (an `Arc` of
 //! the config generation it was started with, so requests it accepted finish on that config
 //! even after a reload), and carries one request through Kong's request rules
-//! (`proxy::request`), the worker's `ProviderActor` and the response rules (`proxy::response`).
+//! (`proxy::request`), the worker's upstream pools (its `ProviderActor`'s, called directly
+//! rather than through a second mailbox) and the response rules (`proxy::response`).
 //!
 //! For `ai-proxy-advanced` it also owns this worker's balancing state: it picks a target per
 //! attempt, and moves a failed attempt on to another target (re-translated for that target's
@@ -22,7 +23,7 @@ use tokio::sync::oneshot;
 
 use super::limiter::{LimiterActor, Permit};
 use super::messages::{AccessInfo, Exchange, Proxy, ProxyReply, ReplyBody, StreamEnd};
-use super::provider::ProviderActor;
+use super::provider::Pools;
 use crate::error::GatewayError;
 use crate::formats::anthropic;
 use crate::formats::ClientFormat;
@@ -37,7 +38,8 @@ use crate::proxy::response::{self, JSON};
 pub struct RouteActor {
     route: Arc<AiRoute>,
     route_name: Arc<str>,
-    provider: Addr<ProviderActor>,
+    /// This worker's upstream pools (its `ProviderActor`'s), called directly: same thread.
+    pools: Pools,
     limiter: Addr<LimiterActor>,
     /// This worker's balancing state (ai-proxy-advanced), shared with this actor's request
     /// futures, which run on the same thread.
@@ -47,11 +49,7 @@ pub struct RouteActor {
 }
 
 impl RouteActor {
-    pub fn new(
-        route: Arc<AiRoute>,
-        provider: Addr<ProviderActor>,
-        limiter: Addr<LimiterActor>,
-    ) -> Self {
+    pub fn new(route: Arc<AiRoute>, pools: Pools, limiter: Addr<LimiterActor>) -> Self {
         let labels = route
             .targets
             .iter()
@@ -68,7 +66,7 @@ impl RouteActor {
             state: Rc::new(RefCell::new(BalancerState::new(route.targets.len()))),
             labels,
             route,
-            provider,
+            pools,
             limiter,
         }
     }
@@ -121,7 +119,7 @@ struct AttemptInput<'a> {
 /// call, and the translated answer (or the provider's error in the client's format).
 async fn attempt(
     target: &Arc<CompiledRoute>,
-    provider: &Addr<ProviderActor>,
+    pools: &Pools,
     input: AttemptInput<'_>,
     cancel: oneshot::Receiver<()>,
 ) -> Result<ProxyReply, GatewayError> {
@@ -178,10 +176,7 @@ async fn attempt(
         access: access.clone(),
         on_end: settle_at_end(input.on_end, input.settle),
     };
-    let reply = provider
-        .send(exchange)
-        .await
-        .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
+    let reply = pools.exchange(exchange).await?;
     let logged_access = logged_request.as_ref().map(|_| access.clone());
     let reply = response::reply(target, &resolved, model_header, reply, access)?;
     if let (Some(request), Some(access)) = (&logged_request, &logged_access) {
@@ -282,7 +277,7 @@ impl RouteActor {
         slot: Option<PermitSlot>,
     ) -> ResponseFuture<Result<ProxyReply, GatewayError>> {
         let route = self.route.clone();
-        let provider = self.provider.clone();
+        let pools = self.pools.clone();
         let route_name = self.route_name.clone();
         let Some(balancer) = route.balancer.clone() else {
             return Box::pin(panic_guard::catch_future("route actor", async move {
@@ -308,7 +303,7 @@ impl RouteActor {
                     settle: slot,
                 };
                 let format = route.first().client_format;
-                let result = attempt(route.first(), &provider, input, cancel).await;
+                let result = attempt(route.first(), &pools, input, cancel).await;
                 count_upstream_error(route.first(), &result);
                 match result {
                     Err(e)
@@ -335,7 +330,7 @@ impl RouteActor {
         let balanced = Balanced {
             route,
             balancer,
-            provider,
+            pools,
             route_name,
             state: self.state.clone(),
             labels: self.labels.clone(),
@@ -350,7 +345,7 @@ impl RouteActor {
 struct Balanced {
     route: Arc<AiRoute>,
     balancer: Arc<Balancer>,
-    provider: Addr<ProviderActor>,
+    pools: Pools,
     route_name: Arc<str>,
     state: Rc<RefCell<BalancerState>>,
     labels: Rc<[String]>,
@@ -453,7 +448,7 @@ impl Balanced {
             let (_attempt_cancel, attempt_cancel) = oneshot::channel::<()>();
             let call = attempt(
                 &self.route.targets[target],
-                &self.provider,
+                &self.pools,
                 input,
                 attempt_cancel,
             );
