@@ -10,7 +10,7 @@ use actix::{Actor, Addr};
 
 use crate::actors::config::SharedSnapshot;
 use crate::actors::limiter::LimiterActor;
-use crate::actors::provider::ProviderActor;
+use crate::actors::provider::{Pools, ProviderActor};
 use crate::actors::route::RouteActor;
 use crate::config::settings::Settings;
 use crate::proxy::compile::Snapshot;
@@ -22,17 +22,13 @@ pub(crate) struct WorkerRoutes {
 }
 
 impl WorkerRoutes {
-    fn start(
-        snapshot: Arc<Snapshot>,
-        provider: &Addr<ProviderActor>,
-        limiter: &Addr<LimiterActor>,
-    ) -> WorkerRoutes {
+    fn start(snapshot: Arc<Snapshot>, pools: &Pools, limiter: &Addr<LimiterActor>) -> WorkerRoutes {
         let actors = snapshot
             .routes
             .iter()
             .map(|r| {
                 r.as_ref().map(|route| {
-                    RouteActor::new(route.clone(), provider.clone(), limiter.clone()).start()
+                    RouteActor::new(route.clone(), pools.clone(), limiter.clone()).start()
                 })
             })
             .collect();
@@ -44,7 +40,13 @@ impl WorkerRoutes {
 pub struct WorkerState {
     shared: SharedSnapshot,
     local: RefCell<Rc<WorkerRoutes>>,
-    provider: Addr<ProviderActor>,
+    /// The worker's upstream pools, owned by its `ProviderActor` and lent to its route actors.
+    pools: Pools,
+    /// The pools' owner, running as long as the worker (it still answers [`Exchange`] from
+    /// anywhere; route actors of this worker call the pools directly).
+    ///
+    /// [`Exchange`]: crate::actors::messages::Exchange
+    _provider: Addr<ProviderActor>,
     pub(crate) limiter: Addr<LimiterActor>,
     pub(crate) client_timeout: Duration,
 }
@@ -56,14 +58,16 @@ impl WorkerState {
             settings.max_connections_per_worker,
             Duration::from_millis(settings.upstream_idle_timeout_ms),
             settings.stream_buffer,
-        )
-        .start();
+        );
+        let pools = provider.pools();
+        let provider = provider.start();
         let limiter = LimiterActor::default().start();
-        let local = WorkerRoutes::start(shared.load_full(), &provider, &limiter);
+        let local = WorkerRoutes::start(shared.load_full(), &pools, &limiter);
         WorkerState {
             shared,
             local: RefCell::new(Rc::new(local)),
-            provider,
+            pools,
+            _provider: provider,
             limiter,
             client_timeout: Duration::from_millis(settings.client_request_timeout_ms),
         }
@@ -79,7 +83,7 @@ impl WorkerState {
         }
         let fresh = Rc::new(WorkerRoutes::start(
             self.shared.load_full(),
-            &self.provider,
+            &self.pools,
             &self.limiter,
         ));
         *self.local.borrow_mut() = fresh.clone();

@@ -106,7 +106,9 @@ pub enum StreamPlan {
     Relay { buffer_json: bool },
 }
 
-/// One upstream call: sent by a `RouteActor` to its worker's `ProviderActor`.
+/// One upstream call on a worker's upstream pools: a `RouteActor` hands it to its worker's
+/// `Pools::exchange` directly (same thread, no mailbox); other senders message the
+/// `ProviderActor` that owns the pools.
 #[derive(Message)]
 #[rtype(result = "Result<UpstreamReply, GatewayError>")]
 pub struct Exchange {

@@ -3,7 +3,10 @@
 //! path on one thread.) It sends each upstream request, and for a streamed 200 hands the body
 //! to a new `StreamActor`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, ResponseFuture};
@@ -27,12 +30,7 @@ use crate::proxy::upload::Upload;
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
 pub struct ProviderActor {
-    /// One keep-alive pool per connect timeout in use: awc sets the connect timeout per client,
-    /// and Kong's services each have their own. Most configs have exactly one.
-    clients: HashMap<Duration, awc::Client>,
-    max_connections: usize,
-    idle_timeout: Duration,
-    stream_buffer: usize,
+    pools: Pools,
 }
 
 impl ProviderActor {
@@ -42,16 +40,43 @@ impl ProviderActor {
         // rustls needs one process-wide crypto provider; a second install attempt is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         ProviderActor {
-            clients: HashMap::new(),
-            max_connections,
-            idle_timeout,
-            stream_buffer: stream_buffer.max(1),
+            pools: Pools(Rc::new(PoolSet {
+                clients: RefCell::new(HashMap::new()),
+                max_connections,
+                idle_timeout,
+                stream_buffer: stream_buffer.max(1),
+            })),
         }
     }
 
-    fn client(&mut self, connect_timeout: Duration) -> awc::Client {
-        let (max_connections, idle_timeout) = (self.max_connections, self.idle_timeout);
-        self.clients
+    /// This worker's pools, for the route actors started on the same worker: they call
+    /// [`Pools::exchange`] directly instead of sending an [`Exchange`] through this actor's
+    /// mailbox (one actor hop per request fewer; loadtest/ANALYSIS.md, session 3).
+    pub fn pools(&self) -> Pools {
+        self.pools.clone()
+    }
+}
+
+/// A worker's upstream connection pools, owned by its `ProviderActor` and lent to the route
+/// actors of the same thread (`awc::Client` is `!Send`, and so is this handle).
+#[derive(Clone)]
+pub struct Pools(Rc<PoolSet>);
+
+struct PoolSet {
+    /// One keep-alive pool per connect timeout in use: awc sets the connect timeout per client,
+    /// and Kong's services each have their own. Most configs have exactly one.
+    clients: RefCell<HashMap<Duration, awc::Client>>,
+    max_connections: usize,
+    idle_timeout: Duration,
+    stream_buffer: usize,
+}
+
+impl Pools {
+    fn client(&self, connect_timeout: Duration) -> awc::Client {
+        let set = &self.0;
+        let (max_connections, idle_timeout) = (set.max_connections, set.idle_timeout);
+        set.clients
+            .borrow_mut()
             .entry(connect_timeout)
             .or_insert_with(|| {
                 let connector = awc::Connector::new()
@@ -70,6 +95,105 @@ impl ProviderActor {
             })
             .clone()
     }
+
+    /// One upstream call: sends the request on this worker's pool for its connect timeout and
+    /// answers with the response head and the buffered body, or a channel fed by a new
+    /// `StreamActor` for a streamed 200.
+    pub fn exchange(
+        &self,
+        msg: Exchange,
+    ) -> impl Future<Output = Result<UpstreamReply, GatewayError>> + 'static {
+        let client = self.client(msg.timeouts.connect);
+        let connect_timeout = msg.timeouts.connect;
+        let buffer = self.0.stream_buffer;
+        crate::panic_guard::catch_future("provider actor", async move {
+            let Exchange {
+                mut request,
+                timeouts,
+                stream,
+                token,
+                cancel,
+                access,
+                on_end,
+                upload,
+            } = msg;
+            let started = Instant::now();
+            let work = async move {
+                // The connect timeout in force is the pool's: awc sets it per client.
+                let timeouts = Timeouts {
+                    connect: connect_timeout,
+                    ..timeouts
+                };
+                if let Some(source) = token {
+                    let bearer = fetch_token(&client, source.as_ref(), timeouts).await?;
+                    let value = header::HeaderValue::from_str(&format!("Bearer {bearer}"))
+                        .map_err(|_| GatewayError::Identity("unusable token".into()))?;
+                    request.headers.push((header::AUTHORIZATION, value));
+                }
+                let response = match upload {
+                    Some(upload) => send_upload(&client, request, upload, timeouts).await?,
+                    None => send(&client, request, timeouts).await?,
+                };
+                let status = response.status();
+                let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+                let relayed = relayed_headers(response.headers());
+                let latency = started.elapsed();
+                let streamed = match &stream {
+                    StreamPlan::None => false,
+                    StreamPlan::Translate(_) => status == StatusCode::OK,
+                    StreamPlan::PassthroughIfStreamed => {
+                        status == StatusCode::OK && is_stream_type(content_type.as_ref())
+                    }
+                    StreamPlan::Relay { buffer_json } => {
+                        status.is_success()
+                            && !(*buffer_json && content_type.as_ref().is_some_and(is_json_type))
+                    }
+                };
+                if streamed {
+                    let mut translator = match stream {
+                        StreamPlan::Translate(t) => t,
+                        StreamPlan::Relay { .. } => {
+                            Box::new(crate::providers::relay::RelayStream::default())
+                        }
+                        _ => Box::new(crate::providers::RawPassthrough),
+                    };
+                    translator.content_type(content_type.as_ref());
+                    let (tx, rx) = mpsc::channel(buffer);
+                    // Only the body stream lives on: the response head (its header map) is
+                    // dropped now rather than held for the whole stream.
+                    let mut response = response;
+                    let body = response.take_payload();
+                    StreamActor::start_for(body, translator, tx, timeouts.read, access, on_end);
+                    return Ok(UpstreamReply {
+                        status,
+                        content_type,
+                        relayed,
+                        body: ReplyBody::Stream(rx),
+                        latency,
+                    });
+                }
+                let mut response = response.timeout(timeouts.read);
+                let body = response
+                    .body()
+                    .limit(MAX_UPSTREAM_BODY)
+                    .await
+                    .map_err(|e| payload_error(e, timeouts.read))?;
+                Ok(UpstreamReply {
+                    status,
+                    content_type,
+                    relayed,
+                    body: ReplyBody::Full(body),
+                    latency,
+                })
+            };
+            // A client that goes away drops its end of `cancel`; the upstream call is dropped
+            // with it, which closes the connection.
+            match select(Box::pin(work), Box::pin(cancel_signal(cancel))).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => Err(GatewayError::ClientGone),
+            }
+        })
+    }
 }
 
 impl Actor for ProviderActor {
@@ -80,100 +204,7 @@ impl Handler<Exchange> for ProviderActor {
     type Result = ResponseFuture<Result<UpstreamReply, GatewayError>>;
 
     fn handle(&mut self, msg: Exchange, _ctx: &mut Context<Self>) -> Self::Result {
-        let client = self.client(msg.timeouts.connect);
-        let connect_timeout = msg.timeouts.connect;
-        let buffer = self.stream_buffer;
-        Box::pin(crate::panic_guard::catch_future(
-            "provider actor",
-            async move {
-                let Exchange {
-                    mut request,
-                    timeouts,
-                    stream,
-                    token,
-                    cancel,
-                    access,
-                    on_end,
-                    upload,
-                } = msg;
-                let started = Instant::now();
-                let work = async move {
-                    // The connect timeout in force is the pool's: awc sets it per client.
-                    let timeouts = Timeouts {
-                        connect: connect_timeout,
-                        ..timeouts
-                    };
-                    if let Some(source) = token {
-                        let bearer = fetch_token(&client, source.as_ref(), timeouts).await?;
-                        let value = header::HeaderValue::from_str(&format!("Bearer {bearer}"))
-                            .map_err(|_| GatewayError::Identity("unusable token".into()))?;
-                        request.headers.push((header::AUTHORIZATION, value));
-                    }
-                    let response = match upload {
-                        Some(upload) => send_upload(&client, request, upload, timeouts).await?,
-                        None => send(&client, request, timeouts).await?,
-                    };
-                    let status = response.status();
-                    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-                    let relayed = relayed_headers(response.headers());
-                    let latency = started.elapsed();
-                    let streamed = match &stream {
-                        StreamPlan::None => false,
-                        StreamPlan::Translate(_) => status == StatusCode::OK,
-                        StreamPlan::PassthroughIfStreamed => {
-                            status == StatusCode::OK && is_stream_type(content_type.as_ref())
-                        }
-                        StreamPlan::Relay { buffer_json } => {
-                            status.is_success()
-                                && !(*buffer_json
-                                    && content_type.as_ref().is_some_and(is_json_type))
-                        }
-                    };
-                    if streamed {
-                        let mut translator = match stream {
-                            StreamPlan::Translate(t) => t,
-                            StreamPlan::Relay { .. } => {
-                                Box::new(crate::providers::relay::RelayStream::default())
-                            }
-                            _ => Box::new(crate::providers::RawPassthrough),
-                        };
-                        translator.content_type(content_type.as_ref());
-                        let (tx, rx) = mpsc::channel(buffer);
-                        // Only the body stream lives on: the response head (its header map) is
-                        // dropped now rather than held for the whole stream.
-                        let mut response = response;
-                        let body = response.take_payload();
-                        StreamActor::start_for(body, translator, tx, timeouts.read, access, on_end);
-                        return Ok(UpstreamReply {
-                            status,
-                            content_type,
-                            relayed,
-                            body: ReplyBody::Stream(rx),
-                            latency,
-                        });
-                    }
-                    let mut response = response.timeout(timeouts.read);
-                    let body = response
-                        .body()
-                        .limit(MAX_UPSTREAM_BODY)
-                        .await
-                        .map_err(|e| payload_error(e, timeouts.read))?;
-                    Ok(UpstreamReply {
-                        status,
-                        content_type,
-                        relayed,
-                        body: ReplyBody::Full(body),
-                        latency,
-                    })
-                };
-                // A client that goes away drops its end of `cancel`; the upstream call is dropped
-                // with it, which closes the connection.
-                match select(Box::pin(work), Box::pin(cancel_signal(cancel))).await {
-                    Either::Left((result, _)) => result,
-                    Either::Right(_) => Err(GatewayError::ClientGone),
-                }
-            },
-        ))
+        Box::pin(self.pools.exchange(msg))
     }
 }
 

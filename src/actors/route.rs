@@ -1,7 +1,8 @@
 //! `RouteActor`: one per AI route per worker. It owns the route's compiled plugin (an `Arc` of
 //! the config generation it was started with, so requests it accepted finish on that config
 //! even after a reload), and carries one request through Kong's request rules
-//! (`proxy::request`), the worker's `ProviderActor` and the response rules (`proxy::response`).
+//! (`proxy::request`), the worker's upstream pools (its `ProviderActor`'s, called directly
+//! rather than through a second mailbox) and the response rules (`proxy::response`).
 //!
 //! For `ai-proxy-advanced` it also owns this worker's balancing state: it picks a target per
 //! attempt, and moves a failed attempt on to another target (re-translated for that target's
@@ -24,7 +25,7 @@ use super::limiter::{LimiterActor, Permit};
 use super::messages::{
     AccessInfo, Exchange, PickTarget, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd,
 };
-use super::provider::ProviderActor;
+use super::provider::Pools;
 use crate::error::GatewayError;
 use crate::formats::anthropic;
 use crate::formats::ClientFormat;
@@ -41,7 +42,8 @@ use crate::telemetry::{AttemptSpan, RequestSpan};
 pub struct RouteActor {
     route: Arc<AiRoute>,
     route_name: Arc<str>,
-    provider: Addr<ProviderActor>,
+    /// This worker's upstream pools (its `ProviderActor`'s), called directly: same thread.
+    pools: Pools,
     limiter: Addr<LimiterActor>,
     /// This worker's balancing state (ai-proxy-advanced), shared with this actor's request
     /// futures, which run on the same thread.
@@ -51,11 +53,7 @@ pub struct RouteActor {
 }
 
 impl RouteActor {
-    pub fn new(
-        route: Arc<AiRoute>,
-        provider: Addr<ProviderActor>,
-        limiter: Addr<LimiterActor>,
-    ) -> Self {
+    pub fn new(route: Arc<AiRoute>, pools: Pools, limiter: Addr<LimiterActor>) -> Self {
         let labels = route
             .targets
             .iter()
@@ -72,7 +70,7 @@ impl RouteActor {
             state: Rc::new(RefCell::new(BalancerState::new(route.targets.len()))),
             labels,
             route,
-            provider,
+            pools,
             limiter,
         }
     }
@@ -128,22 +126,22 @@ struct AttemptInput<'a> {
 /// own span when tracing is on.
 async fn attempt(
     target: &Arc<CompiledRoute>,
-    provider: &Addr<ProviderActor>,
+    pools: &Pools,
     input: AttemptInput<'_>,
     cancel: oneshot::Receiver<()>,
 ) -> Result<ProxyReply, GatewayError> {
     let Some((request, index)) = input.trace else {
-        return call(target, provider, input, cancel, None).await;
+        return call(target, pools, input, cancel, None).await;
     };
     let span = request.attempt(target, index);
-    let result = call(target, provider, input, cancel, Some(&span)).await;
+    let result = call(target, pools, input, cancel, Some(&span)).await;
     span.finish(&result, upstream_error_kind(&result));
     result
 }
 
 async fn call(
     target: &Arc<CompiledRoute>,
-    provider: &Addr<ProviderActor>,
+    pools: &Pools,
     input: AttemptInput<'_>,
     cancel: oneshot::Receiver<()>,
     span: Option<&AttemptSpan>,
@@ -225,10 +223,7 @@ async fn call(
         },
         upload,
     };
-    let reply = provider
-        .send(exchange)
-        .await
-        .map_err(|e| GatewayError::Internal(format!("provider actor unavailable: {e}")))??;
+    let reply = pools.exchange(exchange).await?;
     let logged_access = logged_request.as_ref().map(|_| access.clone());
     let reply = if api {
         response::api::reply(target, model_header, upload_state, reply, access)
@@ -371,7 +366,7 @@ impl RouteActor {
         trace: Option<RequestSpan>,
     ) -> ResponseFuture<Result<ProxyReply, GatewayError>> {
         let route = self.route.clone();
-        let provider = self.provider.clone();
+        let pools = self.pools.clone();
         let route_name = self.route_name.clone();
         let Some(balancer) = route.balancer.clone() else {
             return Box::pin(panic_guard::catch_future("route actor", async move {
@@ -398,7 +393,7 @@ impl RouteActor {
                     trace: trace.as_ref().map(|t| (t, 0)),
                 };
                 let format = route.first().client_format;
-                let result = attempt(route.first(), &provider, input, cancel).await;
+                let result = attempt(route.first(), &pools, input, cancel).await;
                 count_upstream_error(route.first(), &result);
                 match result {
                     Err(e)
@@ -425,7 +420,7 @@ impl RouteActor {
         let balanced = Balanced {
             route,
             balancer,
-            provider,
+            pools,
             route_name,
             state: self.state.clone(),
             labels: self.labels.clone(),
@@ -441,7 +436,7 @@ impl RouteActor {
 struct Balanced {
     route: Arc<AiRoute>,
     balancer: Arc<Balancer>,
-    provider: Addr<ProviderActor>,
+    pools: Pools,
     route_name: Arc<str>,
     state: Rc<RefCell<BalancerState>>,
     labels: Rc<[String]>,
@@ -556,7 +551,7 @@ impl Balanced {
             let (_attempt_cancel, attempt_cancel) = oneshot::channel::<()>();
             let call = attempt(
                 &self.route.targets[target],
-                &self.provider,
+                &self.pools,
                 input,
                 attempt_cancel,
             );
