@@ -106,4 +106,4 @@ total="$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}' "$OUT/inclusive.tx
 echo "requests $N, connections $C: $total instructions, $((total / N)) per request"
 echo "largest inclusive counts of the gateway's own functions, per request ($OUT/inclusive.txt):"
 grep 'ai_gateway::' "$OUT/inclusive.txt" | sed -n 1,25p |
-    awk -v n="$N" '{c = $1; gsub(",", "", c); $1 = ""; $2 = ""; printf "%8d %s\n", c / n, substr($0, 1, 160)}'
+    awk -v n="$N" '{c = $1; gsub(",", "", c); sub(/^[^)]*\) */, ""); printf "%8d %s\n", c / n, substr($0, 1, 160)}'
