@@ -139,7 +139,9 @@ pub fn start_redis_tls() -> Proc {
     let dir = std::env::temp_dir().join(format!("aigw-redis-tls-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = Command::new("openssl")
+    // A fresh machine may lack the openssl command (it comes with ca-certificates, usually).
+    let openssl = ensure("openssl", &["openssl"]);
+    let made = Command::new(openssl)
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
         ])
