@@ -42,10 +42,8 @@ pub struct WorkerState {
     local: RefCell<Rc<WorkerRoutes>>,
     /// The worker's upstream pools, owned by its `ProviderActor` and lent to its route actors.
     pools: Pools,
-    /// The pools' owner, running as long as the worker (it still answers [`Exchange`] from
-    /// anywhere; route actors of this worker call the pools directly).
-    ///
-    /// [`Exchange`]: crate::actors::messages::Exchange
+    /// The pools' owner, running as long as the worker; its route actors call the pools
+    /// directly.
     _provider: Addr<ProviderActor>,
     pub(crate) limiter: Addr<LimiterActor>,
     pub(crate) client_timeout: Duration,

@@ -107,10 +107,7 @@ pub enum StreamPlan {
 }
 
 /// One upstream call on a worker's upstream pools: a `RouteActor` hands it to its worker's
-/// `Pools::exchange` directly (same thread, no mailbox); other senders message the
-/// `ProviderActor` that owns the pools.
-#[derive(Message)]
-#[rtype(result = "Result<UpstreamReply, GatewayError>")]
+/// `Pools::exchange` directly (same thread, no mailbox).
 pub struct Exchange {
     /// Final and signed, but without a fetched OAuth token (added from `token`).
     pub request: UpstreamRequest,

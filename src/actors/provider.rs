@@ -9,7 +9,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler, ResponseFuture};
+use actix::{Actor, Context};
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpMessage;
 use awc::error::{PayloadError, SendRequestError};
@@ -50,8 +50,8 @@ impl ProviderActor {
     }
 
     /// This worker's pools, for the route actors started on the same worker: they call
-    /// [`Pools::exchange`] directly instead of sending an [`Exchange`] through this actor's
-    /// mailbox (one actor hop per request fewer; loadtest/ANALYSIS.md, session 3).
+    /// [`Pools::exchange`] directly rather than through this actor's mailbox (one actor hop
+    /// per request fewer; loadtest/ANALYSIS.md, session 3).
     pub fn pools(&self) -> Pools {
         self.pools.clone()
     }
@@ -198,14 +198,6 @@ impl Pools {
 
 impl Actor for ProviderActor {
     type Context = Context<Self>;
-}
-
-impl Handler<Exchange> for ProviderActor {
-    type Result = ResponseFuture<Result<UpstreamReply, GatewayError>>;
-
-    fn handle(&mut self, msg: Exchange, _ctx: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.pools.exchange(msg))
-    }
 }
 
 async fn cancel_signal(cancel: oneshot::Receiver<()>) {
