@@ -12,12 +12,13 @@
 //! never carry credentials: no header values, no query strings, no bodies.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::ResponseFuture;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::ResponseError;
+use memchr::memmem::Finder;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
@@ -184,6 +185,27 @@ fn response_model(body: &[u8]) -> Option<String> {
     }
     let named: Named<'_> = serde_json::from_slice(body).ok()?;
     named.model.map(Cow::into_owned)
+}
+
+/// Whether traces are exported (settings `[opentelemetry]`).
+pub fn enabled() -> bool {
+    TRACING.get().is_some()
+}
+
+/// The model a streamed answer names: the first `"model": "..."` in its first events (OpenAI's
+/// chunks, Anthropic's `message_start` and the Responses API's `response.created` all carry
+/// one). A key's quote inside a JSON string is escaped, so only keys match.
+pub fn stream_model(events: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"\"model\"";
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
+    FINDER.find_iter(events).find_map(|at| {
+        let value = events[at + KEY.len()..]
+            .trim_ascii_start()
+            .strip_prefix(b":")?
+            .trim_ascii_start();
+        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<String>();
+        values.next()?.ok()
+    })
 }
 
 /// The span of one request to an AI route. Clones share the span.
@@ -386,6 +408,10 @@ impl AttemptSpan {
             let Ok(end) = rx.await else { return };
             for cx in &spans {
                 record_usage(cx, end.usage);
+                if let Some(model) = &end.model {
+                    let model = KeyValue::new("gen_ai.response.model", model.clone());
+                    cx.span().set_attribute(model);
+                }
                 cx.span()
                     .set_attribute(KeyValue::new("ai_gateway.stream.completed", end.completed));
                 cx.span().end();
@@ -401,6 +427,19 @@ impl AttemptSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_model_is_the_first_model_key_of_its_events() {
+        let openai = b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\" : \"gpt-4o-2024-08-06\",\"choices\":[]}\n\n";
+        assert_eq!(stream_model(openai).as_deref(), Some("gpt-4o-2024-08-06"));
+        let anthropic = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":\"say \\\"model\\\": \\\"x\\\"\",\"model\":\"claude-sonnet-4-5\"}}\n\n";
+        assert_eq!(
+            stream_model(anthropic).as_deref(),
+            Some("claude-sonnet-4-5")
+        );
+        assert_eq!(stream_model(b"data: {\"model\":null}\n\n"), None);
+        assert_eq!(stream_model(b"data: [DONE]\n\n"), None);
+    }
 
     #[test]
     fn response_model_is_read_from_the_answer() {

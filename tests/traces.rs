@@ -313,6 +313,8 @@ fn streamed_answer_spans_end_with_the_stream() {
         assert_eq!(attrs["gen_ai.provider.name"], "openai");
         assert_eq!(attrs["gen_ai.request.model"], "gpt-4o");
         assert_eq!(attrs["ai_gateway.stream.completed"], "true", "{attrs:?}");
+        // The mock's chunks name the model they were asked for.
+        assert_eq!(attrs["gen_ai.response.model"], "gpt-4o", "{attrs:?}");
         assert!(attrs["gen_ai.usage.output_tokens"].parse::<u64>().unwrap() > 0);
         assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
     }

@@ -127,7 +127,7 @@ pub struct Exchange {
 }
 
 /// How a streamed answer ended, sent by its `StreamActor` when it stops.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamEnd {
     /// Token counts the translator saw.
     pub usage: crate::providers::oai::Usage,
@@ -135,6 +135,8 @@ pub struct StreamEnd {
     pub first_chunk: Option<Duration>,
     /// The stream reached its end marker (not cut by the provider, an error or the client).
     pub completed: bool,
+    /// The model the answer names, for traces (read only when tracing is on).
+    pub model: Option<String>,
 }
 
 /// A `ProviderActor`'s answer to [`Exchange`]: the provider's response head and its body,

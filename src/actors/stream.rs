@@ -18,6 +18,7 @@ use super::messages::{AccessInfo, StreamEnd};
 use crate::logging;
 use crate::panic_guard;
 use crate::providers::{oai, StreamTranslate};
+use crate::telemetry;
 
 /// Streams alive right now, process-wide (tests check that none leak).
 pub static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
@@ -53,6 +54,8 @@ pub struct StreamActor {
     /// How the stream ended, for the access log.
     outcome: StreamOutcome,
     first_chunk: Option<Duration>,
+    /// The model the first batch names (traces only).
+    model: Option<String>,
     on_end: Option<tokio::sync::oneshot::Sender<StreamEnd>>,
 }
 
@@ -78,6 +81,7 @@ impl StreamActor {
                 access,
                 outcome: StreamOutcome::Completed,
                 first_chunk: None,
+                model: None,
                 on_end,
             }
         });
@@ -91,6 +95,9 @@ impl StreamActor {
         } else {
             if self.first_chunk.is_none() {
                 self.first_chunk = Some(self.access.started.elapsed());
+                if telemetry::enabled() {
+                    self.model = telemetry::stream_model(&batch);
+                }
             }
             self.tx.try_send(batch.freeze())
         };
@@ -172,6 +179,7 @@ impl Actor for StreamActor {
                 usage,
                 first_chunk: self.first_chunk,
                 completed: self.outcome == StreamOutcome::Completed,
+                model: self.model.take(),
             });
         }
     }
