@@ -188,6 +188,22 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     assert!(statuses.contains(&429), "counting again: {statuses:?}");
 }
 
+#[test]
+fn unknown_cost_calls_run_side_by_side_with_an_estimate_shared_through_redis() {
+    let redis = start_redis_on(None);
+    let mock = start_mock();
+    let limit = |sync: &str| {
+        format!("{{strategy: redis, window_type: fixed, redis: {{host: 127.0.0.1, port: {}, timeout: 1000}}, llm_providers: [{{name: openai, limit: [{UNKNOWN_COST_LIMIT}], window_size: [{UNKNOWN_COST_WINDOW}]}}], sync_rate: {sync}}}", redis.port)
+    };
+    let routes = [("/shared", limit("0")), ("/synced", limit("0.25"))];
+    let path = write_deck(&deck(mock.port, &routes));
+    let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
+    // b runs calls side by side on the estimate a's first call left in Redis.
+    assert_unknown_cost_admission(&mock, a.port, b.port, "/shared", ALICE);
+    // sync_rate > 0 admits from the instance's own counters and estimate.
+    assert_unknown_cost_admission(&mock, a.port, a.port, "/synced", ALICE);
+}
+
 /// Script calls Redis has served (`EVALSHA` and `EVAL`), from `INFO commandstats`.
 fn script_calls(redis_port: u16) -> u64 {
     let client = redis::Client::open(format!("redis://127.0.0.1:{redis_port}/")).unwrap();
