@@ -169,6 +169,11 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     assert_eq!(refused.status, 429, "{}", refused.text());
     assert!(refused.header("retry-after").is_some());
     assert!((30..38).contains(&admitted), "admitted {admitted} of 30");
+    let warned = gw
+        .logs()
+        .matches("limiting with this instance's own counts")
+        .count();
+    assert_eq!(warned, 1, "an outage is logged once, not per request");
     assert_eq!(
         mock_stats(&mock)["requests"].as_u64().unwrap(),
         admitted / 8 + 1,

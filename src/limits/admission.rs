@@ -173,6 +173,12 @@ mod tests {
         [Seen { used, reset_ms: 1 }]
     }
 
+    /// `W`, unused, and a one-second window of `limit` with `used` spent.
+    fn with_second_window(limit: f64, used: f64) -> ([Window; 2], [Seen; 2]) {
+        let second = Window { limit, size: 1 };
+        ([W[0], second], [seen(0.0)[0], seen(used)[0]])
+    }
+
     #[test]
     fn reserved_requests_run_side_by_side_while_their_bounds_fit() {
         let flight = InFlight {
@@ -202,10 +208,7 @@ mod tests {
             Verdict::Wait
         );
         assert_eq!(decide(&W, &seen(10.0), flight, None, None), Verdict::Wait);
-        let elsewhere = InFlight {
-            unknown_here: 0,
-            ..flight
-        };
+        let elsewhere = elsewhere(flight);
         assert_eq!(
             decide(&W, &seen(10.0), elsewhere, None, None),
             Verdict::Admit(0.0)
@@ -229,27 +232,19 @@ mod tests {
             ),
             Verdict::Refuse
         );
-        let two = [
-            W[0],
-            Window {
-                limit: 10.0,
-                size: 1,
-            },
-        ];
-        let both = [
-            Seen {
-                used: 0.0,
-                reset_ms: 1,
-            },
-            Seen {
-                used: 10.0,
-                reset_ms: 1,
-            },
-        ];
+        let (two, both) = with_second_window(10.0, 10.0);
         assert_eq!(
             decide(&two, &both, InFlight::default(), Some(1.0), None),
             Verdict::Refuse
         );
+    }
+
+    /// `flight` with none of its unknown requests on this instance.
+    fn elsewhere(flight: InFlight) -> InFlight {
+        InFlight {
+            unknown_here: 0,
+            ..flight
+        }
     }
 
     fn unknown(n: u32) -> InFlight {
@@ -272,10 +267,7 @@ mod tests {
             Verdict::Admit(0.0)
         );
         // Other instances' unknown requests count at the estimate too.
-        let elsewhere = InFlight {
-            unknown_here: 0,
-            ..flight
-        };
+        let elsewhere = elsewhere(flight);
         assert_eq!(
             decide(&W, &seen(100.0), elsewhere, Some(10.0), None),
             Verdict::Admit(0.0)
@@ -303,32 +295,13 @@ mod tests {
             decide(&W, &seen(990.0), unknown(1), Some(10.0), None),
             Verdict::Wait
         );
-        let elsewhere = InFlight {
-            unknown_here: 0,
-            ..unknown(1)
-        };
+        let elsewhere = elsewhere(unknown(1));
         assert_eq!(
             decide(&W, &seen(990.0), elsewhere, Some(10.0), None),
             Verdict::Admit(0.0)
         );
         // Any window near its limit makes it serial.
-        let two = [
-            W[0],
-            Window {
-                limit: 50.0,
-                size: 1,
-            },
-        ];
-        let both = [
-            Seen {
-                used: 0.0,
-                reset_ms: 1,
-            },
-            Seen {
-                used: 25.0,
-                reset_ms: 1,
-            },
-        ];
+        let (two, both) = with_second_window(50.0, 25.0);
         assert_eq!(
             decide(&two, &both, unknown(1), Some(10.0), None),
             Verdict::Wait
@@ -377,10 +350,7 @@ mod tests {
             decide(&W, &seen(300.0), flight, Some(10.0), Some(401.0)),
             Verdict::Wait
         );
-        let elsewhere = InFlight {
-            unknown_here: 0,
-            ..flight
-        };
+        let elsewhere = elsewhere(flight);
         assert_eq!(
             decide(&W, &seen(300.0), elsewhere, Some(10.0), Some(401.0)),
             Verdict::Admit(0.0)

@@ -137,8 +137,11 @@ local key, inst, ticket = KEYS[1], ARGV[1], ARGV[2]
 local reserve, lease, sliding = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local margin = tonumber(ARGV[6])
 local flight, sums = key .. ':inflight', key .. ':flight'
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', flight, '-inf', now)) do forget(sums, m) end
-redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+local lapsed = redis.call('ZRANGEBYSCORE', flight, '-inf', now)
+if #lapsed > 0 then
+  for _, m in ipairs(lapsed) do forget(sums, m) end
+  redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+end
 local f = redis.call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
 local reserved, unknown, here = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
 local each = margin * tonumber(redis.call('GET', key .. ':est') or '0')
