@@ -176,3 +176,11 @@ fn a_consumer_scoped_limit_wins_and_sighup_changes_limits_live() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn unknown_cost_calls_run_side_by_side_far_from_the_limit_and_one_at_a_time_near_it() {
+    let mock = start_mock();
+    let limit = format!("{{window_type: fixed, llm_providers: [{{name: openai, limit: [{UNKNOWN_COST_LIMIT}], window_size: [{UNKNOWN_COST_WINDOW}]}}]}}");
+    let gw = start_gateway(&write_deck(&limited_deck(mock.port, &limit, "")), &[]);
+    assert_unknown_cost_admission(&mock, gw.port, gw.port, "/chat", ALICE);
+}

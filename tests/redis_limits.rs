@@ -169,6 +169,11 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     assert_eq!(refused.status, 429, "{}", refused.text());
     assert!(refused.header("retry-after").is_some());
     assert!((30..38).contains(&admitted), "admitted {admitted} of 30");
+    let warned = gw
+        .logs()
+        .matches("limiting with this instance's own counts")
+        .count();
+    assert_eq!(warned, 1, "an outage is logged once, not per request");
     assert_eq!(
         mock_stats(&mock)["requests"].as_u64().unwrap(),
         admitted / 8 + 1,
@@ -186,6 +191,116 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
         statuses.push(chat(gw.port, "/closed", false).status);
     }
     assert!(statuses.contains(&429), "counting again: {statuses:?}");
+}
+
+#[test]
+fn unknown_cost_calls_run_side_by_side_with_an_estimate_shared_through_redis() {
+    let redis = start_redis_on(None);
+    let mock = start_mock();
+    let limit = |sync: &str| {
+        format!("{{strategy: redis, window_type: fixed, redis: {{host: 127.0.0.1, port: {}, timeout: 1000}}, llm_providers: [{{name: openai, limit: [{UNKNOWN_COST_LIMIT}], window_size: [{UNKNOWN_COST_WINDOW}]}}], sync_rate: {sync}}}", redis.port)
+    };
+    let routes = [("/shared", limit("0")), ("/synced", limit("0.25"))];
+    let path = write_deck(&deck(mock.port, &routes));
+    let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
+    // b runs calls side by side on the estimate a's first call left in Redis.
+    assert_unknown_cost_admission(&mock, a.port, b.port, "/shared", ALICE);
+    // sync_rate > 0 admits from the instance's own counters and estimate.
+    assert_unknown_cost_admission(&mock, a.port, a.port, "/synced", ALICE);
+}
+
+/// The Redis scripts decide as `admission::decide` does: a pseudo-random run of admissions (two
+/// instances, with and without reservations) and settlements against a real Redis, checked
+/// step by step against the Rust rule fed with the same claims, counts and estimate.
+#[test]
+fn the_redis_scripts_run_the_admission_rule() {
+    use ai_gateway::limits::admission::{decide, next_estimate, InFlight, Seen, Verdict, Window};
+    use ai_gateway::limits::redis::{admit, claim, settle};
+
+    let redis = start_redis_on(None);
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let windows = [Window {
+        limit: 6000.0,
+        size: 86_400,
+    }];
+    let key = "aigw:rl:test:openai:alice";
+    let lease = Duration::from_secs(60);
+    actix_rt::System::new().block_on(async {
+        let mut conn = redis::Client::open(url)
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap();
+        // (instance, ticket, reservation) in flight; tokens counted; the estimate.
+        let mut claims: Vec<(&str, u64, f64)> = Vec::new();
+        let (mut used, mut estimate) = (0.0, None);
+        let mut seed = 0x2545_f491_u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let mut verdicts = std::collections::HashMap::new();
+        for ticket in 0..600 {
+            if next(5) < 3 || claims.is_empty() {
+                let here = ["a", "b"][next(2) as usize];
+                let reserve = (next(3) == 0).then(|| (1 + next(8)) as f64 * 25.0);
+                let mut flight = InFlight::default();
+                for (instance, _, r) in &claims {
+                    if *r > 0.0 {
+                        flight.reserved += r;
+                    } else {
+                        flight.unknown += 1;
+                        flight.unknown_here += u32::from(*instance == here);
+                    }
+                }
+                let seen = [Seen { used, reset_ms: 0 }];
+                let expected = decide(&windows, &seen, flight, estimate, reserve);
+                let (verdict, seen) = admit(
+                    &mut conn,
+                    key,
+                    &windows,
+                    false,
+                    (here, ticket),
+                    reserve,
+                    lease,
+                )
+                .await
+                .unwrap();
+                assert_eq!(seen[0].used, used, "step {ticket}");
+                assert_eq!(verdict, expected, "step {ticket}: {flight:?} {estimate:?}");
+                let side_by_side = verdict == Verdict::Admit(0.0) && flight.unknown_here > 0;
+                let kind = if side_by_side { "side by side" } else { "" };
+                *verdicts.entry(format!("{verdict:?} {kind}")).or_insert(0) += 1;
+                if let Verdict::Admit(r) = verdict {
+                    claims.push((here, ticket, r));
+                }
+            } else {
+                let (instance, ticket, r) = claims.remove(next(claims.len() as u64) as usize);
+                let tokens = next(60) as f64;
+                settle(
+                    &mut conn,
+                    key,
+                    &claim(instance, ticket, r),
+                    tokens,
+                    &windows,
+                )
+                .await
+                .unwrap();
+                used += tokens;
+                if r == 0.0 {
+                    estimate = next_estimate(estimate, tokens);
+                }
+            }
+        }
+        // The run went through every kind of verdict.
+        eprintln!("{verdicts:?}");
+        for kind in ["Admit(0.0) side by side", "Admit(0.0) ", "Wait ", "Refuse "] {
+            assert!(verdicts.contains_key(kind), "{kind}: {verdicts:?}");
+        }
+        assert!(verdicts
+            .keys()
+            .any(|k| k.starts_with("Admit(") && k != "Admit(0.0)"));
+    });
 }
 
 /// Script calls Redis has served (`EVALSHA` and `EVAL`), from `INFO commandstats`.

@@ -116,13 +116,21 @@ impl Handler<Admit> for LimiterActor {
                     Backend::Redis(target) => try_redis(&links, target, &ticket).await,
                     Backend::Synced(target, every) => try_synced(&links, target, *every, &ticket),
                 };
+                // An outage is logged by its first request, then once a minute.
+                let log = |backend: &Backend| {
+                    backend
+                        .target()
+                        .is_none_or(|target| target.outage_log_due(now_ms()))
+                };
                 if let Try::Unavailable(reason) = &outcome {
                     if ticket.policy.fault_tolerant {
                         // Fail open onto this process's own counts (which include every
                         // request it settled), so a slow or dead Redis cannot over-admit
                         // without bound: each instance still enforces the limit by itself.
-                        FAILED_OPEN.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %reason, "rate-limit store unreachable: limiting with this instance's own counts (fault_tolerant)");
+                        let failed_open = FAILED_OPEN.fetch_add(1, Ordering::Relaxed) + 1;
+                        if log(&ticket.policy.backend) {
+                            tracing::warn!(error = %reason, failed_open, "rate-limit store unreachable: limiting with this instance's own counts (fault_tolerant; logged once a minute while it lasts)");
+                        }
                         outcome = try_local(&ticket);
                     }
                 }
@@ -130,7 +138,9 @@ impl Handler<Admit> for LimiterActor {
                     Try::Admitted(seen, reserves) => return Ok(Admitted { seen, reserves }),
                     Try::Refused(seen) => return Err(ticket.refusal(&seen)),
                     Try::Unavailable(reason) => {
-                        tracing::warn!(error = %reason, "rate-limit store unreachable: refusing (fault_tolerant: false)");
+                        if log(&ticket.policy.backend) {
+                            tracing::warn!(error = %reason, "rate-limit store unreachable: refusing (fault_tolerant: false; logged once a minute while it lasts)");
+                        }
                         return Err(GatewayError::LimiterUnavailable(reason));
                     }
                     Try::Wait(seen) => {
@@ -272,6 +282,7 @@ fn record(
     };
     if ok {
         if link.open_until.take().is_some() {
+            target.outage_over();
             tracing::info!(redis = %target.label, "rate-limit store reachable again");
         }
         std::mem::take(&mut link.pending)

@@ -2,17 +2,48 @@
 //! rule in a Lua script; `redis.rs` keeps the two in step).
 //!
 //! The cost of a request is known only from the provider's answer, so every request in flight
-//! is either *reserved* (its cost is bounded: prompt bytes plus `max_tokens`, see `estimate`)
-//! or *unknown*. A request is admitted
-//! 1. as reserved, when no unknown request is in flight anywhere and, in every window,
-//!    `used + reserved in flight + its reservation <= limit`; or
-//! 2. as unknown, when this instance has no unknown request in flight for the key and, in every
+//! is either *reserved* (its cost is bounded: prompt bytes plus `max_tokens`, see
+//! `RouteLimits::reservation`) or *unknown*. Each key also has an *estimate* of what its unknown-cost requests cost (see
+//! [`next_estimate`]: a running average of the ones that settled, quick to rise and slow to
+//! fall), and while requests run side by side each unknown one in flight is counted at
+//! [`MARGIN`] times it. A request is admitted
+//! 1. as reserved, when in every window `used + reserved in flight + unknown in flight counted
+//!    at the estimate + its reservation <= limit` (with no estimate yet: only while no unknown
+//!    request is in flight); or
+//! 2. as unknown, side by side with others, when it has no cost bound, the key has an estimate
+//!    and in every window `used + reserved in flight + (unknown in flight + 1) x MARGIN x
+//!    estimate <= limit`; or
+//! 3. as unknown, one at a time (no estimate yet, near the limit, or a bound that does not
+//!    fit), when this instance has no unknown request in flight for the key and, in every
 //!    window, `used + reserved in flight < limit`;
 //!
 //! and otherwise waits (budget committed to requests in flight), unless some window is already
-//! exhausted (`used >= limit`), which refuses it. So the tokens admitted in a window never
-//! exceed the limit by more than the cost of one unknown request per instance, and nothing is
-//! refused while the window has budget left.
+//! exhausted (`used >= limit`), which refuses it. Nothing is refused while the window has
+//! budget left. The tokens admitted in a window exceed the limit by at most the cost of one
+//! unknown request per instance (rule 3), plus whatever the unknown requests in flight side by
+//! side (rule 2) cost beyond MARGIN x the estimate they were counted at. So while a key's
+//! requests cost on average no more than twice its estimate, the bound is the limit plus one
+//! request per instance, as with one unknown request at a time.
+
+/// While unknown-cost requests run side by side, each is counted at this many times its key's
+/// estimate, so that they are admitted only while the window is well below its limit and a
+/// burst of requests costlier than usual (up to twice the average) still fits.
+pub const MARGIN: f64 = 2.0;
+
+/// A key's estimate of an unknown-cost request's cost after one settled at `cost`: the first
+/// sets it; a costlier one moves it half-way up at once, a cheaper one an eighth of the way
+/// down, so the estimate errs high. Requests that counted nothing (failed, released) say
+/// nothing about the cost and leave it.
+pub fn next_estimate(estimate: Option<f64>, cost: f64) -> Option<f64> {
+    if cost <= 0.0 || !cost.is_finite() {
+        return estimate;
+    }
+    Some(match estimate {
+        None => cost,
+        Some(e) if cost > e => e + (cost - e) / 2.0,
+        Some(e) => e + (cost - e) / 8.0,
+    })
+}
 
 /// One limit: at most `limit` tokens (or cost) per `size` seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,19 +79,37 @@ pub enum Verdict {
     Refuse,
 }
 
+/// The verdict on a request with `reserve` (its cost bound, if it has one) for a key whose
+/// windows stand at `seen`, with `flight` in flight and `estimate` (see [`next_estimate`]).
 pub fn decide(
     windows: &[Window],
     seen: &[Seen],
     flight: InFlight,
+    estimate: Option<f64>,
     reserve: Option<f64>,
 ) -> Verdict {
     let pairs = || windows.iter().zip(seen);
     if pairs().any(|(w, s)| s.used >= w.limit) {
         return Verdict::Refuse;
     }
-    if let Some(r) = reserve.filter(|r| *r > 0.0) {
-        if flight.unknown == 0 && pairs().all(|(w, s)| s.used + flight.reserved + r <= w.limit) {
+    let each = estimate.filter(|e| *e > 0.0).map(|e| MARGIN * e);
+    // The unknown requests in flight, counted at the estimate; with none yet, nothing is
+    // known to fit beside them.
+    let unknown = match (flight.unknown, each) {
+        (0, _) => Some(0.0),
+        (n, Some(each)) => Some(f64::from(n) * each),
+        (_, None) => None,
+    };
+    let reserve = reserve.filter(|r| *r > 0.0);
+    if let (Some(r), Some(unknown)) = (reserve, unknown) {
+        if pairs().all(|(w, s)| s.used + flight.reserved + unknown + r <= w.limit) {
             return Verdict::Admit(r);
+        }
+    }
+    // A request whose bound does not fit is not counted at the estimate: it may cost that much.
+    if let (None, Some(each), Some(unknown)) = (reserve, each, unknown) {
+        if pairs().all(|(w, s)| s.used + flight.reserved + unknown + each <= w.limit) {
+            return Verdict::Admit(0.0);
         }
     }
     if flight.unknown_here == 0 && pairs().all(|(w, s)| s.used + flight.reserved < w.limit) {
@@ -124,6 +173,12 @@ mod tests {
         [Seen { used, reset_ms: 1 }]
     }
 
+    /// `W`, unused, and a one-second window of `limit` with `used` spent.
+    fn with_second_window(limit: f64, used: f64) -> ([Window; 2], [Seen; 2]) {
+        let second = Window { limit, size: 1 };
+        ([W[0], second], [seen(0.0)[0], seen(used)[0]])
+    }
+
     #[test]
     fn reserved_requests_run_side_by_side_while_their_bounds_fit() {
         let flight = InFlight {
@@ -131,12 +186,12 @@ mod tests {
             ..InFlight::default()
         };
         assert_eq!(
-            decide(&W, &seen(300.0), flight, Some(100.0)),
+            decide(&W, &seen(300.0), flight, None, Some(100.0)),
             Verdict::Admit(100.0)
         );
         // 300 + 600 + 150 > 1000: the rest is committed; one unknown request may still go.
         assert_eq!(
-            decide(&W, &seen(300.0), flight, Some(150.0)),
+            decide(&W, &seen(300.0), flight, None, Some(150.0)),
             Verdict::Admit(0.0)
         );
     }
@@ -148,50 +203,182 @@ mod tests {
             unknown: 1,
             unknown_here: 1,
         };
-        assert_eq!(decide(&W, &seen(10.0), flight, Some(5.0)), Verdict::Wait);
-        assert_eq!(decide(&W, &seen(10.0), flight, None), Verdict::Wait);
-        let elsewhere = InFlight {
-            unknown_here: 0,
-            ..flight
-        };
         assert_eq!(
-            decide(&W, &seen(10.0), elsewhere, None),
+            decide(&W, &seen(10.0), flight, None, Some(5.0)),
+            Verdict::Wait
+        );
+        assert_eq!(decide(&W, &seen(10.0), flight, None, None), Verdict::Wait);
+        let elsewhere = elsewhere(flight);
+        assert_eq!(
+            decide(&W, &seen(10.0), elsewhere, None, None),
             Verdict::Admit(0.0)
         );
         let full = InFlight {
             reserved: 990.0,
             ..InFlight::default()
         };
-        assert_eq!(decide(&W, &seen(10.0), full, None), Verdict::Wait);
+        assert_eq!(decide(&W, &seen(10.0), full, None, None), Verdict::Wait);
     }
 
     #[test]
     fn an_exhausted_window_refuses() {
         assert_eq!(
-            decide(&W, &seen(1000.0), InFlight::default(), Some(1.0)),
+            decide(
+                &W,
+                &seen(1000.0),
+                InFlight::default(),
+                Some(50.0),
+                Some(1.0)
+            ),
             Verdict::Refuse
         );
-        let two = [
-            W[0],
-            Window {
-                limit: 10.0,
-                size: 1,
-            },
-        ];
-        let both = [
-            Seen {
-                used: 0.0,
-                reset_ms: 1,
-            },
-            Seen {
-                used: 10.0,
-                reset_ms: 1,
-            },
-        ];
+        let (two, both) = with_second_window(10.0, 10.0);
         assert_eq!(
-            decide(&two, &both, InFlight::default(), None),
+            decide(&two, &both, InFlight::default(), Some(1.0), None),
             Verdict::Refuse
         );
+    }
+
+    /// `flight` with none of its unknown requests on this instance.
+    fn elsewhere(flight: InFlight) -> InFlight {
+        InFlight {
+            unknown_here: 0,
+            ..flight
+        }
+    }
+
+    fn unknown(n: u32) -> InFlight {
+        InFlight {
+            reserved: 0.0,
+            unknown: n,
+            unknown_here: n,
+        }
+    }
+
+    #[test]
+    fn unknown_requests_run_side_by_side_far_from_the_limit() {
+        // Estimate 10, counted at 20 each: 100 used + 40 reserved + (30 + 1) x 20 = 760 fits.
+        let flight = InFlight {
+            reserved: 40.0,
+            ..unknown(30)
+        };
+        assert_eq!(
+            decide(&W, &seen(100.0), flight, Some(10.0), None),
+            Verdict::Admit(0.0)
+        );
+        // Other instances' unknown requests count at the estimate too.
+        let elsewhere = elsewhere(flight);
+        assert_eq!(
+            decide(&W, &seen(100.0), elsewhere, Some(10.0), None),
+            Verdict::Admit(0.0)
+        );
+        // (44 + 1) x 20 = 900 is the most that fits beside 100 used.
+        assert_eq!(
+            decide(&W, &seen(100.0), unknown(44), Some(10.0), None),
+            Verdict::Admit(0.0)
+        );
+        assert_eq!(
+            decide(&W, &seen(100.0), unknown(45), Some(10.0), None),
+            Verdict::Wait
+        );
+    }
+
+    #[test]
+    fn near_the_limit_unknown_requests_go_one_at_a_time() {
+        // 990 used: 990 + 20 > 1000, so only one unknown request per instance, as without an
+        // estimate, and it is still admitted while budget is left.
+        assert_eq!(
+            decide(&W, &seen(990.0), unknown(0), Some(10.0), None),
+            Verdict::Admit(0.0)
+        );
+        assert_eq!(
+            decide(&W, &seen(990.0), unknown(1), Some(10.0), None),
+            Verdict::Wait
+        );
+        let elsewhere = elsewhere(unknown(1));
+        assert_eq!(
+            decide(&W, &seen(990.0), elsewhere, Some(10.0), None),
+            Verdict::Admit(0.0)
+        );
+        // Any window near its limit makes it serial.
+        let (two, both) = with_second_window(50.0, 25.0);
+        assert_eq!(
+            decide(&two, &both, unknown(1), Some(10.0), None),
+            Verdict::Wait
+        );
+        assert_eq!(
+            decide(&two, &both, unknown(0), Some(10.0), None),
+            Verdict::Admit(0.0)
+        );
+    }
+
+    #[test]
+    fn without_an_estimate_unknown_requests_go_one_at_a_time() {
+        assert_eq!(
+            decide(&W, &seen(0.0), unknown(0), None, None),
+            Verdict::Admit(0.0)
+        );
+        assert_eq!(
+            decide(&W, &seen(0.0), unknown(1), None, None),
+            Verdict::Wait
+        );
+        // A zero estimate (nothing learnt) is no estimate.
+        assert_eq!(
+            decide(&W, &seen(0.0), unknown(1), Some(0.0), None),
+            Verdict::Wait
+        );
+    }
+
+    #[test]
+    fn reserved_requests_count_unknown_ones_at_the_estimate() {
+        let flight = InFlight {
+            reserved: 200.0,
+            ..unknown(5)
+        };
+        // 300 + 200 + 5 x 20 + 400 = 1000 fits; without an estimate it waits for the five.
+        assert_eq!(
+            decide(&W, &seen(300.0), flight, Some(10.0), Some(400.0)),
+            Verdict::Admit(400.0)
+        );
+        assert_eq!(
+            decide(&W, &seen(300.0), flight, None, Some(400.0)),
+            Verdict::Wait
+        );
+        // One token more does not fit: it may go as the instance's one unknown request only
+        // when it has none in flight.
+        assert_eq!(
+            decide(&W, &seen(300.0), flight, Some(10.0), Some(401.0)),
+            Verdict::Wait
+        );
+        let elsewhere = elsewhere(flight);
+        assert_eq!(
+            decide(&W, &seen(300.0), elsewhere, Some(10.0), Some(401.0)),
+            Verdict::Admit(0.0)
+        );
+    }
+
+    #[test]
+    fn a_spent_window_refuses_whatever_is_in_flight() {
+        for flight in [unknown(0), unknown(3)] {
+            for estimate in [None, Some(1.0)] {
+                for reserve in [None, Some(1.0)] {
+                    assert_eq!(
+                        decide(&W, &seen(1000.5), flight, estimate, reserve),
+                        Verdict::Refuse
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_estimate_rises_fast_and_falls_slowly() {
+        assert_eq!(next_estimate(None, 0.0), None, "nothing counted");
+        assert_eq!(next_estimate(None, 80.0), Some(80.0));
+        assert_eq!(next_estimate(Some(80.0), 160.0), Some(120.0));
+        assert_eq!(next_estimate(Some(80.0), 0.0), Some(80.0));
+        assert_eq!(next_estimate(Some(80.0), 40.0), Some(75.0));
+        assert_eq!(next_estimate(Some(80.0), f64::NAN), Some(80.0));
     }
 
     #[test]

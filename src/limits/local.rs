@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use super::admission::{decide, Counter, InFlight, Seen, Verdict, Window};
+use super::admission::{decide, next_estimate, Counter, InFlight, Seen, Verdict, Window};
 
 #[derive(Default)]
 struct KeyState {
@@ -19,6 +19,10 @@ struct KeyState {
     counters: HashMap<u64, Counter>,
     /// Ticket -> reservation (0 = unknown cost).
     in_flight: HashMap<u64, f64>,
+    /// The sum of `in_flight`'s reservations and the number of its unknown-cost requests.
+    flight: InFlight,
+    /// What an unknown-cost request of the key costs (see `admission::next_estimate`).
+    estimate: Option<f64>,
     /// `sync_rate > 0`: per window size, the tokens counted here and not yet added in Redis.
     unsynced: HashMap<u64, Counter>,
     sync: SyncMark,
@@ -46,6 +50,36 @@ pub struct Pushed {
 }
 
 impl KeyState {
+    fn start(&mut self, ticket: u64, reserved: f64) {
+        if let Some(earlier) = self.in_flight.insert(ticket, reserved) {
+            self.forget(earlier);
+        }
+        if reserved > 0.0 {
+            self.flight.reserved += reserved;
+        } else {
+            self.flight.unknown += 1;
+        }
+    }
+
+    /// Ends `ticket`; its reservation, if it was in flight.
+    fn end(&mut self, ticket: u64) -> Option<f64> {
+        let reserved = self.in_flight.remove(&ticket)?;
+        self.forget(reserved);
+        if self.in_flight.is_empty() {
+            // No rounding left over from adding and taking away reservations.
+            self.flight = InFlight::default();
+        }
+        Some(reserved)
+    }
+
+    fn forget(&mut self, reserved: f64) {
+        if reserved > 0.0 {
+            self.flight.reserved -= reserved;
+        } else {
+            self.flight.unknown -= 1;
+        }
+    }
+
     fn idle(&self, now_ms: u64) -> bool {
         !self.sync.scheduled
             && self.in_flight.is_empty()
@@ -54,6 +88,14 @@ impl KeyState {
                 .iter()
                 .all(|(size, c)| now_ms / (size * 1000) > c.window + 1)
     }
+}
+
+/// The state of `key`, made on first use (without allocating the key again when it exists).
+fn state<'a>(keys: &'a mut HashMap<String, KeyState>, key: &str) -> &'a mut KeyState {
+    if !keys.contains_key(key) {
+        keys.insert(key.to_string(), KeyState::default());
+    }
+    keys.get_mut(key).expect("inserted above")
 }
 
 #[derive(Default)]
@@ -81,7 +123,7 @@ impl LocalStore {
         if keys.len() % PRUNE_EVERY == PRUNE_EVERY - 1 {
             keys.retain(|_, state| !state.idle(now_ms));
         }
-        let state = keys.entry(key.to_string()).or_default();
+        let state = state(&mut keys, key);
         let seen: Vec<Seen> = windows
             .iter()
             .map(|w| {
@@ -90,24 +132,20 @@ impl LocalStore {
                 counter.seen(w.size, now_ms, sliding)
             })
             .collect();
-        let mut flight = InFlight::default();
-        for reserve in state.in_flight.values() {
-            if *reserve > 0.0 {
-                flight.reserved += reserve;
-            } else {
-                flight.unknown += 1;
-                flight.unknown_here += 1;
-            }
-        }
-        let verdict = decide(windows, &seen, flight, reserve);
+        let flight = InFlight {
+            unknown_here: state.flight.unknown,
+            ..state.flight
+        };
+        let verdict = decide(windows, &seen, flight, state.estimate, reserve);
         if let Verdict::Admit(reserved) = verdict {
-            state.in_flight.insert(ticket, reserved);
+            state.start(ticket, reserved);
         }
         (verdict, seen)
     }
 
-    /// Ends `ticket`, counting `tokens` in every window of the key; with `unsynced`
-    /// (`sync_rate > 0`) the tokens also wait for the key's next sync.
+    /// Ends `ticket`, counting `tokens` in every window of the key (and in its estimate if it
+    /// was admitted here at unknown cost); with `unsynced` (`sync_rate > 0`) the tokens also
+    /// wait for the key's next sync.
     pub fn settle(
         &self,
         key: &str,
@@ -119,8 +157,10 @@ impl LocalStore {
     ) {
         {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            let state = keys.entry(key.to_string()).or_default();
-            state.in_flight.remove(&ticket);
+            let state = state(&mut keys, key);
+            if state.end(ticket) == Some(0.0) {
+                state.estimate = next_estimate(state.estimate, tokens);
+            }
             for w in windows {
                 let counter = state.counters.entry(w.size).or_default();
                 counter.roll(w.size, now_ms);
@@ -139,7 +179,7 @@ impl LocalStore {
     /// (ms from now) unless one is scheduled already, and whether the last one failed.
     pub fn sync_due(&self, key: &str, every_ms: u64, now_ms: u64) -> (Option<u64>, bool) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let state = keys.entry(key.to_string()).or_default();
+        let state = state(&mut keys, key);
         let mark = &mut state.sync;
         if mark.scheduled {
             return (None, mark.failed);
@@ -154,7 +194,7 @@ impl LocalStore {
     /// Starts a sync of `key`: takes the tokens Redis has not been told of, per window.
     pub fn take_unsynced(&self, key: &str, windows: &[Window], now_ms: u64) -> Vec<Pushed> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let state = keys.entry(key.to_string()).or_default();
+        let state = state(&mut keys, key);
         state.sync.last_ms = Some(now_ms);
         windows
             .iter()
@@ -181,7 +221,7 @@ impl LocalStore {
     pub fn synced(&self, key: &str, pushed: &[Pushed], totals: Option<&[(f64, f64)]>, now_ms: u64) {
         {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            let state = keys.entry(key.to_string()).or_default();
+            let state = state(&mut keys, key);
             state.sync.scheduled = false;
             state.sync.failed = totals.is_none();
             for (i, p) in pushed.iter().enumerate() {
@@ -246,6 +286,39 @@ mod tests {
             store.admit("k", &W, false, None, 6, 61_000).0,
             Verdict::Admit(0.0)
         );
+    }
+
+    #[test]
+    fn unknown_requests_go_side_by_side_once_their_cost_is_known() {
+        let store = LocalStore::default();
+        let admit = |ticket| store.admit("k", &W, false, None, ticket, 1_000).0;
+        // No estimate yet: one at a time.
+        assert_eq!(admit(1), Verdict::Admit(0.0));
+        assert_eq!(admit(2), Verdict::Wait);
+        // A released request (nothing counted) teaches nothing.
+        store.settle("k", &W, 1, 0.0, 1_000, false);
+        assert_eq!(admit(2), Verdict::Admit(0.0));
+        assert_eq!(admit(3), Verdict::Wait);
+        store.settle("k", &W, 2, 10.0, 1_000, false);
+        // 10 used, estimate 10 counted at 20 each: four fit beside each other (10 + 4 x 20).
+        for ticket in 3..7 {
+            assert_eq!(admit(ticket), Verdict::Admit(0.0), "ticket {ticket}");
+        }
+        assert_eq!(admit(7), Verdict::Wait);
+        // Two settle at 10: 30 used, two in flight; 30 + 3 x 20 fits, 30 + 4 x 20 does not.
+        store.settle("k", &W, 3, 10.0, 1_000, false);
+        store.settle("k", &W, 4, 10.0, 1_000, false);
+        assert_eq!(admit(7), Verdict::Admit(0.0));
+        assert_eq!(admit(8), Verdict::Wait);
+        // Near the limit: back to one at a time, and still admitted while budget is left.
+        for ticket in 5..8 {
+            store.settle("k", &W, ticket, 20.0, 1_000, false);
+        }
+        let (verdict, seen) = store.admit("k", &W, false, None, 8, 1_000);
+        assert_eq!((verdict, seen[0].used), (Verdict::Admit(0.0), 90.0));
+        assert_eq!(admit(9), Verdict::Wait);
+        store.settle("k", &W, 8, 15.0, 1_000, false);
+        assert_eq!(admit(9), Verdict::Refuse);
     }
 
     #[test]

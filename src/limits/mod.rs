@@ -37,6 +37,16 @@ pub enum Backend {
     Synced(Arc<redis::RedisTarget>, Duration),
 }
 
+impl Backend {
+    /// The Redis server behind the counters, if any.
+    pub fn target(&self) -> Option<&redis::RedisTarget> {
+        match self {
+            Backend::Local => None,
+            Backend::Redis(target) | Backend::Synced(target, _) => Some(target),
+        }
+    }
+}
+
 /// One compiled `ai-rate-limiting-advanced` instance.
 #[derive(Debug)]
 pub struct Policy {

@@ -5,24 +5,31 @@
 //! returns the totals, every `sync_rate` seconds per key.
 //!
 //! Keys, per limited identity (`<key>` is `aigw:rl:<namespace>:<provider>:<identity>`):
-//! `<key>:<size>:<window number>` the tokens counted in a window (expire after two windows), and
+//! `<key>:<size>:<window number>` the tokens counted in a window (expire after two windows);
 //! `<key>:inflight`, a sorted set of the requests in flight (`<instance>|<ticket>|<reservation>`,
-//! scored by a lease expiry, so a crashed instance's claims lapse).
+//! scored by a lease expiry, so a crashed instance's claims lapse), with `<key>:flight`, a hash
+//! of their sums (see `lua_prelude`); and `<key>:est`, the key's estimate of an unknown-cost
+//! request's cost, shared by all instances and updated at each settlement (expires with the
+//! longest window's counters).
 //!
 //! The gateway never hangs on Redis: every call is bounded by `redis.timeout`, and after a
 //! failure the connection's circuit stays open for a second, during which calls fail at once
 //! (the policy then fails open or closed). Settlements that failed are retried once Redis
 //! answers again, so claims of requests that ended during an outage do not linger.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::admission::{Seen, Verdict, Window};
+use super::admission::{Seen, Verdict, Window, MARGIN};
 use super::local::Pushed;
 use crate::config::rate_limit::RedisConfig;
+
+/// While a server is unreachable, requests log it this often.
+pub const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A Redis server as a policy names it.
 #[derive(Debug)]
@@ -32,6 +39,9 @@ pub struct RedisTarget {
     /// `host:port`, for logs.
     pub label: String,
     pub timeout: Duration,
+    /// When requests were last told (logged) that this server is unreachable, in ms since the
+    /// epoch; 0 while it answers.
+    outage_logged_ms: AtomicU64,
 }
 
 impl RedisTarget {
@@ -59,7 +69,24 @@ impl RedisTarget {
             url,
             label: format!("{host}:{}", config.port),
             timeout: Duration::from_millis(config.timeout),
+            outage_logged_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Whether a request that finds the server unreachable at `now_ms` logs it: the first one
+    /// of an outage, then one every `OUTAGE_LOG_EVERY`, not every request.
+    pub fn outage_log_due(&self, now_ms: u64) -> bool {
+        let last = self.outage_logged_ms.load(Ordering::Relaxed);
+        (last == 0 || now_ms >= last.saturating_add(OUTAGE_LOG_EVERY.as_millis() as u64))
+            && self
+                .outage_logged_ms
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The server answers again: the next outage is logged at once.
+    pub fn outage_over(&self) {
+        self.outage_logged_ms.store(0, Ordering::Relaxed);
     }
 
     /// Identifies the server and credentials, so each worker keeps one connection per target.
@@ -79,29 +106,53 @@ impl RedisTarget {
     }
 }
 
-/// Admission: drop lapsed claims, read the windows and the claims, decide, record the claim.
-/// ARGV: instance, ticket, reservation (0 = unknown), lease ms, sliding (0/1), then
-/// (size, limit) per window. Returns {verdict, reservation, used, reset_ms, used, reset_ms, ...}.
-const ADMIT: &str = r#"
+/// Lua shared by the scripts: the clock, and `forget`, which takes a claim out of the
+/// in-flight sums `<key>:flight` (`reserved`, `unknown`, and `u|<instance>` per instance), so
+/// an admission reads three numbers instead of every claim.
+macro_rules! lua_prelude {
+    () => {
+        r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local key, inst, ticket = KEYS[1], ARGV[1], ARGV[2]
-local reserve, lease, sliding = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local flight = key .. ':inflight'
-redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
-local reserved, unknown, unknown_here = 0, 0, 0
-for _, m in ipairs(redis.call('ZRANGE', flight, 0, -1)) do
-  local i, r = string.match(m, '^([^|]*)|[^|]*|(.*)$')
+local function forget(sums, claim)
+  local i, r = string.match(claim, '^([^|]*)|[^|]*|(.*)$')
   r = tonumber(r) or 0
-  if r > 0 then reserved = reserved + r else
-    unknown = unknown + 1
-    if i == inst then unknown_here = unknown_here + 1 end
+  if r > 0 then redis.call('HINCRBYFLOAT', sums, 'reserved', -r) else
+    redis.call('HINCRBY', sums, 'unknown', -1)
+    if redis.call('HINCRBY', sums, 'u|' .. i, -1) <= 0 then redis.call('HDEL', sums, 'u|' .. i) end
   end
 end
-local out, exhausted, fits, room = {}, false, reserve > 0 and unknown == 0, unknown_here == 0
-local n = (#ARGV - 5) / 2
+"#
+    };
+}
+
+/// Admission: drop lapsed claims, read the windows, the in-flight sums and the estimate,
+/// decide (`admission::decide`), record the claim.
+/// ARGV: instance, ticket, reservation (0 = unknown), lease ms, sliding (0/1), margin, then
+/// (size, limit) per window. Returns {verdict, reservation, used, reset_ms, used, reset_ms, ...}.
+const ADMIT: &str = concat!(
+    lua_prelude!(),
+    r#"
+local key, inst, ticket = KEYS[1], ARGV[1], ARGV[2]
+local reserve, lease, sliding = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local margin = tonumber(ARGV[6])
+local flight, sums = key .. ':inflight', key .. ':flight'
+local lapsed = redis.call('ZRANGEBYSCORE', flight, '-inf', now)
+if #lapsed > 0 then
+  for _, m in ipairs(lapsed) do forget(sums, m) end
+  redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+end
+local f = redis.call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
+local reserved, unknown, here = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+local each = margin * tonumber(redis.call('GET', key .. ':est') or '0')
+local counted = nil
+if unknown <= 0 then counted = 0 elseif each > 0 then counted = unknown * each end
+local exhausted, fits = false, reserve > 0 and counted ~= nil
+local side, room = reserve <= 0 and each > 0 and counted ~= nil, here <= 0
+local out = {}
+local n = (#ARGV - 6) / 2
 for w = 0, n - 1 do
-  local size, limit = tonumber(ARGV[6 + 2 * w]), tonumber(ARGV[7 + 2 * w])
+  local size, limit = tonumber(ARGV[7 + 2 * w]), tonumber(ARGV[8 + 2 * w])
   local ms = size * 1000
   local id = math.floor(now / ms)
   local used = tonumber(redis.call('GET', key .. ':' .. size .. ':' .. id) or '0')
@@ -110,7 +161,8 @@ for w = 0, n - 1 do
     used = used + prev * (ms - (now - id * ms)) / ms
   end
   if used >= limit then exhausted = true end
-  if used + reserved + reserve > limit then fits = false end
+  if fits and used + reserved + counted + reserve > limit then fits = false end
+  if side and used + reserved + counted + each > limit then side = false end
   if used + reserved >= limit then room = false end
   out[#out + 1] = tostring(used)
   out[#out + 1] = tostring((id + 1) * ms - now)
@@ -118,32 +170,55 @@ end
 local verdict = 'wait'
 if exhausted then verdict = 'refuse'
 elseif fits then verdict = 'admit'
-elseif room then verdict = 'admit'; reserve = 0 end
+elseif side or room then verdict = 'admit'; reserve = 0 end
 if verdict == 'admit' then
   redis.call('ZADD', flight, now + lease, inst .. '|' .. ticket .. '|' .. reserve)
+  if reserve > 0 then redis.call('HINCRBYFLOAT', sums, 'reserved', reserve) else
+    redis.call('HINCRBY', sums, 'unknown', 1)
+    redis.call('HINCRBY', sums, 'u|' .. inst, 1)
+  end
   redis.call('PEXPIRE', flight, lease)
+  redis.call('PEXPIRE', sums, lease)
 end
 table.insert(out, 1, tostring(reserve))
 table.insert(out, 1, verdict)
 return out
-"#;
+"#
+);
 
-/// Settlement: drop the claim, count the tokens in every window. ARGV: claim, tokens, sizes...
-const SETTLE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+/// Settlement: drop the claim, count the tokens in every window and, for a claim of unknown
+/// cost, in the key's estimate (`admission::next_estimate`, kept as long as the longest
+/// window's counters). ARGV: claim, tokens, sizes...
+const SETTLE: &str = concat!(
+    lua_prelude!(),
+    r#"
 local key, claim, tokens = KEYS[1], ARGV[1], tonumber(ARGV[2])
-redis.call('ZREM', key .. ':inflight', claim)
+local flight, sums = key .. ':inflight', key .. ':flight'
+if redis.call('ZREM', flight, claim) == 1 then
+  forget(sums, claim)
+  -- No rounding left over from adding and taking away reservations.
+  if redis.call('ZCARD', flight) == 0 then redis.call('DEL', sums) end
+end
 if tokens > 0 then
+  local longest = 0
   for i = 3, #ARGV do
     local ms = tonumber(ARGV[i]) * 1000
     local counter = key .. ':' .. ARGV[i] .. ':' .. math.floor(now / ms)
     redis.call('INCRBYFLOAT', counter, tokens)
     redis.call('PEXPIRE', counter, 2 * ms)
+    if ms > longest then longest = ms end
+  end
+  if (tonumber(string.match(claim, '|([^|]*)$')) or 0) <= 0 then
+    local est = tonumber(redis.call('GET', key .. ':est') or '0')
+    if est <= 0 then est = tokens
+    elseif tokens > est then est = est + (tokens - est) / 2
+    else est = est + (tokens - est) / 8 end
+    redis.call('SET', key .. ':est', tostring(est), 'PX', math.max(2 * longest, 1))
   end
 end
 return 1
-"#;
+"#
+);
 
 /// Sync (`sync_rate > 0`): add the tokens an instance counted, per window size, to the window
 /// they were counted in (numbered on the instance's clock) and the one before, and return both
@@ -200,7 +275,8 @@ pub async fn admit(
         .arg(ticket)
         .arg(reserve.unwrap_or(0.0))
         .arg(lease.as_millis() as u64)
-        .arg(if sliding { 1 } else { 0 });
+        .arg(if sliding { 1 } else { 0 })
+        .arg(MARGIN);
     for w in windows {
         call.arg(w.size).arg(w.limit);
     }
@@ -253,4 +329,21 @@ pub async fn sync(
     Ok((0..pushed.len())
         .map(|w| (number(2 * w), number(2 * w + 1)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_logged_once_a_minute_until_the_server_answers() {
+        let config: RedisConfig = serde_json::from_str(r#"{"host": "127.0.0.1"}"#).unwrap();
+        let target = RedisTarget::new(&config).unwrap();
+        assert!(target.outage_log_due(1_000));
+        assert!(!target.outage_log_due(1_001));
+        assert!(!target.outage_log_due(60_999));
+        assert!(target.outage_log_due(61_000));
+        target.outage_over();
+        assert!(target.outage_log_due(61_001), "a new outage");
+    }
 }

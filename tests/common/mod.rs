@@ -516,6 +516,111 @@ pub fn chat_body(text: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({"messages": [{"role": "user", "content": text}], "stream": stream})
 }
 
+/// `n` buffered `hello there` chat calls with key-auth's `apikey` sent at once, each asking the
+/// mock for `x-mock-fault: fault` (e.g. `delay=3000`, to keep them in flight); join for the
+/// answers.
+pub fn chat_burst(
+    port: u16,
+    path: &str,
+    key: &str,
+    n: usize,
+    fault: &str,
+) -> Vec<std::thread::JoinHandle<Response>> {
+    let body = chat_body("hello there", false).to_string();
+    (0..n)
+        .map(|_| {
+            let (path, key, fault, body) = (
+                path.to_string(),
+                key.to_string(),
+                fault.to_string(),
+                body.clone(),
+            );
+            std::thread::spawn(move || {
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("apikey", key.as_str()),
+                    ("x-mock-fault", fault.as_str()),
+                ];
+                request(port, "POST", &path, &headers, body.as_bytes())
+            })
+        })
+        .collect()
+}
+
+/// The requests the mock has received (counted when they arrive, before any `delay`).
+pub fn mock_requests(mock: &Proc) -> u64 {
+    mock_stats(mock)["requests"].as_u64().unwrap()
+}
+
+/// Drives one key of `path`, limited to [`UNKNOWN_COST_LIMIT`] tokens in a fixed day-long
+/// window, with unknown-cost calls (`hello there` without `max_tokens`: 8 tokens at the mock):
+/// one on the gateway at `first` teaches the key's estimate, then calls on the gateway at `then`
+/// run side by side far from the limit (as many as fit at twice the estimate), one at a time
+/// near it, and are refused once it is spent, within one request of it.
+pub fn assert_unknown_cost_admission(mock: &Proc, first: u16, then: u16, path: &str, key: &str) {
+    let settle = || std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(chat_as(first, path, key, false).status, 200);
+    settle();
+
+    // 8 used, estimate 8 counted at 16: five fit side by side (8 + 5 x 16 <= 100), the other
+    // three wait and go when those settle (48 + 3 x 16 <= 100). Serialised, one would reach the
+    // mock every 3 s.
+    let before = mock_requests(mock);
+    let burst = chat_burst(then, path, key, 8, "delay=3000");
+    let side_by_side = poll_until(Duration::from_millis(2500), || {
+        mock_requests(mock) == before + 5
+    });
+    assert!(
+        side_by_side,
+        "five calls in flight at once; the mock saw {}",
+        mock_requests(mock) - before
+    );
+    settle();
+    assert_eq!(mock_requests(mock), before + 5, "the rest wait");
+    for answer in burst {
+        let answer = answer.join().unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+
+    // 72 used: two more fit one after the other, then 88 + 16 > 100: one at a time.
+    for _ in 0..2 {
+        assert_eq!(chat_as(then, path, key, false).status, 200);
+    }
+    settle();
+    let before = mock_requests(mock);
+    let burst = chat_burst(then, path, key, 3, "delay=2000");
+    assert!(poll_until(Duration::from_millis(1500), || mock_requests(
+        mock
+    ) == before + 1));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        mock_requests(mock),
+        before + 1,
+        "one at a time near the limit"
+    );
+    // 88 + 8 leaves budget for the second; 104 is spent: the third is refused, unserved.
+    let mut statuses: Vec<u16> = burst
+        .into_iter()
+        .map(|a| a.join().unwrap().status)
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429]);
+    assert_eq!(mock_requests(mock), before + 2);
+    // 13 calls admitted: 104 tokens, the limit plus one request.
+    let refused = chat_as(then, path, key, false);
+    assert_eq!(refused.status, 429);
+    assert_eq!(
+        refused.header(&format!(
+            "x-ai-ratelimit-remaining-{UNKNOWN_COST_WINDOW}-openai"
+        )),
+        Some("0")
+    );
+}
+
+/// The limit and window (seconds) [`assert_unknown_cost_admission`] expects.
+pub const UNKNOWN_COST_LIMIT: u64 = 100;
+pub const UNKNOWN_COST_WINDOW: u64 = 86_400;
+
 /// A `hello there` chat call with key-auth's `apikey`; a stream asks for its usage.
 pub fn chat_as(port: u16, path: &str, key: &str, stream: bool) -> Response {
     let mut body = chat_body("hello there", stream);
