@@ -401,20 +401,7 @@ impl Handler<Settle> for LimiterActor {
             reserves,
             tokens,
         } = msg;
-        // Every backend counts in this process: the counts themselves (local), the counts a
-        // Redis outage falls back on (redis), or the counts the next sync adds (synced).
-        let now = now_ms();
-        let synced = matches!(ticket.policy.backend, Backend::Synced(..));
-        for limited in &ticket.keys {
-            LOCAL.settle(
-                &limited.key,
-                &limited.windows,
-                ticket.id,
-                tokens,
-                now,
-                synced,
-            );
-        }
+        settle_here(&ticket, tokens);
         match &ticket.policy.backend {
             Backend::Local => {}
             Backend::Redis(target) => {
@@ -436,6 +423,24 @@ impl Handler<Settle> for LimiterActor {
     }
 }
 
+/// Counts a settled request in this process. Every backend counts here: the counts themselves
+/// (local), the counts a Redis outage falls back on (redis), or the counts the next sync adds
+/// (synced).
+fn settle_here(ticket: &Ticket, tokens: f64) {
+    let now = now_ms();
+    let synced = matches!(ticket.policy.backend, Backend::Synced(..));
+    for limited in &ticket.keys {
+        LOCAL.settle(
+            &limited.key,
+            &limited.windows,
+            ticket.id,
+            tokens,
+            now,
+            synced,
+        );
+    }
+}
+
 /// An admitted request's claim on its limits: settled with the answer's usage, or released
 /// (nothing counted) if dropped unsettled, so no path can leak a claim.
 pub struct Permit {
@@ -453,6 +458,24 @@ impl Permit {
         ticket: Ticket,
     ) -> Result<(Permit, Vec<Vec<Seen>>), GatewayError> {
         let ticket = Arc::new(ticket);
+        // `strategy: local` needs nothing the actor owns: a request admitted or refused at once
+        // is decided here, on the caller's thread (the same worker), without a mailbox round
+        // trip; one that must wait goes to the actor, which looks again as requests settle.
+        if matches!(ticket.policy.backend, Backend::Local) {
+            match try_local(&ticket) {
+                Try::Admitted(seen, reserves) => {
+                    let permit = Permit {
+                        limiter: limiter.clone(),
+                        ticket,
+                        reserves,
+                        unsettled: true,
+                    };
+                    return Ok((permit, seen));
+                }
+                Try::Refused(seen) => return Err(ticket.refusal(&seen)),
+                Try::Wait(_) | Try::Unavailable(_) => {}
+            }
+        }
         let admitted = limiter
             .send(Admit(ticket.clone()))
             .await
@@ -477,7 +500,13 @@ impl Permit {
     }
 
     fn finish(&mut self, tokens: f64) {
-        if std::mem::take(&mut self.unsettled) {
+        if !std::mem::take(&mut self.unsettled) {
+            return;
+        }
+        // Local counts need no actor either (see `acquire`); a settlement wakes the waiters.
+        if matches!(self.ticket.policy.backend, Backend::Local) {
+            settle_here(&self.ticket, tokens);
+        } else {
             self.limiter.do_send(Settle {
                 ticket: self.ticket.clone(),
                 reserves: std::mem::take(&mut self.reserves),

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use serde_json::Value;
 
@@ -47,11 +47,36 @@ impl Backend {
     }
 }
 
+/// One provider's windows in a policy, with the names of Kong's headers for each window
+/// (`x-ai-ratelimit-{limit,remaining,reset}-<size>-<provider>`), made once here rather than
+/// formatted and validated for every request.
+#[derive(Debug)]
+struct ProviderLimits {
+    provider: ProviderName,
+    windows: Vec<Window>,
+    headers: Arc<[WindowHeaders]>,
+}
+
+/// The limit, remaining and reset header names of one window.
+pub type WindowHeaders = [HeaderName; 3];
+
+fn window_headers(provider: ProviderName, window: &Window) -> Result<WindowHeaders, String> {
+    let name = |what: &str| {
+        let name = format!(
+            "x-ai-ratelimit-{what}-{}-{}",
+            window.size,
+            provider.as_str()
+        );
+        HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("{name}: {e}"))
+    };
+    Ok([name("limit")?, name("remaining")?, name("reset")?])
+}
+
 /// One compiled `ai-rate-limiting-advanced` instance.
 #[derive(Debug)]
 pub struct Policy {
     namespace: String,
-    limits: Vec<(ProviderName, Vec<Window>)>,
+    limits: Vec<ProviderLimits>,
     identifier: Identifier,
     header_name: Option<HeaderName>,
     path: Option<String>,
@@ -72,16 +97,25 @@ impl Policy {
         let limits = config
             .llm_providers
             .iter()
-            .filter_map(|p| {
-                let windows = p
+            .filter_map(|p| provider_by_name(&p.name).map(|provider| (provider, p)))
+            .map(|(provider, p)| {
+                let windows: Vec<Window> = p
                     .limit
                     .iter()
                     .zip(&p.window_size)
                     .map(|(&limit, &size)| Window { limit, size })
                     .collect();
-                provider_by_name(&p.name).map(|provider| (provider, windows))
+                let headers = windows
+                    .iter()
+                    .map(|w| window_headers(provider, w))
+                    .collect::<Result<_, _>>()?;
+                Ok(ProviderLimits {
+                    provider,
+                    windows,
+                    headers,
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let header_name = config
             .header_name
             .as_deref()
@@ -215,11 +249,12 @@ impl RouteLimits {
         let keys: Vec<Limited> = policy
             .limits
             .iter()
-            .filter(|(provider, _)| self.providers.contains(provider))
-            .map(|(provider, windows)| Limited {
-                provider: *provider,
-                key: format!("aigw:rl:{}:{}:{who}", policy.namespace, provider.as_str()),
-                windows: windows.clone(),
+            .filter(|p| self.providers.contains(&p.provider))
+            .map(|p| Limited {
+                provider: p.provider,
+                key: format!("aigw:rl:{}:{}:{who}", policy.namespace, p.provider.as_str()),
+                windows: p.windows.clone(),
+                headers: p.headers.clone(),
             })
             .collect();
         if keys.is_empty() {
@@ -291,6 +326,7 @@ pub struct Limited {
     pub provider: ProviderName,
     pub key: String,
     pub windows: Vec<Window>,
+    pub headers: Arc<[WindowHeaders]>,
 }
 
 /// One request's claim on the limits that apply to it.
@@ -330,18 +366,16 @@ impl Ticket {
         if self.policy.hide_client_headers {
             return Vec::new();
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(3 * self.keys.len());
         for (limited, seen) in self.keys.iter().zip(seen) {
-            for (w, s) in limited.windows.iter().zip(seen) {
-                let suffix = format!("{}-{}", w.size, limited.provider.as_str());
-                let remaining = (w.limit - s.used).max(0.0).floor();
-                for (name, value) in [
-                    ("limit", w.limit.floor()),
-                    ("remaining", remaining),
-                    ("reset", (s.reset_ms as f64 / 1000.0).ceil()),
-                ] {
-                    push(&mut out, &format!("x-ai-ratelimit-{name}-{suffix}"), value);
-                }
+            let windows = limited.windows.iter().zip(seen).zip(limited.headers.iter());
+            for ((w, s), [limit, remaining, reset]) in windows {
+                let left = (w.limit - s.used).max(0.0);
+                out.extend([
+                    (limit.clone(), whole(w.limit)),
+                    (remaining.clone(), whole(left)),
+                    (reset.clone(), HeaderValue::from(s.reset_ms.div_ceil(1000))),
+                ]);
             }
         }
         out
@@ -360,8 +394,11 @@ impl Ticket {
         }
         let retry = retry_ms.div_ceil(1000).max(1);
         let mut headers = self.headers(seen);
-        push(&mut headers, "retry-after", retry as f64);
-        push(&mut headers, "x-ai-ratelimit-retry-after", retry as f64);
+        headers.push((header::RETRY_AFTER, HeaderValue::from(retry)));
+        headers.push((
+            HeaderName::from_static("x-ai-ratelimit-retry-after"),
+            HeaderValue::from(retry),
+        ));
         let mut message = self.policy.error_message.clone();
         if !self.policy.hide_providers {
             let names: Vec<&str> = self.keys.iter().map(|k| k.provider.as_str()).collect();
@@ -375,13 +412,11 @@ impl Ticket {
     }
 }
 
-fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &str, value: f64) {
-    if let (Ok(name), Ok(value)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(&format!("{value}")),
-    ) {
-        out.push((name, value));
-    }
+/// A header count: the whole part of a non-negative amount (tokens, or cost in the
+/// configured unit), as Kong prints it.
+fn whole(amount: f64) -> HeaderValue {
+    // `as` saturates: no limit a user writes comes near u64::MAX.
+    HeaderValue::from(amount.floor() as u64)
 }
 
 /// A request the limits refused: Kong's `{"message": ...}` body with these headers.
