@@ -193,6 +193,22 @@ impl CompiledRoute {
     }
 }
 
+#[cfg(test)]
+impl CompiledRoute {
+    /// A route compiled from an `ai-proxy` config written as JSON, with 60 s timeouts, for
+    /// unit tests.
+    pub(crate) fn from_json(config: serde_json::Value) -> CompiledRoute {
+        let config: AiProxyConfig = serde_json::from_value(config).unwrap();
+        let t = Duration::from_secs(60);
+        let timeouts = Timeouts {
+            connect: t,
+            read: t,
+            write: t,
+        };
+        CompiledRoute::new("test", Arc::new(config), timeouts).unwrap()
+    }
+}
+
 /// One route's compiled AI plugin: one target for `ai-proxy`; for `ai-proxy-advanced` every
 /// target and the balancer that chooses among them.
 pub struct AiRoute {
