@@ -53,7 +53,7 @@ impl Translate for HuggingFace {
         Some("https://api-inference.huggingface.co:443".to_string())
     }
 
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+    fn from_config(config: &AiProxyConfig) -> Result<Self, super::DriverError> {
         let hf = config
             .model
             .options

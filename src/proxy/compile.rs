@@ -118,7 +118,7 @@ impl CompiledRoute {
         config: Arc<AiProxyConfig>,
         timeouts: Timeouts,
     ) -> Result<CompiledRoute, String> {
-        let driver = Driver::from_config(&config)?;
+        let driver = Driver::from_config(&config).map_err(|e| e.to_string())?;
         // Responses on a provider that only chats: translated to chat and back.
         let responses_translated = config.route_type == RouteType::Responses
             && !driver.supports(RouteType::Responses)

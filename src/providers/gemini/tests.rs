@@ -883,13 +883,15 @@ fn service_account_problems_are_config_errors_without_secrets() {
     };
     let err = Gemini::from_config(&config("{\"private_key\": \"SECRET\""))
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(!err.contains("SECRET"), "{err}");
     let err = Gemini::from_config(&config(
             r#"{"client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n"}"#,
         ))
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("private_key is not an RSA private key"),
         "{err}"
