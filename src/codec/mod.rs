@@ -14,6 +14,8 @@ pub mod eventstream;
 pub mod json_array;
 pub mod ndjson;
 pub mod sse;
+#[cfg(test)]
+pub(crate) mod test_kit;
 
 pub use eventstream::{
     encode_event, encode_exception, EventMessage, EventStreamDecoder, EventStreamError,
