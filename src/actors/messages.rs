@@ -131,8 +131,6 @@ pub struct Exchange {
 pub struct StreamEnd {
     /// Token counts the translator saw.
     pub usage: crate::providers::oai::Usage,
-    /// From the request's start to the first chunk for the client.
-    pub first_chunk: Option<Duration>,
     /// The stream reached its end marker (not cut by the provider, an error or the client).
     pub completed: bool,
 }

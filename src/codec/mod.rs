@@ -16,10 +16,3 @@ pub mod ndjson;
 pub mod sse;
 #[cfg(test)]
 pub(crate) mod test_kit;
-
-pub use eventstream::{
-    encode_event, encode_exception, EventMessage, EventStreamDecoder, EventStreamError,
-};
-pub use json_array::{JsonArrayDecoder, JsonArrayError, JsonArrayItem};
-pub use ndjson::NdjsonDecoder;
-pub use sse::{SseDecoder, SseEvent};

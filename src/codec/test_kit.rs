@@ -4,10 +4,10 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 
-use super::{
-    EventMessage, EventStreamDecoder, EventStreamError, JsonArrayDecoder, JsonArrayError,
-    JsonArrayItem, NdjsonDecoder, SseDecoder, SseEvent,
-};
+use super::eventstream::{EventMessage, EventStreamDecoder, EventStreamError};
+use super::json_array::{JsonArrayDecoder, JsonArrayError, JsonArrayItem};
+use super::ndjson::NdjsonDecoder;
+use super::sse::{SseDecoder, SseEvent};
 
 /// A decoder as its tests drive it.
 pub(crate) trait Decode {

@@ -9,24 +9,24 @@
 
 // Declared here rather than inside `providers!` so rustfmt (which does not look into macro
 // invocations) formats every provider module.
-pub mod anthropic;
-pub mod azure;
-pub mod bedrock;
-pub mod cohere;
-pub mod fields;
-pub mod gemini;
-pub mod huggingface;
-pub mod images;
-pub mod llama2;
-pub mod mistral;
+pub(crate) mod anthropic;
+pub(crate) mod azure;
+pub(crate) mod bedrock;
+pub(crate) mod cohere;
+pub(crate) mod fields;
+pub(crate) mod gemini;
+pub(crate) mod huggingface;
+pub(crate) mod images;
+pub(crate) mod llama2;
+pub(crate) mod mistral;
 pub mod oai;
 pub mod ollama;
 pub mod openai;
-pub mod relay;
-pub mod stream;
+pub(crate) mod relay;
+pub(crate) mod stream;
 #[cfg(test)]
 pub(crate) mod testkit;
-pub mod tgi;
+pub(crate) mod tgi;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};

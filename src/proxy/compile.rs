@@ -290,17 +290,6 @@ pub struct Snapshot {
     pub router: Router,
 }
 
-impl Snapshot {
-    pub fn empty() -> Snapshot {
-        Snapshot {
-            generation: 0,
-            routes: Vec::new(),
-            route_names: Vec::new(),
-            router: Router::default(),
-        }
-    }
-}
-
 /// The route's token limits, counted against the providers its targets call.
 fn limits_of(spec: &RouteSpec, route: &AiRoute) -> Result<Option<RouteLimits>, String> {
     let mut providers: Vec<ProviderName> = route.targets.iter().map(|t| t.provider).collect();

@@ -34,7 +34,7 @@ use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 mod stream;
-pub use stream::{AnthropicEvents, AnthropicStream};
+pub use stream::AnthropicStream;
 
 // ---------------------------------------------------------------------------------------------
 // Constants
