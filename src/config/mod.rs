@@ -15,3 +15,8 @@ pub(crate) mod prometheus;
 pub(crate) mod rate_limit;
 pub mod settings;
 pub(crate) mod validate;
+
+/// serde's `default` for the boolean settings that are on unless the file turns them off.
+pub(crate) fn default_true() -> bool {
+    true
+}
