@@ -281,7 +281,7 @@ pub(super) fn resolved(
     model: String,
     options: Arc<ModelOptions>,
     stream: bool,
-    request_id: String,
+    request_id: Arc<str>,
     created: u64,
 ) -> Resolved {
     Resolved {
@@ -391,7 +391,7 @@ pub fn prepare_upload(
     route: &CompiledRoute,
     client: &ClientRequest,
     upload: Upload,
-    request_id: String,
+    request_id: Arc<str>,
     created: u64,
 ) -> Result<(Prepared, Upload), GatewayError> {
     let route_type = route.route_type();

@@ -63,7 +63,7 @@ pub struct Resolved {
     pub stream: bool,
     pub include_usage: bool,
     pub client_query: String,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub created: u64,
     /// The client's format, for the answer's translation back.
     pub format: ClientFormat,
@@ -161,7 +161,7 @@ pub(super) struct PassThrough<'a> {
     pub body: Bytes,
     pub configured_model: Option<String>,
     pub options: Arc<ModelOptions>,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub created: u64,
 }
 
@@ -187,7 +187,7 @@ pub fn prepare(
     route: &CompiledRoute,
     client: &ClientRequest,
     body: Bytes,
-    request_id: String,
+    request_id: Arc<str>,
     created: u64,
 ) -> Result<Plan, GatewayError> {
     let config = &route.config;
