@@ -158,6 +158,31 @@ pub struct AssistantMessage {
     pub tool_calls: Vec<ToolCall>,
 }
 
+impl ChatChoice {
+    /// A choice with the assistant's content and tool calls (no reasoning, log probabilities
+    /// or stop sequence).
+    pub fn new(
+        index: u32,
+        content: Option<String>,
+        tool_calls: Vec<ToolCall>,
+        finish_reason: Option<FinishReason>,
+    ) -> Self {
+        ChatChoice {
+            index,
+            message: AssistantMessage {
+                role: "assistant",
+                content,
+                reasoning_content: None,
+                thinking_blocks: Vec::new(),
+                tool_calls,
+            },
+            finish_reason,
+            logprobs: None,
+            stop_reason: None,
+        }
+    }
+}
+
 impl ChatCompletion {
     /// Sets the reasoning of the (single) choice: its text and the signed blocks.
     pub fn with_reasoning(mut self, reasoning: String, blocks: Vec<Value>) -> Self {
@@ -181,19 +206,7 @@ impl ChatCompletion {
             object: "chat.completion",
             created: meta.created,
             model: meta.model.clone(),
-            choices: vec![ChatChoice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content,
-                    reasoning_content: None,
-                    thinking_blocks: Vec::new(),
-                    tool_calls,
-                },
-                finish_reason,
-                logprobs: None,
-                stop_reason: None,
-            }],
+            choices: vec![ChatChoice::new(0, content, tool_calls, finish_reason)],
             usage,
         }
     }
