@@ -91,12 +91,15 @@ pub fn write_event(out: &mut BytesMut, value: &impl Serialize) {
 pub fn write_raw_event(out: &mut BytesMut, data: &[u8]) {
     out.reserve(data.len() + 8);
     // Data spanning several lines needs a `data: ` prefix on each (SSE framing).
-    for line in data.split(|&b| b == b'\n') {
+    let mut rest = data;
+    while let Some(end) = memchr::memchr(b'\n', rest) {
         out.put_slice(b"data: ");
-        out.put_slice(line);
-        out.put_slice(b"\n");
+        out.put_slice(&rest[..=end]);
+        rest = &rest[end + 1..];
     }
-    out.put_slice(b"\n");
+    out.put_slice(b"data: ");
+    out.put_slice(rest);
+    out.put_slice(b"\n\n");
 }
 
 /// Appends the stream terminator.

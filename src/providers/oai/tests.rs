@@ -3,6 +3,18 @@ use serde_json::Value;
 
 use super::*;
 
+#[test]
+fn raw_events_frame_every_data_line() {
+    let framed = |data: &str| {
+        let mut out = BytesMut::new();
+        write_raw_event(&mut out, data.as_bytes());
+        String::from_utf8(out.to_vec()).unwrap()
+    };
+    assert_eq!(framed("{\"a\":1}"), "data: {\"a\":1}\n\n");
+    assert_eq!(framed("one\ntwo\n"), "data: one\ndata: two\ndata: \n\n");
+    assert_eq!(framed(""), "data: \n\n");
+}
+
 fn events(buf: &BytesMut) -> Vec<Value> {
     std::str::from_utf8(buf)
         .unwrap()
