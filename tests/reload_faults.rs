@@ -56,16 +56,7 @@ fn reload_while_upstreams_are_slow_changes_nothing_in_flight() {
             chat_body("slow", false).to_string().as_bytes(),
         )
     });
-    let stream = std::thread::spawn(move || {
-        let mut conn = RawConn::post(
-            port,
-            "/chat",
-            &[("x-mock-fault", "chunk_delay=300,chunks=4")],
-            chat_body("slow stream", true).to_string().as_bytes(),
-        );
-        conn.read_to_end();
-        conn.response()
-    });
+    let stream = RawConn::slow_stream(port, "chunk_delay=300,chunks=4", "slow stream");
     assert!(poll_until(Duration::from_secs(10), || mock_stats(&mock)
         ["requests"]
         == 2));
@@ -79,7 +70,7 @@ fn reload_while_upstreams_are_slow_changes_nothing_in_flight() {
     let plain = plain.join().unwrap();
     assert_eq!(plain.status, 200, "{}", plain.text());
     assert_eq!(plain.header("x-kong-llm-model"), Some("openai/model-one"));
-    let stream = stream.join().unwrap();
+    let stream = stream.join().unwrap().response();
     assert_eq!(stream.status, 200);
     assert_eq!(stream.header("x-kong-llm-model"), Some("openai/model-one"));
     assert_eq!(sse_content(&stream.text()), "w1 w2 w3 w4");

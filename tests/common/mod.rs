@@ -604,6 +604,19 @@ impl RawConn {
         }
     }
 
+    /// Streams a chat answer from `/chat` on another thread, slowed by the mock's `fault`
+    /// (`chunk_delay=...,chunks=...`), and gives the connection once the stream has ended.
+    pub fn slow_stream(port: u16, fault: &str, content: &str) -> std::thread::JoinHandle<RawConn> {
+        let fault = fault.to_string();
+        let body = chat_body(content, true).to_string();
+        std::thread::spawn(move || {
+            let mut conn =
+                RawConn::post(port, "/chat", &[("x-mock-fault", &fault)], body.as_bytes());
+            conn.read_to_end();
+            conn
+        })
+    }
+
     /// Reads to the end of the connection.
     pub fn read_to_end(&mut self) -> Vec<u8> {
         let _ = self.stream.read_to_end(&mut self.received);
