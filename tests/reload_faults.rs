@@ -44,18 +44,7 @@ fn reload_while_upstreams_are_slow_changes_nothing_in_flight() {
     let path = write_deck(&chat_route(mock.port, "model-one"));
     let (gw, status) = start_gateway_with_status(&path, &[]);
     let port = gw.port;
-    let plain = std::thread::spawn(move || {
-        request(
-            port,
-            "POST",
-            "/chat",
-            &[
-                ("content-type", "application/json"),
-                ("x-mock-fault", "delay=1500"),
-            ],
-            chat_body("slow", false).to_string().as_bytes(),
-        )
-    });
+    let plain = slow_request(port, "delay=1500", "slow");
     let stream = RawConn::slow_stream(port, "chunk_delay=300,chunks=4", "slow stream");
     assert!(poll_until(Duration::from_secs(10), || mock_stats(&mock)
         ["requests"]

@@ -56,18 +56,7 @@ fn sigterm_lets_in_flight_streams_and_requests_finish_then_exits_0() {
     let (mock, mut gw) = setup(10_000);
     let port = gw.port;
     let stream = RawConn::slow_stream(port, "chunk_delay=400,chunks=5", "in flight");
-    let plain = std::thread::spawn(move || {
-        request(
-            port,
-            "POST",
-            "/chat",
-            &[
-                ("content-type", "application/json"),
-                ("x-mock-fault", "delay=1500"),
-            ],
-            chat_body("slow answer", false).to_string().as_bytes(),
-        )
-    });
+    let plain = slow_request(port, "delay=1500", "slow answer");
     assert!(poll_until(Duration::from_secs(10), || mock_stats(&mock)
         ["requests"]
         == 2));
