@@ -20,7 +20,6 @@ pub struct Gateway {
     pub server: Server,
     pub addrs: Vec<SocketAddr>,
     pub config: Addr<ConfigActor>,
-    pub shared: SharedSnapshot,
 }
 
 /// Loads the decK file and starts the proxy listener and the config actor on the current
@@ -63,7 +62,6 @@ pub fn start(settings: Settings) -> Result<Gateway, StartError> {
         server,
         addrs,
         config,
-        shared,
     })
 }
 

@@ -30,11 +30,14 @@ use crate::status::REQUESTS_IN_FLIGHT;
 use crate::worker::WorkerState;
 
 /// Request ids: a per-process random prefix plus a counter (cheaper than a UUID per request).
-fn next_request_id() -> String {
+fn next_request_id() -> Arc<str> {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
-    format!("{prefix}{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    Arc::from(format!(
+        "{prefix}{:x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// One request inside the handler: counted in flight, and given its access line (499) if actix
@@ -191,7 +194,7 @@ async fn handle(
     req: &HttpRequest,
     payload: web::Payload,
     state: &WorkerState,
-    request_id: String,
+    request_id: Arc<str>,
     started: Instant,
     access: &mut AccessInfo,
 ) -> Result<HttpResponse, GatewayError> {

@@ -2,24 +2,24 @@
 //!
 //! The module tree is public so integration tests can drive the real app in-process.
 
-pub mod actors;
-pub mod app;
+pub(crate) mod actors;
+pub(crate) mod app;
 pub mod cli;
-pub mod codec;
+pub(crate) mod codec;
 pub mod config;
-pub mod error;
-pub mod formats;
-pub mod handler;
-pub mod key_auth;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod mock;
+pub(crate) mod error;
+pub(crate) mod formats;
+pub(crate) mod handler;
+pub(crate) mod key_auth;
+pub(crate) mod limits;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod mock;
 pub(crate) mod panic_guard;
 pub mod providers;
 pub mod proxy;
-pub mod router;
-pub mod signals;
-pub mod status;
-pub mod telemetry;
-pub mod worker;
+pub(crate) mod router;
+pub(crate) mod signals;
+pub(crate) mod status;
+pub(crate) mod telemetry;
+pub(crate) mod worker;

@@ -479,14 +479,7 @@ mod tests {
             "route_type": "llm/v1/chat",
             "model": {"provider": provider, "name": "m", "options": options}
         });
-        let t = Duration::from_secs(60);
-        let timeouts = crate::proxy::compile::Timeouts {
-            connect: t,
-            read: t,
-            write: t,
-        };
-        let config = serde_json::from_value(config).unwrap();
-        CompiledRoute::new("test", std::sync::Arc::new(config), timeouts).unwrap()
+        CompiledRoute::from_json(config)
     }
 
     #[test]

@@ -44,28 +44,8 @@ fn reload_while_upstreams_are_slow_changes_nothing_in_flight() {
     let path = write_deck(&chat_route(mock.port, "model-one"));
     let (gw, status) = start_gateway_with_status(&path, &[]);
     let port = gw.port;
-    let plain = std::thread::spawn(move || {
-        request(
-            port,
-            "POST",
-            "/chat",
-            &[
-                ("content-type", "application/json"),
-                ("x-mock-fault", "delay=1500"),
-            ],
-            chat_body("slow", false).to_string().as_bytes(),
-        )
-    });
-    let stream = std::thread::spawn(move || {
-        let mut conn = RawConn::post(
-            port,
-            "/chat",
-            &[("x-mock-fault", "chunk_delay=300,chunks=4")],
-            chat_body("slow stream", true).to_string().as_bytes(),
-        );
-        conn.read_to_end();
-        conn.response()
-    });
+    let plain = slow_request(port, "delay=1500", "slow");
+    let stream = RawConn::slow_stream(port, "chunk_delay=300,chunks=4", "slow stream");
     assert!(poll_until(Duration::from_secs(10), || mock_stats(&mock)
         ["requests"]
         == 2));
@@ -79,7 +59,7 @@ fn reload_while_upstreams_are_slow_changes_nothing_in_flight() {
     let plain = plain.join().unwrap();
     assert_eq!(plain.status, 200, "{}", plain.text());
     assert_eq!(plain.header("x-kong-llm-model"), Some("openai/model-one"));
-    let stream = stream.join().unwrap();
+    let stream = stream.join().unwrap().response();
     assert_eq!(stream.status, 200);
     assert_eq!(stream.header("x-kong-llm-model"), Some("openai/model-one"));
     assert_eq!(sse_content(&stream.text()), "w1 w2 w3 w4");

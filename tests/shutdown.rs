@@ -55,28 +55,8 @@ fn new_request_served(port: u16) -> bool {
 fn sigterm_lets_in_flight_streams_and_requests_finish_then_exits_0() {
     let (mock, mut gw) = setup(10_000);
     let port = gw.port;
-    let stream = std::thread::spawn(move || {
-        let mut conn = RawConn::post(
-            port,
-            "/chat",
-            &[("x-mock-fault", "chunk_delay=400,chunks=5")],
-            chat_body("in flight", true).to_string().as_bytes(),
-        );
-        conn.read_to_end();
-        conn.response()
-    });
-    let plain = std::thread::spawn(move || {
-        request(
-            port,
-            "POST",
-            "/chat",
-            &[
-                ("content-type", "application/json"),
-                ("x-mock-fault", "delay=1500"),
-            ],
-            chat_body("slow answer", false).to_string().as_bytes(),
-        )
-    });
+    let stream = RawConn::slow_stream(port, "chunk_delay=400,chunks=5", "in flight");
+    let plain = slow_request(port, "delay=1500", "slow answer");
     assert!(poll_until(Duration::from_secs(10), || mock_stats(&mock)
         ["requests"]
         == 2));
@@ -87,7 +67,7 @@ fn sigterm_lets_in_flight_streams_and_requests_finish_then_exits_0() {
         poll_until(Duration::from_secs(3), || !new_request_served(port)),
         "still accepting after SIGTERM"
     );
-    let stream = stream.join().unwrap();
+    let stream = stream.join().unwrap().response();
     assert_eq!(stream.status, 200);
     let text = stream.text();
     assert_eq!(sse_content(&text), "w1 w2 w3 w4 w5", "{text}");
@@ -125,16 +105,7 @@ fn sigint_on_an_idle_gateway_exits_0_promptly() {
 fn streams_longer_than_the_grace_period_do_not_hold_the_exit() {
     let (mock, mut gw) = setup(1000);
     let port = gw.port;
-    let stream = std::thread::spawn(move || {
-        let mut conn = RawConn::post(
-            port,
-            "/chat",
-            &[("x-mock-fault", "chunk_delay=20000,chunks=3")],
-            chat_body("endless", true).to_string().as_bytes(),
-        );
-        conn.read_to_end();
-        conn.text()
-    });
+    let stream = RawConn::slow_stream(port, "chunk_delay=20000,chunks=3", "endless");
     assert!(poll_until(Duration::from_secs(10), || mock_stats(&mock)
         ["open_streams"]
         == 1));
@@ -149,7 +120,7 @@ fn streams_longer_than_the_grace_period_do_not_hold_the_exit() {
     );
     // The client is not left hanging either: the connection closes, and the missing
     // `[DONE]` (and last chunk) tells it the answer was cut.
-    let text = stream.join().unwrap();
+    let text = stream.join().unwrap().text();
     assert!(text.contains("data: "), "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
     assert!(poll_until(Duration::from_secs(3), || mock_stats(&mock)

@@ -22,7 +22,8 @@ use crate::proxy::upload::Upload;
 /// What the access log line of a request says, gathered along the way.
 #[derive(Clone)]
 pub struct AccessInfo {
-    pub request_id: String,
+    /// Shared: every attempt, stream and log line of the request names it.
+    pub request_id: Arc<str>,
     pub route: Arc<str>,
     pub provider: &'static str,
     pub model: String,
@@ -44,7 +45,7 @@ pub struct AccessInfo {
 pub struct Proxy {
     pub client: ClientRequest,
     pub body: RequestBody,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub started: Instant,
     /// Who key-auth says is calling (empty without key-auth).
     pub identity: Identity,
@@ -131,8 +132,6 @@ pub struct Exchange {
 pub struct StreamEnd {
     /// Token counts the translator saw.
     pub usage: crate::providers::oai::Usage,
-    /// From the request's start to the first chunk for the client.
-    pub first_chunk: Option<Duration>,
     /// The stream reached its end marker (not cut by the provider, an error or the client).
     pub completed: bool,
     /// The model the answer names, for traces (read only when tracing is on).

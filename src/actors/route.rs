@@ -110,7 +110,7 @@ pub const X_KONG_LLM_TRIED: &str = "x-kong-llm-tried";
 struct AttemptInput<'a> {
     client: &'a ClientRequest,
     body: RequestBody,
-    request_id: &'a str,
+    request_id: &'a Arc<str>,
     started: Instant,
     route_name: &'a Arc<str>,
     tried: Option<Arc<str>>,
@@ -147,7 +147,7 @@ async fn call(
     span: Option<&AttemptSpan>,
 ) -> Result<ProxyReply, GatewayError> {
     let mut access = AccessInfo {
-        request_id: input.request_id.to_string(),
+        request_id: input.request_id.clone(),
         route: input.route_name.clone(),
         provider: target.provider.as_str(),
         model: String::new(),
@@ -165,7 +165,7 @@ async fn call(
     // any client header and is on the request Bedrock's SigV4 signs.
     let traced = span.map(|span| span.inject(input.client));
     let client = traced.as_ref().unwrap_or(input.client);
-    let request_id = input.request_id.to_string();
+    let request_id = input.request_id.clone();
     let (plan, upload) = match input.body {
         RequestBody::Full(body) => {
             let prepared = panic_guard::catch("request translation", || {
@@ -654,14 +654,14 @@ impl Balanced {
 
     fn access(
         &self,
-        request_id: &str,
+        request_id: &Arc<str>,
         started: Instant,
         target: usize,
         entries: &[String],
     ) -> AccessInfo {
         let compiled = &self.route.targets[target];
         AccessInfo {
-            request_id: request_id.to_string(),
+            request_id: request_id.clone(),
             route: self.route_name.clone(),
             provider: compiled.provider.as_str(),
             model: compiled.config.model.name.clone().unwrap_or_default(),
@@ -706,7 +706,7 @@ impl Balanced {
 
     /// Every target is excluded by the circuit breaker: 503 naming the route, with the time
     /// until the first target is probed again.
-    fn no_target(&self, request_id: &str, started: Instant) -> ProxyReply {
+    fn no_target(&self, request_id: &Arc<str>, started: Instant) -> ProxyReply {
         let e = GatewayError::NoAvailableTarget {
             route: self.route_name.to_string(),
         };

@@ -177,7 +177,6 @@ impl Actor for StreamActor {
         if let Some(on_end) = self.on_end.take() {
             let _ = on_end.send(StreamEnd {
                 usage,
-                first_chunk: self.first_chunk,
                 completed: self.outcome == StreamOutcome::Completed,
                 model: self.model.take(),
             });

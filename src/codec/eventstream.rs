@@ -177,6 +177,7 @@ pub fn encode_exception(exception_type: &str, body: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::test_kit::{self, chunk_at};
     use proptest::prelude::*;
 
     const BEDROCK: &[u8] = include_bytes!(concat!(
@@ -225,12 +226,7 @@ mod tests {
     fn decode_chunks<'a>(
         chunks: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Vec<EventMessage>, EventStreamError> {
-        let mut decoder = EventStreamDecoder::new();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            decoder.feed(chunk, &mut out)?;
-        }
-        Ok(out)
+        test_kit::decode_chunks::<EventStreamDecoder>(chunks)
     }
 
     fn decode(input: &[u8]) -> Result<Vec<EventMessage>, EventStreamError> {
@@ -423,19 +419,6 @@ mod tests {
             EventStreamError("x".to_owned()).to_string(),
             "invalid event stream: x"
         );
-    }
-
-    fn chunk_at(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            chunks.push(input[start..cut].to_vec());
-            start = cut;
-        }
-        chunks.push(input[start..].to_vec());
-        chunks
     }
 
     /// Feeds every chunk, stopping at the first error, and reports what came out.

@@ -247,6 +247,7 @@ impl JsonArrayDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::test_kit::{self, chunk_at};
     use proptest::prelude::*;
 
     const GEMINI: &[u8] = include_bytes!(concat!(
@@ -281,12 +282,7 @@ mod tests {
     fn decode_chunks<'a>(
         chunks: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Vec<JsonArrayItem>, JsonArrayError> {
-        let mut decoder = JsonArrayDecoder::new();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            decoder.feed(chunk, &mut out)?;
-        }
-        Ok(out)
+        test_kit::decode_chunks::<JsonArrayDecoder>(chunks)
     }
 
     fn decode(input: &[u8]) -> Result<Vec<JsonArrayItem>, JsonArrayError> {
@@ -438,19 +434,6 @@ mod tests {
         let mut out = Vec::new();
         assert!(decoder.feed(b"[1,{\"a\":2}}", &mut out).is_err());
         assert_eq!(out, vec![elem("1"), elem("{\"a\":2}")]);
-    }
-
-    fn chunk_at(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            chunks.push(input[start..cut].to_vec());
-            start = cut;
-        }
-        chunks.push(input[start..].to_vec());
-        chunks
     }
 
     /// Arbitrary JSON values, serialized with random spacing by the caller.

@@ -14,10 +14,5 @@ pub mod eventstream;
 pub mod json_array;
 pub mod ndjson;
 pub mod sse;
-
-pub use eventstream::{
-    encode_event, encode_exception, EventMessage, EventStreamDecoder, EventStreamError,
-};
-pub use json_array::{JsonArrayDecoder, JsonArrayError, JsonArrayItem};
-pub use ndjson::NdjsonDecoder;
-pub use sse::{SseDecoder, SseEvent};
+#[cfg(test)]
+pub(crate) mod test_kit;

@@ -57,15 +57,11 @@ fn push_trimmed(line: Bytes, out: &mut Vec<Bytes>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::test_kit::{self, chunk_at};
     use proptest::prelude::*;
 
     fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Bytes> {
-        let mut decoder = NdjsonDecoder::new();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            decoder.feed(chunk, &mut out);
-        }
-        decoder.finish(&mut out);
+        let Ok(out) = test_kit::decode_chunks::<NdjsonDecoder>(chunks);
         out
     }
 
@@ -170,19 +166,6 @@ mod tests {
     #[test]
     fn byte_by_byte_matches_one_shot() {
         assert_eq!(decode_chunks(STREAM.chunks(1)), stream_expected());
-    }
-
-    fn chunk_at(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            chunks.push(input[start..cut].to_vec());
-            start = cut;
-        }
-        chunks.push(input[start..].to_vec());
-        chunks
     }
 
     proptest! {

@@ -176,6 +176,7 @@ fn set_field(slot: &mut Option<String>, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::test_kit::{self, chunk_at};
     use proptest::prelude::*;
 
     fn ev(event: Option<&str>, data: &str, id: Option<&str>) -> SseEvent {
@@ -187,12 +188,7 @@ mod tests {
     }
 
     fn decode_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<SseEvent> {
-        let mut decoder = SseDecoder::new();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            decoder.feed(chunk, &mut out);
-        }
-        decoder.finish(&mut out);
+        let Ok(out) = test_kit::decode_chunks::<SseDecoder>(chunks);
         out
     }
 
@@ -440,20 +436,6 @@ mod tests {
     #[test]
     fn byte_by_byte_matches_one_shot() {
         assert_eq!(decode_chunks(MIXED.chunks(1)), mixed_expected());
-    }
-
-    /// Splits `input` at the given (unsorted, possibly out of range) positions.
-    fn chunk_at(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
-        cuts.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        for cut in cuts {
-            chunks.push(input[start..cut].to_vec());
-            start = cut;
-        }
-        chunks.push(input[start..].to_vec());
-        chunks
     }
 
     proptest! {

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::default_true;
+
 /// Kong 3.13 raised the default from 8 KiB to 1 MiB; the old default rejects ordinary long chats.
 pub const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 1024 * 1024;
 pub const DEFAULT_AZURE_API_VERSION: &str = "2023-05-15";
@@ -280,12 +282,8 @@ pub enum DroppedFields {
     Reject,
 }
 
-fn default_body_size() -> u64 {
+pub(crate) fn default_body_size() -> u64 {
     DEFAULT_MAX_REQUEST_BODY_SIZE
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// Credentials. `Debug` is written by hand so secrets never reach a log line.

@@ -10,9 +10,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ai_proxy::{
-    AiProxyConfig, AuthConfig, DroppedFields, LlmFormat, LoggingConfig, ModelConfig,
-    ResponseStreaming, RouteType, DEFAULT_MAX_REQUEST_BODY_SIZE,
+    default_body_size, AiProxyConfig, AuthConfig, DroppedFields, LlmFormat, LoggingConfig,
+    ModelConfig, ResponseStreaming, RouteType,
 };
+use super::default_true;
 
 pub const DEFAULT_HASH_HEADER: &str = "X-Kong-LLM-Request-ID";
 
@@ -214,12 +215,6 @@ impl Default for BalancerConfig {
     }
 }
 
-fn default_body_size() -> u64 {
-    DEFAULT_MAX_REQUEST_BODY_SIZE
-}
-fn default_true() -> bool {
-    true
-}
 fn default_weight() -> u32 {
     100
 }

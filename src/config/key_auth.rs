@@ -4,14 +4,11 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::default_true;
 use crate::config::problem::{field, item, Problems};
 
 fn default_key_names() -> Vec<String> {
     vec!["apikey".to_string()]
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -25,14 +22,14 @@ pub struct KeyAuthConfig {
     pub hide_credentials: bool,
     /// A consumer (username or id) that unauthenticated requests run as instead of a 401.
     pub anonymous: Option<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub key_in_header: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub key_in_query: bool,
     #[serde(default)]
     pub key_in_body: bool,
     /// Accepted for compatibility: this gateway answers no CORS preflight itself.
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub run_on_preflight: bool,
     /// The realm of the `WWW-Authenticate` header on 401s (Kong's default is `kong`).
     pub realm: Option<String>,

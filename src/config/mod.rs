@@ -5,13 +5,18 @@
 //! field path, giving an immutable [`load::GatewayConfig`].
 
 pub mod ai_proxy;
-pub mod ai_proxy_advanced;
+pub(crate) mod ai_proxy_advanced;
 pub mod deck;
-pub mod env_subst;
+pub(crate) mod env_subst;
 pub mod key_auth;
 pub mod load;
-pub mod problem;
-pub mod prometheus;
-pub mod rate_limit;
+pub(crate) mod problem;
+pub(crate) mod prometheus;
+pub(crate) mod rate_limit;
 pub mod settings;
-pub mod validate;
+pub(crate) mod validate;
+
+/// serde's `default` for the boolean settings that are on unless the file turns them off.
+pub(crate) fn default_true() -> bool {
+    true
+}

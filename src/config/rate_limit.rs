@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::ai_proxy::ProviderName;
+use crate::config::default_true;
 use crate::config::problem::{field, item, Problems};
 
 pub const DEFAULT_ERROR_MESSAGE: &str = "AI token rate limit exceeded for provider(s): ";
@@ -20,10 +21,6 @@ fn default_error_message() -> String {
 
 fn default_wait_timeout() -> u64 {
     10_000
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,7 +55,7 @@ pub struct RateLimitConfig {
     pub retry_after_jitter_max: u64,
     pub redis: Option<RedisConfig>,
     /// Kong `rate-limiting`'s name: with Redis unreachable, serve (true, logged) or answer 503.
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub fault_tolerant: bool,
     /// How long (ms) a request waits while the window's remaining budget is committed to
     /// requests in flight, before it is refused.

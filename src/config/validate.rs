@@ -15,6 +15,7 @@ use crate::config::ai_proxy_advanced::{
 };
 use crate::config::deck::{DeckRoute, DeckService};
 use crate::config::problem::{field, item, Problems};
+use crate::providers::{Driver, DriverError};
 
 /// Kong's service timeouts are integers between 1 and 2^31 - 2 milliseconds.
 const MAX_TIMEOUT_MS: u64 = 2_147_483_646;
@@ -104,57 +105,11 @@ pub(crate) fn check_ai_proxy(config: &AiProxyConfig, path: &str, problems: &mut 
         );
     }
 
-    let mut require = |present: bool, option: &str, reason: &str| {
-        if !present {
-            problems.push(
-                field(&options_path, option),
-                format!("must set 'model.options.{option}' for {reason}"),
-            );
+    // The provider's own required options, at their field paths.
+    if let Err(DriverError::Missing(missing)) = Driver::from_config(config) {
+        for m in missing {
+            problems.push(field(&options_path, m.option), m.to_string());
         }
-    };
-    match provider {
-        ProviderName::Llama2 => {
-            require(
-                options.is_some_and(|o| o.llama2_format.is_some()),
-                "llama2_format",
-                "llama2 provider",
-            );
-            require(
-                options.is_some_and(|o| o.upstream_url.is_some()),
-                "upstream_url",
-                "self-hosted providers/models",
-            );
-        }
-        ProviderName::Mistral => require(
-            options.is_some_and(|o| o.mistral_format.is_some()),
-            "mistral_format",
-            "mistral provider",
-        ),
-        ProviderName::Anthropic => require(
-            options.is_some_and(|o| o.anthropic_version.is_some()),
-            "anthropic_version",
-            "anthropic provider",
-        ),
-        ProviderName::Azure => {
-            require(
-                options.is_some_and(|o| o.azure_instance.is_some()),
-                "azure_instance",
-                "azure provider",
-            );
-            // Without an options block the version takes its default, which satisfies the rule;
-            // only an explicit `azure_api_version: null` can break it.
-            require(
-                options.is_none_or(|o| o.azure_api_version.is_some()),
-                "azure_api_version",
-                "azure provider",
-            );
-            require(
-                options.is_some_and(|o| o.azure_deployment_id.is_some()),
-                "azure_deployment_id",
-                "azure provider",
-            );
-        }
-        _ => {}
     }
 
     if provider == ProviderName::Anthropic

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod native;
+pub mod reencode;
 pub mod responses;
 
 use crate::config::ai_proxy::{LlmFormat, ProviderName};

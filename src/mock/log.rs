@@ -14,7 +14,7 @@ use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
-        Mutex, OnceLock,
+        Mutex,
     },
 };
 
@@ -55,14 +55,6 @@ impl MockState {
             Ok(v) if !v.is_empty() && v != "0" => MockState::default(),
             _ => MockState::new(),
         }
-    }
-
-    /// The process-wide state behind [`super::configure`].
-    pub(crate) fn global() -> web::Data<MockState> {
-        static GLOBAL: OnceLock<web::Data<MockState>> = OnceLock::new();
-        GLOBAL
-            .get_or_init(|| web::Data::new(MockState::from_env()))
-            .clone()
     }
 
     /// Counts a request and, when recording, logs it. `body` is the already-parsed JSON body.

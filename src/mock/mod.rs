@@ -62,14 +62,6 @@ const MAX_BODY_BYTES: usize = 64 << 20;
 /// the shutdown for actix's default 30 s.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 1;
 
-/// Adds every mock route to an actix-web app.
-///
-/// Apps configured this way share one process-wide request log and counters, so several workers
-/// built from the same factory report together. [`start`] gives each server its own.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    configure_with(cfg, MockState::global());
-}
-
 /// Starts the mock on `listen` with `workers` workers and returns the running server (not
 /// awaited) and the bound address (listen may use port 0).
 pub fn start(listen: &str, workers: usize) -> std::io::Result<(Server, SocketAddr)> {
@@ -92,7 +84,8 @@ pub fn start(listen: &str, workers: usize) -> std::io::Result<(Server, SocketAdd
     Ok((server.run(), addr))
 }
 
-/// [`configure`] with an explicit state, so each server (and each test) can have its own log.
+/// Adds every mock route to an actix-web app, with its own state: each server (and each test)
+/// has its own request log and counters.
 pub(crate) fn configure_with(cfg: &mut web::ServiceConfig, state: web::Data<MockState>) {
     cfg.app_data(state)
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))

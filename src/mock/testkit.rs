@@ -16,7 +16,7 @@ use actix_web::{
 };
 use serde_json::Value;
 
-use super::{configure, configure_with, fault, log::MockState};
+use super::{configure_with, fault, log::MockState};
 
 /// A response as the tests look at it.
 pub(crate) struct Got {
@@ -49,7 +49,7 @@ impl Got {
     }
 }
 
-/// `POST path` with a JSON body and an optional `x-mock-fault`, through [`configure`].
+/// `POST path` with a JSON body and an optional `x-mock-fault`, through [`send`].
 pub(crate) async fn post_json(path: &str, body: &Value, faults: Option<&str>) -> Got {
     let mut req = TestRequest::post().uri(path).set_json(body);
     if let Some(faults) = faults {
@@ -58,10 +58,10 @@ pub(crate) async fn post_json(path: &str, body: &Value, faults: Option<&str>) ->
     send(req).await
 }
 
-/// Sends through an app built with the public [`configure`].
+/// Sends through an app with a state of its own, as a mock server started from the
+/// environment has.
 pub(crate) async fn send(req: TestRequest) -> Got {
-    let app = test::init_service(App::new().configure(configure)).await;
-    collect(test::call_service(&app, req.to_request()).await).await
+    send_with(&web::Data::new(MockState::from_env()), req).await
 }
 
 /// Sends through an app with its own state, for tests that read the log or the counters.

@@ -5,7 +5,10 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::openai::{self, PassthroughStream};
-use super::{with_query, ApiEndpoint, RequestCtx, StreamTranslate, Translate, Translated};
+use super::{
+    with_query, ApiEndpoint, DriverError, RequestCtx, Required, StreamTranslate, Translate,
+    Translated,
+};
 use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
@@ -26,8 +29,17 @@ impl Translate for Azure {
         )
     }
 
-    fn from_config(_config: &AiProxyConfig) -> Result<Self, String> {
-        Ok(Azure)
+    fn from_config(config: &AiProxyConfig) -> Result<Self, DriverError> {
+        let mut required = Required::new(config);
+        required.option("azure_instance", |o| o.azure_instance.as_ref());
+        // Without an options block the version takes its default, which satisfies the rule;
+        // only an explicit `azure_api_version: null` can break it.
+        let options = config.model.options.as_ref();
+        if options.is_some_and(|o| o.azure_api_version.is_none()) {
+            required.missing("azure_api_version");
+        }
+        required.option("azure_deployment_id", |o| o.azure_deployment_id.as_ref());
+        required.finish(Some(Azure))
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {

@@ -42,7 +42,7 @@ impl Translate for Cohere {
         Some(DEFAULT_BASE.to_string())
     }
 
-    fn from_config(_config: &AiProxyConfig) -> Result<Self, String> {
+    fn from_config(_config: &AiProxyConfig) -> Result<Self, super::DriverError> {
         Ok(Cohere)
     }
 

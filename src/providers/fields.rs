@@ -185,6 +185,7 @@ pub fn dropped(column: Column, model: &str, body: &Map<String, Value>) -> Vec<St
     out
 }
 
+#[cfg(test)]
 /// The README's mapping table.
 pub fn markdown_table() -> String {
     let mut out = String::from("| field |");

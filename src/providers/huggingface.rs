@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::oai::{
-    arguments_string, AssistantMessage, ChatChoice, ChatCompletion, ChatRequest, ChunkBuilder,
-    EmbeddingList, FinishReason, TextCompletion, ToolCall, Usage,
+    arguments_string, ChatChoice, ChatCompletion, ChatRequest, ChunkBuilder, EmbeddingList,
+    FinishReason, TextCompletion, ToolCall, Usage,
 };
 use super::stream::{DecodedStream, EventTranslate};
 use super::{
@@ -53,7 +53,7 @@ impl Translate for HuggingFace {
         Some("https://api-inference.huggingface.co:443".to_string())
     }
 
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+    fn from_config(config: &AiProxyConfig) -> Result<Self, super::DriverError> {
         let hf = config
             .model
             .options
@@ -380,19 +380,8 @@ fn chat_response(ctx: &RequestCtx<'_>, v: Value) -> Result<(Vec<u8>, Usage), Str
                 .finish_reason
                 .unwrap_or(tgi::Finish::Stop)
                 .openai(!tool_calls.is_empty());
-            ChatChoice {
-                index: choice.index.unwrap_or(i as u32),
-                message: AssistantMessage {
-                    role: "assistant",
-                    content,
-                    reasoning_content: None,
-                    thinking_blocks: Vec::new(),
-                    tool_calls,
-                },
-                finish_reason: Some(finish),
-                logprobs: None,
-                stop_reason: None,
-            }
+            let index = choice.index.unwrap_or(i as u32);
+            ChatChoice::new(index, content, tool_calls, Some(finish))
         })
         .collect();
     let completion = ChatCompletion {

@@ -15,8 +15,8 @@ use super::openai::{self, PassthroughStream};
 use super::stream::{DecodedStream, EventTranslate};
 use super::tgi::TokenEvent;
 use super::{
-    default_routes, required_option, self_hosted_url, RequestCtx, StreamError, StreamTranslate,
-    Translate, Translated,
+    default_routes, self_hosted_url, DriverError, RequestCtx, Required, StreamError,
+    StreamTranslate, Translate, Translated,
 };
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, Llama2Format, RouteType};
@@ -29,9 +29,13 @@ pub struct Llama2 {
 }
 
 impl Translate for Llama2 {
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
-        let format = required_option(config, "llama2_format", |o| o.llama2_format)?;
-        Ok(Llama2 { format })
+    fn from_config(config: &AiProxyConfig) -> Result<Self, DriverError> {
+        let mut required = Required::new(config);
+        let format = required.option("llama2_format", |o| o.llama2_format);
+        required.upstream_url();
+        Ok(Llama2 {
+            format: required.finish(format)?,
+        })
     }
 
     fn supports(&self, route_type: RouteType) -> bool {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::ollama::{self, OllamaStream};
 use super::openai::{self, PassthroughStream};
 use super::{
-    endpoint_url, required_option, self_hosted_url, RequestCtx, StreamTranslate, Translate,
+    endpoint_url, self_hosted_url, DriverError, RequestCtx, Required, StreamTranslate, Translate,
     Translated,
 };
 use crate::config::ai_proxy::{AiProxyConfig, MistralFormat, ModelOptions, RouteType};
@@ -24,9 +24,12 @@ impl Translate for Mistral {
         Some(DEFAULT_BASE.to_string())
     }
 
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
-        let format = required_option(config, "mistral_format", |o| o.mistral_format)?;
-        Ok(Mistral { format })
+    fn from_config(config: &AiProxyConfig) -> Result<Self, DriverError> {
+        let mut required = Required::new(config);
+        let format = required.option("mistral_format", |o| o.mistral_format);
+        Ok(Mistral {
+            format: required.finish(format)?,
+        })
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {

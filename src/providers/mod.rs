@@ -9,24 +9,24 @@
 
 // Declared here rather than inside `providers!` so rustfmt (which does not look into macro
 // invocations) formats every provider module.
-pub mod anthropic;
-pub mod azure;
-pub mod bedrock;
-pub mod cohere;
-pub mod fields;
-pub mod gemini;
-pub mod huggingface;
-pub mod images;
-pub mod llama2;
-pub mod mistral;
+pub(crate) mod anthropic;
+pub(crate) mod azure;
+pub(crate) mod bedrock;
+pub(crate) mod cohere;
+pub(crate) mod fields;
+pub(crate) mod gemini;
+pub(crate) mod huggingface;
+pub(crate) mod images;
+pub(crate) mod llama2;
+pub(crate) mod mistral;
 pub mod oai;
 pub mod ollama;
 pub mod openai;
-pub mod relay;
-pub mod stream;
+pub(crate) mod relay;
+pub(crate) mod stream;
 #[cfg(test)]
 pub(crate) mod testkit;
-pub mod tgi;
+pub(crate) mod tgi;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -150,9 +150,9 @@ pub trait StreamTranslate: Send {
 /// The four translation directions plus URL and signing, for one provider. Built once per
 /// plugin config when the config is loaded, shared by every request of the route.
 pub trait Translate: Send + Sync {
-    /// Compiles the plugin config (URLs, header values). The config was validated already;
-    /// an error here is reported as a config problem.
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String>
+    /// Compiles the plugin config (URLs, header values): the one place a provider's required
+    /// options are checked (config validation asks it too, for the field paths).
+    fn from_config(config: &AiProxyConfig) -> Result<Self, DriverError>
     where
         Self: Sized;
 
@@ -313,7 +313,7 @@ macro_rules! providers {
 
         impl Driver {
             /// Compiles the driver the plugin config names.
-            pub fn from_config(config: &AiProxyConfig) -> Result<Driver, String> {
+            pub fn from_config(config: &AiProxyConfig) -> Result<Driver, DriverError> {
                 match config.model.provider {
                     $(ProviderName::$name => Ok(Driver::$name($module::$ty::from_config(config)?)),)*
                 }
@@ -353,18 +353,115 @@ pub fn default_routes(route_type: RouteType) -> bool {
     )
 }
 
-/// A model option the provider cannot be configured without; Kong's text when it is missing.
-pub fn required_option<T>(
-    config: &AiProxyConfig,
-    name: &str,
-    get: impl FnOnce(&ModelOptions) -> Option<T>,
-) -> Result<T, String> {
-    config.model.options.as_ref().and_then(get).ok_or_else(|| {
-        format!(
-            "must set 'model.options.{name}' for {} provider",
-            config.model.provider.as_str()
+/// A model option a provider cannot run without; reported at `model.options.<option>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingOption {
+    pub option: &'static str,
+    /// What needs it, in Kong's words: `azure provider`, `self-hosted providers/models`.
+    pub needed_by: String,
+}
+
+impl std::fmt::Display for MissingOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "must set 'model.options.{}' for {}",
+            self.option, self.needed_by
         )
-    })
+    }
+}
+
+/// Why a plugin config makes no driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverError {
+    /// Required model options that are not set (config validation reports each at its path).
+    Missing(Vec<MissingOption>),
+    /// Anything else (an unreadable service account, a value that is no header value).
+    Invalid(String),
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DriverError::Missing(missing) => {
+                for (i, m) in missing.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{m}")?;
+                }
+                Ok(())
+            }
+            DriverError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<String> for DriverError {
+    fn from(message: String) -> Self {
+        DriverError::Invalid(message)
+    }
+}
+
+impl From<&str> for DriverError {
+    fn from(message: &str) -> Self {
+        DriverError::Invalid(message.to_string())
+    }
+}
+
+/// A provider's required model options, checked together so that every missing one is
+/// reported at once.
+pub struct Required<'a> {
+    options: Option<&'a ModelOptions>,
+    provider: ProviderName,
+    missing: Vec<MissingOption>,
+}
+
+impl<'a> Required<'a> {
+    pub fn new(config: &'a AiProxyConfig) -> Self {
+        Required {
+            options: config.model.options.as_ref(),
+            provider: config.model.provider,
+            missing: Vec::new(),
+        }
+    }
+
+    /// The option `get` reads; noted missing when the config does not set it.
+    pub fn option<T>(
+        &mut self,
+        option: &'static str,
+        get: impl FnOnce(&'a ModelOptions) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.options.and_then(get);
+        if value.is_none() {
+            self.missing(option);
+        }
+        value
+    }
+
+    /// Notes `option` missing, as the provider needs it.
+    pub fn missing(&mut self, option: &'static str) {
+        let needed_by = format!("{} provider", self.provider.as_str());
+        self.missing.push(MissingOption { option, needed_by });
+    }
+
+    /// `upstream_url`, which a self-hosted model has no default for.
+    pub fn upstream_url(&mut self) {
+        if self.options.is_none_or(|o| o.upstream_url.is_none()) {
+            self.missing.push(MissingOption {
+                option: "upstream_url",
+                needed_by: "self-hosted providers/models".into(),
+            });
+        }
+    }
+
+    /// `value` when nothing required is missing.
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, DriverError> {
+        match value {
+            Some(value) if self.missing.is_empty() => Ok(value),
+            _ => Err(DriverError::Missing(self.missing)),
+        }
+    }
 }
 
 /// Kong's URL rule for a hosted provider: `upstream_url` is the full endpoint URL, used as is;

@@ -26,7 +26,7 @@ impl Translate for OpenAi {
         Some(DEFAULT_BASE.to_string())
     }
 
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+    fn from_config(config: &AiProxyConfig) -> Result<Self, super::DriverError> {
         let _ = config;
         Ok(OpenAi)
     }

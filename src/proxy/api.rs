@@ -14,7 +14,7 @@ use super::compile::CompiledRoute;
 use super::request::{
     add_driver_headers, bad, check_input, check_model_name, finish_url, forwarded_headers,
     inject_body_param, is_json_type, resolve_templates, select_model, signed, ClientRequest,
-    Prepared, Resolved,
+    PassThrough, Prepared, Resolved,
 };
 use super::upload::{self, FormRules, Upload};
 use crate::config::ai_proxy::{ModelOptions, ResponseStreaming, RouteType};
@@ -281,7 +281,7 @@ pub(super) fn resolved(
     model: String,
     options: Arc<ModelOptions>,
     stream: bool,
-    request_id: String,
+    request_id: Arc<str>,
     created: u64,
 ) -> Resolved {
     Resolved {
@@ -300,33 +300,20 @@ pub(super) fn resolved(
 }
 
 /// The upstream request of a JSON (or body-less) API call.
-pub(super) fn prepare_api(
-    route: &CompiledRoute,
-    client: &ClientRequest,
-    body: Bytes,
-    configured_model: Option<String>,
-    options: Arc<ModelOptions>,
-    request_id: String,
-    created: u64,
-) -> Result<Prepared, GatewayError> {
+pub(super) fn prepare_api(mut input: PassThrough<'_>) -> Result<Prepared, GatewayError> {
+    let (route, client) = (input.route, input.client);
     if !route.provider.speaks_openai_api() {
-        return prepare_translated_image(
-            route,
-            client,
-            body,
-            configured_model,
-            options,
-            request_id,
-            created,
-        );
+        return prepare_translated_image(input);
     }
+    let body = std::mem::take(&mut input.body);
+    let configured_model = input.configured_model.take();
     let sub = sub_path(route.route_type(), &client.path, client.route_path_len)?;
     let Body {
         bytes,
         model,
         stream,
-    } = json_body(route, client, &sub, body, configured_model, &options)?;
-    let resolved = resolved(route, client, model, options, stream, request_id, created);
+    } = json_body(route, client, &sub, body, configured_model, &input.options)?;
+    let resolved = input.resolved(model, stream);
     let mut headers = forwarded_headers(&route.auth, &client.headers);
     if !bytes.is_empty() {
         headers.push((
@@ -345,15 +332,9 @@ pub(super) fn prepare_api(
 /// multipart body is read into the OpenAI fields (files as base64, which those providers' JSON
 /// needs, so an edit is read whole within `max_request_body_size`), Kong's model rule applies,
 /// and the provider driver translates it like chat.
-fn prepare_translated_image(
-    route: &CompiledRoute,
-    client: &ClientRequest,
-    body: Bytes,
-    configured_model: Option<String>,
-    options: Arc<ModelOptions>,
-    request_id: String,
-    created: u64,
-) -> Result<Prepared, GatewayError> {
+fn prepare_translated_image(mut input: PassThrough<'_>) -> Result<Prepared, GatewayError> {
+    let (route, client) = (input.route, input.client);
+    let body = std::mem::take(&mut input.body);
     let content_type = client
         .headers
         .get(header::CONTENT_TYPE)
@@ -379,9 +360,9 @@ fn prepare_translated_image(
     if !non_empty_string(&map, "prompt") {
         return Err(bad("request body doesn't contain valid prompts"));
     }
-    let model = select_model(configured_model, &map)?;
+    let model = select_model(input.configured_model.take(), &map)?;
     check_model_name(&model)?;
-    let resolved = resolved(route, client, model, options, false, request_id, created);
+    let resolved = input.resolved(model, false);
     let ctx = resolved.ctx();
     let mut value = route.driver.request(&ctx, map)?;
     inject_body_param(&route.auth, &mut value);
@@ -410,7 +391,7 @@ pub fn prepare_upload(
     route: &CompiledRoute,
     client: &ClientRequest,
     upload: Upload,
-    request_id: String,
+    request_id: Arc<str>,
     created: u64,
 ) -> Result<(Prepared, Upload), GatewayError> {
     let route_type = route.route_type();

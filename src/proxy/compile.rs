@@ -118,7 +118,7 @@ impl CompiledRoute {
         config: Arc<AiProxyConfig>,
         timeouts: Timeouts,
     ) -> Result<CompiledRoute, String> {
-        let driver = Driver::from_config(&config)?;
+        let driver = Driver::from_config(&config).map_err(|e| e.to_string())?;
         // Responses on a provider that only chats: translated to chat and back.
         let responses_translated = config.route_type == RouteType::Responses
             && !driver.supports(RouteType::Responses)
@@ -190,6 +190,22 @@ impl CompiledRoute {
     pub fn cost(&self, usage: crate::providers::oai::Usage) -> Option<f64> {
         let (input, output) = (self.options.input_cost?, self.options.output_cost?);
         Some((usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output) / 1e6)
+    }
+}
+
+#[cfg(test)]
+impl CompiledRoute {
+    /// A route compiled from an `ai-proxy` config written as JSON, with 60 s timeouts, for
+    /// unit tests.
+    pub(crate) fn from_json(config: serde_json::Value) -> CompiledRoute {
+        let config: AiProxyConfig = serde_json::from_value(config).unwrap();
+        let t = Duration::from_secs(60);
+        let timeouts = Timeouts {
+            connect: t,
+            read: t,
+            write: t,
+        };
+        CompiledRoute::new("test", Arc::new(config), timeouts).unwrap()
     }
 }
 
@@ -272,17 +288,6 @@ pub struct Snapshot {
     /// Shared, so the access log names a route without copying its name per request.
     pub route_names: Vec<Arc<str>>,
     pub router: Router,
-}
-
-impl Snapshot {
-    pub fn empty() -> Snapshot {
-        Snapshot {
-            generation: 0,
-            routes: Vec::new(),
-            route_names: Vec::new(),
-            router: Router::default(),
-        }
-    }
 }
 
 /// The route's token limits, counted against the providers its targets call.

@@ -1,12 +1,12 @@
 //! The request path between the HTTP handler and the provider drivers: config compilation
 //! (once per generation), template resolution, Kong's request rules and the response rules.
 
-pub mod api;
-pub mod balancer;
+pub(crate) mod api;
+pub(crate) mod balancer;
 pub mod compile;
-pub mod native;
-pub mod realtime;
+pub(crate) mod native;
+pub(crate) mod realtime;
 pub mod request;
-pub mod response;
-pub mod template;
-pub mod upload;
+pub(crate) mod response;
+pub(crate) mod template;
+pub(crate) mod upload;

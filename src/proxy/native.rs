@@ -4,33 +4,25 @@
 //! route decides (config wins, else the path's, else the body's); the body is forwarded
 //! untouched except for the model when the config replaces it.
 
-use std::sync::Arc;
-
 use actix_web::http::header::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::compile::CompiledRoute;
 use super::request::{
-    bad, check_model_name, passthrough_request, preserve_base, ClientRequest, Prepared, Resolved,
+    bad, check_model_name, passthrough_request, preserve_base, PassThrough, Prepared,
 };
 use crate::config::ai_proxy::{ModelOptions, ProviderName, ResponseStreaming};
 use crate::error::GatewayError;
 use crate::formats::native::{self, NativeCall};
-use crate::formats::ClientFormat;
 use crate::providers::gemini::{model_id, vertex_target};
 use crate::providers::path_segment;
 
 /// Builds the upstream request for a native-format client request.
-pub fn prepare_native(
-    route: &CompiledRoute,
-    client: &ClientRequest,
-    body: Bytes,
-    configured_model: Option<String>,
-    options: Arc<ModelOptions>,
-    request_id: String,
-    created: u64,
-) -> Result<Prepared, GatewayError> {
+pub(super) fn prepare_native(mut input: PassThrough<'_>) -> Result<Prepared, GatewayError> {
+    let (route, client) = (input.route, input.client);
+    let body = std::mem::take(&mut input.body);
+    let configured_model = input.configured_model.take();
     let provider = route.provider;
     let call = native::parse(provider, &client.path).ok_or_else(|| {
         bad(format!(
@@ -79,22 +71,10 @@ pub fn prepare_native(
     };
     let url = format!(
         "{}{}",
-        base_url(route, &call, &options)?,
-        native_path(provider, &call, &model, &options)?
+        base_url(route, &call, &input.options)?,
+        native_path(provider, &call, &model, &input.options)?
     );
-    let resolved = Resolved {
-        route_type: route.config.route_type,
-        model,
-        options,
-        stream,
-        include_usage: false,
-        client_query: client.query.clone(),
-        request_id,
-        created,
-        format: ClientFormat::Native,
-        dropped: Vec::new(),
-        input_estimate: 0,
-    };
+    let resolved = input.resolved(model, stream);
     let client_headers = client_credentials_removed(&client.headers);
     passthrough_request(route, client, &client_headers, resolved, url, body)
 }

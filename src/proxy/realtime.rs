@@ -3,6 +3,8 @@
 //! a different one is refused), auth is injected, and the client's headers (`OpenAI-Beta`
 //! among them) are forwarded minus the handshake's own, which the gateway's client makes anew.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::Method;
 
@@ -35,7 +37,7 @@ pub fn is_upgrade(client: &ClientRequest) -> bool {
 pub fn prepare_realtime(
     route: &CompiledRoute,
     client: &ClientRequest,
-    request_id: String,
+    request_id: Arc<str>,
     created: u64,
 ) -> Result<RealtimeUpstream, GatewayError> {
     if !is_upgrade(client) {

@@ -63,7 +63,7 @@ pub struct Resolved {
     pub stream: bool,
     pub include_usage: bool,
     pub client_query: String,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub created: u64,
     /// The client's format, for the answer's translation back.
     pub format: ClientFormat,
@@ -153,24 +153,41 @@ pub(super) fn resolve_templates(
     Ok((configured_model, options))
 }
 
-/// A pass-through rule's signature: route, client, body, configured model, options, request
-/// id, creation time.
-type PassThrough = fn(
-    &CompiledRoute,
-    &ClientRequest,
-    Bytes,
-    Option<String>,
-    Arc<ModelOptions>,
-    String,
-    u64,
-) -> Result<Prepared, GatewayError>;
+/// What a pass-through rule reads: the route, the client's request and body, and what the
+/// route's templates resolved.
+pub(super) struct PassThrough<'a> {
+    pub route: &'a CompiledRoute,
+    pub client: &'a ClientRequest,
+    pub body: Bytes,
+    pub configured_model: Option<String>,
+    pub options: Arc<ModelOptions>,
+    pub request_id: Arc<str>,
+    pub created: u64,
+}
+
+impl PassThrough<'_> {
+    /// The call as the rule decided it (model, streaming); the rest is the route's.
+    pub fn resolved(self, model: String, stream: bool) -> Resolved {
+        let PassThrough {
+            route,
+            client,
+            options,
+            request_id,
+            created,
+            ..
+        } = self;
+        super::api::resolved(route, client, model, options, stream, request_id, created)
+    }
+}
+
+type PassThroughRule = fn(PassThrough<'_>) -> Result<Prepared, GatewayError>;
 
 /// Builds the upstream request for one client request on `route`.
 pub fn prepare(
     route: &CompiledRoute,
     client: &ClientRequest,
     body: Bytes,
-    request_id: String,
+    request_id: Arc<str>,
     created: u64,
 ) -> Result<Plan, GatewayError> {
     let config = &route.config;
@@ -178,17 +195,17 @@ pub fn prepare(
 
     // Pass-through rules: the body goes on (nearly) as the client wrote it.
     let passthrough = match (config.route_type, route.client_format) {
-        (RouteType::Preserve, _) => Some(prepare_preserve as PassThrough),
+        (RouteType::Preserve, _) => Some(prepare_preserve as PassThroughRule),
         (_, ClientFormat::ResponsesTranslated) => None,
         // The route types the client speaks the provider's own API on.
         (route_type, _) if route_type.api_resource().is_some() => {
-            Some(super::api::prepare_api as PassThrough)
+            Some(super::api::prepare_api as PassThroughRule)
         }
-        (_, ClientFormat::Native) => Some(prepare_native as PassThrough),
+        (_, ClientFormat::Native) => Some(prepare_native as PassThroughRule),
         _ => None,
     };
     if let Some(prepare) = passthrough {
-        let prepared = prepare(
+        let input = PassThrough {
             route,
             client,
             body,
@@ -196,8 +213,8 @@ pub fn prepare(
             options,
             request_id,
             created,
-        );
-        return prepared.map(Plan::Upstream);
+        };
+        return prepare(input).map(Plan::Upstream);
     }
 
     check_content_type(client)?;
@@ -719,17 +736,13 @@ pub(super) fn preserve_base(route: &CompiledRoute, options: &ModelOptions) -> Op
 
 /// Kong's `preserve`: the body and the client's original path go to the provider host as they
 /// are; only auth is injected.
-fn prepare_preserve(
-    route: &CompiledRoute,
-    client: &ClientRequest,
-    body: Bytes,
-    configured_model: Option<String>,
-    options: Arc<ModelOptions>,
-    request_id: String,
-    created: u64,
-) -> Result<Prepared, GatewayError> {
+fn prepare_preserve(mut input: PassThrough<'_>) -> Result<Prepared, GatewayError> {
+    let (route, client) = (input.route, input.client);
+    let body = std::mem::take(&mut input.body);
     let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
-    let model = configured_model
+    let model = input
+        .configured_model
+        .take()
         .or_else(|| {
             parsed
                 .as_ref()
@@ -748,26 +761,14 @@ fn prepare_preserve(
         }
         _ => body,
     };
-    let base = preserve_base(route, &options).ok_or_else(|| {
+    let base = preserve_base(route, &input.options).ok_or_else(|| {
         bad("must set 'model.options.upstream_url' for self-hosted providers/models")
     })?;
-    let path = match options.upstream_path.as_deref() {
-        Some(path) => route.driver.preserve_path(&options, path),
+    let path = match input.options.upstream_path.as_deref() {
+        Some(path) => route.driver.preserve_path(&input.options, path),
         None => client.path.clone(),
     };
-    let resolved = Resolved {
-        route_type: RouteType::Preserve,
-        model,
-        options,
-        stream: false,
-        include_usage: false,
-        client_query: client.query.clone(),
-        request_id,
-        created,
-        format: route.client_format,
-        dropped: Vec::new(),
-        input_estimate: 0,
-    };
+    let resolved = input.resolved(model, false);
     passthrough_request(
         route,
         client,

@@ -245,6 +245,19 @@ pub fn request(
     raw_http::send(port, method, path, headers, body)
 }
 
+/// A chat request to `/chat` on another thread, slowed by the mock's `fault` (`delay=...`).
+pub fn slow_request(port: u16, fault: &str, content: &str) -> std::thread::JoinHandle<Response> {
+    let fault = fault.to_string();
+    let body = chat_body(content, false).to_string();
+    std::thread::spawn(move || {
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-mock-fault", &fault),
+        ];
+        request(port, "POST", "/chat", &headers, body.as_bytes())
+    })
+}
+
 pub fn post_json(port: u16, path: &str, body: &serde_json::Value) -> Response {
     request(
         port,
@@ -707,6 +720,19 @@ impl RawConn {
                 Ok(n) => self.received.extend_from_slice(&buf[..n]),
             }
         }
+    }
+
+    /// Streams a chat answer from `/chat` on another thread, slowed by the mock's `fault`
+    /// (`chunk_delay=...,chunks=...`), and gives the connection once the stream has ended.
+    pub fn slow_stream(port: u16, fault: &str, content: &str) -> std::thread::JoinHandle<RawConn> {
+        let fault = fault.to_string();
+        let body = chat_body(content, true).to_string();
+        std::thread::spawn(move || {
+            let mut conn =
+                RawConn::post(port, "/chat", &[("x-mock-fault", &fault)], body.as_bytes());
+            conn.read_to_end();
+            conn
+        })
     }
 
     /// Reads to the end of the connection.

@@ -10,10 +10,9 @@
 use bytes::{BufMut, BytesMut};
 use serde_json::{json, Value};
 
-use super::response::{error_type, stop, usage};
-use crate::codec::sse::{SseDecoder, SseEvent};
-use crate::providers::oai::Usage;
-use crate::providers::{StreamError, StreamTranslate};
+use super::response::{error_type, stop, usage as usage_of};
+use crate::formats::reencode::{ChatEvents, Reencoded};
+use crate::providers::StreamTranslate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
@@ -23,25 +22,8 @@ enum Block {
     Tool(u64),
 }
 
-pub struct AnthropicEvents {
-    inner: Box<dyn StreamTranslate>,
-    decoder: SseDecoder,
-    openai: BytesMut,
-    events: Vec<SseEvent>,
-    id: String,
-    model: String,
-    /// The request's token estimate, for `message_start` (the exact count comes at the end).
-    input_estimate: u64,
-    started: bool,
-    open: Option<Block>,
-    /// Index of the next content block.
-    next_index: u64,
-    stop_reason: Option<&'static str>,
-    stop_sequence: Value,
-    usage: Option<Value>,
-    signature: Option<String>,
-    ended: bool,
-}
+/// The Anthropic event sequence over the route's OpenAI chat stream.
+pub type AnthropicEvents = Reencoded<Messages>;
 
 impl AnthropicEvents {
     pub fn new(
@@ -50,65 +32,51 @@ impl AnthropicEvents {
         model: String,
         input_estimate: u64,
     ) -> Self {
-        AnthropicEvents {
-            inner,
-            decoder: SseDecoder::new(),
-            openai: BytesMut::new(),
-            events: Vec::new(),
+        let messages = Messages {
             id,
             model,
             input_estimate,
-            started: false,
             open: None,
             next_index: 0,
             stop_reason: None,
             stop_sequence: Value::Null,
-            usage: None,
             signature: None,
-            ended: false,
+        };
+        Reencoded::wrap(inner, messages)
+    }
+}
+
+pub struct Messages {
+    id: String,
+    model: String,
+    /// The request's token estimate, for `message_start` (the exact count comes at the end).
+    input_estimate: u64,
+    open: Option<Block>,
+    /// Index of the next content block.
+    next_index: u64,
+    stop_reason: Option<&'static str>,
+    stop_sequence: Value,
+    signature: Option<String>,
+}
+
+impl ChatEvents for Messages {
+    fn start(&mut self, model: Option<&str>, out: &mut BytesMut) {
+        if let Some(model) = model {
+            self.model = model.to_string();
         }
+        let message = json!({
+            "type": "message_start",
+            "message": {
+                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.input_estimate, "output_tokens": 0,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+            },
+        });
+        write(out, "message_start", &message);
     }
 
-    fn translate(&mut self, out: &mut BytesMut) {
-        self.decoder.feed(&self.openai, &mut self.events);
-        self.openai.clear();
-        let events = std::mem::take(&mut self.events);
-        for event in &events {
-            self.event(event, out);
-        }
-        self.events = events;
-        self.events.clear();
-    }
-
-    fn event(&mut self, event: &SseEvent, out: &mut BytesMut) {
-        if self.ended {
-            return;
-        }
-        if event.data == "[DONE]" {
-            return self.end(out);
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
-            return;
-        };
-        if let Some(error) = chunk.get("error") {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error");
-            return self.error(out, message);
-        }
-        if !self.started {
-            if let Some(model) = chunk.get("model").and_then(Value::as_str) {
-                self.model = model.to_string();
-            }
-            self.start(out);
-        }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(u.clone());
-        }
-        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
-            return;
-        };
+    fn choice(&mut self, choice: &Value, out: &mut BytesMut) {
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(r) = delta.get("reasoning_content").and_then(Value::as_str) {
             if !r.is_empty() {
@@ -144,6 +112,30 @@ impl AnthropicEvents {
         }
     }
 
+    fn end(&mut self, usage: Option<&Value>, out: &mut BytesMut) {
+        self.close_block(out);
+        let event = json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"),
+                      "stop_sequence": self.stop_sequence},
+            "usage": usage_of(usage),
+        });
+        write(out, "message_delta", &event);
+        write(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    fn error(&mut self, message: &str, out: &mut BytesMut) {
+        let event =
+            json!({"type": "error", "error": {"type": error_type(500), "message": message}});
+        write(out, "error", &event);
+    }
+
+    fn finished(&self) -> bool {
+        self.stop_reason.is_some()
+    }
+}
+
+impl Messages {
     fn tool_delta(&mut self, call: &Value, out: &mut BytesMut) {
         let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
         let function = call.get("function").unwrap_or(&Value::Null);
@@ -165,20 +157,6 @@ impl AnthropicEvents {
                 );
             }
         }
-    }
-
-    fn start(&mut self, out: &mut BytesMut) {
-        self.started = true;
-        let message = json!({
-            "type": "message_start",
-            "message": {
-                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": self.input_estimate, "output_tokens": 0,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-            },
-        });
-        write(out, "message_start", &message);
     }
 
     fn open_block(&mut self, block: Block, out: &mut BytesMut) {
@@ -219,29 +197,6 @@ impl AnthropicEvents {
         write(out, "content_block_stop", &event);
         self.next_index += 1;
     }
-
-    fn end(&mut self, out: &mut BytesMut) {
-        if !self.started {
-            self.start(out);
-        }
-        self.close_block(out);
-        self.ended = true;
-        let event = json!({
-            "type": "message_delta",
-            "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"),
-                      "stop_sequence": self.stop_sequence},
-            "usage": usage(self.usage.as_ref()),
-        });
-        write(out, "message_delta", &event);
-        write(out, "message_stop", &json!({"type": "message_stop"}));
-    }
-
-    fn error(&mut self, out: &mut BytesMut, message: &str) {
-        self.ended = true;
-        let event =
-            json!({"type": "error", "error": {"type": error_type(500), "message": message}});
-        write(out, "error", &event);
-    }
 }
 
 fn write(out: &mut BytesMut, name: &str, data: &Value) {
@@ -252,47 +207,12 @@ fn write(out: &mut BytesMut, name: &str, data: &Value) {
     out.put_slice(b"\n\n");
 }
 
-impl StreamTranslate for AnthropicEvents {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        let result = self.inner.feed(input, &mut self.openai);
-        self.translate(out);
-        result
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        let result = self.inner.finish(&mut self.openai);
-        self.translate(out);
-        let mut rest = Vec::new();
-        self.decoder.finish(&mut rest);
-        for event in &rest {
-            self.event(event, out);
-        }
-        result?;
-        // A pass-through OpenAI stream that ended with a finish reason but no `[DONE]`.
-        if !self.ended && self.stop_reason.is_some() {
-            self.end(out);
-        }
-        if !self.ended {
-            return Err(StreamError(crate::providers::stream::TRUNCATED.into()));
-        }
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.inner.usage()
-    }
-
-    fn write_error(&mut self, out: &mut BytesMut, message: &str) {
-        if !self.ended {
-            self.error(out, message);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::sse::SseDecoder;
     use crate::providers::RawPassthrough;
+    use crate::providers::StreamError;
     use proptest::prelude::*;
 
     /// An OpenAI stream with reasoning, text, two tool calls, finish and usage.

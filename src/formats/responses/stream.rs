@@ -13,10 +13,9 @@ use bytes::{BufMut, BytesMut};
 use serde_json::{json, Value};
 
 use super::response::{call_item, message_item, object, status_of, Meta};
-use super::{call_item_id, message_id, usage};
-use crate::codec::sse::{SseDecoder, SseEvent};
-use crate::providers::oai::Usage;
-use crate::providers::{StreamError, StreamTranslate};
+use super::{call_item_id, message_id, usage as usage_of};
+use crate::formats::reencode::{ChatEvents, Reencoded};
+use crate::providers::StreamTranslate;
 
 /// The output item being streamed.
 enum Open {
@@ -32,94 +31,49 @@ enum Open {
     },
 }
 
-pub struct ResponsesEvents {
-    inner: Box<dyn StreamTranslate>,
-    decoder: SseDecoder,
-    chat: BytesMut,
-    events: Vec<SseEvent>,
+/// The Responses event sequence over the route's OpenAI chat stream.
+pub type ResponsesEvents = Reencoded<Items>;
+
+impl ResponsesEvents {
+    pub fn new(inner: Box<dyn StreamTranslate>, meta: Meta<'_>) -> Self {
+        let items = Items {
+            request_id: meta.request_id.to_string(),
+            model: meta.model.to_string(),
+            created: meta.created,
+            sequence: 0,
+            open: None,
+            output: Vec::new(),
+            calls: 0,
+            finish_reason: None,
+        };
+        Reencoded::wrap(inner, items)
+    }
+}
+
+pub struct Items {
     request_id: String,
     model: String,
     created: u64,
     sequence: u64,
-    started: bool,
     open: Option<Open>,
     /// Items done so far, for the final Response.
     output: Vec<Value>,
     calls: u64,
     finish_reason: Option<String>,
-    usage: Option<Value>,
-    ended: bool,
 }
 
-impl ResponsesEvents {
-    pub fn new(inner: Box<dyn StreamTranslate>, meta: Meta<'_>) -> Self {
-        ResponsesEvents {
-            inner,
-            decoder: SseDecoder::new(),
-            chat: BytesMut::new(),
-            events: Vec::new(),
-            request_id: meta.request_id.to_string(),
-            model: meta.model.to_string(),
-            created: meta.created,
-            sequence: 0,
-            started: false,
-            open: None,
-            output: Vec::new(),
-            calls: 0,
-            finish_reason: None,
-            usage: None,
-            ended: false,
+impl ChatEvents for Items {
+    fn start(&mut self, model: Option<&str>, out: &mut BytesMut) {
+        if let Some(model) = model {
+            self.model = model.to_string();
         }
+        let response = object(&self.meta(), "in_progress", Vec::new(), None);
+        self.write(out, "response.created", json!({"response": response}));
+        let response = object(&self.meta(), "in_progress", Vec::new(), None);
+        self.write(out, "response.in_progress", json!({"response": response}));
     }
 
-    fn meta(&self) -> Meta<'_> {
-        Meta {
-            request_id: &self.request_id,
-            model: &self.model,
-            created: self.created,
-        }
-    }
-
-    fn translate(&mut self, out: &mut BytesMut) {
-        self.decoder.feed(&self.chat, &mut self.events);
-        self.chat.clear();
-        let events = std::mem::take(&mut self.events);
-        for event in &events {
-            self.event(event, out);
-        }
-        self.events = events;
-        self.events.clear();
-    }
-
-    fn event(&mut self, event: &SseEvent, out: &mut BytesMut) {
-        if self.ended {
-            return;
-        }
-        if event.data == "[DONE]" {
-            return self.end(out);
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&event.data) else {
-            return;
-        };
-        if let Some(error) = chunk.get("error") {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error");
-            return self.error(out, message);
-        }
-        if !self.started {
-            if let Some(model) = chunk.get("model").and_then(Value::as_str) {
-                self.model = model.to_string();
-            }
-            self.start(out);
-        }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(u.clone());
-        }
-        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
-            return;
-        };
+    fn choice(&mut self, choice: &Value, out: &mut BytesMut) {
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(text) = delta.get("content").and_then(Value::as_str) {
             if !text.is_empty() {
@@ -139,6 +93,41 @@ impl ResponsesEvents {
         }
     }
 
+    fn end(&mut self, usage: Option<&Value>, out: &mut BytesMut) {
+        self.close(out);
+        let status = status_of(self.finish_reason.as_deref());
+        let output = std::mem::take(&mut self.output);
+        let response = object(&self.meta(), status, output, Some(usage_of(usage)));
+        let name = if status == "incomplete" {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.write(out, name, json!({"response": response}));
+    }
+
+    fn error(&mut self, message: &str, out: &mut BytesMut) {
+        self.write(
+            out,
+            "error",
+            json!({"code": "server_error", "message": message, "param": null}),
+        );
+    }
+
+    fn finished(&self) -> bool {
+        self.finish_reason.is_some()
+    }
+}
+
+impl Items {
+    fn meta(&self) -> Meta<'_> {
+        Meta {
+            request_id: &self.request_id,
+            model: &self.model,
+            created: self.created,
+        }
+    }
+
     fn write(&mut self, out: &mut BytesMut, name: &str, mut data: Value) {
         data["type"] = json!(name);
         data["sequence_number"] = json!(self.sequence);
@@ -148,14 +137,6 @@ impl ResponsesEvents {
         out.put_slice(b"\ndata: ");
         out.put_slice(data.to_string().as_bytes());
         out.put_slice(b"\n\n");
-    }
-
-    fn start(&mut self, out: &mut BytesMut) {
-        self.started = true;
-        let response = object(&self.meta(), "in_progress", Vec::new(), None);
-        self.write(out, "response.created", json!({"response": response}));
-        let response = object(&self.meta(), "in_progress", Vec::new(), None);
-        self.write(out, "response.in_progress", json!({"response": response}));
     }
 
     fn output_index(&self) -> usize {
@@ -304,79 +285,14 @@ impl ResponsesEvents {
         );
         self.output.push(item);
     }
-
-    fn end(&mut self, out: &mut BytesMut) {
-        if !self.started {
-            self.start(out);
-        }
-        self.close(out);
-        self.ended = true;
-        let status = status_of(self.finish_reason.as_deref());
-        let output = std::mem::take(&mut self.output);
-        let response = object(
-            &self.meta(),
-            status,
-            output,
-            Some(usage(self.usage.as_ref())),
-        );
-        let name = if status == "incomplete" {
-            "response.incomplete"
-        } else {
-            "response.completed"
-        };
-        self.write(out, name, json!({"response": response}));
-    }
-
-    fn error(&mut self, out: &mut BytesMut, message: &str) {
-        self.ended = true;
-        self.write(
-            out,
-            "error",
-            json!({"code": "server_error", "message": message, "param": null}),
-        );
-    }
-}
-
-impl StreamTranslate for ResponsesEvents {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), StreamError> {
-        let result = self.inner.feed(input, &mut self.chat);
-        self.translate(out);
-        result
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), StreamError> {
-        let result = self.inner.finish(&mut self.chat);
-        self.translate(out);
-        let mut rest = Vec::new();
-        self.decoder.finish(&mut rest);
-        for event in &rest {
-            self.event(event, out);
-        }
-        result?;
-        if !self.ended && self.finish_reason.is_some() {
-            self.end(out);
-        }
-        if !self.ended {
-            return Err(StreamError(crate::providers::stream::TRUNCATED.into()));
-        }
-        Ok(())
-    }
-
-    fn usage(&self) -> Usage {
-        self.inner.usage()
-    }
-
-    fn write_error(&mut self, out: &mut BytesMut, message: &str) {
-        if !self.ended {
-            self.error(out, message);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::sse::SseDecoder;
     use crate::providers::RawPassthrough;
+    use crate::providers::StreamError;
 
     const CHAT: &str = concat!(
         "data: {\"model\":\"claude-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",

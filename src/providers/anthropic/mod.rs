@@ -26,14 +26,15 @@ use super::oai::{
 };
 use super::stream::{DecodedStream, EventTranslate};
 use super::{
-    endpoint_url, required_option, RequestCtx, StreamError, StreamTranslate, Translate, Translated,
+    endpoint_url, DriverError, RequestCtx, Required, StreamError, StreamTranslate, Translate,
+    Translated,
 };
 use crate::codec::sse::{SseDecoder, SseEvent};
 use crate::config::ai_proxy::{AiProxyConfig, ModelOptions, RouteType};
 use crate::error::GatewayError;
 
 mod stream;
-pub use stream::{AnthropicEvents, AnthropicStream};
+pub use stream::AnthropicStream;
 
 // ---------------------------------------------------------------------------------------------
 // Constants
@@ -68,9 +69,10 @@ impl Translate for Anthropic {
         Some(DEFAULT_BASE.to_string())
     }
 
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
-        let version =
-            required_option(config, "anthropic_version", |o| o.anthropic_version.clone())?;
+    fn from_config(config: &AiProxyConfig) -> Result<Self, DriverError> {
+        let mut required = Required::new(config);
+        let version = required.option("anthropic_version", |o| o.anthropic_version.clone());
+        let version = required.finish(version)?;
         let version_header = HeaderValue::from_str(&version)
             .map_err(|_| "'model.options.anthropic_version' is not a valid header value")?;
         Ok(Anthropic {

@@ -85,7 +85,7 @@ fn stream_all_ways(route: RouteType, include_usage: bool, input: &str) -> (Vec<V
 fn config_without_anthropic_version_is_rejected_with_kongs_text() {
     let mut config = config();
     config.model.options.as_mut().unwrap().anthropic_version = None;
-    let err = Anthropic::from_config(&config).err().unwrap();
+    let err = Anthropic::from_config(&config).err().unwrap().to_string();
     assert_eq!(
         err,
         "must set 'model.options.anthropic_version' for anthropic provider"

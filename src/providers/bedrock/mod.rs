@@ -153,7 +153,7 @@ impl Translate for Bedrock {
         ))
     }
 
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+    fn from_config(config: &AiProxyConfig) -> Result<Self, super::DriverError> {
         Ok(Bedrock::with_env(config, |name| std::env::var(name).ok()))
     }
 

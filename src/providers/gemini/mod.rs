@@ -73,7 +73,7 @@ impl Translate for Gemini {
         Some(format!("{AI_STUDIO_HOST}:443"))
     }
 
-    fn from_config(config: &AiProxyConfig) -> Result<Self, String> {
+    fn from_config(config: &AiProxyConfig) -> Result<Self, super::DriverError> {
         let auth = config.auth.as_ref().filter(|a| a.gcp_use_service_account);
         let tokens = match auth {
             None => None,

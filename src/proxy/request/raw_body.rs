@@ -171,3 +171,152 @@ fn input(raw: &RawValue) -> Option<bool> {
             .is_empty(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::valid_input;
+    use super::*;
+
+    /// Both readings of one body: the raw path's shape (`None` when it hands the body to the
+    /// general path) and the general path's, from the parsed map.
+    fn both(body: &str) -> (Option<Shape>, Option<Shape>) {
+        let raw = split(body.as_bytes(), |_| false).map(|(_, _, shape)| shape);
+        let general = serde_json::from_str::<Map<String, Value>>(body)
+            .ok()
+            .map(|map| Shape::of(&map));
+        (raw, general)
+    }
+
+    /// `input` read raw and as a value.
+    fn input_both(text: &str) -> (Option<bool>, bool) {
+        let raw: &RawValue = serde_json::from_str(text).unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
+        (input(raw), valid_input(Some(&value)))
+    }
+
+    fn agree(body: &str) {
+        // `None`: not an object, or something the raw path leaves to the general one.
+        if let (Some(raw), general) = both(body) {
+            assert_eq!(Some(raw), general, "{body}");
+        }
+    }
+
+    fn client_requests(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                client_requests(&path, out);
+            } else if path.file_name().is_some_and(|n| n == "client-request.json") {
+                out.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn every_fixture_body_reads_the_same_both_ways() {
+        let mut bodies = Vec::new();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        client_requests(&root, &mut bodies);
+        assert!(bodies.len() >= 10, "fixtures found: {}", bodies.len());
+        let mut with_input = 0;
+        for body in &bodies {
+            let (raw, general) = both(body);
+            assert_eq!(raw, general, "{body}");
+            let map: Map<String, Value> = serde_json::from_str(body).unwrap();
+            if let Some(value) = map.get("input") {
+                with_input += 1;
+                assert_eq!(input_both(&value.to_string()), (Some(true), true), "{body}");
+            }
+        }
+        assert!(with_input >= 2, "fixtures with an input: {with_input}");
+    }
+
+    #[test]
+    fn input_agrees_on_valid_empty_and_malformed_values() {
+        let table = [
+            (r#""x""#, true),
+            (r#""""#, false),
+            (r#"" ""#, true),
+            (r#""\u0000""#, true),
+            (r#""\"\"""#, true),
+            ("[1]", true),
+            (r#"[""]"#, true),
+            ("[[]]", true),
+            ("[]", false),
+            ("[ ]", false),
+            ("[\n\t]", false),
+            ("null", false),
+            ("0", false),
+            ("true", false),
+            ("{}", false),
+            (r#"{"a":1}"#, false),
+        ];
+        for (text, valid) in table {
+            assert_eq!(input_both(text), (Some(valid), valid), "{text}");
+            // The same value inside a body, compact and with white space around it.
+            agree(&format!(r#"{{"input":{text}}}"#));
+            agree(&format!("{{ \"input\" :\n {text} \n}}"));
+        }
+        // Bodies neither path can read, or that the raw path leaves to the general one.
+        for body in [
+            "",
+            "{",
+            r#"{"input":}"#,
+            r#"{"input":[1,]}"#,
+            r#"{"input":"x""#,
+            r#"["input"]"#,
+            r#"{"in\u0070ut":""}"#,
+            r#"{"input":"x","input":""}"#,
+        ] {
+            agree(body);
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("input|prompt|messages|role|[a-z]{1,3}", inner), 0..4)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_reads_the_same_both_ways(value in json_value(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                value.to_string()
+            };
+            let (raw, general) = input_both(&text);
+            prop_assert_eq!(raw, Some(general), "{}", text);
+        }
+
+        #[test]
+        fn any_body_reads_the_same_both_ways(
+            fields in prop::collection::vec(("input|prompt|messages|model|[a-z]{1,3}", json_value()), 0..5),
+            pretty in any::<bool>(),
+        ) {
+            let body = Value::Object(fields.into_iter().collect());
+            let text = if pretty {
+                serde_json::to_string_pretty(&body).unwrap()
+            } else {
+                body.to_string()
+            };
+            let (raw, general) = both(&text);
+            if let Some(raw) = raw {
+                prop_assert_eq!(Some(raw), general, "{}", text);
+            }
+        }
+    }
+}

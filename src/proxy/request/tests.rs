@@ -1,26 +1,11 @@
 //! Kong's request rules, one test per rule (names cite kong-tests.md where a line applies).
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::*;
-use crate::config::ai_proxy::AiProxyConfig;
-use crate::proxy::compile::Timeouts;
 
 fn route(config: Value) -> CompiledRoute {
-    let config: AiProxyConfig = serde_json::from_value(config).unwrap();
-    let t = Duration::from_secs(60);
-    CompiledRoute::new(
-        "test",
-        Arc::new(config),
-        Timeouts {
-            connect: t,
-            read: t,
-            write: t,
-        },
-    )
-    .unwrap()
+    CompiledRoute::from_json(config)
 }
 
 fn openai_route(extra: Value) -> CompiledRoute {

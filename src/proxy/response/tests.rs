@@ -4,45 +4,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::HeaderMap;
-use actix_web::http::Method;
 use actix_web::ResponseError;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::config::ai_proxy::AiProxyConfig;
-use crate::proxy::compile::Timeouts;
 use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
 
 fn route(route_type: &str) -> CompiledRoute {
-    let config: AiProxyConfig = serde_json::from_value(json!({
+    CompiledRoute::from_json(json!({
         "route_type": route_type,
         "model": {"provider": "openai", "name": "gpt-4o"}
     }))
-    .unwrap();
-    let t = Duration::from_secs(60);
-    CompiledRoute::new(
-        "test",
-        Arc::new(config),
-        Timeouts {
-            connect: t,
-            read: t,
-            write: t,
-        },
-    )
-    .unwrap()
 }
 
 fn prepared(route: &CompiledRoute, stream: bool) -> Prepared {
-    let client = ClientRequest {
-        method: Method::POST,
-        path: "/v1/chat/completions".into(),
-        query: String::new(),
-        headers: HeaderMap::new(),
-        captures: Vec::new(),
-        route_path_len: 0,
-    };
+    let client = ClientRequest::post("/v1/chat/completions", &[], "");
     let body = json!({"stream": stream, "messages": [{"role": "user", "content": "hi"}]});
     match prepare(
         route,
