@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use super::{
     post,
-    reply::{text_of, tool_arguments, Completion, Prompt, TOOL_ARGUMENT_PIECES},
+    reply::{
+        text_of, tool_arguments, word_chunks, Completion, Prompt, THINKING, THINKING_SIGNATURE,
+        TOOL_ARGUMENT_PIECES,
+    },
     stream::sse_event,
     Answer, MockRequest, Wire,
 };
@@ -75,13 +78,20 @@ fn has_block(content: &Value, kind: &str) -> bool {
 /// `POST /v1/messages`.
 pub(crate) fn messages(req: &MockRequest) -> Answer {
     let completion = req.complete(messages_prompt(&req.body));
+    let thinks = req.body["thinking"]["type"] == "enabled";
     if req.stream_flag(false) {
-        return message_stream(req.model(), &completion);
+        return message_stream(req.model(), &completion, thinks);
     }
+    let mut content = Vec::new();
+    if thinks {
+        content.push(json!({"type": "thinking", "thinking": THINKING,
+                            "signature": THINKING_SIGNATURE}));
+    }
+    content.push(content_block(&completion, true));
     Answer::json(
         json!({
             "id": MESSAGE_ID, "type": "message", "role": "assistant", "model": req.model(),
-            "content": [content_block(&completion, true)],
+            "content": content,
             "stop_reason": stop_reason(&completion), "stop_sequence": null,
             "usage": {"input_tokens": completion.prompt_tokens,
                       "output_tokens": completion.completion_tokens},
@@ -110,20 +120,47 @@ fn content_block(completion: &Completion, complete: bool) -> Value {
     }
 }
 
-fn message_stream(model: &str, completion: &Completion) -> Answer {
+fn message_stream(model: &str, completion: &Completion, thinks: bool) -> Answer {
     let start = json!({"type": "message_start", "message": {
         "id": MESSAGE_ID, "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": null, "stop_sequence": null,
         "usage": {"input_tokens": completion.prompt_tokens, "output_tokens": 0}}});
-    let mut frames = vec![
-        sse_event("message_start", &start),
+    let mut frames = vec![sse_event("message_start", &start)];
+    let block_delta = |index: usize, delta: Value| {
         sse_event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        )
+    };
+    if thinks {
+        frames.push(sse_event(
             "content_block_start",
             &json!({"type": "content_block_start", "index": 0,
+                    "content_block": {"type": "thinking", "thinking": ""}}),
+        ));
+        frames.extend(
+            word_chunks(THINKING)
+                .into_iter()
+                .map(|word| block_delta(0, json!({"type": "thinking_delta", "thinking": word}))),
+        );
+        frames.push(block_delta(
+            0,
+            json!({"type": "signature_delta", "signature": THINKING_SIGNATURE}),
+        ));
+        frames.push(sse_event(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": 0}),
+        ));
+    }
+    let index = usize::from(thinks);
+    frames.extend([
+        sse_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index,
                     "content_block": content_block(completion, false)}),
         ),
         sse_event("ping", &json!({"type": "ping"})),
-    ];
+    ]);
     let deltas: Vec<Value> = match completion.tool() {
         Some(_) => TOOL_ARGUMENT_PIECES
             .iter()
@@ -135,16 +172,11 @@ fn message_stream(model: &str, completion: &Completion) -> Answer {
             .map(|word| json!({"type": "text_delta", "text": word}))
             .collect(),
     };
-    frames.extend(deltas.into_iter().map(|delta| {
-        sse_event(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
-        )
-    }));
+    frames.extend(deltas.into_iter().map(|delta| block_delta(index, delta)));
     frames.extend([
         sse_event(
             "content_block_stop",
-            &json!({"type": "content_block_stop", "index": 0}),
+            &json!({"type": "content_block_stop", "index": index}),
         ),
         sse_event(
             "message_delta",

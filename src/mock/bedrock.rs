@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use super::{
     anthropic, post,
     reply::{
-        embedding, input_texts, text_of, tool_arguments, word_count, Completion, Prompt,
-        TOOL_ARGUMENT_PIECES,
+        embedding, input_texts, text_of, tool_arguments, word_chunks, word_count, Completion,
+        Prompt, THINKING, THINKING_SIGNATURE, TOOL_ARGUMENT_PIECES,
     },
     Answer, MockRequest, Wire,
 };
@@ -104,6 +104,11 @@ fn stop_reason(completion: &Completion) -> &'static str {
     completion.stop_reason("end_turn", "tool_use")
 }
 
+/// Claude on Bedrock reasons when the request passes Anthropic's `thinking` through.
+fn thinks(body: &Value) -> bool {
+    body["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
+}
+
 /// `POST /model/{modelId}/converse`.
 fn converse(req: &MockRequest) -> Answer {
     let completion = req.complete(converse_prompt(&req.body));
@@ -112,9 +117,15 @@ fn converse(req: &MockRequest) -> Answer {
                                          "input": tool_arguments()}}),
         None => json!({"text": completion.text()}),
     };
+    let mut content = Vec::new();
+    if thinks(&req.body) {
+        content.push(json!({"reasoningContent": {"reasoningText": {
+            "text": THINKING, "signature": THINKING_SIGNATURE}}}));
+    }
+    content.push(block);
     Answer::json(
         json!({
-            "output": {"message": {"role": "assistant", "content": [block]}},
+            "output": {"message": {"role": "assistant", "content": content}},
             "stopReason": stop_reason(&completion),
             "usage": usage(&completion),
             "metrics": {"latencyMs": 1},
@@ -127,18 +138,35 @@ fn converse(req: &MockRequest) -> Answer {
 fn converse_stream(req: &MockRequest) -> Answer {
     let completion = req.complete(converse_prompt(&req.body));
     let event = |name: &str, body: Value| encode_event(name, body.to_string().as_bytes());
+    let mut frames: Vec<Bytes> = vec![event("messageStart", json!({"role": "assistant"}))];
+    let thinks = thinks(&req.body);
+    if thinks {
+        let reasoning = |delta: Value| {
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"reasoningContent": delta}}),
+            )
+        };
+        frames.extend(
+            word_chunks(THINKING)
+                .into_iter()
+                .map(|word| reasoning(json!({ "text": word }))),
+        );
+        frames.push(reasoning(json!({ "signature": THINKING_SIGNATURE })));
+        frames.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
+    }
+    let index = usize::from(thinks);
     let delta = |delta: Value| {
         event(
             "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": delta}),
+            json!({"contentBlockIndex": index, "delta": delta}),
         )
     };
-    let mut frames: Vec<Bytes> = vec![event("messageStart", json!({"role": "assistant"}))];
     match completion.tool() {
         Some(name) => {
             frames.push(event(
                 "contentBlockStart",
-                json!({"contentBlockIndex": 0,
+                json!({"contentBlockIndex": index,
                        "start": {"toolUse": {"toolUseId": TOOL_USE_ID, "name": name}}}),
             ));
             frames.extend(
@@ -155,7 +183,7 @@ fn converse_stream(req: &MockRequest) -> Answer {
         ),
     }
     frames.extend([
-        event("contentBlockStop", json!({"contentBlockIndex": 0})),
+        event("contentBlockStop", json!({"contentBlockIndex": index})),
         event(
             "messageStop",
             json!({"stopReason": stop_reason(&completion)}),

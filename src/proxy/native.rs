@@ -94,6 +94,7 @@ pub fn prepare_native(
         format: ClientFormat::Native,
         dropped: Vec::new(),
         input_estimate: 0,
+        responses_echo: serde_json::Map::new(),
     };
     let client_headers = client_credentials_removed(&client.headers);
     passthrough_request(route, client, &client_headers, resolved, url, body)
