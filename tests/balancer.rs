@@ -445,7 +445,7 @@ fn an_upload_fails_over_to_a_target_of_another_provider() {
         served.contains(&"gemini/gemini-2.5-flash-image".to_string()),
         "{served:?}"
     );
-    let edit = request(mocks[0].port, "GET", "/__mock/requests", &[], b"").json()[0].clone();
+    let edit = mock_log(&mocks[0])[0].clone();
     assert_eq!(edit["path"], "/v1/images/edits", "{edit}");
     drop(gw);
 
@@ -496,10 +496,7 @@ fn realtime_sessions(gw: &Proc, sessions: usize) {
 
 /// The realtime handshakes a mock saw.
 fn realtime_handshakes(m: &Proc) -> usize {
-    request(m.port, "GET", "/__mock/requests", &[], b"")
-        .json()
-        .as_array()
-        .unwrap()
+    mock_log(m)
         .iter()
         .filter(|e| e["path"] == "/v1/realtime")
         .count()

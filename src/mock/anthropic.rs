@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::{
     post,
     reply::{
-        text_of, tool_arguments, word_chunks, Completion, Prompt, THINKING, THINKING_SIGNATURE,
-        TOOL_ARGUMENT_PIECES,
+        text_of, tool_arguments, word_chunks, Completion, Content, Prompt, THINKING,
+        THINKING_SIGNATURE, TOOL_ARGUMENTS, TOOL_ARGUMENT_PIECES,
     },
     stream::sse_event,
     Answer, MockRequest, Wire,
@@ -77,8 +77,25 @@ fn has_block(content: &Value, kind: &str) -> bool {
 
 /// `POST /v1/messages`.
 pub(crate) fn messages(req: &MockRequest) -> Answer {
-    let completion = req.complete(messages_prompt(&req.body));
     let thinks = req.body["thinking"]["type"] == "enabled";
+    if thinks
+        && matches!(
+            req.body["tool_choice"]["type"].as_str(),
+            Some("tool" | "any")
+        )
+    {
+        // Anthropic's own refusal.
+        return Answer::error(
+            400,
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        );
+    }
+    let mut completion = req.complete(messages_prompt(&req.body));
+    // Structured output (`output_config.format`): the answer is JSON text, the same arguments
+    // every mock tool call carries.
+    if req.body["output_config"]["format"]["type"] == "json_schema" && completion.tool().is_none() {
+        completion.content = Content::Text(TOOL_ARGUMENTS.into());
+    }
     if req.stream_flag(false) {
         return message_stream(req.model(), &completion, thinks);
     }

@@ -58,6 +58,15 @@ pub(super) fn converse_request(
         *b >= MIN_THINKING_BUDGET && claude_model(ctx.model) && ctx.route_type == RouteType::Chat
     });
     if budget.is_some() {
+        // Claude refuses a forced tool call while it thinks, and the forced call is how
+        // Converse carries a JSON answer here: refused by name rather than by Bedrock.
+        if req.response_format_schema().is_some() {
+            return Err(bad(
+                "response_format cannot be combined with reasoning_effort on bedrock: Claude's \
+                 thinking forbids the forced tool call that carries the JSON answer; drop one \
+                 of them",
+            ));
+        }
         req.fit_sampling_to_thinking();
     }
     let max_tokens = match (req.max_tokens(), budget) {

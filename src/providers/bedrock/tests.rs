@@ -1107,6 +1107,18 @@ fn cache_control_on_system_tools_assistant_and_tool_results_becomes_cache_points
 }
 
 #[test]
+fn response_format_with_claude_thinking_is_refused_by_name() {
+    let e = chat_err(json!({"model": MODEL, "reasoning_effort": "low",
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "n", "schema": {"type": "object"}}}}));
+    assert!(
+        e.contains("response_format") && e.contains("reasoning_effort"),
+        "{e}"
+    );
+}
+
+#[test]
 fn thinking_forces_claude_sampling_and_the_matched_stop_sequence_comes_back() {
     let out = chat(
         json!({"model": MODEL, "reasoning_effort": "low", "temperature": 0.2,
