@@ -477,6 +477,18 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
     assert_eq!(out["converse"]["stop"], "end_turn");
     assert_eq!(out["stream"]["text"], "Mock bedrock reply to: Stream hello");
     assert_eq!(out["stream"]["usage"], json!([2, 6]));
+    // invoke-with-response-stream: Claude's events in base64 chunks, passed through.
+    let invoke = &out["invoke_stream"];
+    assert_eq!(
+        invoke["text"], "Mock bedrock reply to: Invoke hello",
+        "{out}"
+    );
+    assert_eq!(invoke["types"][0], "message_start");
+    assert_eq!(
+        invoke["types"].as_array().unwrap().last().unwrap(),
+        "message_stop"
+    );
+    assert_eq!(invoke["usage"], json!([2, 6]));
     let seen = mock_requests(&mock);
     assert_eq!(
         seen[0]["path"],
@@ -486,7 +498,27 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
         seen[1]["path"],
         "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
     );
+    assert_eq!(
+        seen[2]["path"],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke-with-response-stream"
+    );
     assert_gateway_credentials(&seen, "AKIACLIENTKEY", "AKIDGATEWAY");
+
+    // Bedrock's mid-stream error frames reach boto3 as the error Bedrock raised.
+    mock_set_faults(&mock, "stream_error");
+    let out: Value = serde_json::from_str(&run_python(
+        "native_clients.py",
+        &["boto3-errors", &gw.url("/bedrock-native")],
+    ))
+    .unwrap();
+    for call in ["converse_stream", "invoke_stream"] {
+        assert_eq!(out[call]["error"], "throttlingException", "{call}: {out}");
+        assert!(out[call]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many requests"));
+    }
+    mock_set_faults(&mock, "");
 }
 
 #[test]

@@ -25,6 +25,9 @@ use super::{
 use crate::codec::eventstream::encode_event;
 
 const TOOL_USE_ID: &str = "tooluse_mock_1";
+
+/// The content type of Bedrock's streams (AWS event stream framing).
+pub(crate) const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 const EMBEDDING_ID: &str = "mock-embedding";
 
 static BEDROCK: Wire = Wire {
@@ -40,6 +43,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             converse_stream,
         ))
         .service(post("/model/{model}/invoke", &BEDROCK, invoke))
+        .service(post(
+            "/model/{model}/invoke-with-response-stream",
+            &BEDROCK,
+            invoke_stream,
+        ))
         .service(post("/rerank", &BEDROCK, rerank));
 }
 
@@ -194,7 +202,39 @@ fn converse_stream(req: &MockRequest) -> Answer {
         ),
     ]);
     Answer::Stream {
-        content_type: "application/vnd.amazon.eventstream",
+        content_type: EVENT_STREAM,
+        frames,
+    }
+}
+
+/// `POST /model/{modelId}/invoke-with-response-stream` for Claude (a Messages API body): each
+/// of Anthropic's stream events base64 in a `chunk` event's `bytes`, the last one carrying
+/// `amazon-bedrock-invocationMetrics`, as Bedrock sends them.
+fn invoke_stream(req: &MockRequest) -> Answer {
+    if req.body.get("messages").is_none() {
+        return Answer::error(
+            400,
+            "mock: invoke-with-response-stream takes a Messages API body (Claude models)",
+        );
+    }
+    let completion = req.complete(anthropic::messages_prompt(&req.body));
+    let thinks = req.body["thinking"]["type"] == "enabled";
+    let mut events = anthropic::stream_events(req.model(), &completion, thinks);
+    if let Some(last) = events.last_mut() {
+        last["amazon-bedrock-invocationMetrics"] = json!({
+            "inputTokenCount": completion.prompt_tokens,
+            "outputTokenCount": completion.completion_tokens,
+            "invocationLatency": 1, "firstByteLatency": 1});
+    }
+    let frames = events
+        .iter()
+        .map(|event| {
+            let bytes = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+            encode_event("chunk", json!({ "bytes": bytes }).to_string().as_bytes())
+        })
+        .collect();
+    Answer::Stream {
+        content_type: EVENT_STREAM,
         frames,
     }
 }
@@ -273,6 +313,9 @@ fn invoke(req: &MockRequest) -> Answer {
 mod tests {
     use serde_json::{json, Value};
 
+    use base64::Engine;
+
+    use super::EVENT_STREAM;
     use crate::{codec::eventstream::EventStreamDecoder, mock::testkit::post_json};
 
     const MODEL: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0";
@@ -338,6 +381,64 @@ mod tests {
             .collect();
         assert_eq!(text, REPLY);
         assert_eq!(events.last().unwrap().1["usage"]["outputTokens"], 6);
+    }
+
+    fn claude_body() -> Value {
+        json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
+               "messages": [{"role": "user", "content": "Double it."}]})
+    }
+
+    #[actix_rt::test]
+    async fn invoke_with_response_stream_wraps_claude_events_in_chunks() {
+        let path = format!("{MODEL}/invoke-with-response-stream");
+        let got = post_json(&path, &claude_body(), None).await;
+        assert_eq!(got.content_type(), EVENT_STREAM);
+        let events: Vec<Value> = decode(&got.body)
+            .into_iter()
+            .map(|(name, chunk)| {
+                assert_eq!(name, "chunk");
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(chunk["bytes"].as_str().unwrap())
+                    .unwrap();
+                serde_json::from_slice(&bytes).unwrap()
+            })
+            .collect();
+        assert_eq!(events[0]["type"], "message_start");
+        let text: String = events
+            .iter()
+            .filter_map(|e| e["delta"]["text"].as_str())
+            .collect();
+        assert_eq!(text, REPLY);
+        let last = events.last().unwrap();
+        assert_eq!(last["type"], "message_stop");
+        assert_eq!(
+            last["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+            6
+        );
+        // Only Claude's Messages body streams here.
+        let got = post_json(&path, &json!({"inputText": "x"}), None).await;
+        assert_eq!(got.status, 400);
+    }
+
+    #[actix_rt::test]
+    async fn stream_error_ends_a_bedrock_stream_with_an_exception_frame() {
+        for path in ["converse-stream", "invoke-with-response-stream"] {
+            let body = if path == "converse-stream" {
+                body()
+            } else {
+                claude_body()
+            };
+            let got = post_json(&format!("{MODEL}/{path}"), &body, Some("stream_error")).await;
+            let mut messages = Vec::new();
+            EventStreamDecoder::new()
+                .feed(&got.body, &mut messages)
+                .unwrap();
+            let last = messages.pop().unwrap();
+            assert_eq!(last.message_type.as_deref(), Some("exception"), "{path}");
+            assert_eq!(last.exception_type.as_deref(), Some("throttlingException"));
+            assert!(messages.iter().all(|m| m.event_type.is_some()));
+            assert!(!messages.is_empty(), "{path}: the first half comes first");
+        }
     }
 
     #[actix_rt::test]
