@@ -603,6 +603,25 @@ fn native_rerank_generate_and_path_rules_over_raw_http() {
     let text = r.text();
     assert!(text.contains("data: {\"error\":{\"code\":500,"), "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
+    // Without alt=sse Gemini streams one JSON array, element by element: passed as it is.
+    let r = post_json(
+        gw.port,
+        "/gemini-native/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        &json!({"contents": [{"role": "user", "parts": [{"text": "Array please"}]}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let elements = r.json();
+    let text: String = elements
+        .as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {}", r.text()))
+        .iter()
+        .filter_map(|e| e["candidates"][0]["content"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Mock gemini reply to: Array please");
+    assert!(r
+        .header("x-kong-llm-model")
+        .is_some_and(|m| m.starts_with("gemini/")));
 
     let r = post_json(
         gw.port,
