@@ -118,10 +118,15 @@ pub async fn open(
             (None, Ok(_)) => "101".into(),
             (None, Err(e)) => e.status_code().as_u16().to_string(),
         };
+        let model = target.config.model.name.as_deref();
+        if let Some(stats) = &target.stats {
+            let provider = target.provider.as_str();
+            crate::metrics::attempt(stats, index, provider, model.unwrap_or(""), &outcome);
+        }
         entries.push(format!(
             "{index} {}/{} {outcome}",
             target.provider.as_str(),
-            target.config.model.name.as_deref().unwrap_or("-")
+            model.unwrap_or("-")
         ));
         access.tried = Some(Arc::from(entries.join(", ")));
         match result {
