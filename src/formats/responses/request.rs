@@ -219,6 +219,8 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<(), String>
             }
         }
     }
+    // Reasoning that no text or call of its turn followed has no chat message to ride on.
+    messages.retain(|m| !is_open_turn(m));
     Ok(())
 }
 
@@ -409,6 +411,26 @@ mod tests {
         assert_eq!(c["tool_choice"]["function"]["name"], "add");
         assert_eq!(c["response_format"]["json_schema"]["name"], "x");
         assert_eq!(c["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn reasoning_rides_on_its_turn_and_alone_is_left_out() {
+        let c = chat(json!({"model": "m", "input": [
+            {"role": "user", "content": "a"},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}],
+             "encrypted_content": "opaque-from-openai"},
+            {"role": "user", "content": "b"},
+            {"type": "reasoning", "id": "rs_2", "summary": [],
+             "encrypted_content": "[{\"type\":\"redacted_thinking\",\"data\":\"x\"}]"},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+        ]}))
+        .unwrap();
+        let m = c["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(m[1], json!({"role": "user", "content": "b"}));
+        assert_eq!(m[2]["content"], "ok");
+        assert_eq!(m[2]["thinking_blocks"][0]["type"], "redacted_thinking");
+        assert!(m[2].get("reasoning_content").is_none());
     }
 
     #[test]
