@@ -18,7 +18,7 @@ use super::{
     anthropic, post,
     reply::{
         embedding, input_texts, text_of, tool_arguments, word_chunks, word_count, Completion,
-        Prompt, THINKING, THINKING_SIGNATURE, TOOL_ARGUMENT_PIECES,
+        Content, Prompt, THINKING, THINKING_SIGNATURE, TOOL_ARGUMENTS, TOOL_ARGUMENT_PIECES,
     },
     Answer, MockRequest, Wire,
 };
@@ -112,6 +112,24 @@ fn stop_reason(completion: &Completion) -> &'static str {
     completion.stop_reason("end_turn", "tool_use")
 }
 
+/// The answer to a Converse body: Claude's refusal of a forced tool call while it thinks, as
+/// Bedrock passes it on; with structured output (`outputConfig.textFormat`) JSON text, the
+/// same arguments every mock tool call carries.
+fn converse_completion(req: &MockRequest) -> Result<Completion, Answer> {
+    if thinks(&req.body) && req.body.pointer("/toolConfig/toolChoice/tool").is_some() {
+        return Err(Answer::error(
+            400,
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        ));
+    }
+    let mut completion = req.complete(converse_prompt(&req.body));
+    let structured = req.body["outputConfig"]["textFormat"]["type"] == "json_schema";
+    if structured && completion.tool().is_none() {
+        completion.content = Content::Text(TOOL_ARGUMENTS.into());
+    }
+    Ok(completion)
+}
+
 /// Claude on Bedrock reasons when the request passes Anthropic's `thinking` through.
 fn thinks(body: &Value) -> bool {
     body["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
@@ -119,7 +137,10 @@ fn thinks(body: &Value) -> bool {
 
 /// `POST /model/{modelId}/converse`.
 fn converse(req: &MockRequest) -> Answer {
-    let completion = req.complete(converse_prompt(&req.body));
+    let completion = match converse_completion(req) {
+        Ok(completion) => completion,
+        Err(refused) => return refused,
+    };
     let block = match completion.tool() {
         Some(name) => json!({"toolUse": {"toolUseId": TOOL_USE_ID, "name": name,
                                          "input": tool_arguments()}}),
@@ -144,7 +165,10 @@ fn converse(req: &MockRequest) -> Answer {
 
 /// `POST /model/{modelId}/converse-stream`.
 fn converse_stream(req: &MockRequest) -> Answer {
-    let completion = req.complete(converse_prompt(&req.body));
+    let completion = match converse_completion(req) {
+        Ok(completion) => completion,
+        Err(refused) => return refused,
+    };
     let event = |name: &str, body: Value| encode_event(name, body.to_string().as_bytes());
     let mut frames: Vec<Bytes> = vec![event("messageStart", json!({"role": "assistant"}))];
     let thinks = thinks(&req.body);
@@ -418,6 +442,25 @@ mod tests {
         // Only Claude's Messages body streams here.
         let got = post_json(&path, &json!({"inputText": "x"}), None).await;
         assert_eq!(got.status, 400);
+    }
+
+    #[actix_rt::test]
+    async fn thinking_refuses_a_forced_tool_and_structured_output_is_json_text() {
+        let mut thinking = body();
+        thinking["additionalModelRequestFields"] =
+            json!({"thinking": {"type": "enabled", "budget_tokens": 1024}});
+        let mut forced = with_tools(thinking.clone());
+        forced["toolConfig"]["toolChoice"] = json!({"tool": {"name": "add"}});
+        let got = post_json(&format!("{MODEL}/converse"), &forced, None).await;
+        assert_eq!(got.status, 400);
+        thinking["outputConfig"] = json!({"textFormat": {"type": "json_schema",
+            "structure": {"jsonSchema": {"schema": "{\"type\":\"object\"}"}}}});
+        let v = post_json(&format!("{MODEL}/converse"), &thinking, None)
+            .await
+            .json();
+        let content = &v["output"]["message"]["content"];
+        assert!(content[0].get("reasoningContent").is_some(), "{v}");
+        assert_eq!(content[1]["text"], r#"{"a":2,"b":12}"#);
     }
 
     #[actix_rt::test]

@@ -479,8 +479,12 @@ fn messages_request<'a>(
         req.fit_sampling_to_thinking();
     }
     let tool_choice = tool_choice(&req);
+    // Anthropic's own structured output where thinking forbids the forced tool call.
     let (format_schema, output_config) = if thinking.is_some() {
-        (None, thinking_output_format(&req).map_err(bad)?)
+        let schema = req.thinking_json_schema().map_err(bad)?;
+        let config =
+            schema.map(|(schema, _)| json!({"format": {"type": "json_schema", "schema": schema}}));
+        (None, config)
     } else {
         (req.emulated_response_format().map_err(bad)?, None)
     };
@@ -527,31 +531,6 @@ fn messages_request<'a>(
         output_config,
         sampling,
     })
-}
-
-/// `response_format` when the model thinks: Anthropic refuses a forced tool call with thinking
-/// on, so a JSON schema goes as Anthropic's own structured output (`output_config.format`; the
-/// model reasons, then answers in the schema; Claude Sonnet and Opus 4.5 and later, Haiku
-/// 4.5). `json_object` has no schema to give it, and an empty object schema would only allow
-/// `{}`: that combination is refused by name.
-fn thinking_output_format(req: &ChatRequest) -> Result<Option<Value>, &'static str> {
-    let kind = req
-        .extra
-        .get("response_format")
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str);
-    match kind {
-        Some("json_schema") => Ok(req
-            .response_format_schema()
-            .map(|schema| json!({"format": {"type": "json_schema", "schema": schema}}))),
-        Some("json_object") => Err(
-            "response_format json_object cannot be combined with reasoning_effort on anthropic: \
-             thinking forbids the forced tool call that emulates it, and Anthropic's own \
-             structured output needs a schema; send a json_schema response_format, or drop \
-             reasoning_effort",
-        ),
-        _ => Ok(None),
-    }
 }
 
 /// System messages -> `system`: one string (joined with newlines) unless a part carries
