@@ -2,7 +2,10 @@
 # Instructions per request of the gateway on the cross-check's non-streaming request, counted by
 # callgrind: a figure that does not move when the machine is busy (wall-clock load tests do).
 #
-#   loadtest/instructions.sh [--requests N] [--concurrency C] [--keep DIR]
+#   loadtest/instructions.sh [--requests N] [--concurrency C] [--keep DIR] [--metered]
+#
+# --metered adds the balancer group's metrics-on route: a prometheus plugin with ai_metrics and
+# input/output costs (the x-ai-gateway-cost header and every Kong AI series per request).
 #
 # GW_BIN=path measures another build (default target/release/ai-gateway, built if missing).
 # It starts the cross-check's hyper mock and the gateway under valgrind (default settings: access
@@ -12,12 +15,13 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LT="$ROOT/loadtest"
-N=2000 C=16 KEEP=""
+N=2000 C=16 KEEP="" METERED=0
 while [ $# -gt 0 ]; do
     case $1 in
         --requests) N=$2; shift 2 ;;
         --concurrency) C=$2; shift 2 ;;
         --keep) KEEP=$2; shift 2 ;;
+        --metered) METERED=1; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -54,6 +58,7 @@ services:
   - name: fast
     paths: [/v1]
     plugins:
+$(if [ "$METERED" = 1 ]; then printf '%s\n' "    - name: prometheus" "      config: {ai_metrics: true}"; fi)
     - name: ai-proxy
       config:
         route_type: llm/v1/chat
@@ -61,7 +66,7 @@ services:
         model:
           provider: openai
           name: gpt-mock
-          options: {upstream_url: "http://127.0.0.1:$mock_port/v1/chat/completions"}
+          options: {$([ "$METERED" = 1 ] && printf 'input_cost: 0.15, output_cost: 0.6, ')upstream_url: "http://127.0.0.1:$mock_port/v1/chat/completions"}
 EOF
 # Default settings from the checkout; only the demo mock's port moves (as run.sh's xc group).
 (cd "$ROOT" && exec env AIGW_WORKERS=1 AIGW_MOCK__LISTEN="127.0.0.1:$demo_port" \

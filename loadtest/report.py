@@ -591,7 +591,8 @@ def main():
          "per stream (the per-chunk overhead). The mock writes each event in its own write, so "
          "every event is one upstream read for nginx and the gateway alike.", stream_table),
         ("stream-paced", f"Paced streaming: {f_['paced_chunks']} chunks, one every "
-                         f"{f_['paced_delay_ms']} ms, c=64",
+                         f"{f_['paced_delay_ms']} ms, {f_.get('paced_rate', 128)} streams/s "
+                         "arriving evenly (open loop)",
          "Added time to the first chunk, and to the last one (the whole stream). Gaps are between "
          "consecutive events as the client sees them: for the anthropic rows the gateway turns 26 "
          "native events into 23 OpenAI ones (`ping`, `content_block_start/stop` produce nothing), "

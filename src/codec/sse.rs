@@ -65,7 +65,7 @@ impl SseDecoder {
             }
         }
 
-        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', rest) {
             let terminator = rest[end];
             let head = &rest[..end];
             if self.line.is_empty() {
@@ -130,7 +130,11 @@ impl SseDecoder {
         };
         match field {
             b"data" => {
-                self.data.push_str(&String::from_utf8_lossy(value));
+                // `from_utf8` checks valid (the usual) input faster than the lossy walk.
+                match std::str::from_utf8(value) {
+                    Ok(text) => self.data.push_str(text),
+                    Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
+                }
                 self.data.push('\n');
             }
             b"event" => set_field(&mut self.event, value),

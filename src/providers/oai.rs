@@ -778,12 +778,15 @@ pub fn write_event(out: &mut BytesMut, value: &impl Serialize) {
 pub fn write_raw_event(out: &mut BytesMut, data: &[u8]) {
     out.reserve(data.len() + 8);
     // Data spanning several lines needs a `data: ` prefix on each (SSE framing).
-    for line in data.split(|&b| b == b'\n') {
+    let mut rest = data;
+    while let Some(end) = memchr::memchr(b'\n', rest) {
         out.put_slice(b"data: ");
-        out.put_slice(line);
-        out.put_slice(b"\n");
+        out.put_slice(&rest[..=end]);
+        rest = &rest[end + 1..];
     }
-    out.put_slice(b"\n");
+    out.put_slice(b"data: ");
+    out.put_slice(rest);
+    out.put_slice(b"\n\n");
 }
 
 /// Appends the stream terminator.
@@ -1073,6 +1076,18 @@ impl ChunkBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_events_frame_every_data_line() {
+        let framed = |data: &str| {
+            let mut out = BytesMut::new();
+            write_raw_event(&mut out, data.as_bytes());
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        assert_eq!(framed("{\"a\":1}"), "data: {\"a\":1}\n\n");
+        assert_eq!(framed("one\ntwo\n"), "data: one\ndata: two\ndata: \n\n");
+        assert_eq!(framed(""), "data: \n\n");
+    }
 
     fn events(buf: &BytesMut) -> Vec<Value> {
         std::str::from_utf8(buf)

@@ -344,12 +344,12 @@ pub fn compile(
             },
         };
         let stats = spec.prometheus.as_ref().map(|p| {
-            Arc::new(RouteStats {
-                route: Arc::from(spec.name.as_str()),
-                service: Arc::from(spec.service.as_ref().map_or("", |s| s.name.as_str())),
-                ai_metrics: p.ai_metrics,
-                per_consumer: p.per_consumer,
-            })
+            Arc::new(RouteStats::new(
+                &spec.name,
+                spec.service.as_ref().map_or("", |s| s.name.as_str()),
+                p.ai_metrics,
+                p.per_consumer,
+            ))
         });
         let compiled =
             AiRoute::new(&spec.name, plugin, timeouts, path, stats).and_then(|mut route| {

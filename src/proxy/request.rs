@@ -392,15 +392,17 @@ pub(super) fn add_driver_headers(
 
 /// `application/json` or a `+json` type, whatever the parameters.
 pub fn is_json_type(content_type: &HeaderValue) -> bool {
-    content_type.to_str().is_ok_and(|v| {
-        let mime = v
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        mime == "application/json" || mime.ends_with("+json")
-    })
+    let value = content_type.as_bytes();
+    let mime = value
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or(value)
+        .trim_ascii();
+    mime.eq_ignore_ascii_case(b"application/json")
+        || mime
+            .len()
+            .checked_sub(5)
+            .is_some_and(|at| mime[at..].eq_ignore_ascii_case(b"+json"))
 }
 
 /// Kong treats a missing content type as JSON; anything else that is not JSON is refused.

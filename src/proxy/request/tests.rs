@@ -571,3 +571,26 @@ fn raw_fields_give_the_general_paths_request() {
     // The client's own spacing survives where the fields were kept raw.
     assert!(kept_raw >= 4, "{kept_raw}");
 }
+
+#[test]
+fn json_content_types_whatever_their_case_and_parameters() {
+    let json = |v: &str| is_json_type(&HeaderValue::from_str(v).unwrap());
+    for yes in [
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "  application/json  ;q=1",
+        "application/vnd.api+json",
+        "application/problem+JSON",
+    ] {
+        assert!(json(yes), "{yes}");
+    }
+    for no in [
+        "text/plain",
+        "application/jsonl",
+        "json",
+        "",
+        "multipart/form-data; boundary=x",
+    ] {
+        assert!(!json(no), "{no}");
+    }
+}
