@@ -284,6 +284,9 @@ impl RealtimeActor {
         if self.outcome == "completed" {
             self.outcome = outcome;
         }
+        // The usage is final: charged before either side hears the close, so a client that
+        // opens its next session at once is already held to it.
+        self.settle();
         let client = self.client.take();
         let upstream = self.upstream.take();
         // A close the provider sent in answer to the client's needs no echo; its own does.
@@ -303,6 +306,14 @@ impl RealtimeActor {
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         );
+    }
+
+    /// Settles the rate-limit claim, once: what the `response.done` events reported is the
+    /// exact cost, however the session ended.
+    fn settle(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            permit.settle(self.usage, true);
+        }
     }
 
     fn observe(&mut self, text: &[u8]) {
@@ -331,10 +342,7 @@ impl Actor for RealtimeActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
         logging::access_stream(&self.access, self.outcome, self.usage, None);
-        if let Some(permit) = self.permit.take() {
-            // What the `response.done` events reported is the exact cost, however it ended.
-            permit.settle(self.usage, true);
-        }
+        self.settle();
     }
 }
 
