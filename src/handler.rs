@@ -14,15 +14,14 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::actors::limiter::Permit;
-use crate::actors::messages::{AccessInfo, PickTarget, Proxy, ReplyBody, RequestBody};
+use crate::actors::messages::{AccessInfo, Proxy, ReplyBody, RequestBody};
 use crate::actors::realtime;
 use crate::config::ai_proxy::RouteType;
 use crate::error::GatewayError;
 use crate::key_auth::Identity;
 use crate::logging;
 use crate::providers::oai::Usage;
-use crate::proxy::compile::CompiledRoute;
-use crate::proxy::realtime::prepare_realtime;
+use crate::proxy::compile::AiRoute;
 use crate::proxy::request::ClientRequest;
 use crate::proxy::upload;
 use crate::router::RouteMatch;
@@ -86,12 +85,6 @@ fn client_request(req: &HttpRequest, found: RouteMatch) -> ClientRequest {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn declared_length(req: &HttpRequest) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)
@@ -100,20 +93,9 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
 }
 
 /// Multipart uploads to the route types that take files stream to the provider instead of
-/// being read whole.
-fn streams_upload(req: &HttpRequest, route: &CompiledRoute) -> bool {
-    route.route_type().takes_uploads()
-        && route.provider.speaks_openai_api()
-        && req.method() == actix_web::http::Method::POST
-        && req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("multipart/form-data")
-            })
+/// being read whole, when every target of the route takes them streamed.
+fn streams_upload(req: &HttpRequest, route: &AiRoute) -> bool {
+    route.streams_uploads() && upload::is_multipart_post(req.method(), req.headers())
 }
 
 /// Reads the body up to the route's limit, within the client request timeout.
@@ -224,7 +206,7 @@ async fn handle(
     let target = route.first();
     // A WebSocket session and a streamed upload are not read here: their credentials come
     // from headers or the query.
-    let streamed = target.route_type() == RouteType::Realtime || streams_upload(req, target);
+    let streamed = target.route_type() == RouteType::Realtime || streams_upload(req, route);
     let (mut body, unread) = if streamed {
         (Bytes::new(), Some(payload))
     } else {
@@ -238,21 +220,8 @@ async fn handle(
     access.consumer = identity.consumer.as_ref().map(|c| c.name.clone());
     let body = match unread {
         Some(payload) if target.route_type() == RouteType::Realtime => {
-            let hash_key = route
-                .balancer
-                .as_ref()
-                .and_then(|b| client.headers.get(&b.hash_header))
-                .map(|v| v.as_bytes().to_vec());
-            let (index, in_flight) = actor
-                .send(PickTarget { hash_key })
-                .await
-                .map_err(|e| GatewayError::Internal(format!("route actor unavailable: {e}")))??;
-            let target = &route.targets[index];
-            access.provider = target.provider.as_str();
-            access.target = Some(target.clone());
-            let upstream = prepare_realtime(target, &client, request_id, unix_now())?;
-            // A session is admitted like one request and charged the usage of its
-            // `response.done` events when it ends (see realtime::RealtimeActor).
+            // A session is admitted like one request, before any provider sees it, and charged
+            // the usage of its `response.done` events when it ends (see RealtimeActor).
             let ticket = route.limits.as_ref().and_then(|limits| {
                 limits.ticket(&identity, req.peer_addr().map(|a| a.ip()), &client, &[])
             });
@@ -260,12 +229,14 @@ async fn handle(
                 Some(ticket) => Some(Permit::acquire(&state.limiter, ticket).await?),
                 None => None,
             };
+            let (opened, in_flight) =
+                realtime::open(actor, route, &client, &request_id, access).await?;
             let session = realtime::Session {
                 access: access.clone(),
                 permit,
                 in_flight,
             };
-            return realtime::serve(req, payload, target, upstream, session).await;
+            return realtime::serve(req, payload, opened, session);
         }
         Some(payload) => {
             let limit = target.upload_limit();

@@ -11,7 +11,7 @@ pub(crate) mod error;
 pub(crate) mod formats;
 pub(crate) mod handler;
 pub(crate) mod key_auth;
-pub(crate) mod limits;
+pub mod limits;
 pub(crate) mod logging;
 pub(crate) mod metrics;
 pub(crate) mod mock;

@@ -157,14 +157,6 @@ fn setup() -> Setup {
     Setup { mock, gw, status }
 }
 
-fn mock_log(mock: &Proc) -> Vec<Value> {
-    request(mock.port, "GET", "/__mock/requests", &[], b"")
-        .json()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// The logged request with this method and path (the newest one).
 fn seen<'a>(log: &'a [Value], method: &str, path: &str) -> &'a Value {
     log.iter()

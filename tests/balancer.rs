@@ -6,6 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use base64::Engine;
+
 use common::*;
 use serde_json::Value;
 
@@ -404,32 +406,140 @@ fn multipart_uploads_are_balanced_and_sent_once() {
     assert_eq!(mock_requests(&mocks[1]), 2, "no second attempt");
 }
 
+fn image_edit(gw: &Proc) -> Response {
+    let mut body = b"--b0\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nadd a hat\r\n--b0\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n".to_vec();
+    body.extend_from_slice(b"\x89PNG fox\r\n--b0--\r\n");
+    let mp = ("content-type", "multipart/form-data; boundary=b0");
+    request(gw.port, "POST", "/lb/images/edits", &[mp], &body)
+}
+
 #[test]
-fn realtime_sessions_are_balanced_across_targets() {
+fn an_upload_fails_over_to_a_target_of_another_provider() {
     let mocks = [start_mock(), start_mock()];
-    let target = |m: &Proc| {
-        format!(
-            "{{route_type: realtime/v1/realtime, weight: 100, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: gpt-4o-realtime-preview, options: {{upstream_url: \"ws://127.0.0.1:{}/v1/realtime\"}}}}}}",
-            m.port
-        )
-    };
-    let targets = [target(&mocks[0]), target(&mocks[1])];
-    let deck = write_deck(&advanced_deck("{algorithm: round-robin}", &targets));
+    let openai = format!(
+        "{{route_type: image/v1/images/edits, weight: 100, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: gpt-image-1, options: {{upstream_url: \"http://127.0.0.1:{}/v1/images/edits\"}}}}}}",
+        mocks[0].port
+    );
+    let gemini = format!(
+        "{{route_type: image/v1/images/edits, weight: 50, auth: {{param_name: key, param_value: gem-key, param_location: query}}, model: {{provider: gemini, name: gemini-2.5-flash-image, options: {{upstream_url: \"http://127.0.0.1:{}\"}}}}}}",
+        mocks[1].port
+    );
+    // OpenAI takes the form streamed, Gemini needs it whole: the route reads it once, and
+    // each target gets it in its own shape.
+    let deck = write_deck(&advanced_deck(
+        "{algorithm: round-robin}",
+        &[openai.clone(), gemini.clone()],
+    ));
     let gw = start_gateway(&deck, &[]);
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let r = image_edit(&gw);
+        assert_eq!(r.status, 200, "{}", r.text());
+        served.push(r.header("x-kong-llm-model").unwrap().to_string());
+    }
+    assert!(
+        served.contains(&"openai/gpt-image-1".to_string()),
+        "{served:?}"
+    );
+    assert!(
+        served.contains(&"gemini/gemini-2.5-flash-image".to_string()),
+        "{served:?}"
+    );
+    let edit = mock_log(&mocks[0])[0].clone();
+    assert_eq!(edit["path"], "/v1/images/edits", "{edit}");
+    drop(gw);
+
+    // The first target fails: the same form goes to the Gemini target.
+    mock_set_faults(&mocks[0], "status=500");
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: priority, retries: 1, {RETRY_ALL}}}"),
+        &[openai, gemini],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let r = image_edit(&gw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        tried(&r),
+        vec![(0, "500".to_string()), (1, "200".to_string())]
+    );
+    assert_eq!(
+        r.header("x-kong-llm-model"),
+        Some("gemini/gemini-2.5-flash-image")
+    );
+    let b64 = r.json()["data"][0]["b64_json"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let image = String::from_utf8_lossy(&image).into_owned();
+    assert!(image.ends_with("of: add a hat (1 input images)"), "{image}");
+}
+
+fn realtime_target(m: &Proc) -> String {
+    format!(
+        "{{route_type: realtime/v1/realtime, weight: 100, auth: {{header_name: Authorization, header_value: \"Bearer sk-openai\"}}, model: {{provider: openai, name: gpt-4o-realtime-preview, options: {{upstream_url: \"ws://127.0.0.1:{}/v1/realtime\"}}}}}}",
+        m.port
+    )
+}
+
+/// Relays `sessions` short realtime sessions through the route; each must close cleanly.
+fn realtime_sessions(gw: &Proc, sessions: usize) {
     let url = format!("ws://127.0.0.1:{}/lb/realtime", gw.port);
-    for _ in 0..4 {
+    for _ in 0..sessions {
         let out: Value =
             serde_json::from_str(&run_python("realtime.py", &[&url, "relay", "2"])).unwrap();
         assert_eq!(out["close_code"], 4000, "{out}");
     }
+}
+
+/// The realtime handshakes a mock saw.
+fn realtime_handshakes(m: &Proc) -> usize {
+    mock_log(m)
+        .iter()
+        .filter(|e| e["path"] == "/v1/realtime")
+        .count()
+}
+
+#[test]
+fn realtime_sessions_are_balanced_across_targets() {
+    let mocks = [start_mock(), start_mock()];
+    let targets = [realtime_target(&mocks[0]), realtime_target(&mocks[1])];
+    let deck = write_deck(&advanced_deck("{algorithm: round-robin}", &targets));
+    let gw = start_gateway(&deck, &[]);
+    realtime_sessions(&gw, 4);
     for m in &mocks {
-        let sessions = request(m.port, "GET", "/__mock/requests", &[], b"")
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["path"] == "/v1/realtime")
-            .count();
-        assert_eq!(sessions, 2, "round-robin splits the sessions");
+        assert_eq!(realtime_handshakes(m), 2, "round-robin splits the sessions");
     }
+}
+
+#[test]
+fn a_refused_realtime_upgrade_fails_over_and_counts_for_the_circuit_breaker() {
+    let mocks = [start_mock(), start_mock()];
+    let targets = [realtime_target(&mocks[0]), realtime_target(&mocks[1])];
+    let deck = write_deck(&advanced_deck(
+        &format!("{{algorithm: round-robin, max_fails: 2, fail_timeout: 30000, {RETRY_ALL}}}"),
+        &targets,
+    ));
+    let gw = start_gateway(&deck, &[]);
+    mock_set_faults(&mocks[0], "status=503");
+    // Every session lands on the healthy target; the refusing one is tried until its circuit
+    // opens after max_fails refusals, then left alone.
+    realtime_sessions(&gw, 6);
+    assert_eq!(realtime_handshakes(&mocks[0]), 2);
+    assert_eq!(realtime_handshakes(&mocks[1]), 6);
+    drop(gw);
+
+    // A refusal outside failover_criteria (the client's fault header makes both answer 401)
+    // is the client's answer, from the first target.
+    let deck = write_deck(&advanced_deck(
+        "{algorithm: priority, failover_criteria: [error, timeout, http_503]}",
+        &[realtime_target(&mocks[0]), realtime_target(&mocks[1])],
+    ));
+    let gw = start_gateway(&deck, &[]);
+    let url = format!("ws://127.0.0.1:{}/lb/realtime", gw.port);
+    let out: Value = serde_json::from_str(&run_python("realtime.py", &[&url, "refused"])).unwrap();
+    assert_eq!(out["status"], 401, "{out}");
+    assert_eq!(realtime_handshakes(&mocks[1]), 6, "no second attempt");
 }

@@ -477,6 +477,18 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
     assert_eq!(out["converse"]["stop"], "end_turn");
     assert_eq!(out["stream"]["text"], "Mock bedrock reply to: Stream hello");
     assert_eq!(out["stream"]["usage"], json!([2, 6]));
+    // invoke-with-response-stream: Claude's events in base64 chunks, passed through.
+    let invoke = &out["invoke_stream"];
+    assert_eq!(
+        invoke["text"], "Mock bedrock reply to: Invoke hello",
+        "{out}"
+    );
+    assert_eq!(invoke["types"][0], "message_start");
+    assert_eq!(
+        invoke["types"].as_array().unwrap().last().unwrap(),
+        "message_stop"
+    );
+    assert_eq!(invoke["usage"], json!([2, 6]));
     let seen = mock_requests(&mock);
     assert_eq!(
         seen[0]["path"],
@@ -486,7 +498,27 @@ fn native_sdks_pass_through_with_the_gateways_credentials() {
         seen[1]["path"],
         "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
     );
+    assert_eq!(
+        seen[2]["path"],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke-with-response-stream"
+    );
     assert_gateway_credentials(&seen, "AKIACLIENTKEY", "AKIDGATEWAY");
+
+    // Bedrock's mid-stream error frames reach boto3 as the error Bedrock raised.
+    mock_set_faults(&mock, "stream_error");
+    let out: Value = serde_json::from_str(&run_python(
+        "native_clients.py",
+        &["boto3-errors", &gw.url("/bedrock-native")],
+    ))
+    .unwrap();
+    for call in ["converse_stream", "invoke_stream"] {
+        assert_eq!(out[call]["error"], "throttlingException", "{call}: {out}");
+        assert!(out[call]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many requests"));
+    }
+    mock_set_faults(&mock, "");
 }
 
 #[test]
@@ -571,6 +603,25 @@ fn native_rerank_generate_and_path_rules_over_raw_http() {
     let text = r.text();
     assert!(text.contains("data: {\"error\":{\"code\":500,"), "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
+    // Without alt=sse Gemini streams one JSON array, element by element: passed as it is.
+    let r = post_json(
+        gw.port,
+        "/gemini-native/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+        &json!({"contents": [{"role": "user", "parts": [{"text": "Array please"}]}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let elements = r.json();
+    let text: String = elements
+        .as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {}", r.text()))
+        .iter()
+        .filter_map(|e| e["candidates"][0]["content"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Mock gemini reply to: Array please");
+    assert!(r
+        .header("x-kong-llm-model")
+        .is_some_and(|m| m.starts_with("gemini/")));
 
     let r = post_json(
         gw.port,

@@ -256,3 +256,90 @@ fn every_provider_through_the_openai_sdk() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn json_schema_with_reasoning_is_claudes_structured_output_on_anthropic_and_bedrock() {
+    let mock = start_mock();
+    let gw = start_gateway(&demo_deck_for(mock.port), &[]);
+    let run = |route: &str, model: &str| -> Value {
+        let args = [
+            gw.url(route),
+            "json-reasoning".into(),
+            "add 2 and 12".into(),
+            model.into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        serde_json::from_str(&run_python("sdk_client.py", &args)).unwrap()
+    };
+    // Route, model, the mock's path and where the request carries the schema.
+    for (route, model, path, format) in [
+        (
+            "/anthropic",
+            "claude-3-5-haiku-latest",
+            "/v1/messages",
+            "/output_config/format/type",
+        ),
+        (
+            "/bedrock",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+            "/outputConfig/textFormat/type",
+        ),
+    ] {
+        let out = run(route, model);
+        // Thinking and Claude's own structured output, instead of the forced tool call
+        // Claude refuses while thinking (the mock refuses it too).
+        let schema = &out["json_schema"];
+        assert_eq!(schema["status"], 200, "{route}: {out}");
+        assert_eq!(schema["content"], json!({"a": 2, "b": 12}));
+        assert_eq!(
+            schema["reasoning"],
+            "Mock thinking: the user wants a short answer."
+        );
+        assert_eq!(schema["finish_reason"], "stop");
+        let sent = mock_log(&mock)
+            .into_iter()
+            .rfind(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("{route}: no {path}"));
+        assert_eq!(
+            sent["body"].pointer(format),
+            Some(&json!("json_schema")),
+            "{sent}"
+        );
+        // A schemaless JSON object cannot combine with thinking: the gateway says so.
+        let refused = &out["json_object"];
+        assert_eq!(refused["status"], 400, "{route}: {out}");
+        let message = refused["message"].as_str().unwrap();
+        assert!(
+            message.contains("json_object") && message.contains("reasoning_effort"),
+            "{message}"
+        );
+    }
+    // Nothing refused reached the mock: one call per provider.
+    assert_eq!(mock_stats(&mock)["requests"], 2);
+}
+
+#[test]
+fn a_bedrock_error_frame_mid_stream_reaches_the_openai_sdk_as_an_error() {
+    let mock = start_mock();
+    let gw = start_gateway(&demo_deck_for(mock.port), &[]);
+    mock_set_faults(&mock, "stream_error");
+    let out: Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[
+            &gw.url("/bedrock"),
+            "stream-error",
+            "Stream then fail",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(out["error"], "APIError", "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("Too many requests"),
+        "{out}"
+    );
+}

@@ -43,28 +43,71 @@ fn responses_deck(mock: u16) -> String {
     deck(&borrowed)
 }
 
+/// The mock's thinking as a `reasoning` item (summary and the signed blocks, where the provider
+/// signs) ahead of the answer, and as `response.reasoning_summary_*` events when streamed.
+fn assert_reasoning(provider: &str, label: &str, r: &Value) {
+    const THINKING: &str = "Mock thinking: the user wants a short answer.";
+    assert_eq!(
+        r["items"],
+        serde_json::json!(["reasoning", "message"]),
+        "{provider}: {r}"
+    );
+    assert_eq!(r["summary"], THINKING, "{provider}: {r}");
+    // Gemini's thought summaries are not signed blocks.
+    assert_eq!(r["signed"], provider != "gemini", "{provider}: {r}");
+    assert_eq!(r["effort"], "low");
+    assert_eq!(r["text"], format!("Mock {label} reply to: think first"));
+    let s = &r["stream"];
+    assert_eq!(s["deltas"], THINKING, "{provider}: {s}");
+    assert_eq!(
+        s["items"],
+        serde_json::json!(["reasoning", "message"]),
+        "{provider}: {s}"
+    );
+    assert_eq!(s["text"], format!("Mock {label} reply to: think first"));
+    let types: Vec<&str> = s["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let at = |name: &str| types.iter().position(|t| *t == name).unwrap_or(usize::MAX);
+    assert!(
+        at("response.reasoning_summary_part.added") < at("response.reasoning_summary_text.delta")
+            && at("response.reasoning_summary_text.done")
+                < at("response.reasoning_summary_part.done")
+            && at("response.reasoning_summary_part.done") < at("response.output_text.delta"),
+        "{provider}: {types:?}"
+    );
+}
+
 #[test]
 fn the_sdk_speaks_responses_to_providers_that_only_chat() {
     let mock = start_mock();
     let path = write_deck(&responses_deck(mock.port));
     let (gw, status) = start_gateway_with_status(&path, &[]);
     // Route, model, and the mock's name for the wire format that answers.
-    for (provider, model, label) in [
-        ("anthropic", "claude-3-5-haiku-latest", "anthropic"),
-        ("gemini", "gemini-1.5-flash", "gemini"),
+    // Route, model, the mock's name for the wire format that answers, and whether the
+    // provider reasons when asked.
+    for (provider, model, label, reasons) in [
+        ("anthropic", "claude-3-5-haiku-latest", "anthropic", true),
+        ("gemini", "gemini-1.5-flash", "gemini", true),
         (
             "bedrock",
             "anthropic.claude-3-haiku-20240307-v1:0",
             "bedrock",
+            true,
         ),
-        ("cohere", "command-r", "cohere"),
-        ("mistral", "mistral-small-latest", "openai"),
+        ("cohere", "command-r", "cohere", false),
+        ("mistral", "mistral-small-latest", "openai", false),
     ] {
-        let out: Value = serde_json::from_str(&run_python(
-            "responses_translated.py",
-            &[&gw.url(&format!("/{provider}")), model],
-        ))
-        .unwrap();
+        let url = gw.url(&format!("/{provider}"));
+        let mut args = vec![url.as_str(), model];
+        if reasons {
+            args.push("reasons");
+        }
+        let out: Value =
+            serde_json::from_str(&run_python("responses_translated.py", &args)).unwrap();
         let c = &out["create"];
         assert_eq!(c["type"], "Response", "{provider}: {out}");
         assert_eq!(c["status"], "completed");
@@ -85,6 +128,21 @@ fn the_sdk_speaks_responses_to_providers_that_only_chat() {
             usage["total_tokens"].as_u64().unwrap(),
             usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
         );
+        // The Response repeats what was asked (the anthropic route configures max_tokens).
+        let echo = &out["echo"];
+        let max_output = if provider == "anthropic" { 256 } else { 100 };
+        assert_eq!(echo["max_output_tokens"], max_output, "{provider}: {echo}");
+        assert_eq!(echo["instructions"], "be brief");
+        assert_eq!(echo["temperature"], 0.5);
+        assert_eq!(echo["top_p"], 0.9);
+        assert_eq!(echo["metadata"]["team"], "qa");
+        assert_eq!(echo["previous_response_id"], Value::Null);
+        assert_eq!(echo["tools"], 0);
+        assert_eq!(echo["tool_choice"], "auto");
+        assert_eq!(echo["call_tools"][0], "add");
+        if reasons {
+            assert_reasoning(provider, label, &out["reasoning"]);
+        }
         assert_eq!(
             out["items"],
             format!("Mock {label} reply to: item list input")
@@ -150,7 +208,8 @@ fn the_sdk_speaks_responses_to_providers_that_only_chat() {
             );
         }
     }
-    // Nothing stateful or untranslatable reached the mock: 6 calls per provider.
-    assert_eq!(mock_stats(&mock)["requests"], 30);
+    // Nothing stateful or untranslatable reached the mock: 6 calls per provider, 2 more where
+    // the provider reasons.
+    assert_eq!(mock_stats(&mock)["requests"], 36);
     assert_no_leaks(status);
 }

@@ -161,6 +161,8 @@ pub struct UpstreamReply {
 pub struct PickTarget {
     /// The value of the balancer's `hash_on_header`, if the client sent it.
     pub hash_key: Option<Vec<u8>>,
+    /// Targets this session already failed on.
+    pub tried: Vec<usize>,
 }
 
 /// Re-read the decK file and swap it in if valid: sent by the SIGHUP listener (and tests) to

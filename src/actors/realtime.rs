@@ -8,8 +8,11 @@
 use std::sync::atomic::Ordering;
 
 use actix::fut::ActorFutureExt;
-use actix::{Actor, ActorContext, AsyncContext, Context, StreamHandler, WrapFuture};
-use actix_web::{web, HttpRequest, HttpResponse};
+use std::sync::Arc;
+
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, StreamHandler, WrapFuture};
+use actix_web::http::header::HeaderValue;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::ws::{CloseCode, CloseReason, Codec, Frame, Message};
 use awc::BoxedSocket;
 use bytestring::ByteString;
@@ -17,7 +20,8 @@ use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
 
 use super::limiter::Permit;
-use super::messages::AccessInfo;
+use super::messages::{AccessInfo, PickTarget};
+use super::route::{unix_now, RouteActor};
 use super::stream::OPEN_STREAMS;
 use crate::error::GatewayError;
 use crate::limits::admission::Seen;
@@ -25,8 +29,9 @@ use crate::logging;
 use crate::providers::oai::Usage;
 use crate::providers::relay::usage_of;
 use crate::proxy::balancer::InFlightGuard;
-use crate::proxy::compile::CompiledRoute;
-use crate::proxy::realtime::RealtimeUpstream;
+use crate::proxy::compile::{AiRoute, CompiledRoute};
+use crate::proxy::realtime::{prepare_realtime, RealtimeUpstream};
+use crate::proxy::request::ClientRequest;
 
 /// Realtime events carry base64 audio; OpenAI accepts frames well above the 64 KiB default.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -57,29 +62,112 @@ pub struct Session {
     pub in_flight: Option<InFlightGuard>,
 }
 
-/// Opens the upstream WebSocket, then upgrades the client and starts the relay. A provider
-/// that refuses the upgrade gets its status passed to the client as a JSON error.
-pub async fn serve(
-    req: &HttpRequest,
-    payload: web::Payload,
+/// The provider's side of a session once its handshake succeeded.
+pub type UpstreamSocket = actix_codec::Framed<BoxedSocket, Codec>;
+
+/// Opens the upstream WebSocket on the target the balancer picks. On ai-proxy-advanced a
+/// refused handshake (its status under `failover_criteria`), a connection failure or a
+/// timeout counts against the target for the circuit breaker and moves the session on to the
+/// next target, as a failed HTTP attempt does (an upgrade is a GET, so idempotent); the last
+/// failure is the answer when no target is left. The attempts go to the access line.
+pub async fn open(
+    actor: &Addr<RouteActor>,
+    route: &AiRoute,
+    client: &ClientRequest,
+    request_id: &Arc<str>,
+    access: &mut AccessInfo,
+) -> Result<(Opened, Option<InFlightGuard>), GatewayError> {
+    let hash_key = route
+        .balancer
+        .as_ref()
+        .and_then(|b| client.headers.get(&b.hash_header))
+        .map(|v| v.as_bytes().to_vec());
+    let mut tried = Vec::new();
+    let mut entries = Vec::new();
+    let mut last = None;
+    loop {
+        let retries = route.balancer.as_ref().map_or(0, |b| b.retries as usize);
+        let picked = match last.take() {
+            Some(failed) if tried.len() > retries => return Err(failed),
+            previous => actor
+                .send(PickTarget {
+                    hash_key: hash_key.clone(),
+                    tried: tried.clone(),
+                })
+                .await
+                .map_err(|e| GatewayError::Internal(format!("route actor unavailable: {e}")))?
+                // No target left: the last failure is the answer.
+                .map_err(|e| previous.unwrap_or(e)),
+        };
+        let (index, in_flight) = picked?;
+        tried.push(index);
+        let target = &route.targets[index];
+        access.provider = target.provider.as_str();
+        access.target = Some(target.clone());
+        let upstream = prepare_realtime(target, client, request_id.clone(), unix_now())?;
+        let result = connect(target, &upstream).await;
+        let Some(balancer) = &route.balancer else {
+            return Ok((Opened::new(upstream, result?), in_flight));
+        };
+        let failure = result.as_ref().err().and_then(|e| balancer.failure_of(e));
+        if balancer.record(index, failure) {
+            tracing::warn!(route = %access.route, target = index, "circuit breaker opened");
+        }
+        let outcome = match (&failure, &result) {
+            (Some(f), _) => f.label(),
+            (None, Ok(_)) => "101".into(),
+            (None, Err(e)) => e.status_code().as_u16().to_string(),
+        };
+        let model = target.config.model.name.as_deref();
+        if let Some(stats) = &target.stats {
+            let provider = target.provider.as_str();
+            crate::metrics::attempt(stats, index, provider, model.unwrap_or(""), &outcome);
+        }
+        entries.push(format!(
+            "{index} {}/{} {outcome}",
+            target.provider.as_str(),
+            model.unwrap_or("-")
+        ));
+        access.tried = Some(Arc::from(entries.join(", ")));
+        match result {
+            Ok(socket) => return Ok((Opened::new(upstream, socket), in_flight)),
+            Err(e) if failure.is_some_and(|f| balancer.fails_over(f, true)) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An upstream session: the socket and what the client's answer says about it.
+pub struct Opened {
+    socket: UpstreamSocket,
+    model: String,
+    model_header: Option<HeaderValue>,
+}
+
+impl Opened {
+    fn new(upstream: RealtimeUpstream, socket: UpstreamSocket) -> Opened {
+        Opened {
+            socket,
+            model: upstream.model,
+            model_header: upstream.model_header,
+        }
+    }
+}
+
+/// The handshake with the provider; a refusal is its status, for the client's JSON error.
+async fn connect(
     route: &CompiledRoute,
-    upstream: RealtimeUpstream,
-    session: Session,
-) -> Result<HttpResponse, GatewayError> {
-    let Session {
-        mut access,
-        permit: admitted,
-        in_flight,
-    } = session;
+    upstream: &RealtimeUpstream,
+) -> Result<UpstreamSocket, GatewayError> {
     let client = awc::Client::builder()
         .connector(awc::Connector::new().timeout(route.timeouts.connect))
         .timeout(route.timeouts.read)
         .finish();
     let mut request = client.ws(upstream.url.as_str()).max_frame_size(MAX_FRAME);
-    for (name, value) in upstream.headers {
-        request = request.header(name, value);
+    for (name, value) in &upstream.headers {
+        request = request.header(name.clone(), value.clone());
     }
-    let (_, framed) = request.connect().await.map_err(|e| match e {
+    let (_, socket) = request.connect().await.map_err(|e| match e {
         awc::error::WsClientError::InvalidResponseStatus(status) => {
             GatewayError::UpstreamRefused(status.as_u16())
         }
@@ -89,11 +177,27 @@ pub async fn serve(
         )) => GatewayError::UpstreamTimeout(route.timeouts.connect.as_millis() as u64),
         other => GatewayError::UpstreamUnreachable(other.to_string()),
     })?;
+    Ok(socket)
+}
+
+/// Upgrades the client and starts the relay with the opened upstream session. A provider that
+/// refused the upgrade got its status passed to the client as a JSON error by [`open`].
+pub fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    opened: Opened,
+    session: Session,
+) -> Result<HttpResponse, GatewayError> {
+    let Session {
+        mut access,
+        permit: admitted,
+        in_flight,
+    } = session;
     let (mut response, session, messages) =
         actix_ws::handle(req, payload).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let messages = messages.max_frame_size(MAX_FRAME);
-    let (sink, frames) = framed.split();
-    access.model = upstream.model;
+    let (sink, frames) = opened.socket.split();
+    access.model = opened.model;
     let (permit, limit_headers) = match admitted {
         Some((permit, seen)) => {
             let headers = permit.ticket().headers(&seen);
@@ -118,7 +222,7 @@ pub async fn serve(
             _in_flight: in_flight,
         }
     });
-    if let Some(value) = upstream.model_header {
+    if let Some(value) = opened.model_header {
         response.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("x-kong-llm-model"),
             value,
@@ -180,6 +284,9 @@ impl RealtimeActor {
         if self.outcome == "completed" {
             self.outcome = outcome;
         }
+        // The usage is final: charged before either side hears the close, so a client that
+        // opens its next session at once is already held to it.
+        self.settle();
         let client = self.client.take();
         let upstream = self.upstream.take();
         // A close the provider sent in answer to the client's needs no echo; its own does.
@@ -199,6 +306,14 @@ impl RealtimeActor {
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),
         );
+    }
+
+    /// Settles the rate-limit claim, once: what the `response.done` events reported is the
+    /// exact cost, however the session ended.
+    fn settle(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            permit.settle(self.usage, true);
+        }
     }
 
     fn observe(&mut self, text: &[u8]) {
@@ -227,10 +342,7 @@ impl Actor for RealtimeActor {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         OPEN_STREAMS.fetch_sub(1, Ordering::Relaxed);
         logging::access_stream(&self.access, self.outcome, self.usage, None);
-        if let Some(permit) = self.permit.take() {
-            // What the `response.done` events reported is the exact cost, however it ended.
-            permit.settle(self.usage, true);
-        }
+        self.settle();
     }
 }
 

@@ -37,6 +37,7 @@ use crate::proxy::balancer::{Balancer, BalancerState, Failure, InFlightGuard, Pi
 use crate::proxy::compile::{AiRoute, CompiledRoute};
 use crate::proxy::request::{prepare, ClientRequest, Plan, Prepared};
 use crate::proxy::response::{self, JSON};
+use crate::proxy::upload::{is_multipart_post, Upload};
 use crate::telemetry::{AttemptSpan, RequestSpan};
 
 pub struct RouteActor {
@@ -80,7 +81,7 @@ impl Actor for RouteActor {
     type Context = Context<Self>;
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -167,6 +168,19 @@ async fn call(
     let client = traced.as_ref().unwrap_or(input.client);
     let request_id = input.request_id.clone();
     let (plan, upload) = match input.body {
+        // A form the route read whole for another target still streams to this one.
+        RequestBody::Full(body)
+            if target.streams_uploads() && is_multipart_post(&client.method, &client.headers) =>
+        {
+            let (prepared, upload) = prepare_upload(
+                target,
+                client,
+                Upload::buffered(body),
+                request_id,
+                unix_now(),
+            )?;
+            (Plan::Upstream(prepared), Some(upload))
+        }
         RequestBody::Full(body) => {
             let prepared = panic_guard::catch("request translation", || {
                 prepare(target, client, body, request_id, unix_now())
@@ -321,7 +335,7 @@ impl Handler<PickTarget> for RouteActor {
         let pick = self
             .state
             .borrow_mut()
-            .pick(balancer, &[], msg.hash_key.as_deref());
+            .pick(balancer, &msg.tried, msg.hash_key.as_deref());
         match pick {
             Pick::Target(t) => Ok((t, Some(balancer.start_attempt(t)))),
             _ => Err(GatewayError::NoAvailableTarget {
@@ -456,22 +470,15 @@ enum Verdict {
 fn judge(balancer: &Balancer, result: Result<ProxyReply, GatewayError>) -> Verdict {
     let failure = match &result {
         Ok(reply) if balancer.is_failure_status(reply.status.as_u16()) => {
-            Failure::Status(reply.status.as_u16())
+            Some(Failure::Status(reply.status.as_u16()))
         }
-        Ok(_) => return Verdict::Answer(result),
-        Err(GatewayError::UpstreamConnect(_)) | Err(GatewayError::Identity(_)) => {
-            Failure::Error { sent: false }
-        }
-        Err(GatewayError::UpstreamUnreachable(_)) => Failure::Error { sent: true },
-        Err(GatewayError::UpstreamConnectTimeout(_)) => Failure::Timeout { sent: false },
-        Err(GatewayError::UpstreamTimeout(_)) => Failure::Timeout { sent: true },
-        Err(GatewayError::UpstreamProtocol(_)) | Err(GatewayError::Transformation { .. }) => {
-            Failure::InvalidHeader
-        }
-        // The client's own mistakes, and the client leaving, end the request.
-        Err(_) => return Verdict::Answer(result),
+        Ok(_) => None,
+        Err(e) => balancer.failure_of(e),
     };
-    Verdict::Failed(failure, result)
+    match failure {
+        Some(failure) => Verdict::Failed(failure, result),
+        None => Verdict::Answer(result),
+    }
 }
 
 /// A failed attempt whose answer goes to the client if no other target follows.

@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 
 use super::{
     post,
-    reply::{text_of, tool_arguments, Completion, Prompt, TOOL_ARGUMENT_PIECES},
+    reply::{
+        text_of, tool_arguments, word_chunks, Completion, Content, Prompt, THINKING,
+        THINKING_SIGNATURE, TOOL_ARGUMENTS, TOOL_ARGUMENT_PIECES,
+    },
     stream::sse_event,
     Answer, MockRequest, Wire,
 };
@@ -51,7 +54,7 @@ fn error_body(status: u16, message: &str) -> Value {
 }
 
 /// The prompt of a Messages API body; also used for Bedrock `invoke` with Anthropic models.
-fn messages_prompt(body: &Value) -> Prompt {
+pub(crate) fn messages_prompt(body: &Value) -> Prompt {
     let mut prompt = Prompt::default();
     prompt.context(&text_of(&body["system"]));
     for message in body["messages"].as_array().into_iter().flatten() {
@@ -74,14 +77,38 @@ fn has_block(content: &Value, kind: &str) -> bool {
 
 /// `POST /v1/messages`.
 pub(crate) fn messages(req: &MockRequest) -> Answer {
-    let completion = req.complete(messages_prompt(&req.body));
-    if req.stream_flag(false) {
-        return message_stream(req.model(), &completion);
+    let thinks = req.body["thinking"]["type"] == "enabled";
+    if thinks
+        && matches!(
+            req.body["tool_choice"]["type"].as_str(),
+            Some("tool" | "any")
+        )
+    {
+        // Anthropic's own refusal.
+        return Answer::error(
+            400,
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        );
     }
+    let mut completion = req.complete(messages_prompt(&req.body));
+    // Structured output (`output_config.format`): the answer is JSON text, the same arguments
+    // every mock tool call carries.
+    if req.body["output_config"]["format"]["type"] == "json_schema" && completion.tool().is_none() {
+        completion.content = Content::Text(TOOL_ARGUMENTS.into());
+    }
+    if req.stream_flag(false) {
+        return message_stream(req.model(), &completion, thinks);
+    }
+    let mut content = Vec::new();
+    if thinks {
+        content.push(json!({"type": "thinking", "thinking": THINKING,
+                            "signature": THINKING_SIGNATURE}));
+    }
+    content.push(content_block(&completion, true));
     Answer::json(
         json!({
             "id": MESSAGE_ID, "type": "message", "role": "assistant", "model": req.model(),
-            "content": [content_block(&completion, true)],
+            "content": content,
             "stop_reason": stop_reason(&completion), "stop_sequence": null,
             "usage": {"input_tokens": completion.prompt_tokens,
                       "output_tokens": completion.completion_tokens},
@@ -110,20 +137,45 @@ fn content_block(completion: &Completion, complete: bool) -> Value {
     }
 }
 
-fn message_stream(model: &str, completion: &Completion) -> Answer {
-    let start = json!({"type": "message_start", "message": {
+fn message_stream(model: &str, completion: &Completion, thinks: bool) -> Answer {
+    let frames = stream_events(model, completion, thinks)
+        .iter()
+        .map(|event| sse_event(event["type"].as_str().unwrap_or_default(), event))
+        .collect();
+    Answer::Stream {
+        content_type: "text/event-stream",
+        frames,
+    }
+}
+
+/// The events of a streamed message, each with its `type`; also what Bedrock's
+/// `invoke-with-response-stream` wraps for Claude.
+pub(crate) fn stream_events(model: &str, completion: &Completion, thinks: bool) -> Vec<Value> {
+    let mut events = vec![json!({"type": "message_start", "message": {
         "id": MESSAGE_ID, "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": completion.prompt_tokens, "output_tokens": 0}}});
-    let mut frames = vec![
-        sse_event("message_start", &start),
-        sse_event(
-            "content_block_start",
-            &json!({"type": "content_block_start", "index": 0,
-                    "content_block": content_block(completion, false)}),
-        ),
-        sse_event("ping", &json!({"type": "ping"})),
-    ];
+        "usage": {"input_tokens": completion.prompt_tokens, "output_tokens": 0}}})];
+    let block_delta = |index: usize, delta: Value| json!({"type": "content_block_delta", "index": index, "delta": delta});
+    if thinks {
+        events.push(json!({"type": "content_block_start", "index": 0,
+                           "content_block": {"type": "thinking", "thinking": ""}}));
+        events.extend(
+            word_chunks(THINKING)
+                .into_iter()
+                .map(|word| block_delta(0, json!({"type": "thinking_delta", "thinking": word}))),
+        );
+        events.push(block_delta(
+            0,
+            json!({"type": "signature_delta", "signature": THINKING_SIGNATURE}),
+        ));
+        events.push(json!({"type": "content_block_stop", "index": 0}));
+    }
+    let index = usize::from(thinks);
+    events.extend([
+        json!({"type": "content_block_start", "index": index,
+               "content_block": content_block(completion, false)}),
+        json!({"type": "ping"}),
+    ]);
     let deltas: Vec<Value> = match completion.tool() {
         Some(_) => TOOL_ARGUMENT_PIECES
             .iter()
@@ -135,29 +187,15 @@ fn message_stream(model: &str, completion: &Completion) -> Answer {
             .map(|word| json!({"type": "text_delta", "text": word}))
             .collect(),
     };
-    frames.extend(deltas.into_iter().map(|delta| {
-        sse_event(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
-        )
-    }));
-    frames.extend([
-        sse_event(
-            "content_block_stop",
-            &json!({"type": "content_block_stop", "index": 0}),
-        ),
-        sse_event(
-            "message_delta",
-            &json!({"type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(completion), "stop_sequence": null},
-                    "usage": {"output_tokens": completion.completion_tokens}}),
-        ),
-        sse_event("message_stop", &json!({"type": "message_stop"})),
+    events.extend(deltas.into_iter().map(|delta| block_delta(index, delta)));
+    events.extend([
+        json!({"type": "content_block_stop", "index": index}),
+        json!({"type": "message_delta",
+               "delta": {"stop_reason": stop_reason(completion), "stop_sequence": null},
+               "usage": {"output_tokens": completion.completion_tokens}}),
+        json!({"type": "message_stop"}),
     ]);
-    Answer::Stream {
-        content_type: "text/event-stream",
-        frames,
-    }
+    events
 }
 
 /// `POST /v1/complete` (legacy Text Completions): replies to the last `Human:` turn.

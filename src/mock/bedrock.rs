@@ -17,14 +17,17 @@ use serde_json::{json, Value};
 use super::{
     anthropic, post,
     reply::{
-        embedding, input_texts, text_of, tool_arguments, word_count, Completion, Prompt,
-        TOOL_ARGUMENT_PIECES,
+        embedding, input_texts, text_of, tool_arguments, word_chunks, word_count, Completion,
+        Content, Prompt, THINKING, THINKING_SIGNATURE, TOOL_ARGUMENTS, TOOL_ARGUMENT_PIECES,
     },
     Answer, MockRequest, Wire,
 };
 use crate::codec::eventstream::encode_event;
 
 const TOOL_USE_ID: &str = "tooluse_mock_1";
+
+/// The content type of Bedrock's streams (AWS event stream framing).
+pub(crate) const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 const EMBEDDING_ID: &str = "mock-embedding";
 
 static BEDROCK: Wire = Wire {
@@ -40,6 +43,11 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
             converse_stream,
         ))
         .service(post("/model/{model}/invoke", &BEDROCK, invoke))
+        .service(post(
+            "/model/{model}/invoke-with-response-stream",
+            &BEDROCK,
+            invoke_stream,
+        ))
         .service(post("/rerank", &BEDROCK, rerank));
 }
 
@@ -104,17 +112,49 @@ fn stop_reason(completion: &Completion) -> &'static str {
     completion.stop_reason("end_turn", "tool_use")
 }
 
+/// The answer to a Converse body: Claude's refusal of a forced tool call while it thinks, as
+/// Bedrock passes it on; with structured output (`outputConfig.textFormat`) JSON text, the
+/// same arguments every mock tool call carries.
+fn converse_completion(req: &MockRequest) -> Result<Completion, Answer> {
+    if thinks(&req.body) && req.body.pointer("/toolConfig/toolChoice/tool").is_some() {
+        return Err(Answer::error(
+            400,
+            "Thinking may not be enabled when tool_choice forces tool use.",
+        ));
+    }
+    let mut completion = req.complete(converse_prompt(&req.body));
+    let structured = req.body["outputConfig"]["textFormat"]["type"] == "json_schema";
+    if structured && completion.tool().is_none() {
+        completion.content = Content::Text(TOOL_ARGUMENTS.into());
+    }
+    Ok(completion)
+}
+
+/// Claude on Bedrock reasons when the request passes Anthropic's `thinking` through.
+fn thinks(body: &Value) -> bool {
+    body["additionalModelRequestFields"]["thinking"]["type"] == "enabled"
+}
+
 /// `POST /model/{modelId}/converse`.
 fn converse(req: &MockRequest) -> Answer {
-    let completion = req.complete(converse_prompt(&req.body));
+    let completion = match converse_completion(req) {
+        Ok(completion) => completion,
+        Err(refused) => return refused,
+    };
     let block = match completion.tool() {
         Some(name) => json!({"toolUse": {"toolUseId": TOOL_USE_ID, "name": name,
                                          "input": tool_arguments()}}),
         None => json!({"text": completion.text()}),
     };
+    let mut content = Vec::new();
+    if thinks(&req.body) {
+        content.push(json!({"reasoningContent": {"reasoningText": {
+            "text": THINKING, "signature": THINKING_SIGNATURE}}}));
+    }
+    content.push(block);
     Answer::json(
         json!({
-            "output": {"message": {"role": "assistant", "content": [block]}},
+            "output": {"message": {"role": "assistant", "content": content}},
             "stopReason": stop_reason(&completion),
             "usage": usage(&completion),
             "metrics": {"latencyMs": 1},
@@ -125,20 +165,40 @@ fn converse(req: &MockRequest) -> Answer {
 
 /// `POST /model/{modelId}/converse-stream`.
 fn converse_stream(req: &MockRequest) -> Answer {
-    let completion = req.complete(converse_prompt(&req.body));
+    let completion = match converse_completion(req) {
+        Ok(completion) => completion,
+        Err(refused) => return refused,
+    };
     let event = |name: &str, body: Value| encode_event(name, body.to_string().as_bytes());
+    let mut frames: Vec<Bytes> = vec![event("messageStart", json!({"role": "assistant"}))];
+    let thinks = thinks(&req.body);
+    if thinks {
+        let reasoning = |delta: Value| {
+            event(
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"reasoningContent": delta}}),
+            )
+        };
+        frames.extend(
+            word_chunks(THINKING)
+                .into_iter()
+                .map(|word| reasoning(json!({ "text": word }))),
+        );
+        frames.push(reasoning(json!({ "signature": THINKING_SIGNATURE })));
+        frames.push(event("contentBlockStop", json!({"contentBlockIndex": 0})));
+    }
+    let index = usize::from(thinks);
     let delta = |delta: Value| {
         event(
             "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": delta}),
+            json!({"contentBlockIndex": index, "delta": delta}),
         )
     };
-    let mut frames: Vec<Bytes> = vec![event("messageStart", json!({"role": "assistant"}))];
     match completion.tool() {
         Some(name) => {
             frames.push(event(
                 "contentBlockStart",
-                json!({"contentBlockIndex": 0,
+                json!({"contentBlockIndex": index,
                        "start": {"toolUse": {"toolUseId": TOOL_USE_ID, "name": name}}}),
             ));
             frames.extend(
@@ -155,7 +215,7 @@ fn converse_stream(req: &MockRequest) -> Answer {
         ),
     }
     frames.extend([
-        event("contentBlockStop", json!({"contentBlockIndex": 0})),
+        event("contentBlockStop", json!({"contentBlockIndex": index})),
         event(
             "messageStop",
             json!({"stopReason": stop_reason(&completion)}),
@@ -166,7 +226,39 @@ fn converse_stream(req: &MockRequest) -> Answer {
         ),
     ]);
     Answer::Stream {
-        content_type: "application/vnd.amazon.eventstream",
+        content_type: EVENT_STREAM,
+        frames,
+    }
+}
+
+/// `POST /model/{modelId}/invoke-with-response-stream` for Claude (a Messages API body): each
+/// of Anthropic's stream events base64 in a `chunk` event's `bytes`, the last one carrying
+/// `amazon-bedrock-invocationMetrics`, as Bedrock sends them.
+fn invoke_stream(req: &MockRequest) -> Answer {
+    if req.body.get("messages").is_none() {
+        return Answer::error(
+            400,
+            "mock: invoke-with-response-stream takes a Messages API body (Claude models)",
+        );
+    }
+    let completion = req.complete(anthropic::messages_prompt(&req.body));
+    let thinks = req.body["thinking"]["type"] == "enabled";
+    let mut events = anthropic::stream_events(req.model(), &completion, thinks);
+    if let Some(last) = events.last_mut() {
+        last["amazon-bedrock-invocationMetrics"] = json!({
+            "inputTokenCount": completion.prompt_tokens,
+            "outputTokenCount": completion.completion_tokens,
+            "invocationLatency": 1, "firstByteLatency": 1});
+    }
+    let frames = events
+        .iter()
+        .map(|event| {
+            let bytes = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+            encode_event("chunk", json!({ "bytes": bytes }).to_string().as_bytes())
+        })
+        .collect();
+    Answer::Stream {
+        content_type: EVENT_STREAM,
         frames,
     }
 }
@@ -245,6 +337,9 @@ fn invoke(req: &MockRequest) -> Answer {
 mod tests {
     use serde_json::{json, Value};
 
+    use base64::Engine;
+
+    use super::EVENT_STREAM;
     use crate::{codec::eventstream::EventStreamDecoder, mock::testkit::post_json};
 
     const MODEL: &str = "/model/anthropic.claude-3-haiku-20240307-v1%3A0";
@@ -310,6 +405,83 @@ mod tests {
             .collect();
         assert_eq!(text, REPLY);
         assert_eq!(events.last().unwrap().1["usage"]["outputTokens"], 6);
+    }
+
+    fn claude_body() -> Value {
+        json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
+               "messages": [{"role": "user", "content": "Double it."}]})
+    }
+
+    #[actix_rt::test]
+    async fn invoke_with_response_stream_wraps_claude_events_in_chunks() {
+        let path = format!("{MODEL}/invoke-with-response-stream");
+        let got = post_json(&path, &claude_body(), None).await;
+        assert_eq!(got.content_type(), EVENT_STREAM);
+        let events: Vec<Value> = decode(&got.body)
+            .into_iter()
+            .map(|(name, chunk)| {
+                assert_eq!(name, "chunk");
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(chunk["bytes"].as_str().unwrap())
+                    .unwrap();
+                serde_json::from_slice(&bytes).unwrap()
+            })
+            .collect();
+        assert_eq!(events[0]["type"], "message_start");
+        let text: String = events
+            .iter()
+            .filter_map(|e| e["delta"]["text"].as_str())
+            .collect();
+        assert_eq!(text, REPLY);
+        let last = events.last().unwrap();
+        assert_eq!(last["type"], "message_stop");
+        assert_eq!(
+            last["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+            6
+        );
+        // Only Claude's Messages body streams here.
+        let got = post_json(&path, &json!({"inputText": "x"}), None).await;
+        assert_eq!(got.status, 400);
+    }
+
+    #[actix_rt::test]
+    async fn thinking_refuses_a_forced_tool_and_structured_output_is_json_text() {
+        let mut thinking = body();
+        thinking["additionalModelRequestFields"] =
+            json!({"thinking": {"type": "enabled", "budget_tokens": 1024}});
+        let mut forced = with_tools(thinking.clone());
+        forced["toolConfig"]["toolChoice"] = json!({"tool": {"name": "add"}});
+        let got = post_json(&format!("{MODEL}/converse"), &forced, None).await;
+        assert_eq!(got.status, 400);
+        thinking["outputConfig"] = json!({"textFormat": {"type": "json_schema",
+            "structure": {"jsonSchema": {"schema": "{\"type\":\"object\"}"}}}});
+        let v = post_json(&format!("{MODEL}/converse"), &thinking, None)
+            .await
+            .json();
+        let content = &v["output"]["message"]["content"];
+        assert!(content[0].get("reasoningContent").is_some(), "{v}");
+        assert_eq!(content[1]["text"], r#"{"a":2,"b":12}"#);
+    }
+
+    #[actix_rt::test]
+    async fn stream_error_ends_a_bedrock_stream_with_an_exception_frame() {
+        for path in ["converse-stream", "invoke-with-response-stream"] {
+            let body = if path == "converse-stream" {
+                body()
+            } else {
+                claude_body()
+            };
+            let got = post_json(&format!("{MODEL}/{path}"), &body, Some("stream_error")).await;
+            let mut messages = Vec::new();
+            EventStreamDecoder::new()
+                .feed(&got.body, &mut messages)
+                .unwrap();
+            let last = messages.pop().unwrap();
+            assert_eq!(last.message_type.as_deref(), Some("exception"), "{path}");
+            assert_eq!(last.exception_type.as_deref(), Some("throttlingException"));
+            assert!(messages.iter().all(|m| m.event_type.is_some()));
+            assert!(!messages.is_empty(), "{path}: the first half comes first");
+        }
     }
 
     #[actix_rt::test]

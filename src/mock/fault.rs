@@ -15,6 +15,7 @@
 //! | `chunk_delay=<ms>` | wait between stream frames |
 //! | `hang` | never answer; the request ends when the client goes away |
 //! | `close_mid_stream` | send the first half of the stream frames, then drop the connection |
+//! | `stream_error` | an AWS event stream (Bedrock) sends its first half, then a `throttlingException` frame, as Bedrock reports errors mid-stream |
 //! | `bad_json` | 200 with a truncated JSON body (non-stream answers) |
 //! | `no_choices` | 200 with valid JSON lacking the content field (non-stream answers) |
 //! | `chunks=<n>` | the reply is `w1 w2 ... wn`, so a stream has exactly n content chunks |
@@ -46,6 +47,7 @@ pub(crate) struct Faults {
     pub chunk_delay: Option<Duration>,
     pub hang: bool,
     pub close_mid_stream: bool,
+    pub stream_error: bool,
     pub bad_json: bool,
     pub no_choices: bool,
     pub chunks: Option<usize>,
@@ -96,6 +98,7 @@ impl Faults {
             ("chunk_delay", Some(_)) => self.chunk_delay = ms,
             ("hang", None) => self.hang = true,
             ("close_mid_stream", None) => self.close_mid_stream = true,
+            ("stream_error", None) => self.stream_error = true,
             ("bad_json", None) => self.bad_json = true,
             ("no_choices", None) => self.no_choices = true,
             ("chunks", Some(_)) => self.chunks = count,

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 
 use super::{
     post,
-    reply::{embedding, input_texts, text_of, tool_arguments, word_count, Completion, Prompt},
+    reply::{
+        embedding, input_texts, text_of, tool_arguments, word_count, Completion, Prompt, THINKING,
+    },
     Answer, MockRequest, Wire,
 };
 
@@ -197,6 +199,17 @@ fn generate(req: &MockRequest, stream: bool) -> Answer {
         }
         None => word_elements(&completion),
     };
+    let mut elements = elements;
+    // Thought summaries come first, as parts marked `thought`.
+    if req.body["generationConfig"]["thinkingConfig"]["includeThoughts"] == true {
+        let thought = json!({"text": THINKING, "thought": true});
+        if stream {
+            elements.insert(0, element(json!([thought]), false, &completion, 0));
+        } else if let Some(parts) = elements[0]["candidates"][0]["content"]["parts"].as_array_mut()
+        {
+            parts.insert(0, thought);
+        }
+    }
     if !stream {
         let body = elements.into_iter().next().unwrap_or_default();
         return Answer::json(body, "candidates");

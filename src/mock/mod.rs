@@ -298,9 +298,17 @@ fn render(answer: Answer, req: &MockRequest) -> HttpResponse {
             content_type,
             mut frames,
         } => {
-            if faults.close_mid_stream {
+            if faults.close_mid_stream || faults.stream_error {
                 // Half of the frames, at least one, and never the terminator.
                 frames.truncate((frames.len() / 2).max(1));
+            }
+            if faults.stream_error && content_type == bedrock::EVENT_STREAM {
+                let message =
+                    json!({"message": "mock: Too many requests, please wait before trying again."});
+                frames.push(crate::codec::eventstream::encode_exception(
+                    "throttlingException",
+                    message.to_string().as_bytes(),
+                ));
             }
             let body = MockStream::new(
                 frames,

@@ -19,6 +19,14 @@ pub(crate) const TOOL_ARGUMENTS: &str = r#"{"a":2,"b":12}"#;
 /// [`TOOL_ARGUMENTS`] in two fragments: streamed tool calls arrive in pieces from real providers.
 pub(crate) const TOOL_ARGUMENT_PIECES: [&str; 2] = [r#"{"a":2,"#, r#""b":12}"#];
 
+/// What the mock "thinks" when a request turns reasoning on (Anthropic `thinking`, Bedrock
+/// `additionalModelRequestFields.thinking`, Gemini `thinkingConfig.includeThoughts`), streamed
+/// word by word like the answer, ahead of it.
+pub(crate) const THINKING: &str = "Mock thinking: the user wants a short answer.";
+
+/// The signature that closes the mock's thinking block (Anthropic, Bedrock Claude).
+pub(crate) const THINKING_SIGNATURE: &str = "mock-signature";
+
 /// Reply texts are cut to this many characters.
 const MAX_REPLY_CHARS: usize = 200;
 

@@ -296,6 +296,7 @@ pub(super) fn resolved(
         format: route.client_format,
         dropped: Vec::new(),
         input_estimate: 0,
+        responses_echo: serde_json::Map::new(),
     }
 }
 

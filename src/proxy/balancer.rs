@@ -22,6 +22,7 @@ use super::compile::Timeouts;
 use crate::config::ai_proxy_advanced::{
     Algorithm, BalancerConfig, FailoverCriterion, LatencyStrategy, TokensCountStrategy,
 };
+use crate::error::GatewayError;
 use crate::providers::oai::Usage;
 
 /// How long an unobserved latency average takes to decay by a factor e: a target that was slow
@@ -164,6 +165,26 @@ impl Balancer {
     /// Whether an upstream status is a failure under `failover_criteria`.
     pub fn is_failure_status(&self, status: u16) -> bool {
         self.status_listed(status)
+    }
+
+    /// How a failed upstream call counts; `None` for the client's own mistakes and the client
+    /// leaving, which end the request. A refused WebSocket upgrade counts as its status does.
+    pub fn failure_of(&self, error: &GatewayError) -> Option<Failure> {
+        Some(match error {
+            GatewayError::UpstreamConnect(_) | GatewayError::Identity(_) => {
+                Failure::Error { sent: false }
+            }
+            GatewayError::UpstreamUnreachable(_) => Failure::Error { sent: true },
+            GatewayError::UpstreamConnectTimeout(_) => Failure::Timeout { sent: false },
+            GatewayError::UpstreamTimeout(_) => Failure::Timeout { sent: true },
+            GatewayError::UpstreamProtocol(_) | GatewayError::Transformation { .. } => {
+                Failure::InvalidHeader
+            }
+            GatewayError::UpstreamRefused(status) if self.is_failure_status(*status) => {
+                Failure::Status(*status)
+            }
+            _ => return None,
+        })
     }
 
     /// nginx's `proxy_next_upstream`: a listed condition moves the request on, except that a

@@ -112,6 +112,12 @@ pub struct CompiledRoute {
 }
 
 impl CompiledRoute {
+    /// Whether a multipart upload to this target streams: OpenAI's upload APIs take the form
+    /// as the client sent it, while Gemini and Bedrock image edits are read whole into JSON.
+    pub fn streams_uploads(&self) -> bool {
+        self.route_type().takes_uploads() && self.provider.speaks_openai_api()
+    }
+
     /// Compiles one plugin config; the error is a config problem message.
     pub fn new(
         name: &str,
@@ -224,6 +230,14 @@ pub struct AiRoute {
 
 impl AiRoute {
     /// The target of an `ai-proxy` route; the first target of an `ai-proxy-advanced` one.
+    /// A multipart upload streams only when every target takes it streamed. A route whose
+    /// targets disagree (OpenAI and Gemini image edits) reads it once, within
+    /// `max_request_body_size`, so every attempt, failover to the other provider included,
+    /// gets the whole form.
+    pub fn streams_uploads(&self) -> bool {
+        self.targets.iter().all(|t| t.streams_uploads())
+    }
+
     pub fn first(&self) -> &Arc<CompiledRoute> {
         &self.targets[0]
     }

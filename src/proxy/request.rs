@@ -72,6 +72,8 @@ pub struct Resolved {
     /// The prompt's token estimate, for formats that report input tokens before the provider
     /// does (Anthropic's `message_start`).
     pub input_estimate: u64,
+    /// What a translated Response object repeats of its request (empty on other routes).
+    pub responses_echo: Map<String, Value>,
 }
 
 impl Resolved {
@@ -253,10 +255,12 @@ pub fn prepare(
             }
         }
     }
+    let mut responses_echo = Map::new();
     // A translated Responses call is a chat call from here on.
     let route_type = match route.client_format {
         ClientFormat::ResponsesTranslated => {
             translated_responses_call(route, client)?;
+            responses_echo = responses::request::echo(&map, &options);
             map = responses::request::to_chat(&map, route.provider.as_str()).map_err(bad)?;
             RouteType::Chat
         }
@@ -311,6 +315,7 @@ pub fn prepare(
         format: route.client_format,
         dropped,
         input_estimate,
+        responses_echo,
     };
     let ctx = resolved.ctx();
     let mut upstream_body = route.driver.request(&ctx, map)?;

@@ -72,6 +72,7 @@ fn responses_meta(resolved: &Resolved) -> responses::response::Meta<'_> {
         request_id: &resolved.request_id,
         model: &resolved.model,
         created: resolved.created,
+        echo: &resolved.responses_echo,
     }
 }
 

@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
 use actix_web::web;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -87,12 +89,39 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// A body already read whole, as an upload: what a target that streams uploads gets on a
+    /// route that read the form once because another target needs it whole.
+    pub fn buffered(body: Bytes) -> Upload {
+        let (tx, chunks) = mpsc::channel(1);
+        let length = Some(body.len() as u64);
+        // The channel is empty and its receiver alive: the send cannot fail.
+        let _ = tx.try_send(Ok(body));
+        Upload {
+            chunks,
+            length,
+            state: UploadState::default(),
+        }
+    }
+
     /// The chunks as a body stream for the upstream request.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, UploadFault>> + Send + 'static {
         futures_util::stream::unfold(self.chunks, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         })
     }
+}
+
+/// Whether a request is a multipart upload (a `POST` of `multipart/form-data`).
+pub fn is_multipart_post(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::POST
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/form-data")
+            })
 }
 
 /// Starts pumping the client's body into an [`Upload`] on this worker. `limit` is a
@@ -452,6 +481,31 @@ mod tests {
             assert!(out.ends_with("--B--\r\n"));
             assert_eq!(state.model().as_deref(), Some("whisper-1"));
         }
+    }
+
+    #[actix_rt::test]
+    async fn a_form_read_whole_is_rewritten_like_a_streamed_one() {
+        let upload = Upload::buffered(Bytes::from_static(FORM.as_bytes()));
+        assert_eq!(upload.length, Some(FORM.len() as u64));
+        let (upload, _) = rewrite(upload, "XyZ".into(), rules(Some("whisper-1")));
+        let chunks: Vec<Result<Bytes, UploadFault>> = upload.into_stream().collect().await;
+        let out: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
+        let (streamed, _) = run(FORM.as_bytes(), 10, rules(Some("whisper-1"))).await;
+        let boundary = |s: &str| s.replace(s.split("\r\n").next().unwrap(), "--B");
+        assert_eq!(
+            boundary(&String::from_utf8(out).unwrap()),
+            boundary(&streamed.unwrap())
+        );
+        let multipart = HeaderMap::from_iter([(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("multipart/form-data; boundary=XyZ"),
+        )]);
+        assert!(is_multipart_post(&Method::POST, &multipart));
+        assert!(!is_multipart_post(&Method::PUT, &multipart));
+        assert!(!is_multipart_post(&Method::POST, &HeaderMap::new()));
     }
 
     #[actix_rt::test]

@@ -491,6 +491,15 @@ pub fn mock_stats(mock: &Proc) -> serde_json::Value {
     request(mock.port, "GET", "/__mock/stats", &[], b"").json()
 }
 
+/// Every request the mock saw, oldest first.
+pub fn mock_log(mock: &Proc) -> Vec<serde_json::Value> {
+    request(mock.port, "GET", "/__mock/requests", &[], b"")
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Starts the gateway with its status listener on a free port; returns it and that port.
 pub fn start_gateway_with_status(deck: &Path, env: &[(&str, &str)]) -> (Proc, u16) {
     let status_port = free_port();

@@ -50,14 +50,29 @@ def genai_native(base):
     }
 
 
-def boto3_native(base):
+BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def bedrock_client(base):
     import boto3
     from botocore.config import Config
 
-    client = boto3.client("bedrock-runtime", endpoint_url=base, region_name="us-east-1",
-                          aws_access_key_id="AKIACLIENTKEY", aws_secret_access_key="client-aws-secret",
-                          config=Config(retries={"max_attempts": 1}))
-    model = "anthropic.claude-3-haiku-20240307-v1:0"
+    return boto3.client("bedrock-runtime", endpoint_url=base, region_name="us-east-1",
+                        aws_access_key_id="AKIACLIENTKEY", aws_secret_access_key="client-aws-secret",
+                        config=Config(retries={"max_attempts": 1}))
+
+
+def invoke_stream(client, prompt):
+    """invoke_model_with_response_stream with a Claude Messages body: the decoded chunk events."""
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64,
+                       "messages": [{"role": "user", "content": prompt}]})
+    r = client.invoke_model_with_response_stream(modelId=BEDROCK_MODEL, body=body)
+    return [json.loads(event["chunk"]["bytes"]) for event in r["body"]]
+
+
+def boto3_native(base):
+    client = bedrock_client(base)
+    model = BEDROCK_MODEL
     r = client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "Say hello"}]}])
     s = client.converse_stream(modelId=model,
                                messages=[{"role": "user", "content": [{"text": "Stream hello"}]}])
@@ -69,17 +84,45 @@ def boto3_native(base):
             text += event[kind]["delta"].get("text", "")
         if kind == "metadata":
             usage = event[kind]["usage"]
+    chunks = invoke_stream(client, "Invoke hello")
+    metrics = chunks[-1].get("amazon-bedrock-invocationMetrics", {})
     return {
         "converse": {"text": r["output"]["message"]["content"][0]["text"], "stop": r["stopReason"],
                      "usage": [r["usage"]["inputTokens"], r["usage"]["outputTokens"]]},
         "stream": {"text": text, "kinds": kinds,
                    "usage": [usage["inputTokens"], usage["outputTokens"]] if usage else None},
+        "invoke_stream": {"types": [c["type"] for c in chunks],
+                          "text": "".join(c["delta"].get("text", "") for c in chunks
+                                          if c["type"] == "content_block_delta"),
+                          "usage": [metrics.get("inputTokenCount"), metrics.get("outputTokenCount")]},
     }
+
+
+def boto3_stream_errors(base):
+    """Both Bedrock streams when the provider reports an error mid-stream."""
+    from botocore.exceptions import EventStreamError
+
+    client = bedrock_client(base)
+    out = {}
+    calls = {
+        "converse_stream": lambda: list(client.converse_stream(
+            modelId=BEDROCK_MODEL,
+            messages=[{"role": "user", "content": [{"text": "Stream hello"}]}])["stream"]),
+        "invoke_stream": lambda: invoke_stream(client, "Invoke hello"),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = {"error": None}
+        except EventStreamError as e:
+            out[name] = {"error": e.response["Error"]["Code"], "message": e.response["Error"]["Message"]}
+    return out
 
 
 def main() -> None:
     sdk, base = sys.argv[1], sys.argv[2]
-    run = {"anthropic": anthropic_native, "genai": genai_native, "boto3": boto3_native}[sdk]
+    run = {"anthropic": anthropic_native, "genai": genai_native, "boto3": boto3_native,
+           "boto3-errors": boto3_stream_errors}[sdk]
     print(json.dumps(run(base)))
 
 

@@ -90,6 +90,23 @@ def run(base_url: str, mode: str, prompt: str, model: str) -> dict:
                 for c in (m.tool_calls or [])
             ],
         }
+    elif mode == "json-reasoning":
+        # A JSON schema (and a schemaless JSON object) asked of a model that reasons.
+        schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                  "required": ["a", "b"], "additionalProperties": False}
+        formats = {"json_schema": {"type": "json_schema",
+                                   "json_schema": {"name": "sum", "strict": True, "schema": schema}},
+                   "json_object": {"type": "json_object"}}
+        for name, fmt in formats.items():
+            try:
+                r = client.chat.completions.create(model=model, messages=messages, response_format=fmt,
+                                                   reasoning_effort="low")
+                m = r.choices[0].message
+                out[name] = {"status": 200, "content": json.loads(m.content),
+                             "reasoning": (m.model_extra or {}).get("reasoning_content"),
+                             "finish_reason": r.choices[0].finish_reason}
+            except openai.APIStatusError as e:
+                out[name] = {"status": e.status_code, "message": e.message}
     elif mode == "completions":
         r = client.completions.create(model=model, prompt=prompt)
         out = {"text": r.choices[0].text, "finish_reason": r.choices[0].finish_reason, "object": r.object,

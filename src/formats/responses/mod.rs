@@ -19,6 +19,11 @@ fn message_id(request_id: &str) -> String {
     format!("msg_{request_id}")
 }
 
+/// The id of the `index`th reasoning item of a translated answer.
+fn reasoning_id(request_id: &str, index: u64) -> String {
+    format!("rs_{request_id}_{index}")
+}
+
 /// The id of the `index`th function call item of a translated answer.
 fn call_item_id(request_id: &str, index: u64) -> String {
     format!("fc_{request_id}_{index}")
@@ -48,3 +53,6 @@ fn usage(chat: Option<&serde_json::Value>) -> serde_json::Value {
         "total_tokens": input + output,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::config::ai_proxy::ModelOptions;
+
 /// Fields with no effect on a provider that stores nothing (`store`, `metadata`) or with the
 /// same name in chat, carried as they are.
 const SAME_NAME: &[&str] = &[
@@ -27,6 +29,52 @@ const IGNORED: &[&str] = &[
     "prompt_cache_key",
     "safety_identifier",
 ];
+
+/// The request fields OpenAI's Response object repeats, with OpenAI's defaults where the request
+/// left them out; options the route configures win, as they do in the chat request.
+pub fn echo(body: &Map<String, Value>, options: &ModelOptions) -> Map<String, Value> {
+    let defaults = [
+        ("background", json!(false)),
+        ("instructions", Value::Null),
+        ("max_output_tokens", Value::Null),
+        ("max_tool_calls", Value::Null),
+        ("metadata", json!({})),
+        ("parallel_tool_calls", json!(true)),
+        ("previous_response_id", Value::Null),
+        ("prompt_cache_key", Value::Null),
+        ("reasoning", json!({"effort": null, "summary": null})),
+        ("safety_identifier", Value::Null),
+        ("service_tier", Value::Null),
+        ("temperature", json!(1.0)),
+        ("text", json!({"format": {"type": "text"}})),
+        ("tool_choice", json!("auto")),
+        ("tools", json!([])),
+        ("top_logprobs", json!(0)),
+        ("top_p", json!(1.0)),
+        ("truncation", json!("disabled")),
+        ("user", Value::Null),
+    ];
+    let mut echo: Map<String, Value> = defaults
+        .into_iter()
+        .map(|(key, default)| {
+            let sent = body.get(key).filter(|v| !v.is_null()).cloned();
+            (key.to_string(), sent.unwrap_or(default))
+        })
+        .collect();
+    let configured = [
+        ("temperature", options.temperature.map(Value::from)),
+        ("top_p", options.top_p.map(Value::from)),
+        ("max_output_tokens", options.max_tokens.map(Value::from)),
+    ];
+    for (key, value) in configured {
+        if let Some(value) = value {
+            echo.insert(key.into(), value);
+        }
+    }
+    // Nothing is stored: a provider that only chats has no response to retrieve.
+    echo.insert("store".into(), json!(false));
+    echo
+}
 
 pub fn to_chat(body: &Map<String, Value>, provider: &str) -> Result<Map<String, Value>, String> {
     let stateful = |what: &str| {
@@ -104,7 +152,16 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<(), String>
             .and_then(Value::as_str)
             .unwrap_or("message");
         match kind {
-            "message" => messages.push(message(item, i)?),
+            "message" => {
+                let message = message(item, i)?;
+                match messages.last_mut() {
+                    // The text of a turn whose reasoning came first.
+                    Some(last) if is_open_turn(last) && message["role"] == "assistant" => {
+                        last["content"] = message["content"].clone();
+                    }
+                    _ => messages.push(message),
+                }
+            }
             "function_call" => {
                 let call = json!({
                     "id": item.get("call_id").cloned().unwrap_or(Value::Null),
@@ -114,14 +171,11 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<(), String>
                         "arguments": item.get("arguments").cloned().unwrap_or(json!("{}")),
                     },
                 });
-                // Consecutive calls are one assistant turn, as chat has them.
-                let last = messages.last_mut().filter(|m| {
-                    m["role"] == "assistant" && m.get("tool_calls").is_some_and(Value::is_array)
-                });
-                match last.and_then(|m| m["tool_calls"].as_array_mut()) {
+                // A turn's reasoning, text and calls are one assistant message, as chat has them.
+                let turn = assistant_turn(messages);
+                match turn["tool_calls"].as_array_mut() {
                     Some(calls) => calls.push(call),
-                    None => messages
-                        .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                    None => turn["tool_calls"] = json!([call]),
                 }
             }
             "function_call_output" => {
@@ -136,8 +190,28 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<(), String>
                     "content": output,
                 }));
             }
-            // A previous answer's reasoning summary: the provider reasons afresh.
-            "reasoning" => {}
+            // A previous answer's reasoning goes back with its turn: providers that sign their
+            // reasoning (Anthropic, Bedrock Claude) refuse a tool-use turn without it.
+            "reasoning" => {
+                let summary = item.get("summary").and_then(Value::as_array);
+                let text: String = summary
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|part| part.get("text").and_then(Value::as_str))
+                    .collect();
+                let blocks = item
+                    .get("encrypted_content")
+                    .and_then(Value::as_str)
+                    .and_then(|blocks| serde_json::from_str::<Value>(blocks).ok())
+                    .filter(Value::is_array);
+                let turn = new_assistant_turn(messages);
+                if !text.is_empty() {
+                    turn["reasoning_content"] = Value::String(text);
+                }
+                if let Some(blocks) = blocks {
+                    turn["thinking_blocks"] = blocks;
+                }
+            }
             other => {
                 return Err(format!(
                     "input[{i}]: item type '{other}' has no chat equivalent"
@@ -145,7 +219,31 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<(), String>
             }
         }
     }
+    // Reasoning that no text or call of its turn followed has no chat message to ride on.
+    messages.retain(|m| !is_open_turn(m));
     Ok(())
+}
+
+/// An assistant message that only has reasoning so far.
+fn is_open_turn(message: &Value) -> bool {
+    message["role"] == "assistant"
+        && message["content"].is_null()
+        && message.get("tool_calls").is_none()
+}
+
+/// The assistant message the next item of the same turn belongs to.
+fn assistant_turn(messages: &mut Vec<Value>) -> &mut Value {
+    if !messages.last().is_some_and(|m| m["role"] == "assistant") {
+        return new_assistant_turn(messages);
+    }
+    let last = messages.len() - 1;
+    &mut messages[last]
+}
+
+fn new_assistant_turn(messages: &mut Vec<Value>) -> &mut Value {
+    messages.push(json!({"role": "assistant", "content": null}));
+    let last = messages.len() - 1;
+    &mut messages[last]
 }
 
 fn message(item: &Value, i: usize) -> Result<Value, String> {
@@ -313,6 +411,26 @@ mod tests {
         assert_eq!(c["tool_choice"]["function"]["name"], "add");
         assert_eq!(c["response_format"]["json_schema"]["name"], "x");
         assert_eq!(c["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn reasoning_rides_on_its_turn_and_alone_is_left_out() {
+        let c = chat(json!({"model": "m", "input": [
+            {"role": "user", "content": "a"},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "t"}],
+             "encrypted_content": "opaque-from-openai"},
+            {"role": "user", "content": "b"},
+            {"type": "reasoning", "id": "rs_2", "summary": [],
+             "encrypted_content": "[{\"type\":\"redacted_thinking\",\"data\":\"x\"}]"},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+        ]}))
+        .unwrap();
+        let m = c["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(m[1], json!({"role": "user", "content": "b"}));
+        assert_eq!(m[2]["content"], "ok");
+        assert_eq!(m[2]["thinking_blocks"][0]["type"], "redacted_thinking");
+        assert!(m[2].get("reasoning_content").is_none());
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! An OpenAI chat completion -> a Response object: the assistant's text as a `message` item,
-//! each tool call as a `function_call` item, usage in the Responses naming, and a length stop
-//! as `status: incomplete`.
+//! An OpenAI chat completion -> a Response object: the provider's reasoning as a `reasoning`
+//! item, the assistant's text as a `message` item, each tool call as a `function_call` item,
+//! usage in the Responses naming, a length stop as `status: incomplete`, and the request's
+//! fields the Response object repeats (`instructions`, `tools`, `temperature`, ...).
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::{call_item_id, message_id, response_id, usage};
+use super::{call_item_id, message_id, reasoning_id, response_id, usage};
 
 /// What every Response object of a translated route says besides its output.
 pub struct Meta<'a> {
     pub request_id: &'a str,
     pub model: &'a str,
     pub created: u64,
+    /// The request's fields, from [`super::request::echo`].
+    pub echo: &'a Map<String, Value>,
 }
 
 /// The Response object around `output`.
@@ -22,20 +25,43 @@ pub(super) fn object(
     usage: Option<Value>,
 ) -> Value {
     let incomplete = (status == "incomplete").then(|| json!({"reason": "max_output_tokens"}));
+    let mut object = meta.echo.clone();
+    object.extend([
+        ("id".into(), json!(response_id(meta.request_id))),
+        ("object".into(), json!("response")),
+        ("created_at".into(), json!(meta.created)),
+        ("status".into(), json!(status)),
+        ("error".into(), Value::Null),
+        ("incomplete_details".into(), json!(incomplete)),
+        ("model".into(), json!(meta.model)),
+        ("output".into(), Value::Array(output)),
+        ("usage".into(), json!(usage)),
+    ]);
+    Value::Object(object)
+}
+
+/// A `reasoning` item: the provider's reasoning text as its summary, and the signed blocks
+/// (Anthropic `thinking` / `redacted_thinking`, Bedrock `reasoningContent`) as the opaque
+/// `encrypted_content` a client sends back with its next turn.
+pub(super) fn reasoning_item(
+    request_id: &str,
+    index: u64,
+    text: &str,
+    blocks: &[Value],
+    status: &str,
+) -> Value {
+    let summary = if text.is_empty() {
+        json!([])
+    } else {
+        json!([{"type": "summary_text", "text": text}])
+    };
+    let encrypted = (!blocks.is_empty()).then(|| Value::Array(blocks.to_vec()).to_string());
     json!({
-        "id": response_id(meta.request_id),
-        "object": "response",
-        "created_at": meta.created,
+        "type": "reasoning",
+        "id": reasoning_id(request_id, index),
         "status": status,
-        "error": null,
-        "incomplete_details": incomplete,
-        "model": meta.model,
-        "output": output,
-        "parallel_tool_calls": true,
-        "tool_choice": "auto",
-        "tools": [],
-        "store": false,
-        "usage": usage,
+        "summary": summary,
+        "encrypted_content": encrypted,
     })
 }
 
@@ -84,6 +110,24 @@ pub fn from_chat(chat: &[u8], meta: &Meta<'_>) -> Result<Bytes, String> {
         .ok_or("the chat answer has no choices")?;
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut output = Vec::new();
+    let reasoning = message
+        .get("reasoning_content")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let blocks = message
+        .get("thinking_blocks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !reasoning.is_empty() || !blocks.is_empty() {
+        output.push(reasoning_item(
+            meta.request_id,
+            0,
+            reasoning,
+            blocks,
+            "completed",
+        ));
+    }
     if let Some(text) = message
         .get("content")
         .and_then(Value::as_str)
@@ -123,11 +167,19 @@ pub fn from_chat(chat: &[u8], meta: &Meta<'_>) -> Result<Bytes, String> {
 mod tests {
     use super::*;
 
-    const META: Meta<'static> = Meta {
-        request_id: "r1",
-        model: "claude",
-        created: 7,
-    };
+    fn answer(chat: Value, echo: &Map<String, Value>) -> Value {
+        let meta = Meta {
+            request_id: "r1",
+            model: "claude",
+            created: 7,
+            echo,
+        };
+        serde_json::from_slice(&from_chat(chat.to_string().as_bytes(), &meta).unwrap()).unwrap()
+    }
+
+    fn no_echo() -> Map<String, Value> {
+        Map::new()
+    }
 
     #[test]
     fn text_calls_and_usage_become_a_response() {
@@ -135,9 +187,7 @@ mod tests {
             "role": "assistant", "content": "Let me add.",
             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2}"}}]}}],
             "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}});
-        let r: Value =
-            serde_json::from_slice(&from_chat(chat.to_string().as_bytes(), &META).unwrap())
-                .unwrap();
+        let r = answer(chat, &no_echo());
         assert_eq!(r["id"], "resp_r1");
         assert_eq!(r["object"], "response");
         assert_eq!(r["status"], "completed");
@@ -154,9 +204,7 @@ mod tests {
     #[test]
     fn a_length_stop_is_incomplete() {
         let chat = json!({"choices": [{"finish_reason": "length", "message": {"content": "ab"}}]});
-        let r: Value =
-            serde_json::from_slice(&from_chat(chat.to_string().as_bytes(), &META).unwrap())
-                .unwrap();
+        let r = answer(chat, &no_echo());
         assert_eq!(r["status"], "incomplete");
         assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
         assert_eq!(r["model"], "claude");

@@ -1,6 +1,8 @@
 //! OpenAI chat chunks (what every driver's stream produces) -> the typed Responses event
 //! sequence: `response.created`, `response.in_progress`, per output item
-//! `response.output_item.added`, its deltas (`response.content_part.added` /
+//! `response.output_item.added`, its deltas (`response.reasoning_summary_part.added` /
+//! `response.reasoning_summary_text.delta` / `.done` / `response.reasoning_summary_part.done`
+//! for the provider's reasoning, `response.content_part.added` /
 //! `response.output_text.delta` / `.done` / `response.content_part.done` for text,
 //! `response.function_call_arguments.delta` / `.done` for a call) and
 //! `response.output_item.done`, then `response.completed` (or `response.incomplete`) carrying
@@ -10,15 +12,20 @@
 //! usage and truncation rules stay in one place per provider.
 
 use bytes::{BufMut, BytesMut};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::response::{call_item, message_item, object, status_of, Meta};
-use super::{call_item_id, message_id, usage as usage_of};
+use super::response::{call_item, message_item, object, reasoning_item, status_of, Meta};
+use super::{call_item_id, message_id, reasoning_id, usage as usage_of};
 use crate::formats::reencode::{ChatEvents, Reencoded};
 use crate::providers::StreamTranslate;
 
 /// The output item being streamed.
 enum Open {
+    Reasoning {
+        text: String,
+        /// The signature that closes the block (`delta.thinking_blocks`).
+        signature: Option<String>,
+    },
     Message {
         text: String,
     },
@@ -40,10 +47,12 @@ impl ResponsesEvents {
             request_id: meta.request_id.to_string(),
             model: meta.model.to_string(),
             created: meta.created,
+            echo: meta.echo.clone(),
             sequence: 0,
             open: None,
             output: Vec::new(),
             calls: 0,
+            reasonings: 0,
             finish_reason: None,
         };
         Reencoded::wrap(inner, items)
@@ -54,11 +63,13 @@ pub struct Items {
     request_id: String,
     model: String,
     created: u64,
+    echo: Map<String, Value>,
     sequence: u64,
     open: Option<Open>,
     /// Items done so far, for the final Response.
     output: Vec<Value>,
     calls: u64,
+    reasonings: u64,
     finish_reason: Option<String>,
 }
 
@@ -75,6 +86,25 @@ impl ChatEvents for Items {
 
     fn choice(&mut self, choice: &Value, out: &mut BytesMut) {
         let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta.get("reasoning_content").and_then(Value::as_str) {
+            if !text.is_empty() {
+                self.reasoning_delta(text, out);
+            }
+        }
+        let signatures = delta.get("thinking_blocks").and_then(Value::as_array);
+        for block in signatures.into_iter().flatten() {
+            if let (
+                Some(signature),
+                Some(Open::Reasoning {
+                    signature: open, ..
+                }),
+            ) = (
+                block.get("signature").and_then(Value::as_str),
+                &mut self.open,
+            ) {
+                *open = Some(signature.to_string());
+            }
+        }
         if let Some(text) = delta.get("content").and_then(Value::as_str) {
             if !text.is_empty() {
                 self.text_delta(text, out);
@@ -125,6 +155,7 @@ impl Items {
             request_id: &self.request_id,
             model: &self.model,
             created: self.created,
+            echo: &self.echo,
         }
     }
 
@@ -141,6 +172,39 @@ impl Items {
 
     fn output_index(&self) -> usize {
         self.output.len()
+    }
+
+    fn reasoning_delta(&mut self, text: &str, out: &mut BytesMut) {
+        let item_id = reasoning_id(&self.request_id, self.reasonings);
+        let output_index = self.output_index();
+        if !matches!(self.open, Some(Open::Reasoning { .. })) {
+            self.close(out);
+            let item = reasoning_item(&self.request_id, self.reasonings, "", &[], "in_progress");
+            self.write(
+                out,
+                "response.output_item.added",
+                json!({"output_index": output_index, "item": item}),
+            );
+            self.write(
+                out,
+                "response.reasoning_summary_part.added",
+                json!({"item_id": item_id, "output_index": output_index, "summary_index": 0,
+                       "part": {"type": "summary_text", "text": ""}}),
+            );
+            self.open = Some(Open::Reasoning {
+                text: String::new(),
+                signature: None,
+            });
+        }
+        if let Some(Open::Reasoning { text: all, .. }) = &mut self.open {
+            all.push_str(text);
+        }
+        self.write(
+            out,
+            "response.reasoning_summary_text.delta",
+            json!({"item_id": item_id, "output_index": output_index, "summary_index": 0,
+                   "delta": text}),
+        );
     }
 
     fn text_delta(&mut self, text: &str, out: &mut BytesMut) {
@@ -232,6 +296,34 @@ impl Items {
         let output_index = self.output_index();
         let item = match self.open.take() {
             None => return,
+            Some(Open::Reasoning { text, signature }) => {
+                let item_id = reasoning_id(&self.request_id, self.reasonings);
+                self.write(
+                    out,
+                    "response.reasoning_summary_text.done",
+                    json!({"item_id": item_id, "output_index": output_index, "summary_index": 0,
+                           "text": text}),
+                );
+                self.write(
+                    out,
+                    "response.reasoning_summary_part.done",
+                    json!({"item_id": item_id, "output_index": output_index, "summary_index": 0,
+                           "part": {"type": "summary_text", "text": text}}),
+                );
+                let blocks: Vec<Value> = signature
+                    .map(|s| json!({"type": "thinking", "thinking": text, "signature": s}))
+                    .into_iter()
+                    .collect();
+                let item = reasoning_item(
+                    &self.request_id,
+                    self.reasonings,
+                    &text,
+                    &blocks,
+                    "completed",
+                );
+                self.reasonings += 1;
+                item
+            }
             Some(Open::Message { text }) => {
                 let item_id = message_id(&self.request_id);
                 self.write(
@@ -290,7 +382,7 @@ impl Items {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::sse::SseDecoder;
+    use crate::formats::responses::tests::events_of;
     use crate::providers::RawPassthrough;
     use crate::providers::StreamError;
 
@@ -306,23 +398,19 @@ mod tests {
     );
 
     fn run(input: &[u8], cut: usize) -> (Vec<(String, Value)>, Result<(), StreamError>) {
+        let echo = serde_json::Map::new();
         let meta = Meta {
             request_id: "r1",
             model: "m",
             created: 5,
+            echo: &echo,
         };
         let mut s = ResponsesEvents::new(Box::new(RawPassthrough), meta);
         let mut out = BytesMut::new();
         s.feed(&input[..cut], &mut out).unwrap();
         s.feed(&input[cut..], &mut out).unwrap();
         let result = s.finish(&mut out);
-        let mut raw = Vec::new();
-        SseDecoder::new().feed(&out, &mut raw);
-        let events = raw
-            .into_iter()
-            .map(|e| (e.event.unwrap(), serde_json::from_str(&e.data).unwrap()))
-            .collect();
-        (events, result)
+        (events_of(&out), result)
     }
 
     #[test]

@@ -148,6 +148,9 @@ struct AnthropicRequest<'a> {
     tools: Option<Vec<AnthropicTool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<AnthropicToolChoice>,
+    /// Anthropic's structured output (`{"format": {"type": "json_schema", "schema": ...}}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<Value>,
     #[serde(flatten)]
     sampling: AnthropicSampling,
 }
@@ -478,7 +481,15 @@ fn messages_request<'a>(
         req.fit_sampling_to_thinking();
     }
     let tool_choice = tool_choice(&req);
-    let format_schema = req.emulated_response_format().map_err(bad)?;
+    // Anthropic's own structured output where thinking forbids the forced tool call.
+    let (format_schema, output_config) = if thinking.is_some() {
+        let schema = req.thinking_json_schema().map_err(bad)?;
+        let config =
+            schema.map(|(schema, _)| json!({"format": {"type": "json_schema", "schema": schema}}));
+        (None, config)
+    } else {
+        (req.emulated_response_format().map_err(bad)?, None)
+    };
     let sampling = sampling(ctx, &req);
     for m in req.messages {
         let (role, content) = match m.role.as_str() {
@@ -519,6 +530,7 @@ fn messages_request<'a>(
         thinking,
         tools,
         tool_choice,
+        output_config,
         sampling,
     })
 }

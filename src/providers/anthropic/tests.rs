@@ -791,6 +791,54 @@ fn response_format_is_a_forced_tool_call_whose_input_is_the_content() {
 }
 
 #[test]
+fn with_thinking_a_json_schema_is_anthropics_own_structured_output() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}},
+                        "required": ["n"], "additionalProperties": false});
+    let out = chat(json!({"model": MODEL, "reasoning_effort": "medium",
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}));
+    assert_eq!(out["thinking"]["type"], "enabled");
+    assert_eq!(
+        out["output_config"],
+        json!({"format": {"type": "json_schema", "schema": schema}})
+    );
+    // No forced tool call, which Anthropic refuses while thinking.
+    assert!(out.get("tool_choice").is_none(), "{out}");
+    assert!(out.get("tools").is_none(), "{out}");
+    // The answer is text in the schema, after the thinking.
+    let raw = r#"{"content":[{"type":"thinking","thinking":"n is 14","signature":"s"},
+        {"type":"text","text":"{\"n\":14}"}],
+        "stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":2}}"#;
+    let (v, _) = respond(RouteType::Chat, raw).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], r#"{"n":14}"#);
+    assert_eq!(v["choices"][0]["message"]["reasoning_content"], "n is 14");
+
+    // json_object has no schema to give: a clear gateway 400, not Anthropic's.
+    let options = options();
+    let c = ctx(RouteType::Chat, MODEL, false, &options);
+    let e = driver()
+        .request(
+            &c,
+            body(json!({"model": MODEL, "reasoning_effort": "low",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_object"}})),
+        )
+        .unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("json_object") && message.contains("reasoning_effort"),
+        "{message}"
+    );
+    // Without thinking, both still emulate with the forced tool.
+    let out = chat(
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_object"}}),
+    );
+    assert_eq!(out["tools"][0]["name"], RESPONSE_FORMAT_TOOL);
+    assert!(out.get("output_config").is_none());
+}
+
+#[test]
 fn thinking_forces_the_sampling_anthropic_requires() {
     let out = chat(
         json!({"model": MODEL, "reasoning_effort": "low", "temperature": 0.2,

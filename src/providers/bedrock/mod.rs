@@ -249,6 +249,9 @@ struct BedrockConverseRequest {
     inference_config: Option<BedrockInferenceConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_config: Option<BedrockToolConfig>,
+    /// Structured output (`{"textFormat": {"type": "json_schema", ...}}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_config: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     guardrail_config: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]

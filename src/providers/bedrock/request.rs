@@ -60,6 +60,22 @@ pub(super) fn converse_request(
     if budget.is_some() {
         req.fit_sampling_to_thinking();
     }
+    // Claude refuses a forced tool call while it thinks: a JSON schema goes as Converse's
+    // structured output (`outputConfig.textFormat`, whose schema is a JSON string).
+    let output_config = match budget {
+        Some(_) => req
+            .thinking_json_schema()
+            .map_err(bad)?
+            .map(|(schema, name)| {
+                let mut definition = json!({ "schema": schema.to_string() });
+                if let Some(name) = name {
+                    definition["name"] = Value::String(name);
+                }
+                json!({"textFormat": {"type": "json_schema",
+                                      "structure": {"jsonSchema": definition}}})
+            }),
+        None => None,
+    };
     let max_tokens = match (req.max_tokens(), budget) {
         (Some(max), Some(budget)) if max <= budget => Some(max + budget),
         (max, _) => max,
@@ -84,7 +100,11 @@ pub(super) fn converse_request(
     });
     let mut tool_config = tool_config(req.tools.as_deref(), req.tool_choice.as_ref(), uses_tools);
     // Converse has no structured output for every model: a forced tool call carries the JSON.
-    if let Some(schema) = req.emulated_response_format().map_err(bad)? {
+    let emulated = match budget {
+        Some(_) => None,
+        None => req.emulated_response_format().map_err(bad)?,
+    };
+    if let Some(schema) = emulated {
         let config = tool_config.get_or_insert(BedrockToolConfig {
             tools: Vec::new(),
             tool_choice: None,
@@ -126,6 +146,7 @@ pub(super) fn converse_request(
         messages,
         inference_config: has_inference.then_some(inference),
         tool_config,
+        output_config,
         guardrail_config: req.extra.get("guardrailConfig").cloned(),
         additional_model_request_fields: (!additional.is_empty()).then_some(additional),
         // Claude says which stop sequence matched only when asked.

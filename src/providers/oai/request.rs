@@ -156,6 +156,33 @@ impl ChatRequest {
         Ok(Some(schema))
     }
 
+    /// `response_format` for a Claude that thinks (Anthropic, Bedrock): thinking forbids the
+    /// forced tool call that emulates it elsewhere, so a JSON schema goes as the provider's
+    /// own structured output (Claude Sonnet and Opus 4.5 and later, Haiku 4.5). `json_object`
+    /// has no schema to give it, and an empty object schema would only allow `{}`: that
+    /// combination is refused by name. Returns the schema and its name.
+    pub fn thinking_json_schema(&self) -> Result<Option<(Value, Option<String>)>, &'static str> {
+        let Some(format) = self.extra.get("response_format") else {
+            return Ok(None);
+        };
+        match format.get("type").and_then(Value::as_str) {
+            Some("json_schema") => {
+                let name = format
+                    .pointer("/json_schema/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                Ok(self.response_format_schema().map(|schema| (schema, name)))
+            }
+            Some("json_object") => Err(
+                "response_format json_object cannot be combined with reasoning_effort on this \
+                 provider: thinking forbids the forced tool call that emulates it, and Claude's \
+                 own structured output needs a schema; send a json_schema response_format, or \
+                 drop reasoning_effort",
+            ),
+            _ => Ok(None),
+        }
+    }
+
     /// `max_completion_tokens` is the newer name; either one limits the answer.
     pub fn max_tokens(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)

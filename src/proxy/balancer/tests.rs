@@ -172,3 +172,23 @@ fn breaker_off_by_default() {
     }
     assert_eq!(b.circuit(0), Circuit::Closed);
 }
+
+#[test]
+fn a_refused_websocket_upgrade_counts_as_its_status() {
+    let b = balancer(Algorithm::RoundRobin, &[1, 1], |c| {
+        c.failover_criteria = vec![FailoverCriterion::Error, FailoverCriterion::Http503];
+    });
+    assert_eq!(
+        b.failure_of(&GatewayError::UpstreamRefused(503)),
+        Some(Failure::Status(503))
+    );
+    // An unlisted refusal is the provider's answer, like an unlisted HTTP status.
+    assert_eq!(b.failure_of(&GatewayError::UpstreamRefused(401)), None);
+    assert_eq!(
+        b.failure_of(&GatewayError::UpstreamUnreachable("reset".into())),
+        Some(Failure::Error { sent: true })
+    );
+    assert_eq!(b.failure_of(&GatewayError::BadRequest("x".into())), None);
+    let refused = b.failure_of(&GatewayError::UpstreamRefused(503)).unwrap();
+    assert!(b.fails_over(refused, true));
+}

@@ -157,6 +157,46 @@ fn cache_control_on_system_tools_assistant_and_tool_results_becomes_cache_points
 }
 
 #[test]
+fn with_claude_thinking_a_json_schema_is_converse_structured_output() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}},
+                        "required": ["n"], "additionalProperties": false});
+    let out = chat(json!({"model": MODEL, "reasoning_effort": "low",
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}));
+    assert_eq!(
+        out["additionalModelRequestFields"]["thinking"]["type"],
+        "enabled"
+    );
+    let format = &out["outputConfig"]["textFormat"];
+    assert_eq!(format["type"], "json_schema");
+    let definition = &format["structure"]["jsonSchema"];
+    assert_eq!(definition["name"], "n");
+    // Converse takes the schema as a JSON string.
+    let sent: Value = serde_json::from_str(definition["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(sent, schema);
+    // No forced tool call, which Claude refuses while thinking.
+    assert!(out.get("toolConfig").is_none(), "{out}");
+
+    let e = chat_err(json!({"model": MODEL, "reasoning_effort": "low",
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_object"}}));
+    assert!(
+        e.contains("json_object") && e.contains("reasoning_effort"),
+        "{e}"
+    );
+    // Without thinking, the forced tool still carries the JSON.
+    let out = chat(
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_object"}}),
+    );
+    assert_eq!(
+        out["toolConfig"]["tools"][0]["toolSpec"]["name"],
+        RESPONSE_FORMAT_TOOL
+    );
+    assert!(out.get("outputConfig").is_none());
+}
+
+#[test]
 fn thinking_forces_claude_sampling_and_the_matched_stop_sequence_comes_back() {
     let out = chat(
         json!({"model": MODEL, "reasoning_effort": "low", "temperature": 0.2,
