@@ -27,6 +27,7 @@ use crate::proxy::request::ClientRequest;
 use crate::proxy::upload;
 use crate::router::RouteMatch;
 use crate::status::REQUESTS_IN_FLIGHT;
+use crate::telemetry::RequestSpan;
 use crate::worker::WorkerState;
 
 /// Request ids: a per-process random prefix plus a counter (cheaper than a UUID per request).
@@ -162,6 +163,7 @@ pub async fn proxy(
         consumer: None,
         dropped: String::new(),
         target: None,
+        trace_id: None,
     });
     let result = handle(
         &req,
@@ -278,6 +280,8 @@ async fn handle(
     };
     // Dropped with this future if the client goes away, which cancels the upstream call.
     let (_cancel_guard, cancel) = oneshot::channel::<()>();
+    let trace = RequestSpan::start(&client, name, target, &request_id, started);
+    access.trace_id = trace.as_ref().and_then(RequestSpan::trace_id);
     let reply = actor
         .send(Proxy {
             client,
@@ -287,6 +291,7 @@ async fn handle(
             identity,
             peer: req.peer_addr().map(|a| a.ip()),
             cancel,
+            trace,
         })
         .await
         .map_err(|e| GatewayError::Internal(format!("route actor unavailable: {e}")))??;

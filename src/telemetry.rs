@@ -19,6 +19,7 @@ use actix::prelude::ResponseFuture;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::ResponseError;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+pub use opentelemetry::trace::TraceId;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
@@ -222,6 +223,14 @@ impl RequestSpan {
             cx: parent.with_span(span),
             tracing,
         })
+    }
+
+    /// The trace the access line names: only a sampled span's, as an unsampled one is never
+    /// exported and an operator could not find it.
+    pub fn trace_id(&self) -> Option<TraceId> {
+        let span = self.cx.span();
+        let context = span.span_context();
+        context.is_sampled().then(|| context.trace_id())
     }
 
     /// Runs `serve` and records its outcome; a stream's span ends with the stream. Without a

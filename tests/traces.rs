@@ -179,6 +179,32 @@ fn upstream_traceparent(mock: &Proc) -> String {
         .to_string()
 }
 
+/// The `trace_id` of the gateway's access lines (`access: request ...`), in order, once
+/// `count` of them were written.
+fn access_trace_ids(gw: &Proc, count: usize) -> Vec<Option<String>> {
+    let mut ids = Vec::new();
+    let written = poll_until(Duration::from_secs(10), || {
+        ids = gw
+            .logs()
+            .lines()
+            .filter(|l| l.contains(" access: request "))
+            .map(|l| {
+                l.split(' ')
+                    .find_map(|field| field.strip_prefix("trace_id="))
+                    .map(str::to_string)
+            })
+            .collect();
+        ids.len() >= count
+    });
+    assert!(
+        written,
+        "{} of {count} access lines: {}",
+        ids.len(),
+        gw.logs()
+    );
+    ids
+}
+
 /// A failed OpenAI attempt then a Bedrock one: the request span continues the client's trace,
 /// each attempt is its child with the GenAI attributes, and each provider received the
 /// `traceparent` of its own attempt (signed, for Bedrock).
@@ -263,6 +289,8 @@ fn fallback_request_is_one_trace_with_a_span_per_attempt() {
         format!("00-{CLIENT_TRACE}-{}-01", hex(&second.span_id))
     );
     assert_eq!(mock_last(&bedrock)["headers"]["tracestate"], "vendor=abc");
+    // The access line leads to the trace.
+    assert_eq!(access_trace_ids(&gw, 1), [Some(CLIENT_TRACE.to_string())]);
     let signed = mock_last(&bedrock)["headers"]["authorization"]
         .as_str()
         .unwrap()
@@ -316,6 +344,8 @@ fn streamed_answer_spans_end_with_the_stream() {
         assert!(attrs["gen_ai.usage.output_tokens"].parse::<u64>().unwrap() > 0);
         assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
     }
+    // The stream's access line, written when it ends, names the exported trace.
+    assert_eq!(access_trace_ids(&gw, 1), [Some(hex(&request.trace_id))]);
 }
 
 /// With tracing off the client's `traceparent` goes upstream unchanged.
@@ -333,6 +363,11 @@ fn without_tracing_the_client_traceparent_is_forwarded() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(upstream_traceparent(&mock), client_parent);
+    assert_eq!(
+        access_trace_ids(&gw, 1),
+        [None],
+        "no trace_id without tracing"
+    );
 }
 
 /// Spans still queued when the gateway is told to stop are exported before it exits.

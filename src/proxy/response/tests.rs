@@ -67,6 +67,7 @@ fn access() -> AccessInfo {
         consumer: None,
         dropped: Default::default(),
         target: None,
+        trace_id: None,
     }
 }
 
