@@ -409,3 +409,58 @@ fn unreachable_collector_does_not_affect_requests() {
         gw.logs()
     );
 }
+
+/// Requests the handler refuses before a route actor sees them get a server span too, with
+/// the status, the refusal as `error.type` and the route when one matched; their access lines
+/// name that trace.
+#[test]
+fn refused_requests_get_a_server_span() {
+    let (receiver, received) = start_receiver();
+    let mock = start_mock();
+    let deck = consumer_deck(
+        mock.port,
+        &[("/chat", plugin("key-auth", "{key_names: [apikey]}"))],
+        "consumers:\n  - username: alice\n    keyauth_credentials: [{key: trace-alice-key}]\n",
+    );
+    let gw = traced_gateway(&deck, receiver);
+    let client_parent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let r = traced_chat(
+        &gw,
+        "/chat/chat/completions",
+        false,
+        &[("traceparent", &client_parent), ("apikey", "wrong-key")],
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    let spans = spans_of(&received, CLIENT_TRACE, 1);
+    let refused = &spans[0];
+    assert_eq!(refused.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&refused.parent_span_id), CLIENT_SPAN);
+    assert_eq!(refused.name, "POST chat");
+    let attrs = attributes(refused);
+    assert_eq!(attrs["http.response.status_code"], "401");
+    assert_eq!(attrs["error.type"], "unauthorized");
+    assert_eq!(attrs["ai_gateway.route"], "chat");
+    assert_eq!(attrs["url.path"], "/chat/chat/completions");
+    assert!(!attrs.contains_key("gen_ai.operation.name"), "{attrs:?}");
+    assert!(mock_last(&mock).is_null(), "nothing went upstream");
+
+    let r = traced_chat(&gw, "/nowhere", false, &[]);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let ids = access_trace_ids(&gw, 2);
+    assert_eq!(ids[0].as_deref(), Some(CLIENT_TRACE));
+    let unrouted = ids[1]
+        .clone()
+        .expect("the 404's access line names its trace");
+    let spans = spans_of(&received, &unrouted, 1);
+    let attrs = attributes(&spans[0]);
+    assert_eq!(spans[0].name, "POST");
+    assert_eq!(attrs["http.response.status_code"], "404");
+    assert_eq!(attrs["error.type"], "no_route");
+    assert!(!attrs.contains_key("ai_gateway.route"), "{attrs:?}");
+    // The secret-looking key never reaches the collector.
+    let got = received.lock().unwrap();
+    assert!(got
+        .bodies
+        .iter()
+        .all(|b| !String::from_utf8_lossy(b).contains("wrong-key")));
+}
