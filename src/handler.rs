@@ -26,6 +26,7 @@ use crate::proxy::request::ClientRequest;
 use crate::proxy::upload;
 use crate::router::RouteMatch;
 use crate::status::REQUESTS_IN_FLIGHT;
+use crate::telemetry::{self, RequestSpan};
 use crate::worker::WorkerState;
 
 /// Request ids: a per-process random prefix plus a counter (cheaper than a UUID per request).
@@ -147,7 +148,9 @@ pub async fn proxy(
         consumer: None,
         dropped: String::new(),
         target: None,
+        trace_id: None,
     });
+    let mut reached_actor = false;
     let result = handle(
         &req,
         payload,
@@ -155,6 +158,7 @@ pub async fn proxy(
         request_id,
         started,
         &mut request.access,
+        &mut reached_actor,
     )
     .await;
     request.answered = true;
@@ -162,7 +166,20 @@ pub async fn proxy(
         Ok(response) => response,
         Err(e) => {
             let response = e.error_response();
-            let access = &request.access;
+            let access = &mut request.access;
+            if !reached_actor {
+                // "-" until a route matched.
+                let route = (&*access.route != "-").then_some(&*access.route);
+                access.trace_id = telemetry::refused(
+                    req.method(),
+                    req.path(),
+                    req.headers(),
+                    route,
+                    &access.request_id,
+                    started,
+                    &e,
+                );
+            }
             if !matches!(e, GatewayError::ClientGone) {
                 tracing::debug!(request_id = %access.request_id, error = ?e, "request failed");
             }
@@ -179,6 +196,7 @@ async fn handle(
     request_id: Arc<str>,
     started: Instant,
     access: &mut AccessInfo,
+    reached_actor: &mut bool,
 ) -> Result<HttpResponse, GatewayError> {
     let routes = state.routes();
     let host = req
@@ -252,6 +270,10 @@ async fn handle(
     };
     // Dropped with this future if the client goes away, which cancels the upstream call.
     let (_cancel_guard, cancel) = oneshot::channel::<()>();
+    let trace = RequestSpan::start(&client, name, target, &request_id, started);
+    access.trace_id = trace.as_ref().and_then(RequestSpan::trace_id);
+    // From here the actor's span records the outcome, errors included.
+    *reached_actor = true;
     let reply = actor
         .send(Proxy {
             client,
@@ -261,6 +283,7 @@ async fn handle(
             identity,
             peer: req.peer_addr().map(|a| a.ip()),
             cancel,
+            trace,
         })
         .await
         .map_err(|e| GatewayError::Internal(format!("route actor unavailable: {e}")))??;

@@ -151,6 +151,9 @@ fn access_enabled() -> bool {
 /// The fields both kinds of access line start with.
 fn head(line: &mut line::Line<'_>, info: &AccessInfo, status: u16, stream: bool) {
     line.bare("request_id", &info.request_id);
+    if let Some(trace_id) = info.trace_id {
+        line.bare("trace_id", &trace_id.to_string());
+    }
     line.bare("route", &info.route);
     line.quoted("provider", info.provider);
     line.bare("model", &info.model);

@@ -20,7 +20,10 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::ResponseError;
 use memchr::memmem::Finder;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
+pub use opentelemetry::trace::TraceId;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -208,6 +211,77 @@ pub fn stream_model(events: &[u8]) -> Option<String> {
     })
 }
 
+/// `error.type` of a request the gateway refused itself: low-cardinality names a backend can
+/// group by.
+fn refusal_type(error: &GatewayError) -> Cow<'static, str> {
+    Cow::Borrowed(match error {
+        GatewayError::NoRoute => "no_route",
+        GatewayError::NotAnAiRoute(_) => "not_an_ai_route",
+        GatewayError::Unauthorized { .. } => "unauthorized",
+        GatewayError::RateLimited(_) => "rate_limited",
+        GatewayError::LimiterUnavailable(_) => "limiter_unavailable",
+        GatewayError::BadRequest(_) => "bad_request",
+        GatewayError::BodyTooLarge { .. } => "body_too_large",
+        GatewayError::ClientTimeout => "client_timeout",
+        GatewayError::ClientGone => "client_gone",
+        GatewayError::NoAvailableTarget { .. } => "no_available_target",
+        other => return Cow::Owned(other.status_code().as_u16().to_string()),
+    })
+}
+
+/// A request the handler refused before its route actor saw it (no route, key-auth, body
+/// limit, a realtime session's limits): one SERVER span, ended at once, so a trace backend
+/// sees refusals too. `route` is the matched route's name, when one matched. Returns the
+/// trace for the access line (see [`RequestSpan::trace_id`]); `None` when tracing is off.
+pub fn refused(
+    method: &actix_web::http::Method,
+    path: &str,
+    headers: &HeaderMap,
+    route: Option<&str>,
+    request_id: &str,
+    started: Instant,
+    error: &GatewayError,
+) -> Option<TraceId> {
+    let tracing: &'static Tracing = TRACING.get()?;
+    let parent = tracing.propagator.extract(&Headers(headers));
+    let status = error.status_code().as_u16();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.to_string()),
+        KeyValue::new("url.path", path.to_string()),
+        KeyValue::new("ai_gateway.request_id", request_id.to_string()),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+        KeyValue::new("error.type", refusal_type(error)),
+    ];
+    // Semantic conventions: the span name is the route, or the method alone without one.
+    let name = match route {
+        Some(route) => {
+            attributes.push(KeyValue::new("ai_gateway.route", route.to_string()));
+            format!("{method} {route}")
+        }
+        None => method.to_string(),
+    };
+    let mut span = tracing
+        .tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Server)
+        .with_start_time(SystemTime::now() - started.elapsed())
+        .with_attributes(attributes)
+        .start_with_context(&tracing.tracer, &parent);
+    // A server span's 4xx is the client's doing, not an error of the span.
+    if status >= 500 {
+        span.set_status(Status::error(status.to_string()));
+    }
+    let trace_id = sampled_trace(span.span_context());
+    span.end();
+    trace_id
+}
+
+/// The trace an access line names: only a sampled span's, as an unsampled one is never
+/// exported and an operator could not find it.
+fn sampled_trace(context: &SpanContext) -> Option<TraceId> {
+    context.is_sampled().then(|| context.trace_id())
+}
+
 /// The span of one request to an AI route. Clones share the span.
 #[derive(Clone)]
 pub struct RequestSpan {
@@ -244,6 +318,11 @@ impl RequestSpan {
             cx: parent.with_span(span),
             tracing,
         })
+    }
+
+    /// The trace the access line names (see [`sampled_trace`]).
+    pub fn trace_id(&self) -> Option<TraceId> {
+        sampled_trace(self.cx.span().span_context())
     }
 
     /// Runs `serve` and records its outcome; a stream's span ends with the stream. Without a
@@ -509,5 +588,25 @@ mod tests {
         let client = ClientRequest::post("/chat", &[], "");
         let route = route("openai", serde_json::json!({}));
         assert!(RequestSpan::start(&client, "chat", &route, "id", Instant::now()).is_none());
+        let refused = refused(
+            &client.method,
+            "/chat",
+            &client.headers,
+            None,
+            "id",
+            Instant::now(),
+            &GatewayError::NoRoute,
+        );
+        assert!(refused.is_none());
+    }
+
+    #[test]
+    fn refusals_are_named_by_kind_and_others_by_status() {
+        assert_eq!(refusal_type(&GatewayError::NoRoute), "no_route");
+        assert_eq!(
+            refusal_type(&GatewayError::BodyTooLarge { limit: 1 }),
+            "body_too_large"
+        );
+        assert_eq!(refusal_type(&GatewayError::Internal("x".into())), "500");
     }
 }

@@ -393,7 +393,7 @@ fn synced_instances_count_locally_and_hold_the_limit_within_two_sync_intervals()
 
 #[test]
 fn redis_over_tls_shares_limits_and_verifies_certificates_when_asked() {
-    let redis = start_redis_tls();
+    let (redis, ca) = start_redis_tls();
     let mock = start_mock();
     // The limit as `redis_limit` writes it, on a server that speaks TLS only.
     let tls = |verify: bool, extra: &str| {
@@ -406,7 +406,7 @@ fn redis_over_tls_shares_limits_and_verifies_certificates_when_asked() {
         mock.port,
         &[
             ("/chat", tls(false, "sync_rate: 0")),
-            // The test's self-signed certificate is in no trust store: verification refuses it.
+            // The test's private CA is in no trust store: verification refuses the server.
             (
                 "/verified",
                 tls(true, "sync_rate: 0, fault_tolerant: false"),
@@ -438,4 +438,16 @@ fn redis_over_tls_shares_limits_and_verifies_certificates_when_asked() {
     let refused = chat(a.port, "/verified", false);
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert!(refused.text().contains("rate limiting is unavailable"));
+    // With the CA in the trust store (here SSL_CERT_FILE, which replaces the system's) the
+    // server is verified, and the limit is the one the other instances count in.
+    let trusted = start_gateway(&path, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let verified = chat(trusted.port, "/verified", false);
+    assert_eq!(verified.status, 200, "{}", verified.text());
+    assert_eq!(remaining(&verified).as_deref(), Some("30"));
+    let again = chat(trusted.port, "/verified", false);
+    assert!(
+        remaining(&again).is_some_and(|r| r.parse::<u64>().unwrap() < 30),
+        "counted in Redis: {:?}",
+        remaining(&again)
+    );
 }

@@ -179,6 +179,32 @@ fn upstream_traceparent(mock: &Proc) -> String {
         .to_string()
 }
 
+/// The `trace_id` of the gateway's access lines (`access: request ...`), in order, once
+/// `count` of them were written.
+fn access_trace_ids(gw: &Proc, count: usize) -> Vec<Option<String>> {
+    let mut ids = Vec::new();
+    let written = poll_until(Duration::from_secs(10), || {
+        ids = gw
+            .logs()
+            .lines()
+            .filter(|l| l.contains(" access: request "))
+            .map(|l| {
+                l.split(' ')
+                    .find_map(|field| field.strip_prefix("trace_id="))
+                    .map(str::to_string)
+            })
+            .collect();
+        ids.len() >= count
+    });
+    assert!(
+        written,
+        "{} of {count} access lines: {}",
+        ids.len(),
+        gw.logs()
+    );
+    ids
+}
+
 /// A failed OpenAI attempt then a Bedrock one: the request span continues the client's trace,
 /// each attempt is its child with the GenAI attributes, and each provider received the
 /// `traceparent` of its own attempt (signed, for Bedrock).
@@ -263,6 +289,8 @@ fn fallback_request_is_one_trace_with_a_span_per_attempt() {
         format!("00-{CLIENT_TRACE}-{}-01", hex(&second.span_id))
     );
     assert_eq!(mock_last(&bedrock)["headers"]["tracestate"], "vendor=abc");
+    // The access line leads to the trace.
+    assert_eq!(access_trace_ids(&gw, 1), [Some(CLIENT_TRACE.to_string())]);
     let signed = mock_last(&bedrock)["headers"]["authorization"]
         .as_str()
         .unwrap()
@@ -318,6 +346,8 @@ fn streamed_answer_spans_end_with_the_stream() {
         assert!(attrs["gen_ai.usage.output_tokens"].parse::<u64>().unwrap() > 0);
         assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
     }
+    // The stream's access line, written when it ends, names the exported trace.
+    assert_eq!(access_trace_ids(&gw, 1), [Some(hex(&request.trace_id))]);
 }
 
 /// With tracing off the client's `traceparent` goes upstream unchanged.
@@ -335,6 +365,11 @@ fn without_tracing_the_client_traceparent_is_forwarded() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(upstream_traceparent(&mock), client_parent);
+    assert_eq!(
+        access_trace_ids(&gw, 1),
+        [None],
+        "no trace_id without tracing"
+    );
 }
 
 /// Spans still queued when the gateway is told to stop are exported before it exits.
@@ -375,4 +410,59 @@ fn unreachable_collector_does_not_affect_requests() {
         "no export failure logged: {}",
         gw.logs()
     );
+}
+
+/// Requests the handler refuses before a route actor sees them get a server span too, with
+/// the status, the refusal as `error.type` and the route when one matched; their access lines
+/// name that trace.
+#[test]
+fn refused_requests_get_a_server_span() {
+    let (receiver, received) = start_receiver();
+    let mock = start_mock();
+    let deck = consumer_deck(
+        mock.port,
+        &[("/chat", plugin("key-auth", "{key_names: [apikey]}"))],
+        "consumers:\n  - username: alice\n    keyauth_credentials: [{key: trace-alice-key}]\n",
+    );
+    let gw = traced_gateway(&deck, receiver);
+    let client_parent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let r = traced_chat(
+        &gw,
+        "/chat/chat/completions",
+        false,
+        &[("traceparent", &client_parent), ("apikey", "wrong-key")],
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    let spans = spans_of(&received, CLIENT_TRACE, 1);
+    let refused = &spans[0];
+    assert_eq!(refused.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&refused.parent_span_id), CLIENT_SPAN);
+    assert_eq!(refused.name, "POST chat");
+    let attrs = attributes(refused);
+    assert_eq!(attrs["http.response.status_code"], "401");
+    assert_eq!(attrs["error.type"], "unauthorized");
+    assert_eq!(attrs["ai_gateway.route"], "chat");
+    assert_eq!(attrs["url.path"], "/chat/chat/completions");
+    assert!(!attrs.contains_key("gen_ai.operation.name"), "{attrs:?}");
+    assert!(mock_last(&mock).is_null(), "nothing went upstream");
+
+    let r = traced_chat(&gw, "/nowhere", false, &[]);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let ids = access_trace_ids(&gw, 2);
+    assert_eq!(ids[0].as_deref(), Some(CLIENT_TRACE));
+    let unrouted = ids[1]
+        .clone()
+        .expect("the 404's access line names its trace");
+    let spans = spans_of(&received, &unrouted, 1);
+    let attrs = attributes(&spans[0]);
+    assert_eq!(spans[0].name, "POST");
+    assert_eq!(attrs["http.response.status_code"], "404");
+    assert_eq!(attrs["error.type"], "no_route");
+    assert!(!attrs.contains_key("ai_gateway.route"), "{attrs:?}");
+    // The secret-looking key never reaches the collector.
+    let got = received.lock().unwrap();
+    assert!(got
+        .bodies
+        .iter()
+        .all(|b| !String::from_utf8_lossy(b).contains("wrong-key")));
 }

@@ -36,6 +36,8 @@ pub struct AccessInfo {
     pub dropped: String,
     /// The target that answered: its logging switches, prices and metrics labels.
     pub target: Option<Arc<crate::proxy::compile::CompiledRoute>>,
+    /// The trace of the request's span, when tracing is on and the span is sampled.
+    pub trace_id: Option<crate::telemetry::TraceId>,
 }
 
 /// A client request for one route: sent by the HTTP handler to that route's `RouteActor`.
@@ -53,6 +55,9 @@ pub struct Proxy {
     pub peer: Option<IpAddr>,
     /// Resolves (with an error) when the client has gone away, so the upstream call stops.
     pub cancel: oneshot::Receiver<()>,
+    /// The request's span, started by the handler (so its access line knows the trace even
+    /// when the actor answers with an error); `None` when tracing is off.
+    pub trace: Option<crate::telemetry::RequestSpan>,
 }
 
 /// A client's request body: read whole within the route's limit, or (multipart uploads)

@@ -157,6 +157,7 @@ async fn call(
         consumer: input.consumer,
         dropped: String::new(),
         target: Some(target.clone()),
+        trace_id: input.trace.and_then(|(span, _)| span.trace_id()),
     };
     let logged_request = match &input.body {
         RequestBody::Full(body) if target.config.logging.log_payloads => Some(body.clone()),
@@ -267,14 +268,8 @@ fn body_secret(target: &CompiledRoute) -> Option<&str> {
 impl Handler<Proxy> for RouteActor {
     type Result = ResponseFuture<Result<ProxyReply, GatewayError>>;
 
-    fn handle(&mut self, msg: Proxy, _ctx: &mut Context<Self>) -> Self::Result {
-        let trace = RequestSpan::start(
-            &msg.client,
-            &self.route_name,
-            self.route.first(),
-            &msg.request_id,
-            msg.started,
-        );
+    fn handle(&mut self, mut msg: Proxy, _ctx: &mut Context<Self>) -> Self::Result {
+        let trace = msg.trace.take();
         let admitted = self.admit(msg, trace.clone());
         RequestSpan::around(trace, admitted)
     }
@@ -392,6 +387,7 @@ impl RouteActor {
                     identity,
                     peer: _,
                     cancel,
+                    trace: _,
                 } = msg;
                 let consumer = identity.consumer.as_ref().map(|c| c.name.clone());
                 let input = AttemptInput {
@@ -424,6 +420,7 @@ impl RouteActor {
                             consumer,
                             dropped: String::new(),
                             target: Some(route.first().clone()),
+                            trace_id: trace.as_ref().and_then(RequestSpan::trace_id),
                         };
                         Ok(error_reply(&e, format, access))
                     }
@@ -677,6 +674,7 @@ impl Balanced {
             consumer: self.consumer.clone(),
             dropped: String::new(),
             target: Some(compiled.clone()),
+            trace_id: self.trace.as_ref().and_then(RequestSpan::trace_id),
         }
     }
 

@@ -293,5 +293,14 @@ pub(crate) fn check(config: &RateLimitConfig, path: &str, problems: &mut Problem
         if redis.timeout == 0 {
             problems.push(field(&redis_path, "timeout"), "must be greater than 0");
         }
+        // The redis client names the server it dials: SNI and the verified name are `host`.
+        if let Some(name) = &redis.server_name {
+            if Some(name.as_str()) != redis.host.as_deref() {
+                problems.push(
+                    field(&redis_path, "server_name"),
+                    "must equal 'host' (the TLS name sent and verified is the host's): set 'host' to this name",
+                );
+            }
+        }
     }
 }

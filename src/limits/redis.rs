@@ -32,16 +32,27 @@ use crate::config::rate_limit::RedisConfig;
 pub const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A Redis server as a policy names it.
-#[derive(Debug)]
 pub struct RedisTarget {
     /// The connection URL (with credentials: never logged).
     url: String,
+    /// `ssl_verify: true`: the trust anchors, as PEM (see [`trusted_roots`]).
+    roots: Option<Vec<u8>>,
     /// `host:port`, for logs.
     pub label: String,
     pub timeout: Duration,
     /// When requests were last told (logged) that this server is unreachable, in ms since the
     /// epoch; 0 while it answers.
     outage_logged_ms: AtomicU64,
+}
+
+/// Neither the URL (credentials) nor the certificates.
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("label", &self.label)
+            .field("verified", &self.roots.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisTarget {
@@ -67,6 +78,7 @@ impl RedisTarget {
         }
         Ok(RedisTarget {
             url,
+            roots: (config.ssl && config.ssl_verify).then(trusted_roots),
             label: format!("{host}:{}", config.port),
             timeout: Duration::from_millis(config.timeout),
             outage_logged_ms: AtomicU64::new(0),
@@ -96,7 +108,17 @@ impl RedisTarget {
 
     /// A lazily connecting, self-reconnecting connection bounded by the target's timeout.
     pub fn connect(&self) -> Result<ConnectionManager, String> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+        let client = match &self.roots {
+            Some(roots) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(roots.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+        .map_err(|e| e.to_string())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
@@ -104,6 +126,28 @@ impl RedisTarget {
             .set_max_delay(Duration::from_millis(500));
         ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
     }
+}
+
+/// The certificates `ssl_verify: true` trusts: the system's store, as Kong's
+/// `lua_ssl_trusted_certificate = system` (`SSL_CERT_FILE` / `SSL_CERT_DIR` replace it, so a
+/// private CA can be added without touching the system), plus the bundled public roots for a
+/// machine without one. Read when the config is loaded, so a reload picks up a new CA.
+fn trusted_roots() -> Vec<u8> {
+    let system = rustls_native_certs::load_native_certs();
+    for error in &system.errors {
+        tracing::warn!(error = %error, "reading the system's trusted certificates");
+    }
+    let certs = system
+        .certs
+        .iter()
+        .map(|c| c.as_ref())
+        .chain(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| c.as_ref()),
+        )
+        .map(|der| pem::Pem::new("CERTIFICATE", der));
+    pem::encode_many(&certs.collect::<Vec<_>>()).into_bytes()
 }
 
 /// Lua shared by the scripts: the clock, and `forget`, which takes a claim out of the

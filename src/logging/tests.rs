@@ -35,6 +35,7 @@ fn info(model: &str, consumer: Option<&str>, tried: Option<&str>, dropped: &str)
         consumer: consumer.map(Arc::from),
         dropped: dropped.into(),
         target: None,
+        trace_id: None,
     }
 }
 
@@ -191,6 +192,23 @@ fn the_line_is_the_one_tracing_wrote() {
             let got = ours(true, info, stream, USAGE);
             assert_eq!(json_fields(&got), json_fields(&want), "{got}\n{want}");
         }
+    }
+}
+
+#[test]
+fn a_traced_request_names_its_trace_and_an_untraced_one_nothing() {
+    let mut traced = info("gpt-4o", None, None, "");
+    let untraced = ours(false, &traced, None, USAGE);
+    assert!(!untraced.contains("trace_id"), "{untraced}");
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    traced.trace_id = Some(crate::telemetry::TraceId::from_hex(id).unwrap());
+    for stream in [None, Some("completed")] {
+        let line = ours(false, &traced, stream, USAGE);
+        let want = format!(" request_id=0123456789ab2a trace_id={id} route=fast ");
+        assert!(line.contains(&want), "{line}");
+        let json: serde_json::Value =
+            serde_json::from_str(&ours(true, &traced, stream, USAGE)).unwrap();
+        assert_eq!(json["trace_id"], id);
     }
 }
 

@@ -133,35 +133,67 @@ http {{
     Proc { child, port, log }
 }
 
-/// A private Redis speaking TLS only, with a self-signed certificate made here by `openssl`.
-pub fn start_redis_tls() -> Proc {
+/// A private Redis speaking TLS only, its certificate (for 127.0.0.1) signed by a private CA
+/// made here by `openssl`; returns the server and the CA's certificate (PEM), which is in no
+/// trust store unless a test puts it in one.
+pub fn start_redis_tls() -> (Proc, PathBuf) {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("aigw-redis-tls-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (ca, ca_key, csr) = (dir.join("ca.pem"), dir.join("ca.key"), dir.join("csr.pem"));
+    let extensions = dir.join("server.ext");
+    std::fs::write(
+        &extensions,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
     // A fresh machine may lack the openssl command (it comes with ca-certificates, usually).
     let openssl = ensure("openssl", &["openssl"]);
-    let made = Command::new(openssl)
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        made.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        let made = Command::new(&openssl)
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
+    let arg = |s: &'static str| std::ffi::OsStr::new(s);
+    let rsa = ["-newkey", "rsa:2048", "-nodes"].map(arg);
+    run(&[
+        &[arg("req"), arg("-x509"), arg("-days"), arg("1")],
+        &rsa[..],
+        &[arg("-subj"), arg("/CN=aigw test CA"), arg("-keyout")],
+        &[ca_key.as_os_str(), arg("-out"), ca.as_os_str()],
+    ]
+    .concat());
+    run(&[
+        &[arg("req")][..],
+        &rsa[..],
+        &[arg("-subj"), arg("/CN=127.0.0.1"), arg("-keyout")],
+        &[key.as_os_str(), arg("-out"), csr.as_os_str()],
+    ]
+    .concat());
+    run(&[
+        arg("x509"),
+        arg("-req"),
+        arg("-days"),
+        arg("1"),
+        arg("-in"),
+        csr.as_os_str(),
+        arg("-CA"),
+        ca.as_os_str(),
+        arg("-CAkey"),
+        ca_key.as_os_str(),
+        arg("-CAcreateserial"),
+        arg("-extfile"),
+        extensions.as_os_str(),
+        arg("-out"),
+        cert.as_os_str(),
+    ]);
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let port_arg = port.to_string();
     let listen = [
@@ -176,5 +208,5 @@ pub fn start_redis_tls() -> Proc {
         "--tls-auth-clients",
         "no",
     ];
-    spawn_redis(port, &listen, "redis-server (TLS)")
+    (spawn_redis(port, &listen, "redis-server (TLS)"), ca)
 }

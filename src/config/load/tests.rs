@@ -1247,3 +1247,23 @@ fn process_env_reads_the_environment() {
     assert!(process_env("PATH").is_some());
     assert_eq!(process_env("AIGW_SURELY_UNSET_VARIABLE_1234"), None);
 }
+
+#[test]
+fn a_redis_server_name_other_than_its_host_is_refused() {
+    let limit = |server_name: &str| {
+        format!(
+            "plugins:
+  - name: ai-rate-limiting-advanced
+    config:
+      strategy: redis
+      redis: {{host: redis.internal, ssl: true, ssl_verify: true, server_name: {server_name}}}
+      llm_providers: [{{name: openai, limit: [1000], window_size: [60]}}]
+"
+        )
+    };
+    assert_eq!(
+        problems(&limit("cache.example.com")),
+        ["plugins[0].config.redis.server_name: must equal 'host' (the TLS name sent and verified is the host's): set 'host' to this name"]
+    );
+    assert!(load(&limit("redis.internal")).is_ok());
+}

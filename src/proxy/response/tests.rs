@@ -44,6 +44,7 @@ fn access() -> AccessInfo {
         consumer: None,
         dropped: Default::default(),
         target: None,
+        trace_id: None,
     }
 }
 
