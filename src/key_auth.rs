@@ -86,11 +86,27 @@ pub struct Consumers {
     list: Vec<Arc<Consumer>>,
     /// (digest of the key, consumer index, credential number within the consumer)
     keys: Vec<([u8; 32], u32, u32)>,
+    /// Per consumer, per credential: its identifier (`<consumer id>:<n>`) and that as the
+    /// `x-credential-identifier` value, made once rather than for every request.
+    credentials: Vec<Vec<(Arc<str>, Option<HeaderValue>)>>,
 }
 
 impl Consumers {
     pub fn new(specs: &[ConsumerSpec]) -> Consumers {
-        let list = specs.iter().map(|s| Arc::new(Consumer::new(s))).collect();
+        let list: Vec<Arc<Consumer>> = specs.iter().map(|s| Arc::new(Consumer::new(s))).collect();
+        let credentials = list
+            .iter()
+            .zip(specs)
+            .map(|(consumer, spec)| {
+                (0..spec.keys.len())
+                    .map(|k| {
+                        let id: Arc<str> = Arc::from(format!("{}:{k}", consumer.id));
+                        let value = HeaderValue::from_str(&id).ok();
+                        (id, value)
+                    })
+                    .collect()
+            })
+            .collect();
         let keys = specs
             .iter()
             .enumerate()
@@ -101,7 +117,11 @@ impl Consumers {
                     .map(move |(k, key)| (digest(key), c as u32, k as u32))
             })
             .collect();
-        Consumers { list, keys }
+        Consumers {
+            list,
+            keys,
+            credentials,
+        }
     }
 
     pub fn get(&self, index: usize) -> &Arc<Consumer> {
@@ -200,8 +220,16 @@ impl KeyAuth {
         client: &mut ClientRequest,
         body: &mut Bytes,
     ) -> Result<Identity, GatewayError> {
-        for name in CONSUMER_HEADERS {
-            client.headers.remove(name);
+        // A client may not pose as a consumer. Few send any of these, and a glance at the
+        // request's own headers costs less than looking each of the five up.
+        let posing = client
+            .headers
+            .keys()
+            .any(|name| CONSUMER_HEADERS.contains(&name.as_str()));
+        if posing {
+            for name in CONSUMER_HEADERS {
+                client.headers.remove(name);
+            }
         }
         let Some((key, found)) = self.find_key(client, body)? else {
             return self.anonymous_or(client, NO_KEY);
@@ -213,13 +241,15 @@ impl KeyAuth {
             hide(found, client, body);
         }
         let consumer = self.consumers.get(consumer_index).clone();
-        let credential: Arc<str> = Arc::from(format!("{}:{credential}", consumer.id));
+        let (credential, value) = &self.consumers.credentials[consumer_index][credential as usize];
         set_consumer_headers(&mut client.headers, &consumer);
-        if let Ok(value) = HeaderValue::from_str(&credential) {
-            client
-                .headers
-                .insert(HeaderName::from_static("x-credential-identifier"), value);
+        if let Some(value) = value {
+            client.headers.insert(
+                HeaderName::from_static("x-credential-identifier"),
+                value.clone(),
+            );
         }
+        let credential = credential.clone();
         Ok(Identity {
             consumer: Some(consumer),
             credential: Some(credential),
