@@ -279,6 +279,15 @@ impl RouteLimits {
     /// so a body carrying anything but text parts has no bound.
     fn reservation(&self, count: TokensCountStrategy, body: &[u8]) -> (Option<f64>, f64) {
         let prompt_estimate = (body.len() / 4) as f64;
+        // Most bodies name no output bound; with none configured either, only a prompt-only
+        // count has a bound, so the body need not be parsed (a key written with escapes is
+        // missed, and the request counts as one of unknown cost).
+        let may_bound = self.max_tokens.is_some()
+            || count == TokensCountStrategy::PromptTokens
+            || memchr::memmem::find(body, b"\"max_").is_some();
+        if !may_bound {
+            return (None, prompt_estimate);
+        }
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
         let Some(parsed) = parsed else {
             return (None, prompt_estimate);
@@ -425,4 +434,49 @@ pub struct Refusal {
     pub status: StatusCode,
     pub message: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_tokens: Option<u64>) -> RouteLimits {
+        RouteLimits {
+            default: None,
+            consumers: HashMap::new(),
+            providers: Vec::new(),
+            service: String::new(),
+            costs: (None, None),
+            max_tokens,
+        }
+    }
+
+    #[test]
+    fn a_reservation_is_the_prompt_bytes_plus_the_output_bound() {
+        let total = TokensCountStrategy::TotalTokens;
+        let bounded = br#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":100}"#;
+        let len = bounded.len() as f64;
+        assert_eq!(
+            limits(None).reservation(total, bounded).0,
+            Some(len + 100.0)
+        );
+        let newer = br#"{"messages":[],"max_completion_tokens": 7}"#;
+        let n = newer.len() as f64;
+        assert_eq!(limits(None).reservation(total, newer).0, Some(n + 7.0));
+        // No bound in the body or the config: unknown cost, whatever the count.
+        let open = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(limits(None).reservation(total, open).0, None);
+        // A configured max_tokens bounds it; a prompt-only count is bounded by the prompt.
+        let o = open.len() as f64;
+        assert_eq!(limits(Some(5)).reservation(total, open).0, Some(o + 5.0));
+        let prompt = TokensCountStrategy::PromptTokens;
+        assert_eq!(limits(None).reservation(prompt, open).0, Some(o));
+        // Images cost tokens their bytes do not bound.
+        let image = br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}],"max_tokens":9}"#;
+        assert_eq!(limits(None).reservation(total, image).0, None);
+        assert_eq!(
+            limits(None).reservation(total, open).1,
+            (open.len() / 4) as f64
+        );
+    }
 }
