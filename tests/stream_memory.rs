@@ -45,7 +45,8 @@ fn open_quiet_streams(port: u16, n: usize) -> Vec<RawConn> {
     ignore = "release figure: cargo test --release --test stream_memory"
 )]
 fn a_quiet_open_stream_costs_less_than_the_budget() {
-    const STREAMS: usize = 400;
+    const BASE: usize = 400;
+    const STREAMS: usize = 1_600;
     // 250 MiB for 10,000 streams.
     const BUDGET_KIB: f64 = 25.0;
     let mock = start_mock();
@@ -55,14 +56,23 @@ fn a_quiet_open_stream_costs_less_than_the_budget() {
     drop(open_quiet_streams(gw.port, 50));
     std::thread::sleep(Duration::from_millis(300));
 
+    // The cost of a stream is measured at the margin, on top of BASE open ones: the
+    // allocator takes memory from the system in large steps, and with a few hundred streams
+    // the first steps weigh more than the streams (36.6 KiB "per stream" from 0 to 400,
+    // against 10.9 KiB at 9,900 in the load test's hold group).
+    let base = open_quiet_streams(gw.port, BASE);
+    std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib(gw.pid());
     let streams = open_quiet_streams(gw.port, STREAMS);
     std::thread::sleep(Duration::from_millis(300));
     let during = rss_kib(gw.pid());
     let per_stream = during.saturating_sub(before) as f64 / STREAMS as f64;
+    // The load test's hold group records this line (run with --nocapture).
+    eprintln!("{per_stream:.1} KiB per open stream ({before} -> {during} KiB for {STREAMS} more)");
     assert!(
         per_stream <= BUDGET_KIB,
-        "{per_stream:.1} KiB per open stream ({before} -> {during} KiB for {STREAMS})"
+        "{per_stream:.1} KiB per open stream ({before} -> {during} KiB for {STREAMS} more than {BASE})"
     );
     drop(streams);
+    drop(base);
 }
