@@ -461,25 +461,21 @@ impl Permit {
         // `strategy: local` needs nothing the actor owns: a request admitted or refused at once
         // is decided here, on the caller's thread (the same worker), without a mailbox round
         // trip; one that must wait goes to the actor, which looks again as requests settle.
-        if matches!(ticket.policy.backend, Backend::Local) {
-            match try_local(&ticket) {
-                Try::Admitted(seen, reserves) => {
-                    let permit = Permit {
-                        limiter: limiter.clone(),
-                        ticket,
-                        reserves,
-                        unsettled: true,
-                    };
-                    return Ok((permit, seen));
-                }
+        let at_once = match &ticket.policy.backend {
+            Backend::Local => match try_local(&ticket) {
+                Try::Admitted(seen, reserves) => Some(Admitted { seen, reserves }),
                 Try::Refused(seen) => return Err(ticket.refusal(&seen)),
-                Try::Wait(_) | Try::Unavailable(_) => {}
-            }
-        }
-        let admitted = limiter
-            .send(Admit(ticket.clone()))
-            .await
-            .map_err(|e| GatewayError::Internal(format!("limiter unavailable: {e}")))??;
+                Try::Wait(_) | Try::Unavailable(_) => None,
+            },
+            _ => None,
+        };
+        let admitted = match at_once {
+            Some(admitted) => admitted,
+            None => limiter
+                .send(Admit(ticket.clone()))
+                .await
+                .map_err(|e| GatewayError::Internal(format!("limiter unavailable: {e}")))??,
+        };
         let permit = Permit {
             limiter: limiter.clone(),
             ticket,
