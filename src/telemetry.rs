@@ -37,6 +37,7 @@ use crate::config::ai_proxy::{ProviderName, RouteType};
 use crate::config::settings::OtelSettings;
 use crate::error::GatewayError;
 use crate::providers::oai::Usage;
+use crate::providers::openai::values_of;
 use crate::proxy::compile::CompiledRoute;
 use crate::proxy::request::ClientRequest;
 
@@ -197,16 +198,12 @@ pub fn enabled() -> bool {
 
 /// The model a streamed answer names: the first `"model": "..."` in its first events (OpenAI's
 /// chunks, Anthropic's `message_start` and the Responses API's `response.created` all carry
-/// one). A key's quote inside a JSON string is escaped, so only keys match.
+/// one).
 pub fn stream_model(events: &[u8]) -> Option<String> {
-    const KEY: &[u8] = b"\"model\"";
-    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
-    FINDER.find_iter(events).find_map(|at| {
-        let value = events[at + KEY.len()..]
-            .trim_ascii_start()
-            .strip_prefix(b":")?
-            .trim_ascii_start();
-        let mut values = serde_json::Deserializer::from_slice(value).into_iter::<String>();
+    static MODEL_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"model\""));
+    let events = std::str::from_utf8(events).ok()?;
+    values_of(events, &MODEL_KEY).find_map(|value| {
+        let mut values = serde_json::Deserializer::from_str(value).into_iter::<String>();
         values.next()?.ok()
     })
 }

@@ -206,7 +206,10 @@ impl PassthroughStream {
 /// A quoted string followed by a colon is always a key, and a key's quote inside a string value
 /// is escaped, so this finds keys only, without parsing. Callers confirm with serde what they
 /// act on.
-fn values_of<'a>(json: &'a str, quoted_key: &'a Finder<'static>) -> impl Iterator<Item = &'a str> {
+pub(crate) fn values_of<'a>(
+    json: &'a str,
+    quoted_key: &'a Finder<'static>,
+) -> impl Iterator<Item = &'a str> {
     let len = quoted_key.needle().len();
     quoted_key.find_iter(json.as_bytes()).filter_map(move |at| {
         // The key ends in an ASCII quote, so `at + len` is a character boundary.
