@@ -451,6 +451,18 @@ fn run_ok(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// The OpenAI SDK's `stream-error` case of tests/python/sdk_client.py (a stream that must
+/// raise): asserts the SDK raised an APIError and returns its message.
+pub fn sdk_stream_error(base: &str, prompt: &str, model: &str) -> String {
+    let out: serde_json::Value = serde_json::from_str(&run_python(
+        "sdk_client.py",
+        &[base, "stream-error", prompt, model],
+    ))
+    .unwrap();
+    assert_eq!(out["error"], "APIError", "{out}");
+    out["message"].as_str().unwrap_or_default().to_string()
+}
+
 /// Runs a script from tests/python with the venv's interpreter; returns stdout, panics with
 /// stderr on failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
