@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,17 +27,47 @@ pub fn free_port() -> u16 {
 }
 
 pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    if let Err(status) = listening(port, child, what) {
+        panic!("{what} exited early with {status}");
+    }
+}
+
+/// Waits until `child` listens on `port`, or returns how it exited first.
+fn listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
+            return Err(status);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{what} did not listen on {port} within 20 s");
+}
+
+/// Starts a server (`spawn` builds it for a port) on a free port and waits until it listens.
+/// A port free when picked can be taken before the child binds it (by another test's server,
+/// or as a connection's source port); a child that exits saying so is started again on
+/// another port. Any other early exit fails the test with the child's stderr.
+fn start_listening(what: &str, mut spawn: impl FnMut(u16) -> Child) -> Proc {
+    const TRIES: usize = 3;
+    for _ in 0..TRIES {
+        let port = free_port();
+        let mut child = spawn(port);
+        let log = collect_stderr(&mut child);
+        let Err(status) = listening(port, &mut child, what) else {
+            return Proc { child, port, log };
+        };
+        // The reader thread may still be copying the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        let stderr = log.lock().unwrap().clone();
+        if !stderr.contains("Address already in use") {
+            panic!("{what} exited early with {status}:\n{stderr}");
+        }
+    }
+    panic!("{what}: the port was taken before it could bind, {TRIES} times");
 }
 
 /// A child process that is killed (by its own PID) when dropped, with its stderr collected.
@@ -112,16 +142,14 @@ pub(crate) fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
 
 /// Starts `ai-gateway mock-provider` on a free port.
 pub fn start_mock() -> Proc {
-    let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["mock-provider", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mock provider");
-    let log = collect_stderr(&mut child);
-    wait_for_port(port, &mut child, "mock provider");
-    Proc { child, port, log }
+    start_listening("mock provider", |port| {
+        Command::new(BIN)
+            .args(["mock-provider", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mock provider")
+    })
 }
 
 /// Writes `yaml` to a fresh temp file and returns its path.
@@ -139,27 +167,25 @@ pub fn write_deck(yaml: &str) -> PathBuf {
 
 /// Starts the gateway binary with `deck` on a free port; `env` adds variables.
 pub fn start_gateway(deck: &Path, env: &[(&str, &str)]) -> Proc {
-    let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--config",
-        deck.to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .current_dir(env!("CARGO_MANIFEST_DIR"))
-    .env("AIGW_MOCK__ENABLED", "false")
-    .env("AIGW_WORKERS", "2")
-    .env("RUST_LOG", "info")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start gateway");
-    let log = collect_stderr(&mut child);
-    wait_for_port(port, &mut child, "gateway");
-    Proc { child, port, log }
+    start_listening("gateway", |port| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--config",
+            deck.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("AIGW_MOCK__ENABLED", "false")
+        .env("AIGW_WORKERS", "2")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("start gateway")
+    })
 }
 
 /// A decK file with one service whose routes each carry an ai-proxy plugin. Each entry:
