@@ -892,8 +892,8 @@ mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
-        ctx, feed_at_cuts, fixture, fixture_config, fixture_json, run_pieces, run_stream,
-        run_truncated, sse_payloads,
+        assert_add_tool_call, assert_hi_bob_completion, ctx, feed_at_cuts, fixture, fixture_config,
+        fixture_json, run_pieces, run_stream, run_truncated, sse_payloads,
     };
     use proptest::prelude::*;
 
@@ -1332,14 +1332,7 @@ mod tests {
             let mut s = CohereStream::new(&c);
             let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
             assert_eq!(got.len(), 5, "split {split}");
-            let start = &got[1]["choices"][0]["delta"]["tool_calls"][0];
-            assert_eq!(start["id"], "call_test_0");
-            assert_eq!(start["type"], "function");
-            assert_eq!(start["function"]["name"], "add");
-            let args = &got[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"];
-            assert_eq!(args, r#"{"a":2}"#);
-            assert_eq!(got[3]["choices"][0]["finish_reason"], "tool_calls");
-            assert_eq!(got[4], "[DONE]");
+            assert_add_tool_call(&got[1..], split);
         }
     }
 
@@ -1362,12 +1355,7 @@ mod tests {
             for split in 0..=input.len() {
                 let mut s = CohereStream::new(&c);
                 let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
-                assert_eq!(got.len(), 4, "split {split}");
-                assert_eq!(got[0]["object"], "text_completion");
-                assert_eq!(got[0]["choices"][0]["text"], "Hi");
-                assert_eq!(got[1]["choices"][0]["text"], " Bob");
-                assert_eq!(got[2]["choices"][0]["finish_reason"], "length");
-                assert_eq!(got[3], "[DONE]");
+                assert_hi_bob_completion(&got, split);
                 assert_eq!(s.usage(), Usage::new(5, 2));
             }
         }
