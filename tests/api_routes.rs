@@ -144,17 +144,8 @@ fn deck_for(mock: u16) -> String {
     yaml
 }
 
-struct Setup {
-    mock: Proc,
-    gw: Proc,
-    status: u16,
-}
-
-fn setup() -> Setup {
-    let mock = start_mock();
-    let path = write_deck(&deck_for(mock.port));
-    let (gw, status) = start_gateway_with_status(&path, &[]);
-    Setup { mock, gw, status }
+fn setup() -> MockAndGateway {
+    start_mock_and_gateway(deck_for)
 }
 
 /// The logged request with this method and path (the newest one).
@@ -474,11 +465,9 @@ fn preserve_keeps_path_and_body_and_warns_at_load() {
         Duration::from_secs(5)
     ));
     let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"kept as is"}]}"#;
-    let r = request(
+    let r = post_json_bytes(
         s.gw.port,
-        "POST",
         "/preserve/v1/chat/completions?x=1",
-        &[("content-type", "application/json")],
         body.as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());

@@ -140,13 +140,7 @@ fn bad_input_gets_400_json_and_never_reaches_the_provider() {
 fn body_over_the_route_limit_gets_413_declared_or_chunked() {
     let s = setup();
     let big = chat_body(&"x".repeat(400), false).to_string();
-    let r = request(
-        s.gw.port,
-        "POST",
-        "/small",
-        &[("content-type", "application/json")],
-        big.as_bytes(),
-    );
+    let r = post_json_bytes(s.gw.port, "/small", big.as_bytes());
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(
         r.json()["error"]["message"],
@@ -168,13 +162,7 @@ fn body_over_the_route_limit_gets_413_declared_or_chunked() {
 
     // The default limit (1 MiB) applies where the route sets none.
     let huge = chat_body(&"y".repeat(1024 * 1024 + 10), false).to_string();
-    let r = request(
-        s.gw.port,
-        "POST",
-        "/chat",
-        &[("content-type", "application/json")],
-        huge.as_bytes(),
-    );
+    let r = post_json_bytes(s.gw.port, "/chat", huge.as_bytes());
     assert_eq!(r.status, 413);
     assert_no_leaks(s.status);
 }

@@ -178,20 +178,18 @@ fn multi_provider_file_resolves_every_attachment() {
             "cohere-chat",
         ]
     );
-    assert_plugins_at(
-        &config,
-        &[
-            ("openai-chat", Some("services[0].routes[0].plugins[0]")),
-            ("openai-embeddings", Some("services[0].plugins[0]")),
-            ("openai-by-model", Some("services[0].routes[2].plugins[0]")),
-            ("gemini-chat", Some("plugins[1]")),
-            ("vertex-native", Some("plugins[2]")),
-            ("bedrock-chat", Some("plugins[0]")),
-            ("hf-chat", Some("routes[3].plugins[0]")),
-            ("cohere-chat", Some("plugins[3]")),
-            ("mistral-chat", Some("services[3].routes[0].plugins[0]")),
-        ],
-    );
+    let expected = [
+        ("openai-chat", Some("services[0].routes[0].plugins[0]")),
+        ("openai-embeddings", Some("services[0].plugins[0]")),
+        ("openai-by-model", Some("services[0].routes[2].plugins[0]")),
+        ("gemini-chat", Some("plugins[1]")),
+        ("vertex-native", Some("plugins[2]")),
+        ("bedrock-chat", Some("plugins[0]")),
+        ("hf-chat", Some("routes[3].plugins[0]")),
+        ("cohere-chat", Some("plugins[3]")),
+        ("mistral-chat", Some("services[3].routes[0].plugins[0]")),
+    ];
+    assert_plugins_at(&config, &expected);
 
     let chat = route(&config, "openai-chat");
     assert_eq!(chat.methods, ["POST"]);
