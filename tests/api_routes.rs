@@ -686,7 +686,7 @@ services:
             config: {{route_type: realtime/v1/realtime, auth: {{header_name: Authorization, header_value: "{KEY}"}}, model: {{provider: openai, name: gpt-4o-realtime-preview, options: {{upstream_url: "ws://127.0.0.1:{mock}/v1/realtime"}}}}}}
           - name: key-auth
           - name: ai-rate-limiting-advanced
-            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [5], window_size: [60]}}]}}
+            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [5], window_size: [3600]}}]}}
       - name: up
         paths: ["/up/audio/transcriptions"]
         plugins:
@@ -694,7 +694,7 @@ services:
             config: {{route_type: audio/v1/audio/transcriptions, auth: {{header_name: Authorization, header_value: "{KEY}"}}, model: {{provider: openai, name: whisper-1, options: {{upstream_url: "http://127.0.0.1:{mock}/v1/audio/transcriptions"}}}}}}
           - name: key-auth
           - name: ai-rate-limiting-advanced
-            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [1000], window_size: [60]}}]}}
+            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [1000], window_size: [3600]}}]}}
 consumers:
   - username: alice
     keyauth_credentials: [{{key: alice-key-0001}}]
@@ -704,6 +704,8 @@ consumers:
 
 #[test]
 fn realtime_and_uploads_pass_key_auth_and_rate_limits() {
+    // The session's tokens must still count when the next one asks: one hour-long window.
+    wait_for_window_room(3600, Duration::from_secs(60));
     let mock = start_mock();
     let path = write_deck(&guarded_deck(mock.port));
     let (gw, status) = start_gateway_with_status(&path, &[]);
@@ -756,7 +758,7 @@ fn realtime_and_uploads_pass_key_auth_and_rate_limits() {
         &body,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-ai-ratelimit-limit-60-openai"), Some("1000"));
+    assert_eq!(r.header("x-ai-ratelimit-limit-3600-openai"), Some("1000"));
     let uploads = mock_log(&mock)
         .iter()
         .filter(|e| e["path"] == "/v1/audio/transcriptions")

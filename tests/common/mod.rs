@@ -694,6 +694,7 @@ pub fn mock_requests(mock: &Proc) -> u64 {
 /// run side by side far from the limit (as many as fit at twice the estimate), one at a time
 /// near it, and are refused once it is spent, within one request of it.
 pub fn assert_unknown_cost_admission(mock: &Proc, first: u16, then: u16, path: &str, key: &str) {
+    wait_for_window_room(UNKNOWN_COST_WINDOW, Duration::from_secs(60));
     let settle = || std::thread::sleep(Duration::from_millis(500));
     assert_eq!(chat_as(first, path, key, false).status, 200);
     settle();
@@ -751,6 +752,20 @@ pub fn assert_unknown_cost_admission(mock: &Proc, first: u16, then: u16, path: &
         )),
         Some("0")
     );
+}
+
+/// Waits, when need be, for the next fixed rate-limit window of `size` seconds: fixed windows
+/// start on multiples of their size since the epoch (as Kong's do), so a test whose counts must
+/// all fall in one window starts where the current one has at least `room` left.
+pub fn wait_for_window_room(size: u64, room: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let size = Duration::from_secs(size);
+    let left = size - Duration::from_nanos((now.as_nanos() % size.as_nanos()) as u64);
+    if left < room {
+        std::thread::sleep(left + Duration::from_millis(100));
+    }
 }
 
 /// The limit and window (seconds) [`assert_unknown_cost_admission`] expects.
