@@ -564,12 +564,7 @@ fn a_configured_limit_still_answers_413_for_uploads() {
     conn.send(
         b"POST /limited/files HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary=b0\r\ntransfer-encoding: chunked\r\n\r\n",
     );
-    for chunk in body.chunks(64 * 1024) {
-        conn.send(format!("{:x}\r\n", chunk.len()).as_bytes());
-        conn.send(chunk);
-        conn.send(b"\r\n");
-    }
-    conn.send(b"0\r\n\r\n");
+    conn.send_chunked(&body, 64 * 1024);
     conn.read_to_end();
     assert_eq!(conn.status(), Some(413), "{}", conn.text());
     // The default limit does not apply to a streamed upload.

@@ -151,12 +151,7 @@ fn body_over_the_route_limit_gets_413_declared_or_chunked() {
     let mut conn = RawConn::open(s.gw.port);
     let head = "POST /small HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
     conn.send(head.as_bytes());
-    for piece in big.as_bytes().chunks(100) {
-        conn.send(format!("{:x}\r\n", piece.len()).as_bytes());
-        conn.send(piece);
-        conn.send(b"\r\n");
-    }
-    conn.send(b"0\r\n\r\n");
+    conn.send_chunked(big.as_bytes(), 100);
     conn.read_to_end();
     assert_eq!(conn.status(), Some(413), "{}", conn.text());
 

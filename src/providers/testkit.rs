@@ -66,6 +66,20 @@ pub fn run_truncated(t: &mut dyn StreamTranslate, input: &[u8], split: usize) ->
     (String::from_utf8(out.to_vec()).unwrap(), err.0)
 }
 
+/// Feeds `input` to a fresh translator from `new` split at every byte, and hands `check` the
+/// client's payloads (see [`sse_payloads`]), the split and the translator (for its usage).
+pub fn at_every_split<T: StreamTranslate>(
+    input: &str,
+    mut new: impl FnMut() -> T,
+    mut check: impl FnMut(&[Value], usize, &T),
+) {
+    for split in 0..=input.len() {
+        let mut s = new();
+        let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
+        check(&got, split, &s);
+    }
+}
+
 /// Feeds `input` in pieces of `size` bytes (1: byte by byte) and returns the client bytes.
 pub fn run_pieces(t: &mut dyn StreamTranslate, input: &[u8], size: usize) -> String {
     let mut out = BytesMut::new();

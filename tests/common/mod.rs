@@ -836,6 +836,16 @@ impl RawConn {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// Sends `body` in chunked transfer encoding, `size` bytes a chunk, and the last chunk.
+    pub fn send_chunked(&mut self, body: &[u8], size: usize) {
+        for chunk in body.chunks(size) {
+            self.send(format!("{:x}\r\n", chunk.len()).as_bytes());
+            self.send(chunk);
+            self.send(b"\r\n");
+        }
+        self.send(b"0\r\n\r\n");
+    }
+
     /// Sends a POST with a JSON body and `connection: close`.
     pub fn post(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawConn {
         let mut conn = RawConn::open(port);

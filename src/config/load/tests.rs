@@ -42,6 +42,14 @@ fn route<'a>(config: &'a GatewayConfig, name: &str) -> &'a RouteSpec {
         .unwrap_or_else(|| panic!("no route {name}"))
 }
 
+/// The name of the service the route belongs to.
+fn service_name<'a>(config: &'a GatewayConfig, route_name: &str) -> Option<&'a str> {
+    route(config, route_name)
+        .service
+        .as_ref()
+        .map(|s| s.name.as_str())
+}
+
 /// Each named route's plugin comes from this place in the file (`None`: the route has none).
 fn assert_plugins_at(config: &GatewayConfig, expected: &[(&str, Option<&str>)]) {
     for &(name, path) in expected {
@@ -223,13 +231,7 @@ fn multi_provider_file_resolves_every_attachment() {
         azure.url.as_deref(),
         Some("https://my-instance.openai.azure.com:443/openai")
     );
-    assert_eq!(
-        route(&config, "vertex-native")
-            .service
-            .as_ref()
-            .map(|s| s.name.as_str()),
-        Some("google")
-    );
+    assert_eq!(service_name(&config, "vertex-native"), Some("google"));
     assert!(route(&config, "bedrock-chat").service.is_none());
     assert_eq!(
         route(&config, "llama-completions")
@@ -361,13 +363,7 @@ plugins:
             ("r3", None),
         ],
     );
-    assert_eq!(
-        route(&config, "r2-id")
-            .service
-            .as_ref()
-            .map(|s| s.name.as_str()),
-        Some("s")
-    );
+    assert_eq!(service_name(&config, "r2-id"), Some("s"));
     assert!(route(&config, "r3").plugin.is_none());
 }
 
@@ -979,13 +975,7 @@ fn service_urls_are_normalised_with_default_ports() {
     assert_eq!(url("g").as_deref(), Some("http://[::1]:80"));
     assert_eq!(url("h").as_deref(), Some("http://example.com:80"));
     assert_eq!(url("i"), None);
-    assert_eq!(
-        route(&config, "j")
-            .service
-            .as_ref()
-            .map(|s| s.name.as_str()),
-        Some("0a1b")
-    );
+    assert_eq!(service_name(&config, "j"), Some("0a1b"));
     let unnamed = &config.routes[10];
     assert_eq!(unnamed.name, "services[10].routes[0]");
     assert_eq!(
