@@ -1,12 +1,20 @@
-//! `strategy: redis` with `sync_rate: 0`: every admission and every settlement is one atomic
-//! Lua script on a Redis server shared by all instances, running the rule of `admission.rs`
-//! on Redis's clock, so N instances enforce one limit. With `sync_rate > 0` the instances
-//! admit from their own counters and a third script (`SYNC`) adds what each counted and
-//! returns the totals, every `sync_rate` seconds per key.
+//! `strategy: redis` with `sync_rate: 0`: every admission and every settlement is decided and
+//! recorded in Redis, on a server shared by all instances, by an atomic Lua script (`BATCH`)
+//! running the rule of `admission.rs` on Redis's clock, so N instances enforce one limit.
+//! One call carries many operations: each worker sends the settlements and admissions that
+//! arrived while its previous call was in flight together (see `LimiterActor`), settlements
+//! first, and the script runs them in order, each admission judged against the counters as the
+//! operations before it left them, exactly as separate calls would have. It reads a key's
+//! state once per call, keeps it in Lua while the operations change it and writes it back
+//! once, so the server's work per request is a few table look-ups rather than a dozen
+//! commands. With `sync_rate > 0` the instances admit from their own counters and a second
+//! script (`SYNC`) adds what each counted and returns the totals, every `sync_rate` seconds
+//! per key.
 //!
 //! Keys, per limited identity (`<key>` is `aigw:rl:<namespace>:<provider>:<identity>`):
 //! `<key>:<size>:<window number>` the tokens counted in a window (expire after two windows);
 //! `<key>:inflight`, a sorted set of the requests in flight (`<instance>|<ticket>|<reservation>`,
+//! the reservation as the gateway wrote it, so that its settlement names the same member;
 //! scored by a lease expiry, so a crashed instance's claims lapse), with `<key>:flight`, a hash
 //! of their sums (see `lua_prelude`); and `<key>:est`, the key's estimate of an unknown-cost
 //! request's cost, shared by all instances and updated at each settlement (expires with the
@@ -22,7 +30,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use super::admission::{Seen, Verdict, Window, MARGIN};
 use super::local::Pushed;
@@ -170,97 +178,185 @@ end
     };
 }
 
-/// Admission: drop lapsed claims, read the windows, the in-flight sums and the estimate,
-/// decide (`admission::decide`), record the claim.
-/// ARGV: instance, ticket, reservation (0 = unknown), lease ms, sliding (0/1), margin, then
-/// (size, limit) per window. Returns {verdict, reservation, used, reset_ms, used, reset_ms, ...}.
-const ADMIT: &str = concat!(
+/// Settlements and admissions, in the order given, in one call. The state of each key it
+/// touches (the in-flight sums, the number of claims, the estimate, the window counters) is
+/// read once, kept in Lua while the operations change it, and written back once at the end,
+/// so an operation costs the Redis server a few table look-ups, not a dozen commands.
+/// ARGV: instance, lease ms, margin, then the operations:
+/// - settle: `s`, key index (in KEYS), claim, tokens, n, n window sizes;
+/// - admit: `a`, ticket, reservation (0 = unknown), sliding (0/1), n keys, then per key: key
+///   index, m, (size, limit) x m.
+///
+/// Returns, per admission: the number of its keys judged (in order, up to the first that did
+/// not admit; it is admitted, on every key, only if all did), then per judged key: verdict,
+/// reservation, (used, reset_ms) per window.
+const BATCH: &str = concat!(
     lua_prelude!(),
     r#"
-local key, inst, ticket = KEYS[1], ARGV[1], ARGV[2]
-local reserve, lease, sliding = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local margin = tonumber(ARGV[6])
-local flight, sums = key .. ':inflight', key .. ':flight'
-local lapsed = redis.call('ZRANGEBYSCORE', flight, '-inf', now)
-if #lapsed > 0 then
-  for _, m in ipairs(lapsed) do forget(sums, m) end
-  redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
-end
-local f = redis.call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
-local reserved, unknown, here = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
-local each = margin * tonumber(redis.call('GET', key .. ':est') or '0')
-local counted = nil
-if unknown <= 0 then counted = 0 elseif each > 0 then counted = unknown * each end
-local exhausted, fits = false, reserve > 0 and counted ~= nil
-local side, room = reserve <= 0 and each > 0 and counted ~= nil, here <= 0
-local out = {}
-local n = (#ARGV - 6) / 2
-for w = 0, n - 1 do
-  local size, limit = tonumber(ARGV[7 + 2 * w]), tonumber(ARGV[8 + 2 * w])
-  local ms = size * 1000
-  local id = math.floor(now / ms)
-  local used = tonumber(redis.call('GET', key .. ':' .. size .. ':' .. id) or '0')
-  if sliding then
-    local prev = tonumber(redis.call('GET', key .. ':' .. size .. ':' .. (id - 1)) or '0')
-    used = used + prev * (ms - (now - id * ms)) / ms
+local inst, lease, margin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local function num(v) return tonumber(v) or 0 end
+local keys, stored, added, ttl = {}, {}, {}, {}
+local function state(k)
+  local s = keys[k]
+  if s then return s end
+  local key = KEYS[k]
+  local flight, sums = key .. ':inflight', key .. ':flight'
+  local lapsed = redis.call('ZRANGEBYSCORE', flight, '-inf', now)
+  if #lapsed > 0 then
+    for _, m in ipairs(lapsed) do forget(sums, m) end
+    redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
   end
-  if used >= limit then exhausted = true end
-  if fits and used + reserved + counted + reserve > limit then fits = false end
-  if side and used + reserved + counted + each > limit then side = false end
-  if used + reserved >= limit then room = false end
-  out[#out + 1] = tostring(used)
-  out[#out + 1] = tostring((id + 1) * ms - now)
+  local f = redis.call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
+  s = {key = key, flight = flight, sums = sums, reserved = num(f[1]), unknown = num(f[2]),
+    here = num(f[3]), claims = redis.call('ZCARD', flight), new = {}, longest = 0}
+  keys[k] = s
+  return s
 end
-local verdict = 'wait'
-if exhausted then verdict = 'refuse'
-elseif fits then verdict = 'admit'
-elseif side or room then verdict = 'admit'; reserve = 0 end
-if verdict == 'admit' then
-  redis.call('ZADD', flight, now + lease, inst .. '|' .. ticket .. '|' .. reserve)
-  if reserve > 0 then redis.call('HINCRBYFLOAT', sums, 'reserved', reserve) else
-    redis.call('HINCRBY', sums, 'unknown', 1)
-    redis.call('HINCRBY', sums, 'u|' .. inst, 1)
+local function estimate(s)
+  if s.est == nil then s.est = num(redis.call('GET', s.key .. ':est')) end
+  return s.est
+end
+-- A window counter with what this call added to it.
+local function counter(name)
+  local v = stored[name]
+  if v == nil then v = num(redis.call('GET', name)); stored[name] = v end
+  return v + (added[name] or 0)
+end
+-- A claim settled: out of the sums (an instance's own count is kept here, another's written).
+local function release(s, claim)
+  local i, r = string.match(claim, '^([^|]*)|[^|]*|(.*)$')
+  r = tonumber(r) or 0
+  if r > 0 then s.reserved = s.reserved - r else
+    s.unknown = s.unknown - 1
+    if i == inst then s.here = s.here - 1
+    elseif redis.call('HINCRBY', s.sums, 'u|' .. i, -1) <= 0 then redis.call('HDEL', s.sums, 'u|' .. i) end
   end
-  redis.call('PEXPIRE', flight, lease)
-  redis.call('PEXPIRE', sums, lease)
+  s.claims = s.claims - 1
+  s.dirty = true
+  if s.claims <= 0 then
+    -- No rounding left over from adding and taking away reservations.
+    redis.call('DEL', s.sums)
+    s.reserved, s.unknown, s.here = 0, 0, 0
+  end
 end
-table.insert(out, 1, tostring(reserve))
-table.insert(out, 1, verdict)
-return out
-"#
-);
-
-/// Settlement: drop the claim, count the tokens in every window and, for a claim of unknown
-/// cost, in the key's estimate (`admission::next_estimate`, kept as long as the longest
-/// window's counters). ARGV: claim, tokens, sizes...
-const SETTLE: &str = concat!(
-    lua_prelude!(),
-    r#"
-local key, claim, tokens = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local flight, sums = key .. ':inflight', key .. ':flight'
-if redis.call('ZREM', flight, claim) == 1 then
-  forget(sums, claim)
-  -- No rounding left over from adding and taking away reservations.
-  if redis.call('ZCARD', flight) == 0 then redis.call('DEL', sums) end
-end
-if tokens > 0 then
+-- A claim is settled only after the call that admitted it answered, so never in that call.
+local function settle(k, claim, tokens, at, n)
+  local s = state(k)
+  if redis.call('ZREM', s.flight, claim) == 1 then release(s, claim) end
+  if tokens <= 0 then return end
   local longest = 0
-  for i = 3, #ARGV do
-    local ms = tonumber(ARGV[i]) * 1000
-    local counter = key .. ':' .. ARGV[i] .. ':' .. math.floor(now / ms)
-    redis.call('INCRBYFLOAT', counter, tokens)
-    redis.call('PEXPIRE', counter, 2 * ms)
+  for j = at, at + n - 1 do
+    local ms = tonumber(ARGV[j]) * 1000
+    local name = s.key .. ':' .. ARGV[j] .. ':' .. math.floor(now / ms)
+    added[name] = (added[name] or 0) + tokens
+    ttl[name] = 2 * ms
     if ms > longest then longest = ms end
   end
   if (tonumber(string.match(claim, '|([^|]*)$')) or 0) <= 0 then
-    local est = tonumber(redis.call('GET', key .. ':est') or '0')
+    local est = estimate(s)
     if est <= 0 then est = tokens
     elseif tokens > est then est = est + (tokens - est) / 2
     else est = est + (tokens - est) / 8 end
-    redis.call('SET', key .. ':est', tostring(est), 'PX', math.max(2 * longest, 1))
+    s.est, s.learnt = est, true
+    if longest > s.longest then s.longest = longest end
   end
 end
-return 1
+-- The rule of admission.rs for one key: the verdict, the reservation it keeps, what it saw.
+local function judge(s, reserve, sliding, at, n)
+  local each = margin * estimate(s)
+  local counted = nil
+  if s.unknown <= 0 then counted = 0 elseif each > 0 then counted = s.unknown * each end
+  local exhausted, fits = false, reserve > 0 and counted ~= nil
+  local side, room = reserve <= 0 and each > 0 and counted ~= nil, s.here <= 0
+  local seen = {}
+  for w = 0, n - 1 do
+    local size, limit = ARGV[at + 2 * w], tonumber(ARGV[at + 1 + 2 * w])
+    local ms = tonumber(size) * 1000
+    local id = math.floor(now / ms)
+    local used = counter(s.key .. ':' .. size .. ':' .. id)
+    if sliding then
+      used = used + counter(s.key .. ':' .. size .. ':' .. (id - 1)) * (ms - (now - id * ms)) / ms
+    end
+    if used >= limit then exhausted = true end
+    if fits and used + s.reserved + counted + reserve > limit then fits = false end
+    if side and used + s.reserved + counted + each > limit then side = false end
+    if used + s.reserved >= limit then room = false end
+    seen[#seen + 1] = tostring(used)
+    seen[#seen + 1] = tostring((id + 1) * ms - now)
+  end
+  if exhausted then return 'refuse', 0, seen end
+  if fits then return 'admit', reserve, seen end
+  if side or room then return 'admit', 0, seen end
+  return 'wait', 0, seen
+end
+local function admit(at, out)
+  local ticket, given, sliding = ARGV[at], ARGV[at + 1], ARGV[at + 2] == '1'
+  local reserve, n = tonumber(given), tonumber(ARGV[at + 3])
+  at = at + 4
+  local count, judged, claims, all = #out + 1, 0, {}, true
+  out[count] = ''
+  for _ = 1, n do
+    local k, m = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    if all then
+      local s = state(k)
+      local verdict, r, seen = judge(s, reserve, sliding, at + 2, m)
+      -- The claim names the reservation as the gateway wrote it, so its settlement finds it.
+      local named = '0'
+      if r > 0 then named = given end
+      out[#out + 1] = verdict
+      out[#out + 1] = named
+      for _, v in ipairs(seen) do out[#out + 1] = v end
+      judged = judged + 1
+      all = verdict == 'admit'
+      claims[#claims + 1] = {s, r, inst .. '|' .. ticket .. '|' .. named}
+    end
+    at = at + 2 + 2 * m
+  end
+  out[count] = tostring(judged)
+  if not all then return at end
+  for _, c in ipairs(claims) do
+    local s, r = c[1], c[2]
+    s.new[#s.new + 1] = now + lease
+    s.new[#s.new + 1] = c[3]
+    s.claims = s.claims + 1
+    s.dirty = true
+    if r > 0 then s.reserved = s.reserved + r else
+      s.unknown = s.unknown + 1
+      s.here = s.here + 1
+    end
+  end
+  return at
+end
+local out, at = {}, 4
+while at <= #ARGV do
+  if ARGV[at] == 's' then
+    local n = tonumber(ARGV[at + 4])
+    settle(tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3]), at + 5, n)
+    at = at + 5 + n
+  else
+    at = admit(at + 1, out)
+  end
+end
+for _, s in pairs(keys) do
+  if s.dirty and s.claims > 0 then
+    redis.call('HSET', s.sums, 'reserved', s.reserved, 'unknown', s.unknown)
+    if s.here > 0 then redis.call('HSET', s.sums, 'u|' .. inst, s.here)
+    else redis.call('HDEL', s.sums, 'u|' .. inst) end
+  end
+  if #s.new > 0 then
+    redis.call('ZADD', s.flight, unpack(s.new))
+    redis.call('PEXPIRE', s.flight, lease)
+    redis.call('PEXPIRE', s.sums, lease)
+  end
+  if s.learnt then
+    redis.call('SET', s.key .. ':est', s.est, 'PX', math.max(2 * s.longest, 1))
+  end
+end
+for name, tokens in pairs(added) do
+  redis.call('INCRBYFLOAT', name, tokens)
+  redis.call('PEXPIRE', name, ttl[name])
+end
+return out
 "#
 );
 
@@ -288,8 +384,7 @@ return out
 "#;
 
 /// The scripts, hashed once (`EVALSHA` names them by their SHA-1).
-static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
-static SETTLE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE));
+static BATCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BATCH));
 static SYNC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SYNC));
 
 /// Entry `i` of a script's reply as a number (0 when missing).
@@ -305,54 +400,130 @@ pub fn claim(instance: &str, ticket: u64, reserve: f64) -> String {
     format!("{instance}|{ticket}|{reserve}")
 }
 
-pub async fn admit(
-    conn: &mut ConnectionManager,
-    key: &str,
-    windows: &[Window],
-    sliding: bool,
-    (instance, ticket): (&str, u64),
-    reserve: Option<f64>,
-    lease: Duration,
-) -> redis::RedisResult<(Verdict, Vec<Seen>)> {
-    let mut call = ADMIT_SCRIPT.key(key);
-    call.arg(instance)
-        .arg(ticket)
-        .arg(reserve.unwrap_or(0.0))
-        .arg(lease.as_millis() as u64)
-        .arg(if sliding { 1 } else { 0 })
-        .arg(MARGIN);
-    for w in windows {
-        call.arg(w.size).arg(w.limit);
-    }
-    let reply: Vec<String> = call.invoke_async(conn).await?;
-    let number = |i: usize| number_at(&reply, i);
-    let verdict = match reply.first().map(String::as_str) {
-        Some("admit") => Verdict::Admit(number(1)),
-        Some("refuse") => Verdict::Refuse,
-        _ => Verdict::Wait,
-    };
-    let seen = (0..windows.len())
-        .map(|w| Seen {
-            used: number(2 + 2 * w),
-            reset_ms: number(3 + 2 * w) as u64,
-        })
-        .collect();
-    Ok((verdict, seen))
+/// One call of the `BATCH` script: settlements and admissions, run in the order they were
+/// added, atomically.
+pub struct Batch {
+    call: ScriptInvocation<'static>,
+    /// The distinct keys, as the call names them (`KEYS`).
+    keys: Vec<String>,
+    /// Per admission, the number of windows of each of its keys, to read the reply.
+    admissions: Vec<Vec<usize>>,
+    settles: usize,
 }
 
-pub async fn settle(
-    conn: &mut ConnectionManager,
-    key: &str,
-    claim: &str,
-    tokens: f64,
-    windows: &[Window],
-) -> redis::RedisResult<()> {
-    let mut call = SETTLE_SCRIPT.key(key);
-    call.arg(claim).arg(tokens);
-    for w in windows {
-        call.arg(w.size);
+/// One key's verdict on an admission, and its windows as the script saw them.
+pub type Judged = (Verdict, Vec<Seen>);
+
+impl Batch {
+    pub fn new(instance: &str, lease: Duration) -> Batch {
+        let mut call = BATCH_SCRIPT.prepare_invoke();
+        call.arg(instance).arg(lease.as_millis() as u64).arg(MARGIN);
+        Batch {
+            call,
+            keys: Vec::new(),
+            admissions: Vec::new(),
+            settles: 0,
+        }
     }
-    call.invoke_async::<i64>(conn).await.map(|_| ())
+
+    /// Operations in the call.
+    pub fn len(&self) -> usize {
+        self.settles + self.admissions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The 1-based index of `key` in `KEYS`.
+    fn key(&mut self, key: &str) -> usize {
+        let at = match self.keys.iter().position(|k| k == key) {
+            Some(at) => at,
+            None => {
+                self.call.key(key);
+                self.keys.push(key.to_string());
+                self.keys.len() - 1
+            }
+        };
+        at + 1
+    }
+
+    /// Drops `claim` from `key`'s requests in flight and counts `tokens` in its windows.
+    pub fn settle(&mut self, key: &str, claim: &str, tokens: f64, windows: &[Window]) {
+        let key = self.key(key);
+        self.call
+            .arg("s")
+            .arg(key)
+            .arg(claim)
+            .arg(tokens)
+            .arg(windows.len());
+        for w in windows {
+            self.call.arg(w.size);
+        }
+        self.settles += 1;
+    }
+
+    /// Admits request `ticket` on every one of `keys` (its windows), or on none.
+    pub fn admit<'k>(
+        &mut self,
+        keys: impl ExactSizeIterator<Item = (&'k str, &'k [Window])>,
+        sliding: bool,
+        ticket: u64,
+        reserve: Option<f64>,
+    ) {
+        // Written as the claim will name it (see `claim`), and read back from the reply.
+        let reserve = reserve.filter(|r| *r > 0.0).unwrap_or(0.0).to_string();
+        let mut shape = Vec::with_capacity(keys.len());
+        let mut args = Vec::with_capacity(keys.len());
+        for (key, windows) in keys {
+            args.push((self.key(key), windows));
+            shape.push(windows.len());
+        }
+        self.call
+            .arg("a")
+            .arg(ticket)
+            .arg(reserve)
+            .arg(if sliding { 1 } else { 0 })
+            .arg(args.len());
+        for (key, windows) in args {
+            self.call.arg(key).arg(windows.len());
+            for w in windows {
+                self.call.arg(w.size).arg(w.limit);
+            }
+        }
+        self.admissions.push(shape);
+    }
+
+    /// Runs the call; per admission, in order, the verdict of each key judged: up to the first
+    /// that did not admit (then none of them did).
+    pub async fn run(&self, conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Vec<Judged>>> {
+        let reply: Vec<String> = self.call.invoke_async(conn).await?;
+        let mut words = reply.iter().map(String::as_str);
+        let mut word = || words.next().unwrap_or("");
+        let number = |v: &str| v.parse::<f64>().unwrap_or(0.0);
+        let mut out = Vec::with_capacity(self.admissions.len());
+        for shape in &self.admissions {
+            let judged = number(word()) as usize;
+            let mut keys = Vec::with_capacity(judged);
+            for windows in shape.iter().take(judged) {
+                let (verdict, reserve) = (word(), number(word()));
+                let verdict = match verdict {
+                    "admit" => Verdict::Admit(reserve),
+                    "refuse" => Verdict::Refuse,
+                    _ => Verdict::Wait,
+                };
+                let seen = (0..*windows)
+                    .map(|_| Seen {
+                        used: number(word()),
+                        reset_ms: number(word()) as u64,
+                    })
+                    .collect();
+                keys.push((verdict, seen));
+            }
+            out.push(keys);
+        }
+        Ok(out)
+    }
 }
 
 /// Adds `pushed` in Redis; returns Redis's totals (current, previous window) per entry.
