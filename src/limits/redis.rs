@@ -30,7 +30,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, ScriptInvocation};
+use redis::{Script, ScriptInvocation, ToRedisArgs};
 
 use super::admission::{Seen, Verdict, Window, MARGIN};
 use super::local::Pushed;
@@ -182,44 +182,66 @@ end
 /// touches (the in-flight sums, the number of claims, the estimate, the window counters) is
 /// read once, kept in Lua while the operations change it, and written back once at the end,
 /// so an operation costs the Redis server a few table look-ups, not a dozen commands.
-/// ARGV: instance, lease ms, margin, then the operations:
-/// - settle: `s`, key index (in KEYS), claim, tokens, n, n window sizes;
-/// - admit: `a`, ticket, reservation (0 = unknown), sliding (0/1), n keys, then per key: key
-///   index, m, (size, limit) x m.
+///
+/// KEYS: the *shapes* the operations name, a key with its windows each (a key may appear twice
+/// if a reload changed its windows). ARGV: instance, lease ms, margin, then the operations:
+/// - settle: `s`, shape, claim, tokens;
+/// - admit: `a`, n, n shapes, ticket, reservation (0 = unknown);
+///
+/// then per shape: sliding (0/1), m, (size, limit) x m; and last, the index in ARGV where the
+/// shapes begin.
 ///
 /// Returns, per admission: the number of its keys judged (in order, up to the first that did
 /// not admit; it is admitted, on every key, only if all did), then per judged key: verdict,
-/// reservation, (used, reset_ms) per window.
+/// reservation, snapshot; then the snapshots: a shape and (used, reset_ms) per window, as the
+/// admissions after the last settlement of the key saw them.
 const BATCH: &str = concat!(
     lua_prelude!(),
     r#"
+local tonumber, tostring, floor, call = tonumber, tostring, math.floor, redis.call
 local inst, lease, margin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local last = tonumber(ARGV[#ARGV])
+local keys, stored, added, ttl, shapes, snaps = {}, {}, {}, {}, {}, {}
 local function num(v) return tonumber(v) or 0 end
-local keys, stored, added, ttl = {}, {}, {}, {}
-local function state(k)
-  local s = keys[k]
+local function state(key)
+  local s = keys[key]
   if s then return s end
-  local key = KEYS[k]
   local flight, sums = key .. ':inflight', key .. ':flight'
-  local lapsed = redis.call('ZRANGEBYSCORE', flight, '-inf', now)
+  local lapsed = call('ZRANGEBYSCORE', flight, '-inf', now)
   if #lapsed > 0 then
     for _, m in ipairs(lapsed) do forget(sums, m) end
-    redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
+    call('ZREMRANGEBYSCORE', flight, '-inf', now)
   end
-  local f = redis.call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
+  local f = call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
   s = {key = key, flight = flight, sums = sums, reserved = num(f[1]), unknown = num(f[2]),
-    here = num(f[3]), claims = redis.call('ZCARD', flight), new = {}, longest = 0}
-  keys[k] = s
+    here = num(f[3]), claims = call('ZCARD', flight), new = {}, longest = 0, version = 0}
+  keys[key] = s
   return s
 end
+local at = last
+for j = 1, #KEYS do
+  local m, w, longest = tonumber(ARGV[at + 1]), {}, 0
+  for i = 1, m do
+    local size = ARGV[at + 2 * i]
+    local ms = tonumber(size) * 1000
+    local id = floor(now / ms)
+    local base = KEYS[j] .. ':' .. size .. ':'
+    w[i] = {ms = ms, limit = tonumber(ARGV[at + 1 + 2 * i]), cur = base .. id,
+      prev = base .. (id - 1), weight = (ms - (now - id * ms)) / ms,
+      reset = tostring((id + 1) * ms - now)}
+    if ms > longest then longest = ms end
+  end
+  shapes[j] = {j = tostring(j), key = KEYS[j], sliding = ARGV[at] == '1', w = w, longest = longest}
+  at = at + 2 + 2 * m
+end
 local function estimate(s)
-  if s.est == nil then s.est = num(redis.call('GET', s.key .. ':est')) end
+  if s.est == nil then s.est = num(call('GET', s.key .. ':est')) end
   return s.est
 end
 -- A window counter with what this call added to it.
 local function counter(name)
   local v = stored[name]
-  if v == nil then v = num(redis.call('GET', name)); stored[name] = v end
+  if v == nil then v = num(call('GET', name)); stored[name] = v end
   return v + (added[name] or 0)
 end
 -- A claim settled: out of the sums (an instance's own count is kept here, another's written).
@@ -229,91 +251,92 @@ local function release(s, claim)
   if r > 0 then s.reserved = s.reserved - r else
     s.unknown = s.unknown - 1
     if i == inst then s.here = s.here - 1
-    elseif redis.call('HINCRBY', s.sums, 'u|' .. i, -1) <= 0 then redis.call('HDEL', s.sums, 'u|' .. i) end
+    elseif call('HINCRBY', s.sums, 'u|' .. i, -1) <= 0 then call('HDEL', s.sums, 'u|' .. i) end
   end
   s.claims = s.claims - 1
   s.dirty = true
   if s.claims <= 0 then
     -- No rounding left over from adding and taking away reservations.
-    redis.call('DEL', s.sums)
+    call('DEL', s.sums)
     s.reserved, s.unknown, s.here = 0, 0, 0
   end
 end
 -- A claim is settled only after the call that admitted it answered, so never in that call.
-local function settle(k, claim, tokens, at, n)
-  local s = state(k)
-  if redis.call('ZREM', s.flight, claim) == 1 then release(s, claim) end
+local function settle(sh, claim, tokens)
+  local s = state(sh.key)
+  if call('ZREM', s.flight, claim) == 1 then release(s, claim) end
   if tokens <= 0 then return end
-  local longest = 0
-  for j = at, at + n - 1 do
-    local ms = tonumber(ARGV[j]) * 1000
-    local name = s.key .. ':' .. ARGV[j] .. ':' .. math.floor(now / ms)
-    added[name] = (added[name] or 0) + tokens
-    ttl[name] = 2 * ms
-    if ms > longest then longest = ms end
+  for _, w in ipairs(sh.w) do
+    added[w.cur] = (added[w.cur] or 0) + tokens
+    ttl[w.cur] = 2 * w.ms
   end
+  s.version = s.version + 1
   if (tonumber(string.match(claim, '|([^|]*)$')) or 0) <= 0 then
     local est = estimate(s)
     if est <= 0 then est = tokens
     elseif tokens > est then est = est + (tokens - est) / 2
     else est = est + (tokens - est) / 8 end
     s.est, s.learnt = est, true
-    if longest > s.longest then s.longest = longest end
+    if sh.longest > s.longest then s.longest = sh.longest end
   end
 end
--- The rule of admission.rs for one key: the verdict, the reservation it keeps, what it saw.
-local function judge(s, reserve, sliding, at, n)
+-- The shape's windows as they stand: read again after a settlement counted in the key.
+local function look(sh, s)
+  if sh.version == s.version then return end
+  local used, snap = {}, {sh.j}
+  for i, w in ipairs(sh.w) do
+    local u = counter(w.cur)
+    if sh.sliding then u = u + counter(w.prev) * w.weight end
+    used[i] = u
+    snap[#snap + 1] = tostring(u)
+    snap[#snap + 1] = w.reset
+  end
+  snaps[#snaps + 1] = snap
+  sh.used, sh.snap, sh.version = used, tostring(#snaps), s.version
+end
+-- The rule of admission.rs for one key: the verdict and the reservation it keeps.
+local function judge(sh, s, reserve)
+  look(sh, s)
   local each = margin * estimate(s)
   local counted = nil
   if s.unknown <= 0 then counted = 0 elseif each > 0 then counted = s.unknown * each end
   local exhausted, fits = false, reserve > 0 and counted ~= nil
   local side, room = reserve <= 0 and each > 0 and counted ~= nil, s.here <= 0
-  local seen = {}
-  for w = 0, n - 1 do
-    local size, limit = ARGV[at + 2 * w], tonumber(ARGV[at + 1 + 2 * w])
-    local ms = tonumber(size) * 1000
-    local id = math.floor(now / ms)
-    local used = counter(s.key .. ':' .. size .. ':' .. id)
-    if sliding then
-      used = used + counter(s.key .. ':' .. size .. ':' .. (id - 1)) * (ms - (now - id * ms)) / ms
-    end
-    if used >= limit then exhausted = true end
-    if fits and used + s.reserved + counted + reserve > limit then fits = false end
-    if side and used + s.reserved + counted + each > limit then side = false end
-    if used + s.reserved >= limit then room = false end
-    seen[#seen + 1] = tostring(used)
-    seen[#seen + 1] = tostring((id + 1) * ms - now)
+  local reserved, used = s.reserved, sh.used
+  for i, w in ipairs(sh.w) do
+    local u, limit = used[i], w.limit
+    if u >= limit then exhausted = true end
+    if fits and u + reserved + counted + reserve > limit then fits = false end
+    if side and u + reserved + counted + each > limit then side = false end
+    if u + reserved >= limit then room = false end
   end
-  if exhausted then return 'refuse', 0, seen end
-  if fits then return 'admit', reserve, seen end
-  if side or room then return 'admit', 0, seen end
-  return 'wait', 0, seen
+  if exhausted then return 'refuse', 0 end
+  if fits then return 'admit', reserve end
+  if side or room then return 'admit', 0 end
+  return 'wait', 0
 end
 local function admit(at, out)
-  local ticket, given, sliding = ARGV[at], ARGV[at + 1], ARGV[at + 2] == '1'
-  local reserve, n = tonumber(given), tonumber(ARGV[at + 3])
-  at = at + 4
-  local count, judged, claims, all = #out + 1, 0, {}, true
+  local n = tonumber(ARGV[at])
+  local ticket, given = ARGV[at + n + 1], ARGV[at + n + 2]
+  local reserve = tonumber(given)
+  local count, claims = #out + 1, {}
   out[count] = ''
-  for _ = 1, n do
-    local k, m = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-    if all then
-      local s = state(k)
-      local verdict, r, seen = judge(s, reserve, sliding, at + 2, m)
-      -- The claim names the reservation as the gateway wrote it, so its settlement finds it.
-      local named = '0'
-      if r > 0 then named = given end
-      out[#out + 1] = verdict
-      out[#out + 1] = named
-      for _, v in ipairs(seen) do out[#out + 1] = v end
-      judged = judged + 1
-      all = verdict == 'admit'
-      claims[#claims + 1] = {s, r, inst .. '|' .. ticket .. '|' .. named}
+  for i = 1, n do
+    local sh = shapes[tonumber(ARGV[at + i])]
+    local s = state(sh.key)
+    local verdict, r = judge(sh, s, reserve)
+    -- The claim names the reservation as the gateway wrote it, so its settlement finds it.
+    local named = '0'
+    if r > 0 then named = given end
+    local o = #out
+    out[o + 1], out[o + 2], out[o + 3] = verdict, named, sh.snap
+    claims[i] = {s, r, inst .. '|' .. ticket .. '|' .. named}
+    if verdict ~= 'admit' then
+      out[count] = tostring(i)
+      return at + n + 3
     end
-    at = at + 2 + 2 * m
   end
-  out[count] = tostring(judged)
-  if not all then return at end
+  out[count] = tostring(n)
   for _, c in ipairs(claims) do
     local s, r = c[1], c[2]
     s.new[#s.new + 1] = now + lease
@@ -325,36 +348,39 @@ local function admit(at, out)
       s.here = s.here + 1
     end
   end
-  return at
+  return at + n + 3
 end
-local out, at = {}, 4
-while at <= #ARGV do
+local out = {}
+at = 4
+while at < last do
   if ARGV[at] == 's' then
-    local n = tonumber(ARGV[at + 4])
-    settle(tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3]), at + 5, n)
-    at = at + 5 + n
+    settle(shapes[tonumber(ARGV[at + 1])], ARGV[at + 2], tonumber(ARGV[at + 3]))
+    at = at + 4
   else
     at = admit(at + 1, out)
   end
 end
 for _, s in pairs(keys) do
   if s.dirty and s.claims > 0 then
-    redis.call('HSET', s.sums, 'reserved', s.reserved, 'unknown', s.unknown)
-    if s.here > 0 then redis.call('HSET', s.sums, 'u|' .. inst, s.here)
-    else redis.call('HDEL', s.sums, 'u|' .. inst) end
+    call('HSET', s.sums, 'reserved', s.reserved, 'unknown', s.unknown)
+    if s.here > 0 then call('HSET', s.sums, 'u|' .. inst, s.here)
+    else call('HDEL', s.sums, 'u|' .. inst) end
   end
   if #s.new > 0 then
-    redis.call('ZADD', s.flight, unpack(s.new))
-    redis.call('PEXPIRE', s.flight, lease)
-    redis.call('PEXPIRE', s.sums, lease)
+    call('ZADD', s.flight, unpack(s.new))
+    call('PEXPIRE', s.flight, lease)
+    call('PEXPIRE', s.sums, lease)
   end
   if s.learnt then
-    redis.call('SET', s.key .. ':est', s.est, 'PX', math.max(2 * s.longest, 1))
+    call('SET', s.key .. ':est', s.est, 'PX', math.max(2 * s.longest, 1))
   end
 end
 for name, tokens in pairs(added) do
-  redis.call('INCRBYFLOAT', name, tokens)
-  redis.call('PEXPIRE', name, ttl[name])
+  call('INCRBYFLOAT', name, tokens)
+  call('PEXPIRE', name, ttl[name])
+end
+for _, snap in ipairs(snaps) do
+  for _, v in ipairs(snap) do out[#out + 1] = v end
 end
 return out
 "#
@@ -404,11 +430,19 @@ pub fn claim(instance: &str, ticket: u64, reserve: f64) -> String {
 /// added, atomically.
 pub struct Batch {
     call: ScriptInvocation<'static>,
-    /// The distinct keys, as the call names them (`KEYS`).
-    keys: Vec<String>,
-    /// Per admission, the number of windows of each of its keys, to read the reply.
+    /// `ARGV` entries so far.
+    args: usize,
+    shapes: Vec<Shape>,
+    /// Per admission, the shapes of its keys (indices in `shapes`).
     admissions: Vec<Vec<usize>>,
     settles: usize,
+}
+
+/// A key with its windows, as the script's operations name it.
+struct Shape {
+    key: String,
+    windows: Vec<Window>,
+    sliding: bool,
 }
 
 /// One key's verdict on an admission, and its windows as the script saw them.
@@ -420,7 +454,8 @@ impl Batch {
         call.arg(instance).arg(lease.as_millis() as u64).arg(MARGIN);
         Batch {
             call,
-            keys: Vec::new(),
+            args: 3,
+            shapes: Vec::new(),
             admissions: Vec::new(),
             settles: 0,
         }
@@ -435,31 +470,34 @@ impl Batch {
         self.len() == 0
     }
 
-    /// The 1-based index of `key` in `KEYS`.
-    fn key(&mut self, key: &str) -> usize {
-        let at = match self.keys.iter().position(|k| k == key) {
-            Some(at) => at,
-            None => {
-                self.call.key(key);
-                self.keys.push(key.to_string());
-                self.keys.len() - 1
-            }
-        };
-        at + 1
+    fn arg(&mut self, arg: impl ToRedisArgs) {
+        self.call.arg(arg);
+        self.args += 1;
+    }
+
+    /// The index of `key` with `windows` in `shapes`; a settlement (`sliding` None) takes the
+    /// key's shape whichever way it slides.
+    fn shape(&mut self, key: &str, windows: &[Window], sliding: Option<bool>) -> usize {
+        let found = self.shapes.iter().position(|s| {
+            s.key == key && s.windows == windows && sliding.is_none_or(|sl| sl == s.sliding)
+        });
+        found.unwrap_or_else(|| {
+            self.shapes.push(Shape {
+                key: key.to_string(),
+                windows: windows.to_vec(),
+                sliding: sliding.unwrap_or(false),
+            });
+            self.shapes.len() - 1
+        })
     }
 
     /// Drops `claim` from `key`'s requests in flight and counts `tokens` in its windows.
     pub fn settle(&mut self, key: &str, claim: &str, tokens: f64, windows: &[Window]) {
-        let key = self.key(key);
-        self.call
-            .arg("s")
-            .arg(key)
-            .arg(claim)
-            .arg(tokens)
-            .arg(windows.len());
-        for w in windows {
-            self.call.arg(w.size);
-        }
+        let shape = self.shape(key, windows, None);
+        self.arg("s");
+        self.arg(shape + 1);
+        self.arg(claim);
+        self.arg(tokens);
         self.settles += 1;
     }
 
@@ -471,58 +509,82 @@ impl Batch {
         ticket: u64,
         reserve: Option<f64>,
     ) {
-        // Written as the claim will name it (see `claim`), and read back from the reply.
-        let reserve = reserve.filter(|r| *r > 0.0).unwrap_or(0.0).to_string();
-        let mut shape = Vec::with_capacity(keys.len());
-        let mut args = Vec::with_capacity(keys.len());
+        self.arg("a");
+        self.arg(keys.len());
+        let mut shapes = Vec::with_capacity(keys.len());
         for (key, windows) in keys {
-            args.push((self.key(key), windows));
-            shape.push(windows.len());
+            let shape = self.shape(key, windows, Some(sliding));
+            self.arg(shape + 1);
+            shapes.push(shape);
         }
-        self.call
-            .arg("a")
-            .arg(ticket)
-            .arg(reserve)
-            .arg(if sliding { 1 } else { 0 })
-            .arg(args.len());
-        for (key, windows) in args {
-            self.call.arg(key).arg(windows.len());
-            for w in windows {
-                self.call.arg(w.size).arg(w.limit);
-            }
-        }
-        self.admissions.push(shape);
+        self.arg(ticket);
+        // Written as the claim will name it (see `claim`), and read back from the reply.
+        self.arg(reserve.filter(|r| *r > 0.0).unwrap_or(0.0).to_string());
+        self.admissions.push(shapes);
     }
 
     /// Runs the call; per admission, in order, the verdict of each key judged: up to the first
     /// that did not admit (then none of them did).
-    pub async fn run(&self, conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Vec<Judged>>> {
+    pub async fn run(
+        mut self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<Vec<Vec<Judged>>> {
+        let start = self.args + 1;
+        for shape in &self.shapes {
+            self.call
+                .key(&shape.key)
+                .arg(if shape.sliding { 1 } else { 0 })
+                .arg(shape.windows.len());
+            for w in &shape.windows {
+                self.call.arg(w.size).arg(w.limit);
+            }
+        }
+        self.call.arg(start);
         let reply: Vec<String> = self.call.invoke_async(conn).await?;
         let mut words = reply.iter().map(String::as_str);
         let mut word = || words.next().unwrap_or("");
         let number = |v: &str| v.parse::<f64>().unwrap_or(0.0);
-        let mut out = Vec::with_capacity(self.admissions.len());
-        for shape in &self.admissions {
-            let judged = number(word()) as usize;
-            let mut keys = Vec::with_capacity(judged);
-            for windows in shape.iter().take(judged) {
-                let (verdict, reserve) = (word(), number(word()));
-                let verdict = match verdict {
-                    "admit" => Verdict::Admit(reserve),
-                    "refuse" => Verdict::Refuse,
-                    _ => Verdict::Wait,
-                };
-                let seen = (0..*windows)
-                    .map(|_| Seen {
-                        used: number(word()),
-                        reset_ms: number(word()) as u64,
-                    })
-                    .collect();
-                keys.push((verdict, seen));
-            }
-            out.push(keys);
+        let mut verdicts = Vec::with_capacity(self.admissions.len());
+        for shapes in &self.admissions {
+            let judged = (number(word()) as usize).min(shapes.len());
+            let keys: Vec<(Verdict, usize)> = (0..judged)
+                .map(|_| {
+                    let (verdict, reserve) = (word(), number(word()));
+                    let verdict = match verdict {
+                        "admit" => Verdict::Admit(reserve),
+                        "refuse" => Verdict::Refuse,
+                        _ => Verdict::Wait,
+                    };
+                    (verdict, number(word()) as usize)
+                })
+                .collect();
+            verdicts.push(keys);
         }
-        Ok(out)
+        // The snapshots the verdicts name (from 1): a shape (from 1), then its windows.
+        let mut snapshots = Vec::new();
+        loop {
+            let shape = number(word()) as usize;
+            let Some(shape) = self.shapes.get(shape.wrapping_sub(1)) else {
+                break;
+            };
+            let seen: Vec<Seen> = (0..shape.windows.len())
+                .map(|_| Seen {
+                    used: number(word()),
+                    reset_ms: number(word()) as u64,
+                })
+                .collect();
+            snapshots.push(seen);
+        }
+        let seen = |snapshot: usize| {
+            snapshots
+                .get(snapshot.wrapping_sub(1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(verdicts
+            .into_iter()
+            .map(|keys| keys.into_iter().map(|(v, s)| (v, seen(s))).collect())
+            .collect())
     }
 }
 
