@@ -617,6 +617,14 @@ pub fn start_gateway_with_status(deck: &Path, env: &[(&str, &str)]) -> (Proc, u1
     (gw, status_port)
 }
 
+/// Waits until the mock has no stream open: the upstream side of every stream was closed.
+pub fn assert_mock_streams_closed(mock: &Proc) {
+    let closed = poll_until(Duration::from_secs(5), || {
+        mock_stats(mock)["open_streams"] == 0
+    });
+    assert!(closed, "{}", mock_stats(mock));
+}
+
 /// The mock, and the gateway with its status listener in front of it.
 pub struct MockAndGateway {
     pub mock: Proc,
