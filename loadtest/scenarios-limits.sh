@@ -3,8 +3,8 @@
 # missing) runs on the load CPU, like the mock, as the external service it is:
 #   /plain    ai-proxy only                                           (the baseline of this block)
 #   /keyed    + key-auth + ai-rate-limiting-advanced, strategy local  (budget: >= 90 % of /plain)
-#   /shared   + key-auth + ai-rate-limiting-advanced, strategy redis, sync_rate 0: one Lua call
-#             per admission and one per settlement                    (budget: >= 75 % of /plain)
+#   /shared   + key-auth + ai-rate-limiting-advanced, strategy redis, sync_rate 0: every
+#             admission and settlement in Redis, batched per worker     (budget: >= 75 % of /plain)
 #   /synced   the same with sync_rate 1: counted locally, synced every second (reported, with
 #             the same 75 % budget)
 # The limits are far above what a run spends, so no request is refused (a refusal is an error

@@ -218,23 +218,60 @@ fn unknown_cost_calls_run_side_by_side_with_an_estimate_shared_through_redis() {
     assert_unknown_cost_admission(&mock, a.port, a.port, "/synced", ALICE);
 }
 
-/// The Redis scripts decide as `admission::decide` does: a pseudo-random run of admissions (two
-/// instances, with and without reservations) and settlements against a real Redis, checked
-/// step by step against the Rust rule fed with the same claims, counts and estimate.
+/// The Redis script decides as `admission::decide` does: a pseudo-random run of script calls
+/// (two instances; each call carries settlements, then admissions, several at once, which
+/// contend for what is left; admissions with and without reservations, on one key or on two at
+/// once) against a real Redis, checked step by step against the Rust rule fed with the same
+/// claims, counts and estimates, applied in the call's order.
 #[test]
 fn the_redis_scripts_run_the_admission_rule() {
     use ai_gateway::limits::admission::{decide, next_estimate, InFlight, Seen, Verdict, Window};
-    use ai_gateway::limits::redis::{admit, claim, settle};
+    use ai_gateway::limits::redis::{claim, Batch};
+
+    /// One key as the rule sees it: claims in flight (instance, ticket, reservation), tokens
+    /// counted, estimate.
+    #[derive(Default)]
+    struct Model {
+        claims: Vec<(&'static str, u64, f64)>,
+        used: f64,
+        estimate: Option<f64>,
+    }
+    impl Model {
+        fn flight(&self, here: &str) -> InFlight {
+            let mut flight = InFlight::default();
+            for (instance, _, r) in &self.claims {
+                if *r > 0.0 {
+                    flight.reserved += r;
+                } else {
+                    flight.unknown += 1;
+                    flight.unknown_here += u32::from(*instance == here);
+                }
+            }
+            flight
+        }
+    }
 
     let redis = start_redis_on(None);
     let url = format!("redis://127.0.0.1:{}/", redis.port);
-    let windows = [Window {
-        limit: 6000.0,
-        size: 86_400,
-    }];
+    // The second key's budget runs out first, so two-key admissions stop at it.
+    let keys = [
+        (
+            "aigw:rl:test:openai:alice",
+            [Window {
+                limit: 6000.0,
+                size: 86_400,
+            }],
+        ),
+        (
+            "aigw:rl:test:mistral:alice",
+            [Window {
+                limit: 2500.0,
+                size: 86_400,
+            }],
+        ),
+    ];
     // The run's counts are checked against one window's.
-    wait_for_window_room(windows[0].size, Duration::from_secs(60));
-    let key = "aigw:rl:test:openai:alice";
+    wait_for_window_room(86_400, Duration::from_secs(60));
     let lease = Duration::from_secs(60);
     actix_rt::System::new().block_on(async {
         let mut conn = redis::Client::open(url)
@@ -242,75 +279,149 @@ fn the_redis_scripts_run_the_admission_rule() {
             .get_connection_manager()
             .await
             .unwrap();
-        // (instance, ticket, reservation) in flight; tokens counted; the estimate.
-        let mut claims: Vec<(&str, u64, f64)> = Vec::new();
-        let (mut used, mut estimate) = (0.0, None);
+        let mut models = [Model::default(), Model::default()];
         let mut seed = 0x2545_f491_u64;
         let mut next = |n: u64| {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             (seed >> 33) % n
         };
         let mut verdicts = std::collections::HashMap::new();
-        for ticket in 0..600 {
-            if next(5) < 3 || claims.is_empty() {
-                let here = ["a", "b"][next(2) as usize];
-                let reserve = (next(3) == 0).then(|| (1 + next(8)) as f64 * 25.0);
-                let mut flight = InFlight::default();
-                for (instance, _, r) in &claims {
-                    if *r > 0.0 {
-                        flight.reserved += r;
-                    } else {
-                        flight.unknown += 1;
-                        flight.unknown_here += u32::from(*instance == here);
-                    }
+        let mut ticket = 0;
+        for call in 0..300 {
+            let here = ["a", "b"][next(2) as usize];
+            let mut batch = Batch::new(here, lease);
+            // Settlements first: some of the claims in flight, on either key.
+            for _ in 0..next(4) {
+                let k = next(2) as usize;
+                let model = &mut models[k];
+                if model.claims.is_empty() {
+                    continue;
                 }
-                let seen = [Seen { used, reset_ms: 0 }];
-                let expected = decide(&windows, &seen, flight, estimate, reserve);
-                let (verdict, seen) = admit(
-                    &mut conn,
-                    key,
-                    &windows,
-                    false,
-                    (here, ticket),
-                    reserve,
-                    lease,
-                )
-                .await
-                .unwrap();
-                assert_eq!(seen[0].used, used, "step {ticket}");
-                assert_eq!(verdict, expected, "step {ticket}: {flight:?} {estimate:?}");
-                let side_by_side = verdict == Verdict::Admit(0.0) && flight.unknown_here > 0;
-                let kind = if side_by_side { "side by side" } else { "" };
-                *verdicts.entry(format!("{verdict:?} {kind}")).or_insert(0) += 1;
-                if let Verdict::Admit(r) = verdict {
-                    claims.push((here, ticket, r));
-                }
-            } else {
-                let (instance, ticket, r) = claims.remove(next(claims.len() as u64) as usize);
+                let (instance, t, r) = model
+                    .claims
+                    .remove(next(model.claims.len() as u64) as usize);
                 let tokens = next(60) as f64;
-                settle(
-                    &mut conn,
-                    key,
-                    &claim(instance, ticket, r),
-                    tokens,
-                    &windows,
-                )
-                .await
-                .unwrap();
-                used += tokens;
+                let (key, windows) = &keys[k];
+                batch.settle(key, &claim(instance, t, r), tokens, windows);
+                model.used += tokens;
                 if r == 0.0 {
-                    estimate = next_estimate(estimate, tokens);
+                    model.estimate = next_estimate(model.estimate, tokens);
                 }
             }
+            // Then admissions, each decided after the ones before it in the call.
+            let mut expected = Vec::new();
+            for _ in 0..1 + next(6) {
+                ticket += 1;
+                // Some reservations have more digits than Lua prints.
+                let reserve = match next(6) {
+                    0 | 1 => Some((1 + next(8)) as f64 * 25.0),
+                    2 => Some((1 + next(8)) as f64 * 25.0 + 1.0 / 3.0),
+                    _ => None,
+                };
+                let on = if next(4) == 0 { &[0, 1][..] } else { &[0][..] };
+                let beside = models[0].flight(here).unknown_here > 0;
+                let mut judged = Vec::new();
+                for &k in on {
+                    let model = &models[k];
+                    let seen = vec![Seen {
+                        used: model.used,
+                        reset_ms: 0,
+                    }];
+                    let verdict = decide(
+                        &keys[k].1,
+                        &seen,
+                        model.flight(here),
+                        model.estimate,
+                        reserve,
+                    );
+                    judged.push((k, verdict, seen));
+                    if !matches!(verdict, Verdict::Admit(_)) {
+                        break;
+                    }
+                }
+                if judged.len() == on.len()
+                    && judged.iter().all(|j| matches!(j.1, Verdict::Admit(_)))
+                {
+                    for (k, verdict, _) in &judged {
+                        if let Verdict::Admit(r) = verdict {
+                            models[*k].claims.push((here, ticket, *r));
+                        }
+                    }
+                }
+                let (k, last, _) = judged.last().unwrap();
+                let kind = match (last, judged.len(), k) {
+                    (Verdict::Admit(r), _, _) if *r > 0.0 => "Admit reserved",
+                    (Verdict::Admit(_), 2, _) => "Admit on two keys",
+                    (Verdict::Admit(_), _, _) if beside => "Admit unknown side by side",
+                    (Verdict::Admit(_), _, _) => "Admit unknown",
+                    (Verdict::Wait, _, 1) => "Wait on the second key",
+                    (Verdict::Wait, _, _) => "Wait",
+                    (Verdict::Refuse, _, _) => "Refuse",
+                };
+                let windows = on.iter().map(|&k| (keys[k].0, &keys[k].1[..]));
+                batch.admit(windows, false, ticket, reserve);
+                expected.push((judged, kind));
+            }
+            let replies = batch.run(&mut conn).await.unwrap();
+            assert_eq!(replies.len(), expected.len(), "call {call}");
+            for ((judged, _), reply) in expected.iter().zip(&replies) {
+                assert_eq!(
+                    reply.len(),
+                    judged.len(),
+                    "call {call}: {reply:?} {judged:?}"
+                );
+                for ((k, verdict, seen), (got, got_seen)) in judged.iter().zip(reply) {
+                    assert_eq!(got_seen[0].used, seen[0].used, "call {call}, key {k}");
+                    assert_eq!(got, verdict, "call {call}, key {k}");
+                }
+            }
+            let kinds: Vec<&str> = expected.iter().map(|(_, kind)| *kind).collect();
+            for kind in &kinds {
+                *verdicts.entry(kind.to_string()).or_insert(0) += 1;
+            }
+            // Admissions of one call contending for what is left: some go, the next waits.
+            if kinds.iter().any(|k| k.starts_with("Admit"))
+                && kinds.iter().any(|k| k.starts_with("Wait"))
+            {
+                *verdicts
+                    .entry("one call admits and waits".to_string())
+                    .or_insert(0) += 1;
+            }
         }
-        // The run went through every kind of verdict.
         eprintln!("{verdicts:?}");
-        for kind in ["Admit(0.0) side by side", "Admit(0.0) ", "Wait ", "Refuse "] {
+        for kind in [
+            "Admit reserved",
+            "Admit unknown",
+            "Admit unknown side by side",
+            "Admit on two keys",
+            "Wait",
+            "Wait on the second key",
+            "Refuse",
+            "one call admits and waits",
+        ] {
             assert!(verdicts.contains_key(kind), "{kind}: {verdicts:?}");
         }
-        assert!(verdicts
-            .keys()
-            .any(|k| k.starts_with("Admit(") && k != "Admit(0.0)"));
+        // Settling every claim leaves nothing in flight, and no sums behind.
+        let mut batch = Batch::new("a", lease);
+        for (k, model) in models.iter_mut().enumerate() {
+            for (instance, t, r) in model.claims.drain(..) {
+                batch.settle(keys[k].0, &claim(instance, t, r), 1.0, &keys[k].1);
+            }
+        }
+        batch.run(&mut conn).await.unwrap();
+        for (key, _) in keys {
+            let left: u64 = redis::cmd("ZCARD")
+                .arg(format!("{key}:inflight"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let sums: bool = redis::cmd("EXISTS")
+                .arg(format!("{key}:flight"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!((left, sums), (0, false), "{key}");
+        }
     });
 }
 

@@ -6,6 +6,12 @@
 //! looking again whenever a local request settles (and at least every 20 ms for Redis, where
 //! other instances settle), until the policy's `wait_timeout`.
 //!
+//! `sync_rate: 0`: a worker has at most one script call in flight per Redis server. The
+//! admissions and settlements that arrive meanwhile wait in the link's queue and go together
+//! in the next call (`drain`), so under load one call serves the requests of a whole
+//! event-loop turn, and an admission is still judged against Redis's counters as they stand
+//! when its call runs, after every settlement queued before it.
+//!
 //! `sync_rate > 0`: requests are admitted and settled in the process-wide store alone; each
 //! admission or settlement of a key makes sure a sync of it is scheduled, at most one per key
 //! per process, `sync_rate` after the previous one started. A sync runs on the worker that
@@ -20,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use redis::aio::ConnectionManager;
+use tokio::sync::oneshot;
 
 use crate::error::GatewayError;
 use crate::limits::admission::{Seen, Verdict, Window};
@@ -51,8 +58,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A settlement Redis did not take: key, claim, tokens, window sizes.
+/// A settlement for Redis: key, claim, tokens, window sizes.
 type PendingSettle = (String, String, f64, Vec<Window>);
+
+/// The most settlements, and the most admissions, one script call carries (a backlog of
+/// settlements after an outage goes in several).
+const BATCH_MAX: usize = 256;
 
 /// One worker's connection to one Redis server.
 struct Link {
@@ -60,6 +71,31 @@ struct Link {
     open_until: Option<Instant>,
     /// Settlements that failed, retried once Redis answers again.
     pending: Vec<PendingSettle>,
+    /// `sync_rate: 0`: the work for the next script call, gathered while one is in flight.
+    queue: Queue,
+    /// A script call of `queue` is in flight or about to be sent (see `drain`).
+    busy: bool,
+}
+
+impl Link {
+    fn circuit_open(&self) -> bool {
+        self.open_until.is_some_and(|t| Instant::now() < t)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    settles: Vec<PendingSettle>,
+    admissions: Vec<Waiting>,
+}
+
+/// The verdicts of one admission's keys, or why Redis gave none.
+type Verdicts = Result<Vec<store::Judged>, String>;
+
+/// An admission waiting for the next script call.
+struct Waiting {
+    ticket: Arc<Ticket>,
+    reply: oneshot::Sender<Verdicts>,
 }
 
 #[derive(Default)]
@@ -242,8 +278,33 @@ async fn sync(
         Err(_) => None,
     };
     let retry = record(links, target, totals.is_some());
-    flush(links.clone(), target.clone(), retry);
+    settle_redis(links, target, retry);
     LOCAL.synced(&limited.key, &pushed, totals.as_deref(), now_ms());
+}
+
+/// This worker's link to `target` (made on first use) for `use_link`, unless its circuit is
+/// open.
+fn with_link<T>(
+    links: &RefCell<HashMap<String, Link>>,
+    target: &RedisTarget,
+    use_link: impl FnOnce(&mut Link) -> T,
+) -> Result<T, String> {
+    let mut links = links.borrow_mut();
+    if !links.contains_key(target.id()) {
+        let link = Link {
+            conn: target.connect()?,
+            open_until: None,
+            pending: Vec::new(),
+            queue: Queue::default(),
+            busy: false,
+        };
+        links.insert(target.id().to_string(), link);
+    }
+    let link = links.get_mut(target.id()).expect("inserted above");
+    if link.circuit_open() {
+        return Err(format!("redis {} unavailable (circuit open)", target.label));
+    }
+    Ok(use_link(link))
 }
 
 /// This worker's connection to `target`, unless its circuit is open.
@@ -251,23 +312,7 @@ fn link(
     links: &RefCell<HashMap<String, Link>>,
     target: &RedisTarget,
 ) -> Result<ConnectionManager, String> {
-    let mut links = links.borrow_mut();
-    if let Some(link) = links.get(target.id()) {
-        if link.open_until.is_some_and(|t| Instant::now() < t) {
-            return Err(format!("redis {} unavailable (circuit open)", target.label));
-        }
-        return Ok(link.conn.clone());
-    }
-    let conn = target.connect()?;
-    links.insert(
-        target.id().to_string(),
-        Link {
-            conn: conn.clone(),
-            open_until: None,
-            pending: Vec::new(),
-        },
-    );
-    Ok(conn)
+    with_link(links, target, |link| link.conn.clone())
 }
 
 /// Records the outcome of a Redis call on the link's circuit; returns settlements to retry.
@@ -295,101 +340,160 @@ fn record(
     }
 }
 
+/// `sync_rate: 0`: one admission through the link's next script call (see `drain`).
 async fn try_redis(
     links: &Rc<RefCell<HashMap<String, Link>>>,
     target: &Arc<RedisTarget>,
-    ticket: &Ticket,
+    ticket: &Arc<Ticket>,
 ) -> Try {
-    let mut conn = match link(links, target) {
-        Ok(conn) => conn,
-        Err(reason) => return Try::Unavailable(reason),
+    let (reply, verdicts) = oneshot::channel();
+    let waiting = Waiting {
+        ticket: ticket.clone(),
+        reply,
     };
-    let mut seen_all = Vec::with_capacity(ticket.keys.len());
-    let mut reserves: Vec<f64> = Vec::with_capacity(ticket.keys.len());
-    for (i, limited) in ticket.keys.iter().enumerate() {
-        let call = store::admit(
-            &mut conn,
-            &limited.key,
-            &limited.windows,
-            ticket.policy.sliding,
-            (&INSTANCE, ticket.id),
-            ticket.reserve,
-            LEASE,
-        );
-        let result = match tokio::time::timeout(target.timeout, call).await {
-            Ok(Ok(found)) => Ok(found),
+    let start = with_link(links, target, |link| {
+        link.queue.admissions.push(waiting);
+        !std::mem::replace(&mut link.busy, true)
+    });
+    match start {
+        Ok(true) => {
+            actix::spawn(drain(links.clone(), target.clone()));
+        }
+        Ok(false) => {}
+        Err(reason) => return Try::Unavailable(reason),
+    }
+    let judged = match tokio::time::timeout(target.timeout, verdicts).await {
+        Ok(Ok(Ok(judged))) => judged,
+        Ok(Ok(Err(reason))) => return Try::Unavailable(reason),
+        Ok(Err(_)) => return Try::Unavailable(format!("redis {}: call dropped", target.label)),
+        Err(_) => {
+            return Try::Unavailable(format!(
+                "redis {}: no answer within {:?}",
+                target.label, target.timeout
+            ))
+        }
+    };
+    let mut seen_all = Vec::with_capacity(judged.len());
+    let mut reserves = Vec::with_capacity(judged.len());
+    let mut refused = None;
+    for (verdict, seen) in judged {
+        seen_all.push(seen);
+        match verdict {
+            Verdict::Admit(reserve) => reserves.push(reserve),
+            other => refused = Some(other),
+        }
+    }
+    match refused {
+        None => Try::Admitted(seen_all, reserves),
+        Some(Verdict::Refuse) => Try::Refused(seen_all),
+        Some(_) => Try::Wait(seen_all),
+    }
+}
+
+/// Queues settlements for `target`'s next script call; while its circuit is open they wait
+/// for Redis to answer again.
+fn settle_redis(
+    links: &Rc<RefCell<HashMap<String, Link>>>,
+    target: &Arc<RedisTarget>,
+    settles: Vec<PendingSettle>,
+) {
+    if settles.is_empty() {
+        return;
+    }
+    let start = {
+        let mut all = links.borrow_mut();
+        let Some(link) = all.get_mut(target.id()) else {
+            return;
+        };
+        if link.circuit_open() {
+            link.pending.extend(settles);
+            return;
+        }
+        link.queue.settles.extend(settles);
+        !std::mem::replace(&mut link.busy, true)
+    };
+    if start {
+        actix::spawn(drain(links.clone(), target.clone()));
+    }
+}
+
+/// Sends the link's queue to Redis, one script call at a time, until it is empty: what
+/// arrives while a call is in flight goes in the next one, settlements first (a settled claim
+/// frees room for the admissions after it). Started on the worker's thread when work arrives
+/// and no call is in flight, it runs after the tasks that are ready, so the requests of one
+/// event-loop turn share a call.
+async fn drain(links: Rc<RefCell<HashMap<String, Link>>>, target: Arc<RedisTarget>) {
+    loop {
+        let taken = {
+            let mut all = links.borrow_mut();
+            let Some(link) = all.get_mut(target.id()) else {
+                return;
+            };
+            let settles = first(&mut link.queue.settles, BATCH_MAX);
+            let mut admissions = first(&mut link.queue.admissions, BATCH_MAX);
+            // Requests that stopped waiting (their answer would come too late).
+            admissions.retain(|a| !a.reply.is_closed());
+            if settles.is_empty() && admissions.is_empty() {
+                link.busy = false;
+                return;
+            }
+            if link.circuit_open() {
+                let reason = format!("redis {} unavailable (circuit open)", target.label);
+                link.pending.extend(settles);
+                for a in admissions {
+                    let _ = a.reply.send(Err(reason.clone()));
+                }
+                continue;
+            }
+            (link.conn.clone(), settles, admissions)
+        };
+        let (mut conn, settles, admissions) = taken;
+        let mut batch = store::Batch::new(&INSTANCE, LEASE);
+        for (key, claim, tokens, windows) in &settles {
+            batch.settle(key, claim, *tokens, windows);
+        }
+        for a in &admissions {
+            let keys = a.ticket.keys.iter();
+            let keys = keys.map(|l| (l.key.as_str(), l.windows.as_slice()));
+            batch.admit(keys, a.ticket.policy.sliding, a.ticket.id, a.ticket.reserve);
+        }
+        let result = match tokio::time::timeout(target.timeout, batch.run(&mut conn)).await {
+            Ok(Ok(judged)) => Ok(judged),
             Ok(Err(e)) => Err(format!("redis {}: {e}", target.label)),
             Err(_) => Err(format!(
                 "redis {}: no answer within {:?}",
                 target.label, target.timeout
             )),
         };
-        let retry = record(links, target, result.is_ok());
-        flush(links.clone(), target.clone(), retry);
-        let (verdict, seen) = match result {
-            Ok(found) => found,
-            Err(reason) => return Try::Unavailable(reason),
+        let retry = record(&links, &target, result.is_ok());
+        let mut all = links.borrow_mut();
+        let Some(link) = all.get_mut(target.id()) else {
+            return;
         };
-        seen_all.push(seen);
-        match verdict {
-            Verdict::Admit(reserve) => reserves.push(reserve),
-            other => {
-                for (earlier, reserve) in ticket.keys[..i].iter().zip(&reserves) {
-                    let claim = store::claim(&INSTANCE, ticket.id, *reserve);
-                    let release =
-                        store::settle(&mut conn, &earlier.key, &claim, 0.0, &earlier.windows);
-                    let _ = tokio::time::timeout(target.timeout, release).await;
+        link.queue.settles.extend(retry);
+        match result {
+            Ok(judged) => {
+                for (a, judged) in admissions.into_iter().zip(judged) {
+                    let _ = a.reply.send(Ok(judged));
                 }
-                return match other {
-                    Verdict::Refuse => Try::Refused(seen_all),
-                    _ => Try::Wait(seen_all),
-                };
+            }
+            Err(reason) => {
+                link.pending.extend(settles);
+                for a in admissions {
+                    let _ = a.reply.send(Err(reason.clone()));
+                }
             }
         }
     }
-    Try::Admitted(seen_all, reserves)
 }
 
-/// Retries settlements that failed while Redis was away.
-fn flush(
-    links: Rc<RefCell<HashMap<String, Link>>>,
-    target: Arc<RedisTarget>,
-    pending: Vec<PendingSettle>,
-) {
-    if pending.is_empty() {
-        return;
+/// The first `n` of `items`, taken out.
+fn first<T>(items: &mut Vec<T>, n: usize) -> Vec<T> {
+    if items.len() <= n {
+        return std::mem::take(items);
     }
-    actix::spawn(async move {
-        for (key, claim, tokens, windows) in pending {
-            settle_redis(&links, &target, key, claim, tokens, windows).await;
-        }
-    });
-}
-
-async fn settle_redis(
-    links: &Rc<RefCell<HashMap<String, Link>>>,
-    target: &Arc<RedisTarget>,
-    key: String,
-    claim: String,
-    tokens: f64,
-    windows: Vec<Window>,
-) {
-    let ok = match link(links, target) {
-        Ok(mut conn) => {
-            let call = store::settle(&mut conn, &key, &claim, tokens, &windows);
-            matches!(tokio::time::timeout(target.timeout, call).await, Ok(Ok(())))
-        }
-        Err(_) => false,
-    };
-    if ok {
-        let retry = record(links, target, true);
-        flush(links.clone(), target.clone(), retry);
-        return;
-    }
-    record(links, target, false);
-    if let Some(link) = links.borrow_mut().get_mut(target.id()) {
-        link.pending.push((key, claim, tokens, windows));
-    }
+    let rest = items.split_off(n);
+    std::mem::replace(items, rest)
 }
 
 impl Handler<Settle> for LimiterActor {
@@ -405,14 +509,12 @@ impl Handler<Settle> for LimiterActor {
         match &ticket.policy.backend {
             Backend::Local => {}
             Backend::Redis(target) => {
-                let (links, target) = (self.links.clone(), target.clone());
-                actix::spawn(async move {
-                    for (limited, reserve) in ticket.keys.iter().zip(reserves) {
-                        let claim = store::claim(&INSTANCE, ticket.id, reserve);
-                        let (key, windows) = (limited.key.clone(), limited.windows.clone());
-                        settle_redis(&links, &target, key, claim, tokens, windows).await;
-                    }
+                let keys = ticket.keys.iter().zip(reserves);
+                let settles = keys.map(|(limited, reserve)| {
+                    let claim = store::claim(&INSTANCE, ticket.id, reserve);
+                    (limited.key.clone(), claim, tokens, limited.windows.clone())
                 });
+                settle_redis(&self.links, target, settles.collect());
             }
             Backend::Synced(target, every) => {
                 for limited in &ticket.keys {

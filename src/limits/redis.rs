@@ -1,12 +1,20 @@
-//! `strategy: redis` with `sync_rate: 0`: every admission and every settlement is one atomic
-//! Lua script on a Redis server shared by all instances, running the rule of `admission.rs`
-//! on Redis's clock, so N instances enforce one limit. With `sync_rate > 0` the instances
-//! admit from their own counters and a third script (`SYNC`) adds what each counted and
-//! returns the totals, every `sync_rate` seconds per key.
+//! `strategy: redis` with `sync_rate: 0`: every admission and every settlement is decided and
+//! recorded in Redis, on a server shared by all instances, by an atomic Lua script (`BATCH`)
+//! running the rule of `admission.rs` on Redis's clock, so N instances enforce one limit.
+//! One call carries many operations: each worker sends the settlements and admissions that
+//! arrived while its previous call was in flight together (see `LimiterActor`), settlements
+//! first, and the script runs them in order, each admission judged against the counters as the
+//! operations before it left them, exactly as separate calls would have. It reads a key's
+//! state once per call, keeps it in Lua while the operations change it and writes it back
+//! once, so the server's work per request is a few table look-ups rather than a dozen
+//! commands. With `sync_rate > 0` the instances admit from their own counters and a second
+//! script (`SYNC`) adds what each counted and returns the totals, every `sync_rate` seconds
+//! per key.
 //!
 //! Keys, per limited identity (`<key>` is `aigw:rl:<namespace>:<provider>:<identity>`):
 //! `<key>:<size>:<window number>` the tokens counted in a window (expire after two windows);
 //! `<key>:inflight`, a sorted set of the requests in flight (`<instance>|<ticket>|<reservation>`,
+//! the reservation as the gateway wrote it, so that its settlement names the same member;
 //! scored by a lease expiry, so a crashed instance's claims lapse), with `<key>:flight`, a hash
 //! of their sums (see `lua_prelude`); and `<key>:est`, the key's estimate of an unknown-cost
 //! request's cost, shared by all instances and updated at each settlement (expires with the
@@ -22,7 +30,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{Script, ScriptInvocation, ToRedisArgs};
 
 use super::admission::{Seen, Verdict, Window, MARGIN};
 use super::local::Pushed;
@@ -170,97 +178,211 @@ end
     };
 }
 
-/// Admission: drop lapsed claims, read the windows, the in-flight sums and the estimate,
-/// decide (`admission::decide`), record the claim.
-/// ARGV: instance, ticket, reservation (0 = unknown), lease ms, sliding (0/1), margin, then
-/// (size, limit) per window. Returns {verdict, reservation, used, reset_ms, used, reset_ms, ...}.
-const ADMIT: &str = concat!(
+/// Settlements and admissions, in the order given, in one call. The state of each key it
+/// touches (the in-flight sums, the number of claims, the estimate, the window counters) is
+/// read once, kept in Lua while the operations change it, and written back once at the end,
+/// so an operation costs the Redis server a few table look-ups, not a dozen commands.
+///
+/// KEYS: the *shapes* the operations name, a key with its windows each (a key may appear twice
+/// if a reload changed its windows). ARGV: instance, lease ms, margin, then the operations:
+/// - settle: `s`, shape, claim, tokens;
+/// - admit: `a`, n, n shapes, ticket, reservation (0 = unknown);
+///
+/// then per shape: sliding (0/1), m, (size, limit) x m; and last, the index in ARGV where the
+/// shapes begin.
+///
+/// Returns, per admission: the number of its keys judged (in order, up to the first that did
+/// not admit; it is admitted, on every key, only if all did), then per judged key: verdict,
+/// reservation, snapshot; then the snapshots: a shape and (used, reset_ms) per window, as the
+/// admissions after the last settlement of the key saw them.
+const BATCH: &str = concat!(
     lua_prelude!(),
     r#"
-local key, inst, ticket = KEYS[1], ARGV[1], ARGV[2]
-local reserve, lease, sliding = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local margin = tonumber(ARGV[6])
-local flight, sums = key .. ':inflight', key .. ':flight'
-local lapsed = redis.call('ZRANGEBYSCORE', flight, '-inf', now)
-if #lapsed > 0 then
-  for _, m in ipairs(lapsed) do forget(sums, m) end
-  redis.call('ZREMRANGEBYSCORE', flight, '-inf', now)
-end
-local f = redis.call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
-local reserved, unknown, here = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
-local each = margin * tonumber(redis.call('GET', key .. ':est') or '0')
-local counted = nil
-if unknown <= 0 then counted = 0 elseif each > 0 then counted = unknown * each end
-local exhausted, fits = false, reserve > 0 and counted ~= nil
-local side, room = reserve <= 0 and each > 0 and counted ~= nil, here <= 0
-local out = {}
-local n = (#ARGV - 6) / 2
-for w = 0, n - 1 do
-  local size, limit = tonumber(ARGV[7 + 2 * w]), tonumber(ARGV[8 + 2 * w])
-  local ms = size * 1000
-  local id = math.floor(now / ms)
-  local used = tonumber(redis.call('GET', key .. ':' .. size .. ':' .. id) or '0')
-  if sliding then
-    local prev = tonumber(redis.call('GET', key .. ':' .. size .. ':' .. (id - 1)) or '0')
-    used = used + prev * (ms - (now - id * ms)) / ms
+local tonumber, tostring, floor, call = tonumber, tostring, math.floor, redis.call
+local inst, lease, margin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local last = tonumber(ARGV[#ARGV])
+local keys, stored, added, ttl, shapes, snaps = {}, {}, {}, {}, {}, {}
+local function num(v) return tonumber(v) or 0 end
+local function state(key)
+  local s = keys[key]
+  if s then return s end
+  local flight, sums = key .. ':inflight', key .. ':flight'
+  local lapsed = call('ZRANGEBYSCORE', flight, '-inf', now)
+  if #lapsed > 0 then
+    for _, m in ipairs(lapsed) do forget(sums, m) end
+    call('ZREMRANGEBYSCORE', flight, '-inf', now)
   end
-  if used >= limit then exhausted = true end
-  if fits and used + reserved + counted + reserve > limit then fits = false end
-  if side and used + reserved + counted + each > limit then side = false end
-  if used + reserved >= limit then room = false end
-  out[#out + 1] = tostring(used)
-  out[#out + 1] = tostring((id + 1) * ms - now)
+  local f = call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
+  s = {key = key, flight = flight, sums = sums, reserved = num(f[1]), unknown = num(f[2]),
+    here = num(f[3]), claims = call('ZCARD', flight), new = {}, longest = 0, version = 0}
+  keys[key] = s
+  return s
 end
-local verdict = 'wait'
-if exhausted then verdict = 'refuse'
-elseif fits then verdict = 'admit'
-elseif side or room then verdict = 'admit'; reserve = 0 end
-if verdict == 'admit' then
-  redis.call('ZADD', flight, now + lease, inst .. '|' .. ticket .. '|' .. reserve)
-  if reserve > 0 then redis.call('HINCRBYFLOAT', sums, 'reserved', reserve) else
-    redis.call('HINCRBY', sums, 'unknown', 1)
-    redis.call('HINCRBY', sums, 'u|' .. inst, 1)
-  end
-  redis.call('PEXPIRE', flight, lease)
-  redis.call('PEXPIRE', sums, lease)
-end
-table.insert(out, 1, tostring(reserve))
-table.insert(out, 1, verdict)
-return out
-"#
-);
-
-/// Settlement: drop the claim, count the tokens in every window and, for a claim of unknown
-/// cost, in the key's estimate (`admission::next_estimate`, kept as long as the longest
-/// window's counters). ARGV: claim, tokens, sizes...
-const SETTLE: &str = concat!(
-    lua_prelude!(),
-    r#"
-local key, claim, tokens = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local flight, sums = key .. ':inflight', key .. ':flight'
-if redis.call('ZREM', flight, claim) == 1 then
-  forget(sums, claim)
-  -- No rounding left over from adding and taking away reservations.
-  if redis.call('ZCARD', flight) == 0 then redis.call('DEL', sums) end
-end
-if tokens > 0 then
-  local longest = 0
-  for i = 3, #ARGV do
-    local ms = tonumber(ARGV[i]) * 1000
-    local counter = key .. ':' .. ARGV[i] .. ':' .. math.floor(now / ms)
-    redis.call('INCRBYFLOAT', counter, tokens)
-    redis.call('PEXPIRE', counter, 2 * ms)
+local at = last
+for j = 1, #KEYS do
+  local m, w, longest = tonumber(ARGV[at + 1]), {}, 0
+  for i = 1, m do
+    local size = ARGV[at + 2 * i]
+    local ms = tonumber(size) * 1000
+    local id = floor(now / ms)
+    local base = KEYS[j] .. ':' .. size .. ':'
+    w[i] = {ms = ms, limit = tonumber(ARGV[at + 1 + 2 * i]), cur = base .. id,
+      prev = base .. (id - 1), weight = (ms - (now - id * ms)) / ms,
+      reset = tostring((id + 1) * ms - now)}
     if ms > longest then longest = ms end
   end
+  shapes[j] = {j = tostring(j), key = KEYS[j], sliding = ARGV[at] == '1', w = w, longest = longest}
+  at = at + 2 + 2 * m
+end
+local function estimate(s)
+  if s.est == nil then s.est = num(call('GET', s.key .. ':est')) end
+  return s.est
+end
+-- A window counter with what this call added to it.
+local function counter(name)
+  local v = stored[name]
+  if v == nil then v = num(call('GET', name)); stored[name] = v end
+  return v + (added[name] or 0)
+end
+-- A claim settled: out of the sums (an instance's own count is kept here, another's written).
+local function release(s, claim)
+  local i, r = string.match(claim, '^([^|]*)|[^|]*|(.*)$')
+  r = tonumber(r) or 0
+  if r > 0 then s.reserved = s.reserved - r else
+    s.unknown = s.unknown - 1
+    if i == inst then s.here = s.here - 1
+    elseif call('HINCRBY', s.sums, 'u|' .. i, -1) <= 0 then call('HDEL', s.sums, 'u|' .. i) end
+  end
+  s.claims = s.claims - 1
+  s.dirty = true
+  if s.claims <= 0 then
+    -- No rounding left over from adding and taking away reservations.
+    call('DEL', s.sums)
+    s.reserved, s.unknown, s.here = 0, 0, 0
+  end
+end
+-- A claim is settled only after the call that admitted it answered, so never in that call.
+local function settle(sh, claim, tokens)
+  local s = state(sh.key)
+  if call('ZREM', s.flight, claim) == 1 then release(s, claim) end
+  if tokens <= 0 then return end
+  for _, w in ipairs(sh.w) do
+    added[w.cur] = (added[w.cur] or 0) + tokens
+    ttl[w.cur] = 2 * w.ms
+  end
+  s.version = s.version + 1
   if (tonumber(string.match(claim, '|([^|]*)$')) or 0) <= 0 then
-    local est = tonumber(redis.call('GET', key .. ':est') or '0')
+    local est = estimate(s)
     if est <= 0 then est = tokens
     elseif tokens > est then est = est + (tokens - est) / 2
     else est = est + (tokens - est) / 8 end
-    redis.call('SET', key .. ':est', tostring(est), 'PX', math.max(2 * longest, 1))
+    s.est, s.learnt = est, true
+    if sh.longest > s.longest then s.longest = sh.longest end
   end
 end
-return 1
+-- The shape's windows as they stand: read again after a settlement counted in the key.
+local function look(sh, s)
+  if sh.version == s.version then return end
+  local used, snap = {}, {sh.j}
+  for i, w in ipairs(sh.w) do
+    local u = counter(w.cur)
+    if sh.sliding then u = u + counter(w.prev) * w.weight end
+    used[i] = u
+    snap[#snap + 1] = tostring(u)
+    snap[#snap + 1] = w.reset
+  end
+  snaps[#snaps + 1] = snap
+  sh.used, sh.snap, sh.version = used, tostring(#snaps), s.version
+end
+-- The rule of admission.rs for one key: the verdict and the reservation it keeps.
+local function judge(sh, s, reserve)
+  look(sh, s)
+  local each = margin * estimate(s)
+  local counted = nil
+  if s.unknown <= 0 then counted = 0 elseif each > 0 then counted = s.unknown * each end
+  local exhausted, fits = false, reserve > 0 and counted ~= nil
+  local side, room = reserve <= 0 and each > 0 and counted ~= nil, s.here <= 0
+  local reserved, used = s.reserved, sh.used
+  for i, w in ipairs(sh.w) do
+    local u, limit = used[i], w.limit
+    if u >= limit then exhausted = true end
+    if fits and u + reserved + counted + reserve > limit then fits = false end
+    if side and u + reserved + counted + each > limit then side = false end
+    if u + reserved >= limit then room = false end
+  end
+  if exhausted then return 'refuse', 0 end
+  if fits then return 'admit', reserve end
+  if side or room then return 'admit', 0 end
+  return 'wait', 0
+end
+local function admit(at, out)
+  local n = tonumber(ARGV[at])
+  local ticket, given = ARGV[at + n + 1], ARGV[at + n + 2]
+  local reserve = tonumber(given)
+  local count, claims = #out + 1, {}
+  out[count] = ''
+  for i = 1, n do
+    local sh = shapes[tonumber(ARGV[at + i])]
+    local s = state(sh.key)
+    local verdict, r = judge(sh, s, reserve)
+    -- The claim names the reservation as the gateway wrote it, so its settlement finds it.
+    local named = '0'
+    if r > 0 then named = given end
+    local o = #out
+    out[o + 1], out[o + 2], out[o + 3] = verdict, named, sh.snap
+    claims[i] = {s, r, inst .. '|' .. ticket .. '|' .. named}
+    if verdict ~= 'admit' then
+      out[count] = tostring(i)
+      return at + n + 3
+    end
+  end
+  out[count] = tostring(n)
+  for _, c in ipairs(claims) do
+    local s, r = c[1], c[2]
+    s.new[#s.new + 1] = now + lease
+    s.new[#s.new + 1] = c[3]
+    s.claims = s.claims + 1
+    s.dirty = true
+    if r > 0 then s.reserved = s.reserved + r else
+      s.unknown = s.unknown + 1
+      s.here = s.here + 1
+    end
+  end
+  return at + n + 3
+end
+local out = {}
+at = 4
+while at < last do
+  if ARGV[at] == 's' then
+    settle(shapes[tonumber(ARGV[at + 1])], ARGV[at + 2], tonumber(ARGV[at + 3]))
+    at = at + 4
+  else
+    at = admit(at + 1, out)
+  end
+end
+for _, s in pairs(keys) do
+  if s.dirty and s.claims > 0 then
+    call('HSET', s.sums, 'reserved', s.reserved, 'unknown', s.unknown)
+    if s.here > 0 then call('HSET', s.sums, 'u|' .. inst, s.here)
+    else call('HDEL', s.sums, 'u|' .. inst) end
+  end
+  if #s.new > 0 then
+    call('ZADD', s.flight, unpack(s.new))
+    call('PEXPIRE', s.flight, lease)
+    call('PEXPIRE', s.sums, lease)
+  end
+  if s.learnt then
+    call('SET', s.key .. ':est', s.est, 'PX', math.max(2 * s.longest, 1))
+  end
+end
+for name, tokens in pairs(added) do
+  call('INCRBYFLOAT', name, tokens)
+  call('PEXPIRE', name, ttl[name])
+end
+for _, snap in ipairs(snaps) do
+  for _, v in ipairs(snap) do out[#out + 1] = v end
+end
+return out
 "#
 );
 
@@ -288,8 +410,7 @@ return out
 "#;
 
 /// The scripts, hashed once (`EVALSHA` names them by their SHA-1).
-static ADMIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT));
-static SETTLE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE));
+static BATCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(BATCH));
 static SYNC_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SYNC));
 
 /// Entry `i` of a script's reply as a number (0 when missing).
@@ -305,54 +426,166 @@ pub fn claim(instance: &str, ticket: u64, reserve: f64) -> String {
     format!("{instance}|{ticket}|{reserve}")
 }
 
-pub async fn admit(
-    conn: &mut ConnectionManager,
-    key: &str,
-    windows: &[Window],
-    sliding: bool,
-    (instance, ticket): (&str, u64),
-    reserve: Option<f64>,
-    lease: Duration,
-) -> redis::RedisResult<(Verdict, Vec<Seen>)> {
-    let mut call = ADMIT_SCRIPT.key(key);
-    call.arg(instance)
-        .arg(ticket)
-        .arg(reserve.unwrap_or(0.0))
-        .arg(lease.as_millis() as u64)
-        .arg(if sliding { 1 } else { 0 })
-        .arg(MARGIN);
-    for w in windows {
-        call.arg(w.size).arg(w.limit);
-    }
-    let reply: Vec<String> = call.invoke_async(conn).await?;
-    let number = |i: usize| number_at(&reply, i);
-    let verdict = match reply.first().map(String::as_str) {
-        Some("admit") => Verdict::Admit(number(1)),
-        Some("refuse") => Verdict::Refuse,
-        _ => Verdict::Wait,
-    };
-    let seen = (0..windows.len())
-        .map(|w| Seen {
-            used: number(2 + 2 * w),
-            reset_ms: number(3 + 2 * w) as u64,
-        })
-        .collect();
-    Ok((verdict, seen))
+/// One call of the `BATCH` script: settlements and admissions, run in the order they were
+/// added, atomically.
+pub struct Batch {
+    call: ScriptInvocation<'static>,
+    /// `ARGV` entries so far.
+    args: usize,
+    shapes: Vec<Shape>,
+    /// Per admission, the shapes of its keys (indices in `shapes`).
+    admissions: Vec<Vec<usize>>,
+    settles: usize,
 }
 
-pub async fn settle(
-    conn: &mut ConnectionManager,
-    key: &str,
-    claim: &str,
-    tokens: f64,
-    windows: &[Window],
-) -> redis::RedisResult<()> {
-    let mut call = SETTLE_SCRIPT.key(key);
-    call.arg(claim).arg(tokens);
-    for w in windows {
-        call.arg(w.size);
+/// A key with its windows, as the script's operations name it.
+struct Shape {
+    key: String,
+    windows: Vec<Window>,
+    sliding: bool,
+}
+
+/// One key's verdict on an admission, and its windows as the script saw them.
+pub type Judged = (Verdict, Vec<Seen>);
+
+impl Batch {
+    pub fn new(instance: &str, lease: Duration) -> Batch {
+        let mut call = BATCH_SCRIPT.prepare_invoke();
+        call.arg(instance).arg(lease.as_millis() as u64).arg(MARGIN);
+        Batch {
+            call,
+            args: 3,
+            shapes: Vec::new(),
+            admissions: Vec::new(),
+            settles: 0,
+        }
     }
-    call.invoke_async::<i64>(conn).await.map(|_| ())
+
+    /// Operations in the call.
+    pub fn len(&self) -> usize {
+        self.settles + self.admissions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) {
+        self.call.arg(arg);
+        self.args += 1;
+    }
+
+    /// The index of `key` with `windows` in `shapes`; a settlement (`sliding` None) takes the
+    /// key's shape whichever way it slides.
+    fn shape(&mut self, key: &str, windows: &[Window], sliding: Option<bool>) -> usize {
+        let found = self.shapes.iter().position(|s| {
+            s.key == key && s.windows == windows && sliding.is_none_or(|sl| sl == s.sliding)
+        });
+        found.unwrap_or_else(|| {
+            self.shapes.push(Shape {
+                key: key.to_string(),
+                windows: windows.to_vec(),
+                sliding: sliding.unwrap_or(false),
+            });
+            self.shapes.len() - 1
+        })
+    }
+
+    /// Drops `claim` from `key`'s requests in flight and counts `tokens` in its windows.
+    pub fn settle(&mut self, key: &str, claim: &str, tokens: f64, windows: &[Window]) {
+        let shape = self.shape(key, windows, None);
+        self.arg("s");
+        self.arg(shape + 1);
+        self.arg(claim);
+        self.arg(tokens);
+        self.settles += 1;
+    }
+
+    /// Admits request `ticket` on every one of `keys` (its windows), or on none.
+    pub fn admit<'k>(
+        &mut self,
+        keys: impl ExactSizeIterator<Item = (&'k str, &'k [Window])>,
+        sliding: bool,
+        ticket: u64,
+        reserve: Option<f64>,
+    ) {
+        self.arg("a");
+        self.arg(keys.len());
+        let mut shapes = Vec::with_capacity(keys.len());
+        for (key, windows) in keys {
+            let shape = self.shape(key, windows, Some(sliding));
+            self.arg(shape + 1);
+            shapes.push(shape);
+        }
+        self.arg(ticket);
+        // Written as the claim will name it (see `claim`), and read back from the reply.
+        self.arg(reserve.filter(|r| *r > 0.0).unwrap_or(0.0).to_string());
+        self.admissions.push(shapes);
+    }
+
+    /// Runs the call; per admission, in order, the verdict of each key judged: up to the first
+    /// that did not admit (then none of them did).
+    pub async fn run(
+        mut self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<Vec<Vec<Judged>>> {
+        let start = self.args + 1;
+        for shape in &self.shapes {
+            self.call
+                .key(&shape.key)
+                .arg(if shape.sliding { 1 } else { 0 })
+                .arg(shape.windows.len());
+            for w in &shape.windows {
+                self.call.arg(w.size).arg(w.limit);
+            }
+        }
+        self.call.arg(start);
+        let reply: Vec<String> = self.call.invoke_async(conn).await?;
+        let mut words = reply.iter().map(String::as_str);
+        let mut word = || words.next().unwrap_or("");
+        let number = |v: &str| v.parse::<f64>().unwrap_or(0.0);
+        let mut verdicts = Vec::with_capacity(self.admissions.len());
+        for shapes in &self.admissions {
+            let judged = (number(word()) as usize).min(shapes.len());
+            let keys: Vec<(Verdict, usize)> = (0..judged)
+                .map(|_| {
+                    let (verdict, reserve) = (word(), number(word()));
+                    let verdict = match verdict {
+                        "admit" => Verdict::Admit(reserve),
+                        "refuse" => Verdict::Refuse,
+                        _ => Verdict::Wait,
+                    };
+                    (verdict, number(word()) as usize)
+                })
+                .collect();
+            verdicts.push(keys);
+        }
+        // The snapshots the verdicts name (from 1): a shape (from 1), then its windows.
+        let mut snapshots = Vec::new();
+        loop {
+            let shape = number(word()) as usize;
+            let Some(shape) = self.shapes.get(shape.wrapping_sub(1)) else {
+                break;
+            };
+            let seen: Vec<Seen> = (0..shape.windows.len())
+                .map(|_| Seen {
+                    used: number(word()),
+                    reset_ms: number(word()) as u64,
+                })
+                .collect();
+            snapshots.push(seen);
+        }
+        let seen = |snapshot: usize| {
+            snapshots
+                .get(snapshot.wrapping_sub(1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(verdicts
+            .into_iter()
+            .map(|keys| keys.into_iter().map(|(v, s)| (v, seen(s))).collect())
+            .collect())
+    }
 }
 
 /// Adds `pushed` in Redis; returns Redis's totals (current, previous window) per entry.
