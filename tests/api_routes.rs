@@ -650,13 +650,7 @@ fn realtime_client_leaving_closes_the_upstream_and_refusals_pass_through() {
     let url = format!("ws://127.0.0.1:{}/openai/realtime", s.gw.port);
     let out: Value = serde_json::from_str(&run_python("realtime.py", &[&url, "drop"])).unwrap();
     assert_eq!(out["created"], "session.created");
-    assert!(
-        poll_until(Duration::from_secs(5), || mock_stats(&s.mock)
-            ["open_streams"]
-            == 0),
-        "{}",
-        mock_stats(&s.mock)
-    );
+    assert_mock_streams_closed(&s.mock);
     let out: Value = serde_json::from_str(&run_python("realtime.py", &[&url, "refused"])).unwrap();
     assert_eq!(out["status"], 401, "{out}");
     // A plain HTTP request to a realtime route is a clear 400.

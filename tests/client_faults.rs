@@ -332,13 +332,7 @@ fn many_clients_leaving_at_random_points_leak_nothing() {
         h.join().unwrap();
     }
     assert_no_leaks(s.status);
-    assert!(
-        poll_until(Duration::from_secs(5), || mock_stats(&s.mock)
-            ["open_streams"]
-            == 0),
-        "{}",
-        mock_stats(&s.mock)
-    );
+    assert_mock_streams_closed(&s.mock);
     // Still serving.
     let r = post_json(
         s.gw.port,

@@ -60,6 +60,25 @@ fn nginx_on_a_taken_port_moves_to_another() {
 }
 
 #[test]
+fn a_gateway_whose_status_port_is_taken_moves_both_ports() {
+    let mock = start_mock();
+    let route = openai_route(mock.port, "");
+    let deck = write_deck(&common::deck(&[("chat", "/chat", &route)]));
+    let (_taken, port) = take_a_port();
+    // The listening port is picked first, then the status port: the taken one.
+    try_port_first(free_port());
+    let (gw, status) = start_gateway_with_status(&deck, &[]);
+    assert_ne!(status, port, "{}", gw.logs());
+    assert!(listens(gw.child.id(), status));
+    assert!(listens(std::process::id(), port));
+    assert_eq!(gateway_status(status)["open_streams"], 0);
+    assert_eq!(
+        post_json(gw.port, "/chat", &chat_body("hi", false)).status,
+        200
+    );
+}
+
+#[test]
 #[should_panic(expected = "exited early with exit status: 3:\nno such model file")]
 fn any_other_early_exit_fails_with_the_childs_output() {
     start_listening("failing server", |_port| {

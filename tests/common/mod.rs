@@ -28,18 +28,18 @@ pub fn free_port() -> u16 {
 }
 
 pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    if let Err(status) = listening(port, child, what) {
+    if let Err(status) = listening(&[port], child, what) {
         panic!("{what} exited early with {status}");
     }
 }
 
-/// Waits until `child` listens on `port`, or returns how it exited first. The listener must be
+/// Waits until `child` listens on every port of `ports`, or returns how it exited first. The listener must be
 /// the child's own: when another server took the port, connecting succeeds while the child is
 /// failing to bind it.
-fn listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus> {
+fn listening(ports: &[u16], child: &mut Child, what: &str) -> Result<(), ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if listens(child.id(), port) {
+        if ports.iter().all(|&port| listens(child.id(), port)) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -47,7 +47,7 @@ fn listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus>
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{what} did not listen on {port} within 20 s");
+    panic!("{what} did not listen on {ports:?} within 20 s");
 }
 
 /// Whether process `pid` holds a listening TCP socket on `port`: Linux's `/proc` names the
@@ -103,19 +103,31 @@ pub fn try_port_first(port: u16) {
     PORTS_FIRST.with(|first| first.borrow_mut().push(port));
 }
 
+/// A free port to listen on, or the port [`try_port_first`] asked for.
+pub fn pick_port() -> u16 {
+    PORTS_FIRST
+        .with(|first| first.borrow_mut().pop())
+        .unwrap_or_else(free_port)
+}
+
 /// Starts a server (`spawn` builds it for a port) on a free port and waits until it listens.
 /// A port free when picked can be taken before the child binds it (by another test's server,
 /// or as a connection's source port); a child that exits saying so is started again on
 /// another port. Any other early exit fails the test with the child's output.
 pub fn start_listening(what: &str, mut spawn: impl FnMut(u16) -> Child) -> Proc {
+    start_listening_all(what, |port| (spawn(port), Vec::new()))
+}
+
+/// [`start_listening`] for a server that also listens on other ports of its own, which `spawn`
+/// picks (with [`pick_port`]) on each try and returns with the child.
+pub fn start_listening_all(what: &str, mut spawn: impl FnMut(u16) -> (Child, Vec<u16>)) -> Proc {
     const TRIES: usize = 3;
     for _ in 0..TRIES {
-        let port = PORTS_FIRST
-            .with(|first| first.borrow_mut().pop())
-            .unwrap_or_else(free_port);
-        let mut child = spawn(port);
+        let port = pick_port();
+        let (mut child, mut ports) = spawn(port);
+        ports.push(port);
         let log = collect_stderr(&mut child);
-        let Err(status) = listening(port, &mut child, what) else {
+        let Err(status) = listening(&ports, &mut child, what) else {
             return Proc { child, port, log };
         };
         // The reader threads may still be copying the last lines.
@@ -125,7 +137,7 @@ pub fn start_listening(what: &str, mut spawn: impl FnMut(u16) -> Child) -> Proc 
             panic!("{what} exited early with {status}:\n{output}");
         }
     }
-    panic!("{what}: the port was taken before it could bind, {TRIES} times");
+    panic!("{what}: a port was taken before it could bind, {TRIES} times");
 }
 
 /// A child process that is killed (by its own PID) when dropped, with its stderr collected.
@@ -232,25 +244,27 @@ pub fn write_deck(yaml: &str) -> PathBuf {
 
 /// Starts the gateway binary with `deck` on a free port; `env` adds variables.
 pub fn start_gateway(deck: &Path, env: &[(&str, &str)]) -> Proc {
-    start_listening("gateway", |port| {
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "--config",
-            deck.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("AIGW_MOCK__ENABLED", "false")
-        .env("AIGW_WORKERS", "2")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().expect("start gateway")
-    })
+    start_listening("gateway", |port| spawn_gateway(deck, env, port))
+}
+
+fn spawn_gateway(deck: &Path, env: &[(&str, &str)], port: u16) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--config",
+        deck.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .current_dir(env!("CARGO_MANIFEST_DIR"))
+    .env("AIGW_MOCK__ENABLED", "false")
+    .env("AIGW_WORKERS", "2")
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start gateway")
 }
 
 /// A decK file with one service whose routes each carry an ai-proxy plugin. Each entry:
@@ -600,21 +614,25 @@ pub fn mock_log(mock: &Proc) -> Vec<serde_json::Value> {
 }
 
 /// Starts the gateway with its status listener on a free port; returns it and that port.
+/// Both ports move to free ones when either was taken before the gateway bound it.
 pub fn start_gateway_with_status(deck: &Path, env: &[(&str, &str)]) -> (Proc, u16) {
-    let status_port = free_port();
-    let listen = format!("127.0.0.1:{status_port}");
-    let mut all: Vec<(&str, &str)> = vec![("AIGW_STATUS_LISTEN", &listen)];
-    all.extend_from_slice(env);
-    let gw = start_gateway(deck, &all);
-    assert!(
-        poll_until(Duration::from_secs(10), || TcpStream::connect((
-            "127.0.0.1",
-            status_port
-        ))
-        .is_ok()),
-        "status listener did not come up"
-    );
+    let mut status_port = 0;
+    let gw = start_listening_all("gateway", |port| {
+        status_port = pick_port();
+        let listen = format!("127.0.0.1:{status_port}");
+        let mut all: Vec<(&str, &str)> = vec![("AIGW_STATUS_LISTEN", &listen)];
+        all.extend_from_slice(env);
+        (spawn_gateway(deck, &all, port), vec![status_port])
+    });
     (gw, status_port)
+}
+
+/// Waits until the mock has no stream open: the upstream side of every stream was closed.
+pub fn assert_mock_streams_closed(mock: &Proc) {
+    let closed = poll_until(Duration::from_secs(5), || {
+        mock_stats(mock)["open_streams"] == 0
+    });
+    assert!(closed, "{}", mock_stats(mock));
 }
 
 /// The mock, and the gateway with its status listener in front of it.

@@ -42,6 +42,14 @@ fn route<'a>(config: &'a GatewayConfig, name: &str) -> &'a RouteSpec {
         .unwrap_or_else(|| panic!("no route {name}"))
 }
 
+/// The route's `ai-proxy` config (the first target's, for `ai-proxy-advanced`).
+fn ai_proxy<'a>(config: &'a GatewayConfig, route_name: &str) -> Option<&'a Arc<AiProxyConfig>> {
+    route(config, route_name)
+        .plugin
+        .as_deref()
+        .map(AiPlugin::first)
+}
+
 /// The name of the service the route belongs to.
 fn service_name<'a>(config: &'a GatewayConfig, route_name: &str) -> Option<&'a str> {
     route(config, route_name)
@@ -133,20 +141,11 @@ fn workshop_seed_loads_verbatim() {
 fn workshop_seed_without_model_lets_clients_choose() {
     let env = env_of(&[("DECK_OPENAI_API_KEY", OPENAI_KEY)]);
     let config = load_deck(fixture!("ai-proxy-no-model.yaml"), &env).expect("valid");
-    let plugin = route(&config, "openai-chat")
-        .plugin
-        .as_deref()
-        .map(AiPlugin::first)
-        .cloned()
-        .expect("plugin");
+    let plugin = ai_proxy(&config, "openai-chat").cloned().expect("plugin");
     assert_eq!(plugin.model.provider, ProviderName::Openai);
     assert_eq!(plugin.model.name, None);
     assert_eq!(
-        route(&config, "ollama-chat")
-            .plugin
-            .as_deref()
-            .map(AiPlugin::first)
-            .and_then(|p| p.model.name.as_deref()),
+        ai_proxy(&config, "ollama-chat").and_then(|p| p.model.name.as_deref()),
         Some("llama3")
     );
 }
@@ -234,11 +233,7 @@ fn multi_provider_file_resolves_every_attachment() {
     assert_eq!(service_name(&config, "vertex-native"), Some("google"));
     assert!(route(&config, "bedrock-chat").service.is_none());
     assert_eq!(
-        route(&config, "llama-completions")
-            .plugin
-            .as_deref()
-            .map(AiPlugin::first)
-            .map(|p| p.max_request_body_size),
+        ai_proxy(&config, "llama-completions").map(|p| p.max_request_body_size),
         Some(0),
         "0 means unlimited and is allowed"
     );
@@ -766,10 +761,7 @@ fn env_values_with_newlines_and_quotes_cannot_break_the_file() {
           model: {provider: openai}
 ";
     let config = load_deck(text, &env).expect("valid");
-    let value = route(&config, "r")
-        .plugin
-        .as_deref()
-        .map(AiPlugin::first)
+    let value = ai_proxy(&config, "r")
         .and_then(|p| p.auth.as_ref())
         .and_then(|a| a.header_value.clone());
     assert_eq!(value.as_deref(), Some(tricky));
@@ -815,12 +807,7 @@ fn typed_env_substitution_feeds_numbers() {
         &env,
     )
     .expect("valid");
-    let plugin = route(&config, "r")
-        .plugin
-        .as_deref()
-        .map(AiPlugin::first)
-        .cloned()
-        .expect("plugin");
+    let plugin = ai_proxy(&config, "r").cloned().expect("plugin");
     assert_eq!(
         plugin.model.options.as_ref().and_then(|o| o.max_tokens),
         Some(256)
@@ -1117,11 +1104,7 @@ routes:
     ));
     assert!(route(&config, "a").plugin.is_some());
     assert_eq!(
-        route(&config, "b")
-            .plugin
-            .as_deref()
-            .map(AiPlugin::first)
-            .map(|p| p.response_streaming),
+        ai_proxy(&config, "b").map(|p| p.response_streaming),
         Some(crate::config::ai_proxy::ResponseStreaming::Deny)
     );
 }
