@@ -107,6 +107,8 @@ fn a_consumer_window_is_counted_refused_and_reset() {
 
 #[test]
 fn streams_count_and_the_sdk_sees_the_limit() {
+    // The counts below compare one 60 s fixed window's headers.
+    wait_for_window_room(60, Duration::from_secs(25));
     let mock = start_mock();
     let limit =
         "{window_type: fixed, llm_providers: [{name: openai, limit: [1000], window_size: [60]}]}";
@@ -141,6 +143,8 @@ fn streams_count_and_the_sdk_sees_the_limit() {
 
 #[test]
 fn a_consumer_scoped_limit_wins_and_sighup_changes_limits_live() {
+    // Alice's and Bob's spending must fall in one 60 s fixed window, across the reload.
+    wait_for_window_room(60, Duration::from_secs(30));
     let mock = start_mock();
     let limit = |n: u64| {
         format!("{{window_type: fixed, llm_providers: [{{name: openai, limit: [{n}], window_size: [60]}}]}}")
