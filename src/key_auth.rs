@@ -207,6 +207,9 @@ pub struct KeyAuth {
     realm: HeaderValue,
 }
 
+/// A presented key (borrowed from a header, else copied) and where it was found.
+type FoundKey<'a> = (Cow<'a, [u8]>, Found);
+
 /// Where the key was found, so `hide_credentials` can remove it.
 enum Found {
     /// The header of the key name with this index.
@@ -319,7 +322,7 @@ impl KeyAuth {
         &self,
         client: &'a ClientRequest,
         body: &Bytes,
-    ) -> Result<Option<(Cow<'a, [u8]>, Found)>, GatewayError> {
+    ) -> Result<Option<FoundKey<'a>>, GatewayError> {
         let json = if self.config.key_in_body {
             serde_json::from_slice::<Value>(body).ok()
         } else {
