@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use super::limiter::{LimiterActor, Permit};
 use super::messages::{
     AccessInfo, Exchange, PickTarget, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd,
+    StreamPlan,
 };
 use super::provider::Pools;
 use crate::error::GatewayError;
@@ -224,7 +225,12 @@ async fn call(
     } else {
         response::stream_plan(target, &resolved)
     };
-    let on_end = settle_at_end(input.on_end, input.settle);
+    // An answer that cannot stream is settled whole by `RouteActor::admit`: no task waits
+    // for a stream end that never comes.
+    let on_end = match stream {
+        StreamPlan::None => input.on_end,
+        _ => settle_at_end(input.on_end, input.settle),
+    };
     let exchange = Exchange {
         request: upstream,
         timeouts: target.timeouts,
