@@ -383,7 +383,7 @@ def xc_section(facts, runs):
     gateway with its default settings."""
     if not any(k.startswith("xc-") for k in runs):
         return ""
-    peers = ["direct", "nginx", "gw"]
+    peers = ["direct", "nginx", "floor", "gw"]
     rows = []
     for scen in ("nonstream", "stream", "paced"):
         rr = runs.get(f"xc-{scen}", {})
@@ -417,7 +417,10 @@ def xc_section(facts, runs):
             "less CPU than aigw-load and the actix mock, so the proxy core saturates first "
             "and the ratios compare two saturated proxies (see ANALYSIS.md). p50/p99 are "
             "per request for non-streaming rows and TTFC for stream rows, in ms; CPU µs per "
-            "request or per stream.\n\n")
+            "request or per stream. `floor` (non-streaming only) is a bare actix-web + awc "
+            "pass-through built like the gateway (`loadtest/floor/`: same vendored patches, "
+            "allocator and release profile, no translation, actors or logging): the least any "
+            "gateway on this stack can cost.\n\n")
     return text + table(["scenario", "target", "req/s or streams/s", "×nginx", "p50 ms",
                          "p99 ms", "CPU µs/req", "CPU ×nginx", "core util", "RSS MiB",
                          "errors"], rows) + "\n\n"

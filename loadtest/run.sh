@@ -190,8 +190,12 @@ if [ "$XC" = 1 ]; then
     log "building the cross-check tools (loadtest/crosscheck: hyper mock, sseload)"
     CARGO_TARGET_DIR="$ROOT/target/loadtest-xc" cargo build --release --quiet \
         --manifest-path "$LT/crosscheck/Cargo.toml"
+    log "building the framework floor (loadtest/floor: bare actix-web + awc pass-through)"
+    CARGO_TARGET_DIR="$ROOT/target/loadtest-floor" cargo build --release --quiet \
+        --manifest-path "$LT/floor/Cargo.toml"
 fi
 XC_BIN="$ROOT/target/loadtest-xc/release"
+FLOOR_BIN="$ROOT/target/loadtest-floor/release/aigw-floor"
 
 # ------------------------------------------------------------------------------------------
 # Processes: everything started here is recorded and stopped by PID.
@@ -568,11 +572,11 @@ print(json.dumps(d))
 PY
 }
 group_xc() {
-    local xtmp="$TMP/xc" mock_port paced_port ngx_port gw_port demo_port
+    local xtmp="$TMP/xc" mock_port paced_port ngx_port gw_port demo_port floor_port
     local peer url paced_url pids f c0 c1 t0 t1 lp scen u
     mkdir -p "$xtmp/nginx"
     mock_port="$(free_port)"; paced_port="$(free_port)"; ngx_port="$(free_port)"
-    gw_port="$(free_port)"; demo_port="$(free_port)"
+    gw_port="$(free_port)"; demo_port="$(free_port)"; floor_port="$(free_port)"
     log "cross-check: hyper mocks on 127.0.0.1:$mock_port and :$paced_port (cpu $LOAD_CPU)"
     spawn "$LOAD_CPU" "$xtmp/mock.log" env MOCK_ADDR="127.0.0.1:$mock_port" \
         MOCK_CHUNKS="$XC_CHUNKS" MOCK_CHUNK_DELAY_MS=0 "$XC_BIN/mock"
@@ -619,16 +623,24 @@ PY
         --config "$xtmp/deck.yaml" --listen "127.0.0.1:$gw_port"
     local xgw_pid=$SPAWNED
     wait_port "$gw_port" "$xgw_pid"
+    # The framework floor: what actix-web + awc cost with nothing of the gateway on top
+    # (non-streaming only; it buffers answers).
+    log "cross-check: framework floor on 127.0.0.1:$floor_port (cpu $GW_CPU)"
+    spawn "$GW_CPU" "$xtmp/floor.log" env FLOOR_ADDR="127.0.0.1:$floor_port" \
+        FLOOR_UPSTREAM="http://127.0.0.1:$mock_port/v1/chat/completions" "$FLOOR_BIN"
+    local floor_pid=$SPAWNED
+    wait_port "$floor_port" "$floor_pid"
     sleep 1
     XC_GW_IDLE_RSS="$(rss_kib "$xgw_pid")"
     local body_ns='{"model":"gpt-mock","messages":[{"role":"user","content":"Say hello."}]}'
     local body_st='{"model":"gpt-mock","messages":[{"role":"user","content":"Say hello."}],"stream":true}'
-    for peer in direct nginx gw; do
+    for peer in direct nginx floor gw; do
         case $peer in
             direct) url="http://127.0.0.1:$mock_port/v1/chat/completions"
                 paced_url="http://127.0.0.1:$paced_port/v1/chat/completions"; pids=$mock_pid ;;
             nginx) url="http://127.0.0.1:$ngx_port/v1/chat/completions"
                 paced_url="http://127.0.0.1:$ngx_port/paced/v1/chat/completions"; pids=$ngx_pids ;;
+            floor) url="http://127.0.0.1:$floor_port/v1/chat/completions"; pids=$floor_pid ;;
             gw) url="http://127.0.0.1:$gw_port/v1/chat/completions"
                 paced_url="http://127.0.0.1:$gw_port/paced/v1/chat/completions"; pids=$xgw_pid ;;
         esac
@@ -644,6 +656,7 @@ PY
         c1=$(cpu_ticks "$pids"); t1=$(date +%s%N)
         xc_record "$f.txt" "$peer" nonstream "$pids" $((c1 - c0)) $((t1 - t0)) \
             "$(rss_kib "${pids%%,*}")" >"$f.json"
+        [ "$peer" = floor ] && continue
         for scen in stream paced; do
             u=$url
             [ "$scen" = paced ] && u=$paced_url
@@ -674,7 +687,7 @@ PY
     done
     cp "$xtmp/deck.yaml" "$OUT/xc-deck.yaml"
     cp "$xtmp/nginx/nginx.conf" "$OUT/xc-nginx.conf"
-    for p in "$xgw_pid" "$ngx_pid" "$paced_pid" "$mock_pid"; do stop_pid "$p"; done
+    for p in "$xgw_pid" "$floor_pid" "$ngx_pid" "$paced_pid" "$mock_pid"; do stop_pid "$p"; done
 }
 
 # bench: the translation micro-benchmark (benches/translate.rs), pinned like the gateway.

@@ -247,8 +247,10 @@ async fn handle(
                 Some(ticket) => Some(Permit::acquire(&state.limiter, ticket).await?),
                 None => None,
             };
+            // Boxed: this rare branch's future would otherwise double the size of every
+            // request's handler future, which actix-web moves into a box of its own.
             let (opened, in_flight) =
-                realtime::open(actor, route, &client, &request_id, access).await?;
+                Box::pin(realtime::open(actor, route, &client, &request_id, access)).await?;
             let session = realtime::Session {
                 access: access.clone(),
                 permit,
