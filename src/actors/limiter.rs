@@ -441,7 +441,8 @@ fn settle_redis(
 /// arrives while a call is in flight goes in the next one, settlements first (a settled claim
 /// frees room for the admissions after it). Started on the worker's thread when work arrives
 /// and no call is in flight, it runs after the tasks that are ready, so the requests of one
-/// event-loop turn share a call.
+/// event-loop turn share a call. (Yielding once more before each call, to gather more, made
+/// calls no cheaper for Redis and cost the gateway a turn: measured, 0.67x against 0.72x.)
 async fn drain(links: Rc<RefCell<HashMap<String, Link>>>, target: Arc<RedisTarget>) {
     loop {
         let taken = {
