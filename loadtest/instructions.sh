@@ -2,10 +2,14 @@
 # Instructions per request of the gateway on the cross-check's non-streaming request, counted by
 # callgrind: a figure that does not move when the machine is busy (wall-clock load tests do).
 #
-#   loadtest/instructions.sh [--requests N] [--concurrency C] [--keep DIR] [--metered]
+#   loadtest/instructions.sh [--requests N] [--concurrency C] [--keep DIR] [--metered] [--apikey]
+#                            [--keyed]
 #
 # --metered adds the balancer group's metrics-on route: a prometheus plugin with ai_metrics and
 # input/output costs (the x-ai-gateway-cost header and every Kong AI series per request).
+# --apikey sends the `apikey` header the limits group (loadtest/scenarios-limits.sh) sends to
+# every route, its plain one included; --keyed adds that group's keyed route: key-auth and
+# ai-rate-limiting-advanced with strategy local, and the header's consumer.
 #
 # GW_BIN=path measures another build (default target/release/ai-gateway, built if missing).
 # It starts the cross-check's hyper mock and the gateway under valgrind (default settings: access
@@ -15,13 +19,15 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LT="$ROOT/loadtest"
-N=2000 C=16 KEEP="" METERED=0
+N=2000 C=16 KEEP="" METERED=0 KEYED=0 APIKEY=""
 while [ $# -gt 0 ]; do
     case $1 in
         --requests) N=$2; shift 2 ;;
         --concurrency) C=$2; shift 2 ;;
         --keep) KEEP=$2; shift 2 ;;
         --metered) METERED=1; shift ;;
+        --apikey) APIKEY="loadtest-consumer-key-0001"; shift ;;
+        --keyed) KEYED=1 APIKEY="loadtest-consumer-key-0001"; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -68,6 +74,16 @@ $(if [ "$METERED" = 1 ]; then printf '%s\n' "    - name: prometheus" "      conf
           name: gpt-mock
           options: {$([ "$METERED" = 1 ] && printf 'input_cost: 0.15, output_cost: 0.6, ')upstream_url: "http://127.0.0.1:$mock_port/v1/chat/completions"}
 EOF
+if [ "$KEYED" = 1 ]; then
+    cat >>"$OUT/deck.yaml" <<EOF
+    - name: key-auth
+    - name: ai-rate-limiting-advanced
+      config: {strategy: local, llm_providers: [{name: openai, limit: [1000000000000], window_size: [60]}]}
+consumers:
+- username: loadtest
+  keyauth_credentials: [{key: $APIKEY}]
+EOF
+fi
 # Default settings from the checkout; only the demo mock's port moves (as run.sh's xc group).
 (cd "$ROOT" && exec env AIGW_WORKERS=1 AIGW_MOCK__LISTEN="127.0.0.1:$demo_port" \
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
@@ -79,15 +95,18 @@ wait_port "$gw_port"
 
 # The cross-check's request (loadtest/run.sh, group xc), over C keep-alive connections.
 client() {
-    python3 - "$gw_port" "$1" "$C" <<'PY'
+    python3 - "$gw_port" "$1" "$C" "$APIKEY" <<'PY'
 import http.client, sys, threading
 port, n, c = (int(a) for a in sys.argv[1:4])
+headers = {"Content-Type": "application/json"}
+if sys.argv[4]:
+    headers["apikey"] = sys.argv[4]
 body = b'{"model":"gpt-mock","messages":[{"role":"user","content":"Say hello."}]}'
 bad = []
 def run(k):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     for _ in range(k):
-        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/chat/completions", body, headers)
         r = conn.getresponse()
         data = r.read()
         if r.status != 200 or b'"choices"' not in data:

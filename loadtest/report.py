@@ -94,119 +94,111 @@ def name(target, r):
 # Scenario tables
 
 
-def closed_table(runs):
+def scenario_table(runs, header, row):
+    """A row a target: its name, then `row(r, d, n)` of its run and its direct and nginx
+    baselines (the runs with the same upstream format), or `failed` and dashes."""
     rows = []
     for t, r in runs.items():
         if r.get("failed"):
-            rows.append([name(t, r), "failed"] + ["–"] * 10)
-            continue
-        d, n = baseline(runs, t, "direct"), baseline(runs, t, "nginx")
+            rows.append([name(t, r), "failed"] + ["–"] * (len(header) - 2))
+        else:
+            d, n = baseline(runs, t, "direct"), baseline(runs, t, "nginx")
+            rows.append([name(t, r)] + row(r, d, n))
+    return table(header, rows)
+
+
+def closed_table(runs):
+    def row(r, d, n):
         cpu = get(r, "cpu", "us_per_req")
-        rows.append([
-            name(t, r), fmt(r["rps"]), fx(ratio(r["rps"], get(d, "rps"))),
+        return [
+            fmt(r["rps"]), fx(ratio(r["rps"], get(d, "rps"))),
             fx(ratio(r["rps"], get(n, "rps"))),
             fmt(get(r, "latency_us", "p50")), fmt(get(r, "latency_us", "p99")),
             fmt(cpu, 1), fx(ratio(cpu, get(n, "cpu", "us_per_req"))),
             fmt(get(r, "cpu", "util"), 2), fmt(mib(get(r, "rss_kib", "peak")), 1),
             errors(r), fmt(get(r, "cpu", "background_cores"), 2),
-        ])
-    return table(["target", "req/s", "×direct", "×nginx", "p50 µs", "p99 µs", "CPU µs/req",
-                  "CPU ×nginx", "core util", "RSS peak MiB", "errors", "background cores"], rows)
+        ]
+    return scenario_table(runs, [
+        "target", "req/s", "×direct", "×nginx", "p50 µs", "p99 µs", "CPU µs/req",
+        "CPU ×nginx", "core util", "RSS peak MiB", "errors", "background cores"], row)
 
 
 def rate_table(runs):
-    rows = []
-    for t, r in runs.items():
-        if r.get("failed"):
-            rows.append([name(t, r), "failed"] + ["–"] * 10)
-            continue
-        d, n = baseline(runs, t, "direct"), baseline(runs, t, "nginx")
+    def row(r, d, n):
         p50, p99 = get(r, "latency_us", "p50"), get(r, "latency_us", "p99")
 
         def added(b, k):
             v = get(b, "latency_us", k)
             return None if v is None or get(r, "latency_us", k) is None else get(r, "latency_us", k) - v
 
-        rows.append([
-            name(t, r), fmt(r["rps"]), fmt(p50, 1), fmt(added(d, "p50"), 1), fmt(added(n, "p50"), 1),
+        return [
+            fmt(r["rps"]), fmt(p50, 1), fmt(added(d, "p50"), 1), fmt(added(n, "p50"), 1),
             fmt(get(r, "latency_us", "p90"), 1), fmt(p99, 1), fmt(added(d, "p99"), 1),
             fmt(added(n, "p99"), 1), fmt(get(r, "latency_us", "p999"), 1),
             fmt(get(r, "cpu", "us_per_req"), 1), errors(r),
-        ])
-    return table(["target", "req/s", "p50 µs", "p50 +direct", "p50 +nginx", "p90 µs", "p99 µs",
-                  "p99 +direct", "p99 +nginx", "p99.9 µs", "CPU µs/req", "errors"], rows)
+        ]
+    return scenario_table(runs, [
+        "target", "req/s", "p50 µs", "p50 +direct", "p50 +nginx", "p90 µs", "p99 µs",
+        "p99 +direct", "p99 +nginx", "p99.9 µs", "CPU µs/req", "errors"], row)
 
 
 def stream_table(runs):
-    rows = []
-    for t, r in runs.items():
-        if r.get("failed"):
-            rows.append([name(t, r), "failed"] + ["–"] * 11)
-            continue
-        d, n = baseline(runs, t, "direct"), baseline(runs, t, "nginx")
+    def row(r, d, n):
         cpu = get(r, "cpu", "us_per_req")
         events = r.get("events_per_stream") or None
         per_event = None if cpu is None or not events else cpu / events
         n_events = get(n, "events_per_stream")
         n_cpu = get(n, "cpu", "us_per_req")
         n_per_event = None if n_cpu is None or not n_events else n_cpu / n_events
-        rows.append([
-            name(t, r), fmt(r["rps"]), fx(ratio(r["rps"], get(d, "rps"))),
+        return [
+            fmt(r["rps"]), fx(ratio(r["rps"], get(d, "rps"))),
             fx(ratio(r["rps"], get(n, "rps"))), fmt(events, 0),
             fmt(get(r, "ttfe_us", "p50")), fmt(get(r, "ttfe_us", "p99")),
             fmt(get(r, "latency_us", "p50")), fmt(cpu, 1), fmt(per_event, 2),
             fx(ratio(per_event, n_per_event)), errors(r),
             fmt(get(r, "cpu", "background_cores"), 2),
-        ])
-    return table(["target", "streams/s", "×direct", "×nginx", "events/stream", "TTFC p50 µs",
-                  "TTFC p99 µs", "stream p50 µs", "CPU µs/stream", "CPU µs/event",
-                  "µs/event ×nginx", "errors", "background cores"], rows)
+        ]
+    return scenario_table(runs, [
+        "target", "streams/s", "×direct", "×nginx", "events/stream", "TTFC p50 µs",
+        "TTFC p99 µs", "stream p50 µs", "CPU µs/stream", "CPU µs/event",
+        "µs/event ×nginx", "errors", "background cores"], row)
 
 
 def paced_table(runs):
-    rows = []
-    for t, r in runs.items():
-        if r.get("failed"):
-            rows.append([name(t, r), "failed"] + ["–"] * 10)
-            continue
-        d, n = baseline(runs, t, "direct"), baseline(runs, t, "nginx")
-
+    def row(r, d, n):
         def added(b, metric, k):
             a, v = get(r, metric, k), get(b, metric, k)
             return None if a is None or v is None else a - v
 
-        rows.append([
-            name(t, r), fmt(r["rps"], 1), fmt(get(r, "ttfe_us", "p50"), 1),
+        return [
+            fmt(r["rps"], 1), fmt(get(r, "ttfe_us", "p50"), 1),
             fmt(added(d, "ttfe_us", "p50"), 1), fmt(added(n, "ttfe_us", "p50"), 1),
             fmt(get(r, "ttfe_us", "p99"), 1), fmt(added(d, "ttfe_us", "p99"), 1),
             fmt(get(r, "gap_us", "p50"), 1), fmt(get(r, "gap_us", "p99"), 1),
             fmt(added(d, "latency_us", "p50"), 1), fmt(added(d, "latency_us", "p99"), 1),
             fmt(get(r, "cpu", "us_per_req"), 1), errors(r),
-        ])
-    return table(["target", "streams/s", "TTFC p50 µs", "+direct", "+nginx", "TTFC p99 µs",
-                  "+direct", "chunk gap p50 µs", "gap p99 µs", "last chunk p50 +direct",
-                  "last chunk p99 +direct", "CPU µs/stream", "errors"], rows)
+        ]
+    return scenario_table(runs, [
+        "target", "streams/s", "TTFC p50 µs", "+direct", "+nginx", "TTFC p99 µs",
+        "+direct", "chunk gap p50 µs", "gap p99 µs", "last chunk p50 +direct",
+        "last chunk p99 +direct", "CPU µs/stream", "errors"], row)
 
 
 def hold_table(runs, facts):
-    rows = []
-    for t, r in runs.items():
-        if r.get("failed"):
-            rows.append([name(t, r), "failed"] + ["–"] * 8)
-            continue
+    def row(r, d, n):
         at_full = get(r, "rss_kib", "at_full") or None
         start = get(r, "rss_kib", "start")
         peak = get(r, "rss_kib", "peak")
         target = get(r, "hold", "target") or 1
         per_stream = None if peak is None or start is None else (peak - start) / target
-        rows.append([
-            name(t, r), fmt(target), fmt(get(r, "hold", "max_open")), fmt(r["ok"]), errors(r),
+        return [
+            fmt(target), fmt(get(r, "hold", "max_open")), fmt(r["ok"]), errors(r),
             fmt(get(r, "hold", "ramp_s"), 2), fmt(mib(start), 1), fmt(mib(at_full), 1),
             fmt(mib(peak), 1), fmt(per_stream, 1), fmt(get(r, "cpu", "seconds"), 2),
-        ])
-    return table(["target", "streams", "max open at once", "completed", "errors",
-                  "all open after s", "RSS before MiB", "RSS all open MiB", "RSS peak MiB",
-                  "KiB/stream", "CPU s"], rows)
+        ]
+    return scenario_table(runs, [
+        "target", "streams", "max open at once", "completed", "errors", "all open after s",
+        "RSS before MiB", "RSS all open MiB", "RSS peak MiB", "KiB/stream", "CPU s"], row)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -248,14 +248,21 @@ spawn "$LOAD_CPU" "$TMP/mock.log" env AIGW_MOCK_NO_LOG=1 RUST_LOG=warn "$BIN" mo
 MOCK_PID=$SPAWNED
 wait_port "$MOCK_PORT" "$MOCK_PID"
 
-# decK file: an OpenAI route and an Anthropic route (when this build has the translator).
-write_deck() {
+# The start of every scenario's decK file: one service on the mock, its routes to follow.
+deck_header() {
     cat <<EOF
 _format_version: "3.0"
 services:
   - name: loadtest
     url: http://127.0.0.1:$MOCK_PORT
     routes:
+EOF
+}
+
+# decK file: an OpenAI route and an Anthropic route (when this build has the translator).
+write_deck() {
+    deck_header
+    cat <<EOF
       - name: openai-chat
         paths: ["/openai"]
         plugins:

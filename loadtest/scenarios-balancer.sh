@@ -17,12 +17,8 @@ lb_target() {
 EOF
 }
 {
+    deck_header
     cat <<EOF
-_format_version: "3.0"
-services:
-  - name: loadtest
-    url: http://127.0.0.1:$MOCK_PORT
-    routes:
       - name: single
         paths: ["/single"]
         plugins:

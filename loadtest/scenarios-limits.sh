@@ -38,13 +38,7 @@ EOF
 }
 RL_REDIS="redis: {host: 127.0.0.1, port: $RL_REDIS_PORT, timeout: 1000}"
 {
-    cat <<EOF
-_format_version: "3.0"
-services:
-  - name: loadtest
-    url: http://127.0.0.1:$MOCK_PORT
-    routes:
-EOF
+    deck_header
     rl_route plain
     rl_route keyed "strategy: local"
     rl_route shared "strategy: redis, sync_rate: 0, $RL_REDIS"

@@ -3,6 +3,7 @@
 //! reply (buffered or streamed) is written back.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -34,10 +35,19 @@ fn next_request_id() -> Arc<str> {
     static PREFIX: OnceLock<String> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
-    Arc::from(format!(
-        "{prefix}{:x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
+    // Written on the stack: one allocation per id (the Arc), not a String copied into it.
+    let mut id = [0u8; 32];
+    let mut out = std::io::Cursor::new(&mut id[..]);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    write!(out, "{prefix}{n:x}").expect("12 + 16 bytes fit");
+    let len = out.position() as usize;
+    Arc::from(std::str::from_utf8(&id[..len]).expect("ASCII"))
+}
+
+/// The access line's route until one matched: shared, not allocated per request.
+fn unmatched_route() -> Arc<str> {
+    static UNMATCHED: OnceLock<Arc<str>> = OnceLock::new();
+    UNMATCHED.get_or_init(|| Arc::from("-")).clone()
 }
 
 /// One request inside the handler: counted in flight, and given its access line (499) if actix
@@ -140,7 +150,7 @@ pub async fn proxy(
     let request_id = next_request_id();
     let mut request = InFlight::start(AccessInfo {
         request_id: request_id.clone(),
-        route: Arc::from("-"),
+        route: unmatched_route(),
         provider: "-",
         model: String::new(),
         started,

@@ -2,10 +2,16 @@
 //! it, match it against every consumer's keys, strip it if asked, and tell the provider who
 //! called (Kong's `X-Consumer-*` headers).
 //!
-//! Keys are held as SHA-256 digests and a presented key is compared against every stored
-//! digest in constant time, so neither a near miss nor the position of the matching consumer
-//! shows in the response time. Keys never reach logs or errors.
+//! A presented key is looked up by a keyed hash (SipHash under a random per-generation key):
+//! the stored keys with the same hash (in practice the matching one or none) are then compared
+//! with it in constant time. Which keys get compared depends only on a hash an attacker cannot
+//! compute, so neither a near miss nor the matching consumer's position shows in the response
+//! time, and a request costs one short hash rather than a digest and a pass over every key.
+//! Keys never reach logs (the stored ones have a redacting `Debug`) or errors.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -80,12 +86,33 @@ impl Consumer {
     }
 }
 
-/// Every consumer of a config generation and the digests of their keys.
+/// A consumer's key, as `Consumers` finds it.
+struct StoredKey {
+    /// The key's hash under `Consumers::hasher`; the stored keys are sorted by it.
+    hash: u64,
+    key: Box<[u8]>,
+    consumer: u32,
+    credential: u32,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "key of consumer {} (credential {})",
+            self.consumer, self.credential
+        )
+    }
+}
+
+/// Every consumer of a config generation and their keys.
 #[derive(Debug, Default)]
 pub struct Consumers {
     list: Vec<Arc<Consumer>>,
-    /// (digest of the key, consumer index, credential number within the consumer)
-    keys: Vec<([u8; 32], u32, u32)>,
+    /// Every credential's key, sorted by hash.
+    keys: Vec<StoredKey>,
+    /// Random per generation: the hashes tell an attacker nothing.
+    hasher: RandomState,
     /// Per consumer, per credential: its identifier (`<consumer id>:<n>`) and that as the
     /// `x-credential-identifier` value, made once rather than for every request.
     credentials: Vec<Vec<(Arc<str>, Option<HeaderValue>)>>,
@@ -107,19 +134,26 @@ impl Consumers {
                     .collect()
             })
             .collect();
-        let keys = specs
+        let hasher = RandomState::new();
+        let hash = |key: &str| hasher.hash_one(key.as_bytes());
+        let mut keys: Vec<StoredKey> = specs
             .iter()
             .enumerate()
             .flat_map(|(c, spec)| {
-                spec.keys
-                    .iter()
-                    .enumerate()
-                    .map(move |(k, key)| (digest(key), c as u32, k as u32))
+                spec.keys.iter().enumerate().map(move |(k, key)| StoredKey {
+                    hash: hash(key),
+                    key: key.as_bytes().into(),
+                    consumer: c as u32,
+                    credential: k as u32,
+                })
             })
             .collect();
+        // Stable: of two consumers given one key, the later wins (as before, and in `find`).
+        keys.sort_by_key(|k| k.hash);
         Consumers {
             list,
             keys,
+            hasher,
             credentials,
         }
     }
@@ -135,25 +169,22 @@ impl Consumers {
             .find(|c| c.id == reference || &*c.name == reference)
     }
 
-    /// The consumer owning `key` and the credential's identifier, comparing against every
-    /// stored key in constant time.
-    fn find(&self, key: &str) -> Option<(usize, u32)> {
-        let presented = digest(key);
+    /// The consumer owning `key` and the credential's number, comparing `key` in constant
+    /// time against the stored keys of its hash.
+    fn find(&self, key: &[u8]) -> Option<(usize, u32)> {
+        let hash = self.hasher.hash_one(key);
+        let first = self.keys.partition_point(|k| k.hash < hash);
         let mut found = 0u32.ct_eq(&1); // false
         let mut consumer = 0u32;
         let mut credential = 0u32;
-        for (stored, c, k) in &self.keys {
-            let hit = stored.ct_eq(&presented);
-            consumer.conditional_assign(c, hit);
-            credential.conditional_assign(k, hit);
+        for stored in self.keys[first..].iter().take_while(|k| k.hash == hash) {
+            let hit = stored.key.ct_eq(key);
+            consumer.conditional_assign(&stored.consumer, hit);
+            credential.conditional_assign(&stored.credential, hit);
             found |= hit;
         }
         bool::from(found).then_some((consumer as usize, credential))
     }
-}
-
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
 }
 
 /// Who a request runs as, once key-auth has looked at it.
@@ -178,7 +209,8 @@ pub struct KeyAuth {
 
 /// Where the key was found, so `hide_credentials` can remove it.
 enum Found {
-    Header(HeaderName),
+    /// The header of the key name with this index.
+    Header(usize),
     Query(String),
     Body(String),
 }
@@ -234,11 +266,11 @@ impl KeyAuth {
         let Some((key, found)) = self.find_key(client, body)? else {
             return self.anonymous_or(client, NO_KEY);
         };
-        let Some((consumer_index, credential)) = self.consumers.find(&key) else {
+        let Some((consumer_index, credential)) = self.consumers.find(key.as_bytes()) else {
             return self.anonymous_or(client, UNAUTHORIZED);
         };
         if self.config.hide_credentials {
-            hide(found, client, body);
+            hide(found, &self.headers, client, body);
         }
         let consumer = self.consumers.get(consumer_index).clone();
         let (credential, value) = &self.consumers.credentials[consumer_index][credential as usize];
@@ -281,18 +313,19 @@ impl KeyAuth {
         })
     }
 
-    /// Kong's order: for each key name, the header, then the query, then the body.
-    fn find_key(
+    /// Kong's order: for each key name, the header, then the query, then the body. A header's
+    /// key is borrowed: most requests carry theirs there.
+    fn find_key<'a>(
         &self,
-        client: &ClientRequest,
+        client: &'a ClientRequest,
         body: &Bytes,
-    ) -> Result<Option<(String, Found)>, GatewayError> {
+    ) -> Result<Option<(Cow<'a, str>, Found)>, GatewayError> {
         let json = if self.config.key_in_body {
             serde_json::from_slice::<Value>(body).ok()
         } else {
             None
         };
-        for (name, header) in self.config.key_names.iter().zip(&self.headers) {
+        for (i, (name, header)) in self.config.key_names.iter().zip(&self.headers).enumerate() {
             if self.config.key_in_header {
                 let mut values = client.headers.get_all(header);
                 if let Some(value) = values.next() {
@@ -302,8 +335,8 @@ impl KeyAuth {
                             realm: self.realm.clone(),
                         });
                     }
-                    let key = value.to_str().unwrap_or_default().to_string();
-                    return Ok(Some((key, Found::Header(header.clone()))));
+                    let key = value.to_str().unwrap_or_default();
+                    return Ok(Some((Cow::Borrowed(key), Found::Header(i))));
                 }
             }
             if self.config.key_in_query {
@@ -311,7 +344,7 @@ impl KeyAuth {
                     .find(|(k, _)| k == name.as_str())
                     .map(|(_, v)| v.into_owned());
                 if let Some(key) = key {
-                    return Ok(Some((key, Found::Query(name.clone()))));
+                    return Ok(Some((Cow::Owned(key), Found::Query(name.clone()))));
                 }
             }
             if let Some(key) = json
@@ -319,7 +352,10 @@ impl KeyAuth {
                 .and_then(|v| v.get(name))
                 .and_then(Value::as_str)
             {
-                return Ok(Some((key.to_string(), Found::Body(name.clone()))));
+                return Ok(Some((
+                    Cow::Owned(key.to_string()),
+                    Found::Body(name.clone()),
+                )));
             }
         }
         Ok(None)
@@ -332,10 +368,11 @@ fn set_consumer_headers(headers: &mut HeaderMap, consumer: &Consumer) {
     }
 }
 
-fn hide(found: Found, client: &mut ClientRequest, body: &mut Bytes) {
+/// Removes the key `found` points at (`headers`: the key names' headers).
+fn hide(found: Found, headers: &[HeaderName], client: &mut ClientRequest, body: &mut Bytes) {
     match found {
-        Found::Header(name) => {
-            client.headers.remove(name);
+        Found::Header(i) => {
+            client.headers.remove(&headers[i]);
         }
         Found::Query(name) => {
             let kept: Vec<(String, String)> = url::form_urlencoded::parse(client.query.as_bytes())
@@ -457,6 +494,62 @@ mod tests {
         let mut body = Bytes::from_static(br#"{"apikey":"k-alice"}"#);
         let result = auth.authenticate(&mut client(&[], "apikey=k-alice"), &mut body);
         assert_eq!(refusal(result), NO_KEY);
+    }
+
+    fn spec(username: String, keys: Vec<String>) -> ConsumerSpec {
+        ConsumerSpec {
+            username: Some(username),
+            custom_id: None,
+            id: None,
+            keys,
+        }
+    }
+
+    #[test]
+    fn every_key_finds_its_own_consumer_among_many_and_near_misses_none() {
+        // Keys that are prefixes and extensions of each other, two per consumer.
+        let specs: Vec<ConsumerSpec> = (0..300)
+            .map(|i| {
+                spec(
+                    format!("c{i}"),
+                    vec![format!("key-{i}"), format!("key-{i}-b")],
+                )
+            })
+            .collect();
+        let consumers = Consumers::new(&specs);
+        for i in 0..300 {
+            let key = format!("key-{i}");
+            assert_eq!(consumers.find(key.as_bytes()), Some((i, 0)), "{key}");
+            let second = format!("key-{i}-b");
+            assert_eq!(consumers.find(second.as_bytes()), Some((i, 1)));
+        }
+        for miss in [
+            "", "key-", "key-300", "key-1-", "key-1-bb", "Key-1", "key-01",
+        ] {
+            assert_eq!(consumers.find(miss.as_bytes()), None, "{miss:?}");
+        }
+        // Another generation hashes with another key, and finds the same consumers.
+        let again = Consumers::new(&specs);
+        assert_eq!(again.find(b"key-299-b"), Some((299, 1)));
+        assert_eq!(Consumers::new(&[]).find(b"key-1"), None);
+    }
+
+    #[test]
+    fn stored_keys_stay_out_of_debug_output() {
+        let consumers = consumers();
+        let printed = format!("{consumers:?}");
+        assert!(!printed.contains("k-alice"), "{printed}");
+        assert!(printed.contains("key of consumer 0 (credential 1)"));
+    }
+
+    #[test]
+    fn a_key_that_is_no_valid_header_text_is_refused() {
+        let auth = key_auth("{}");
+        let mut c = client(&[], "");
+        let bytes = HeaderValue::from_bytes(b"k-alice\xff").unwrap();
+        c.headers.insert(HeaderName::from_static("apikey"), bytes);
+        let result = auth.authenticate(&mut c, &mut Bytes::new());
+        assert_eq!(refusal(result), UNAUTHORIZED);
     }
 
     #[test]

@@ -144,17 +144,8 @@ fn deck_for(mock: u16) -> String {
     yaml
 }
 
-struct Setup {
-    mock: Proc,
-    gw: Proc,
-    status: u16,
-}
-
-fn setup() -> Setup {
-    let mock = start_mock();
-    let path = write_deck(&deck_for(mock.port));
-    let (gw, status) = start_gateway_with_status(&path, &[]);
-    Setup { mock, gw, status }
+fn setup() -> MockAndGateway {
+    start_mock_and_gateway(deck_for)
 }
 
 /// The logged request with this method and path (the newest one).
@@ -474,11 +465,9 @@ fn preserve_keeps_path_and_body_and_warns_at_load() {
         Duration::from_secs(5)
     ));
     let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"kept as is"}]}"#;
-    let r = request(
+    let r = post_json_bytes(
         s.gw.port,
-        "POST",
         "/preserve/v1/chat/completions?x=1",
-        &[("content-type", "application/json")],
         body.as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -575,12 +564,7 @@ fn a_configured_limit_still_answers_413_for_uploads() {
     conn.send(
         b"POST /limited/files HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: multipart/form-data; boundary=b0\r\ntransfer-encoding: chunked\r\n\r\n",
     );
-    for chunk in body.chunks(64 * 1024) {
-        conn.send(format!("{:x}\r\n", chunk.len()).as_bytes());
-        conn.send(chunk);
-        conn.send(b"\r\n");
-    }
-    conn.send(b"0\r\n\r\n");
+    conn.send_chunked(&body, 64 * 1024);
     conn.read_to_end();
     assert_eq!(conn.status(), Some(413), "{}", conn.text());
     // The default limit does not apply to a streamed upload.
@@ -697,7 +681,7 @@ services:
             config: {{route_type: realtime/v1/realtime, auth: {{header_name: Authorization, header_value: "{KEY}"}}, model: {{provider: openai, name: gpt-4o-realtime-preview, options: {{upstream_url: "ws://127.0.0.1:{mock}/v1/realtime"}}}}}}
           - name: key-auth
           - name: ai-rate-limiting-advanced
-            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [5], window_size: [60]}}]}}
+            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [5], window_size: [3600]}}]}}
       - name: up
         paths: ["/up/audio/transcriptions"]
         plugins:
@@ -705,7 +689,7 @@ services:
             config: {{route_type: audio/v1/audio/transcriptions, auth: {{header_name: Authorization, header_value: "{KEY}"}}, model: {{provider: openai, name: whisper-1, options: {{upstream_url: "http://127.0.0.1:{mock}/v1/audio/transcriptions"}}}}}}
           - name: key-auth
           - name: ai-rate-limiting-advanced
-            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [1000], window_size: [60]}}]}}
+            config: {{window_type: fixed, llm_providers: [{{name: openai, limit: [1000], window_size: [3600]}}]}}
 consumers:
   - username: alice
     keyauth_credentials: [{{key: alice-key-0001}}]
@@ -715,6 +699,8 @@ consumers:
 
 #[test]
 fn realtime_and_uploads_pass_key_auth_and_rate_limits() {
+    // The session's tokens must still count when the next one asks: one hour-long window.
+    wait_for_window_room(3600, Duration::from_secs(60));
     let mock = start_mock();
     let path = write_deck(&guarded_deck(mock.port));
     let (gw, status) = start_gateway_with_status(&path, &[]);
@@ -767,7 +753,7 @@ fn realtime_and_uploads_pass_key_auth_and_rate_limits() {
         &body,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-ai-ratelimit-limit-60-openai"), Some("1000"));
+    assert_eq!(r.header("x-ai-ratelimit-limit-3600-openai"), Some("1000"));
     let uploads = mock_log(&mock)
         .iter()
         .filter(|e| e["path"] == "/v1/audio/transcriptions")

@@ -140,13 +140,7 @@ fn bad_input_gets_400_json_and_never_reaches_the_provider() {
 fn body_over_the_route_limit_gets_413_declared_or_chunked() {
     let s = setup();
     let big = chat_body(&"x".repeat(400), false).to_string();
-    let r = request(
-        s.gw.port,
-        "POST",
-        "/small",
-        &[("content-type", "application/json")],
-        big.as_bytes(),
-    );
+    let r = post_json_bytes(s.gw.port, "/small", big.as_bytes());
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(
         r.json()["error"]["message"],
@@ -157,24 +151,13 @@ fn body_over_the_route_limit_gets_413_declared_or_chunked() {
     let mut conn = RawConn::open(s.gw.port);
     let head = "POST /small HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
     conn.send(head.as_bytes());
-    for piece in big.as_bytes().chunks(100) {
-        conn.send(format!("{:x}\r\n", piece.len()).as_bytes());
-        conn.send(piece);
-        conn.send(b"\r\n");
-    }
-    conn.send(b"0\r\n\r\n");
+    conn.send_chunked(big.as_bytes(), 100);
     conn.read_to_end();
     assert_eq!(conn.status(), Some(413), "{}", conn.text());
 
     // The default limit (1 MiB) applies where the route sets none.
     let huge = chat_body(&"y".repeat(1024 * 1024 + 10), false).to_string();
-    let r = request(
-        s.gw.port,
-        "POST",
-        "/chat",
-        &[("content-type", "application/json")],
-        huge.as_bytes(),
-    );
+    let r = post_json_bytes(s.gw.port, "/chat", huge.as_bytes());
     assert_eq!(r.status, 413);
     assert_no_leaks(s.status);
 }

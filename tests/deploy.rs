@@ -156,19 +156,17 @@ fn instances_start_side_by_side_from_one_checkout() {
     // The checkout's settings enable the demo mock on a fixed port: a gateway given its own
     // decK file must not start it, or the second instance could not start.
     let start = || {
-        let port = free_port();
-        let mut child = Command::new(BIN)
-            .args(["--config", deck.to_str().unwrap(), "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("AIGW_WORKERS", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = collect_stderr(&mut child);
-        wait_for_port(port, &mut child, "gateway");
-        Proc { child, port, log }
+        start_listening("gateway", |port| {
+            Command::new(BIN)
+                .args(["--config", deck.to_str().unwrap(), "--listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env("AIGW_WORKERS", "1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
     };
     let (a, b) = (start(), start());
     for gw in [&a, &b] {

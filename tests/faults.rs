@@ -12,15 +12,11 @@ use serde_json::Value;
 /// The service read timeout of these tests, in ms.
 const READ_TIMEOUT_MS: u64 = 300;
 
-struct Setup {
-    mock: Proc,
-    gw: Proc,
-    status: u16,
+fn setup() -> MockAndGateway {
+    start_mock_and_gateway(deck_for)
 }
 
-fn setup() -> Setup {
-    let mock = start_mock();
-    let m = mock.port;
+fn deck_for(m: u16) -> String {
     let refused = free_port();
     let chat = openai_route(m, "");
     let refused_route = format!(
@@ -29,7 +25,7 @@ fn setup() -> Setup {
     let byo = format!(
         "route_type: llm/v1/chat\nmodel: {{provider: openai, options: {{upstream_url: \"http://127.0.0.1:{m}/v1/chat/completions\"}}}}"
     );
-    let path = write_deck(&deck_with_timeouts(
+    deck_with_timeouts(
         1000,
         READ_TIMEOUT_MS,
         1000,
@@ -38,9 +34,7 @@ fn setup() -> Setup {
             ("refused", "/refused", &refused_route),
             ("byo", "/byo", &byo),
         ],
-    ));
-    let (gw, status) = start_gateway_with_status(&path, &[]);
-    Setup { mock, gw, status }
+    )
 }
 
 fn faulty(port: u16, path: &str, fault: &str, stream: bool) -> Response {

@@ -29,9 +29,20 @@ fn deck(mock_port: u16, routes: &[(&str, String)]) -> String {
     consumer_deck(mock_port, &routes, &alice)
 }
 
-/// `tokens` per 120 s (fixed window) counted in the Redis at `port`; `extra` adds fields.
+/// The fixed window of [`redis_limit`], in seconds: an hour, so that a test rarely has to wait
+/// for one that outlasts it (see [`in_one_window`]).
+const WINDOW: u64 = 3600;
+const REMAINING: &str = "x-ai-ratelimit-remaining-3600-openai";
+
+/// `tokens` per [`WINDOW`] (fixed) counted in the Redis at `port`; `extra` adds fields.
 fn redis_limit(port: u16, tokens: u64, extra: &str) -> String {
-    format!("{{strategy: redis, window_type: fixed, redis: {{host: 127.0.0.1, port: {port}, timeout: 1000}}, llm_providers: [{{name: openai, limit: [{tokens}], window_size: [120]}}], {extra}}}")
+    format!("{{strategy: redis, window_type: fixed, redis: {{host: 127.0.0.1, port: {port}, timeout: 1000}}, llm_providers: [{{name: openai, limit: [{tokens}], window_size: [{WINDOW}]}}], {extra}}}")
+}
+
+/// Starts the test in a window with two minutes left (a flood lasts at most one): the counts
+/// it checks would start again from zero where a window ends.
+fn in_one_window() {
+    wait_for_window_room(WINDOW, Duration::from_secs(120));
 }
 
 fn chat(port: u16, path: &str, stream: bool) -> Response {
@@ -40,6 +51,7 @@ fn chat(port: u16, path: &str, stream: bool) -> Response {
 
 #[test]
 fn two_instances_behind_nginx_hold_one_limit_under_32_clients() {
+    in_one_window();
     let redis = start_redis_on(None);
     let mock = start_mock();
     let limit = redis_limit(redis.port, 1000, "sync_rate: 0");
@@ -88,17 +100,13 @@ fn two_instances_behind_nginx_hold_one_limit_under_32_clients() {
 
 #[test]
 fn streams_count_across_instances() {
+    in_one_window();
     let redis = start_redis_on(None);
     let mock = start_mock();
     let limit = redis_limit(redis.port, 1000, "sync_rate: 0");
     let path = write_deck(&deck(mock.port, &[("/chat", limit)]));
     let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
-    let remaining = |r: &Response| -> u64 {
-        r.header("x-ai-ratelimit-remaining-120-openai")
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let remaining = |r: &Response| -> u64 { r.header(REMAINING).unwrap().parse().unwrap() };
     let first = chat(a.port, "/chat", true);
     assert_eq!(first.status, 200);
     assert_eq!(remaining(&first), 1000);
@@ -118,6 +126,7 @@ fn streams_count_across_instances() {
 
 #[test]
 fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
+    in_one_window();
     let redis = start_redis_on(None);
     let redis_port = redis.port;
     let mock = start_mock();
@@ -133,7 +142,7 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
     let served = chat(gw.port, "/open", false);
     assert_eq!(served.status, 200, "fail-open serves: {}", served.text());
     let served_at = served
-        .header("x-ai-ratelimit-remaining-120-openai")
+        .header(REMAINING)
         .expect("fail-open still limits, with this instance's counts");
     assert_eq!(served_at, "22", "the 8 tokens counted before the outage");
     assert!(gw.wait_for_log("rate-limit store unreachable", Duration::from_secs(5)));
@@ -294,6 +303,8 @@ fn the_redis_scripts_run_the_admission_rule() {
             }],
         ),
     ];
+    // The run's counts are checked against one window's.
+    wait_for_window_room(86_400, Duration::from_secs(60));
     let lease = Duration::from_secs(60);
     actix_rt::System::new().block_on(async {
         let mut conn = redis::Client::open(url)
@@ -470,6 +481,7 @@ fn script_calls(redis_port: u16) -> u64 {
 
 #[test]
 fn synced_instances_count_locally_and_hold_the_limit_within_two_sync_intervals() {
+    in_one_window();
     let redis = start_redis_on(None);
     let mock = start_mock();
     let every = 0.25;
@@ -537,6 +549,7 @@ fn synced_instances_count_locally_and_hold_the_limit_within_two_sync_intervals()
 
 #[test]
 fn redis_over_tls_shares_limits_and_verifies_certificates_when_asked() {
+    in_one_window();
     let (redis, ca) = start_redis_tls();
     let mock = start_mock();
     // The limit as `redis_limit` writes it, on a server that speaks TLS only.
@@ -558,10 +571,7 @@ fn redis_over_tls_shares_limits_and_verifies_certificates_when_asked() {
         ],
     ));
     let (a, b) = (start_gateway(&path, &[]), start_gateway(&path, &[]));
-    let remaining = |r: &Response| {
-        r.header("x-ai-ratelimit-remaining-120-openai")
-            .map(str::to_string)
-    };
+    let remaining = |r: &Response| r.header(REMAINING).map(str::to_string);
     let first = chat(a.port, "/chat", false);
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(remaining(&first).as_deref(), Some("30"));

@@ -258,13 +258,7 @@ fn preserve_paths_stay_on_the_configured_host() {
         format!("/preserve/%2F%2F127.0.0.1:{decoy}/x"),
     ] {
         mock_clear(&s.mock);
-        let r = request(
-            s.gw.port,
-            "POST",
-            &path,
-            &[("content-type", "application/json")],
-            &hi(),
-        );
+        let r = post_json_bytes(s.gw.port, &path, &hi());
         // Whatever the provider makes of the path, it was the configured provider that got it.
         assert!(r.status == 200 || r.status == 404, "{path}: {}", r.status);
         assert_eq!(mock_last(&s.mock)["path"], path.as_str());

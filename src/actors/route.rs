@@ -403,7 +403,10 @@ impl RouteActor {
                     trace: trace.as_ref().map(|t| (t, 0)),
                 };
                 let format = route.first().client_format;
-                let result = attempt(route.first(), &pools, input, cancel).await;
+                // Boxed where it starts, so this block stays small: it is moved twice before
+                // its first poll (into `catch_future`, then into the actor's box), the attempt
+                // (~2.5 KiB) once.
+                let result = Box::pin(attempt(route.first(), &pools, input, cancel)).await;
                 count_upstream_error(route.first(), &result);
                 match result {
                     Err(e)

@@ -5,9 +5,13 @@
 //! With `sync_rate > 0` the same store admits, and a key also remembers the tokens it counted
 //! that Redis has not been told of yet; a sync (see `LimiterActor`) adds them in Redis and
 //! brings the key's counters to Redis's totals, which include every instance's.
+//!
+//! The maps hash with foldhash (seeded per process), which costs a fraction of SipHash on the
+//! short keys here; each operation hashes its key once (`entry_ref`).
 
-use std::collections::HashMap;
 use std::sync::Mutex;
+
+use hashbrown::HashMap;
 
 use tokio::sync::Notify;
 
@@ -15,17 +19,35 @@ use super::admission::{decide, next_estimate, Counter, InFlight, Seen, Verdict, 
 
 #[derive(Default)]
 struct KeyState {
-    /// Per window size (seconds).
-    counters: HashMap<u64, Counter>,
+    counters: Windows,
     /// Ticket -> reservation (0 = unknown cost).
     in_flight: HashMap<u64, f64>,
     /// The sum of `in_flight`'s reservations and the number of its unknown-cost requests.
     flight: InFlight,
     /// What an unknown-cost request of the key costs (see `admission::next_estimate`).
     estimate: Option<f64>,
-    /// `sync_rate > 0`: per window size, the tokens counted here and not yet added in Redis.
-    unsynced: HashMap<u64, Counter>,
+    /// `sync_rate > 0`: the tokens counted here and not yet added in Redis.
+    unsynced: Windows,
     sync: SyncMark,
+}
+
+/// A key's counters per window size (seconds). A policy has a handful of windows at most, so
+/// a scan beats hashing the size.
+#[derive(Default)]
+struct Windows(Vec<(u64, Counter)>);
+
+impl Windows {
+    /// The counter of windows of `size`, made on first use.
+    fn of(&mut self, size: u64) -> &mut Counter {
+        let i = match self.0.iter().position(|(s, _)| *s == size) {
+            Some(i) => i,
+            None => {
+                self.0.push((size, Counter::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
 }
 
 /// `sync_rate > 0`: where a key stands with Redis.
@@ -85,17 +107,15 @@ impl KeyState {
             && self.in_flight.is_empty()
             && self
                 .counters
+                .0
                 .iter()
                 .all(|(size, c)| now_ms / (size * 1000) > c.window + 1)
     }
 }
 
-/// The state of `key`, made on first use (without allocating the key again when it exists).
+/// The state of `key`, made on first use (the key is allocated only then).
 fn state<'a>(keys: &'a mut HashMap<String, KeyState>, key: &str) -> &'a mut KeyState {
-    if !keys.contains_key(key) {
-        keys.insert(key.to_string(), KeyState::default());
-    }
-    keys.get_mut(key).expect("inserted above")
+    keys.entry_ref(key).or_default()
 }
 
 #[derive(Default)]
@@ -127,7 +147,7 @@ impl LocalStore {
         let seen: Vec<Seen> = windows
             .iter()
             .map(|w| {
-                let counter = state.counters.entry(w.size).or_default();
+                let counter = state.counters.of(w.size);
                 counter.roll(w.size, now_ms);
                 counter.seen(w.size, now_ms, sliding)
             })
@@ -162,11 +182,11 @@ impl LocalStore {
                 state.estimate = next_estimate(state.estimate, tokens);
             }
             for w in windows {
-                let counter = state.counters.entry(w.size).or_default();
+                let counter = state.counters.of(w.size);
                 counter.roll(w.size, now_ms);
                 counter.current += tokens;
                 if unsynced {
-                    let counter = state.unsynced.entry(w.size).or_default();
+                    let counter = state.unsynced.of(w.size);
                     counter.roll(w.size, now_ms);
                     counter.current += tokens;
                 }
@@ -199,7 +219,7 @@ impl LocalStore {
         windows
             .iter()
             .map(|w| {
-                let counter = state.unsynced.entry(w.size).or_default();
+                let counter = state.unsynced.of(w.size);
                 counter.roll(w.size, now_ms);
                 let pushed = Pushed {
                     size: w.size,
@@ -225,11 +245,11 @@ impl LocalStore {
             state.sync.scheduled = false;
             state.sync.failed = totals.is_none();
             for (i, p) in pushed.iter().enumerate() {
-                let unsynced = state.unsynced.entry(p.size).or_default();
+                let unsynced = state.unsynced.of(p.size);
                 unsynced.roll(p.size, now_ms);
                 match totals {
                     Some(totals) => {
-                        let counter = state.counters.entry(p.size).or_default();
+                        let counter = state.counters.of(p.size);
                         counter.roll(p.size, now_ms);
                         // A window that ended during the sync keeps its count.
                         if counter.window == p.window && unsynced.window == p.window {
@@ -319,6 +339,38 @@ mod tests {
         assert_eq!(admit(9), Verdict::Wait);
         store.settle("k", &W, 8, 15.0, 1_000, false);
         assert_eq!(admit(9), Verdict::Refuse);
+    }
+
+    #[test]
+    fn each_window_size_keeps_its_own_counter() {
+        let store = LocalStore::default();
+        let two = [
+            Window {
+                limit: 100.0,
+                size: 60,
+            },
+            Window {
+                limit: 10.0,
+                size: 1,
+            },
+        ];
+        store.admit("k", &two, false, None, 1, 1_000);
+        store.settle("k", &two, 1, 8.0, 1_500, false);
+        let (v, seen) = store.admit("k", &two, false, None, 2, 1_900);
+        assert_eq!(v, Verdict::Admit(0.0));
+        assert_eq!((seen[0].used, seen[1].used), (8.0, 8.0));
+        store.settle("k", &two, 2, 5.0, 1_950, false);
+        // The one-second window is spent; a second later it is empty, the minute one is not.
+        let (v, seen) = store.admit("k", &two, false, None, 3, 1_990);
+        assert_eq!((v, seen[1].used), (Verdict::Refuse, 13.0));
+        let (v, seen) = store.admit("k", &two, false, None, 4, 2_000);
+        assert_eq!(v, Verdict::Admit(0.0));
+        assert_eq!((seen[0].used, seen[1].used), (13.0, 0.0));
+        // A policy naming the windows the other way round finds the same counters.
+        let reversed = [two[1], two[0]];
+        store.settle("k", &reversed, 4, 1.0, 2_100, false);
+        let (_, seen) = store.admit("k", &reversed, false, None, 5, 2_200);
+        assert_eq!((seen[0].used, seen[1].used), (1.0, 14.0));
     }
 
     #[test]

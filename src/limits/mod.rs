@@ -6,9 +6,10 @@ pub mod admission;
 pub mod local;
 pub mod redis;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -48,17 +49,25 @@ impl Backend {
 }
 
 /// One provider's windows in a policy, with the names of Kong's headers for each window
-/// (`x-ai-ratelimit-{limit,remaining,reset}-<size>-<provider>`), made once here rather than
-/// formatted and validated for every request.
+/// (`x-ai-ratelimit-{limit,remaining,reset}-<size>-<provider>`) and the start of its counters'
+/// keys, made once here rather than formatted and validated for every request.
 #[derive(Debug)]
 struct ProviderLimits {
     provider: ProviderName,
+    /// `aigw:rl:<namespace>:<provider>:`: a key is this and the identity.
+    prefix: String,
     windows: Vec<Window>,
     headers: Arc<[WindowHeaders]>,
 }
 
-/// The limit, remaining and reset header names of one window.
-pub type WindowHeaders = [HeaderName; 3];
+/// The limit, remaining and reset header names of one window, and the limit's value.
+#[derive(Debug)]
+pub struct WindowHeaders {
+    limit: HeaderName,
+    remaining: HeaderName,
+    reset: HeaderName,
+    limit_value: HeaderValue,
+}
 
 fn window_headers(provider: ProviderName, window: &Window) -> Result<WindowHeaders, String> {
     let name = |what: &str| {
@@ -69,13 +78,17 @@ fn window_headers(provider: ProviderName, window: &Window) -> Result<WindowHeade
         );
         HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("{name}: {e}"))
     };
-    Ok([name("limit")?, name("remaining")?, name("reset")?])
+    Ok(WindowHeaders {
+        limit: name("limit")?,
+        remaining: name("remaining")?,
+        reset: name("reset")?,
+        limit_value: whole(window.limit),
+    })
 }
 
 /// One compiled `ai-rate-limiting-advanced` instance.
 #[derive(Debug)]
 pub struct Policy {
-    namespace: String,
     limits: Vec<ProviderLimits>,
     identifier: Identifier,
     header_name: Option<HeaderName>,
@@ -94,6 +107,7 @@ pub struct Policy {
 impl Policy {
     pub fn new(spec: &RateLimitSpec) -> Result<Policy, String> {
         let config: &RateLimitConfig = &spec.config;
+        let namespace = config.namespace.as_deref().unwrap_or(&spec.path);
         let limits = config
             .llm_providers
             .iter()
@@ -111,6 +125,7 @@ impl Policy {
                     .collect::<Result<_, _>>()?;
                 Ok(ProviderLimits {
                     provider,
+                    prefix: format!("aigw:rl:{namespace}:{}:", provider.as_str()),
                     windows,
                     headers,
                 })
@@ -136,10 +151,6 @@ impl Policy {
             }
         };
         Ok(Policy {
-            namespace: config
-                .namespace
-                .clone()
-                .unwrap_or_else(|| spec.path.clone()),
             limits,
             identifier: config.identifier,
             header_name,
@@ -221,29 +232,32 @@ impl RouteLimits {
             .and_then(|c| self.consumers.get(&c))
             .or(self.default.as_ref())?
             .clone();
-        let ip = || peer.map_or_else(|| "-".to_string(), |ip| ip.to_string());
-        let who = match policy.identifier {
-            Identifier::Consumer | Identifier::ConsumerGroup => {
-                identity.consumer.as_ref().map_or_else(ip, |c| c.id.clone())
-            }
+        let ip = || -> Cow<str> {
+            Cow::Owned(peer.map_or_else(|| "-".to_string(), |ip| ip.to_string()))
+        };
+        let who: Cow<str> = match policy.identifier {
+            Identifier::Consumer | Identifier::ConsumerGroup => identity
+                .consumer
+                .as_ref()
+                .map_or_else(ip, |c| Cow::Borrowed(c.id.as_str())),
             Identifier::Credential => identity
                 .credential
                 .as_deref()
-                .map_or_else(ip, str::to_string),
+                .map_or_else(ip, Cow::Borrowed),
             Identifier::Ip => ip(),
-            Identifier::Service => self.service.clone(),
+            Identifier::Service => Cow::Borrowed(&self.service),
             Identifier::Header => policy
                 .header_name
                 .as_ref()
                 .and_then(|h| client.headers.get(h))
                 .and_then(|v| v.to_str().ok())
-                .map_or_else(ip, str::to_string),
+                .map_or_else(ip, Cow::Borrowed),
             Identifier::Path => {
                 let path = policy.path.as_deref()?;
                 if client.path != path {
                     return None;
                 }
-                path.to_string()
+                Cow::Borrowed(path)
             }
         };
         let keys: Vec<Limited> = policy
@@ -252,7 +266,7 @@ impl RouteLimits {
             .filter(|p| self.providers.contains(&p.provider))
             .map(|p| Limited {
                 provider: p.provider,
-                key: format!("aigw:rl:{}:{}:{who}", policy.namespace, p.provider.as_str()),
+                key: [p.prefix.as_str(), &who].concat(),
                 windows: p.windows.clone(),
                 headers: p.headers.clone(),
             })
@@ -282,9 +296,11 @@ impl RouteLimits {
         // Most bodies name no output bound; with none configured either, only a prompt-only
         // count has a bound, so the body need not be parsed (a key written with escapes is
         // missed, and the request counts as one of unknown cost).
+        static MAX: LazyLock<memchr::memmem::Finder<'static>> =
+            LazyLock::new(|| memchr::memmem::Finder::new(b"\"max_"));
         let may_bound = self.max_tokens.is_some()
             || count == TokensCountStrategy::PromptTokens
-            || memchr::memmem::find(body, b"\"max_").is_some();
+            || MAX.find(body).is_some();
         if !may_bound {
             return (None, prompt_estimate);
         }
@@ -378,12 +394,15 @@ impl Ticket {
         let mut out = Vec::with_capacity(3 * self.keys.len());
         for (limited, seen) in self.keys.iter().zip(seen) {
             let windows = limited.windows.iter().zip(seen).zip(limited.headers.iter());
-            for ((w, s), [limit, remaining, reset]) in windows {
+            for ((w, s), h) in windows {
                 let left = (w.limit - s.used).max(0.0);
                 out.extend([
-                    (limit.clone(), whole(w.limit)),
-                    (remaining.clone(), whole(left)),
-                    (reset.clone(), HeaderValue::from(s.reset_ms.div_ceil(1000))),
+                    (h.limit.clone(), h.limit_value.clone()),
+                    (h.remaining.clone(), whole(left)),
+                    (
+                        h.reset.clone(),
+                        HeaderValue::from(s.reset_ms.div_ceil(1000)),
+                    ),
                 ]);
             }
         }
@@ -439,6 +458,7 @@ pub struct Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::request::ClientRequest;
 
     fn limits(max_tokens: Option<u64>) -> RouteLimits {
         RouteLimits {
@@ -449,6 +469,79 @@ mod tests {
             costs: (None, None),
             max_tokens,
         }
+    }
+
+    /// A route calling openai under one policy written as `config` (YAML).
+    fn route_limits(config: &str) -> RouteLimits {
+        let spec = RateLimitSpec {
+            config: Arc::new(serde_norway::from_str(config).unwrap()),
+            path: "routes[0].plugins[1]".into(),
+        };
+        let providers = vec![ProviderName::Openai];
+        RouteLimits::new(
+            Some(&spec),
+            &[],
+            providers,
+            "svc".into(),
+            (None, None),
+            None,
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_ticket_names_its_counters_and_kongs_headers() {
+        let windows = "llm_providers: [{name: openai, limit: [1000, 50], window_size: [60, 1]}, {name: cohere, limit: [5], window_size: [1]}]";
+        let client = ClientRequest::post("/chat", &[("x-team", "blue")], "");
+        let anyone = Identity::default();
+        let ip = Some(std::net::IpAddr::from([10, 0, 0, 7]));
+        let key = |config: &str, peer| {
+            let ticket = route_limits(config).ticket(&anyone, peer, &client, b"{}");
+            let ticket = ticket.unwrap();
+            assert_eq!(ticket.keys.len(), 1, "only the route's provider");
+            ticket.keys[0].key.clone()
+        };
+        let service = format!("{{identifier: service, namespace: ns, {windows}}}");
+        assert_eq!(key(&service, ip), "aigw:rl:ns:openai:svc");
+        let header = format!("{{identifier: header, header_name: x-team, {windows}}}");
+        assert_eq!(key(&header, ip), "aigw:rl:routes[0].plugins[1]:openai:blue");
+        // Without a consumer, per-consumer limits count per client address.
+        let consumer = format!("{{namespace: ns, {windows}}}");
+        assert_eq!(key(&consumer, ip), "aigw:rl:ns:openai:10.0.0.7");
+        assert_eq!(key(&consumer, None), "aigw:rl:ns:openai:-");
+
+        let ticket = route_limits(&consumer)
+            .ticket(&anyone, ip, &client, b"{}")
+            .unwrap();
+        let seen = [vec![
+            Seen {
+                used: 250.5,
+                reset_ms: 30_001,
+            },
+            Seen {
+                used: 60.0,
+                reset_ms: 400,
+            },
+        ]];
+        let headers: Vec<(String, String)> = ticket
+            .headers(&seen)
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let expected = [
+            ("x-ai-ratelimit-limit-60-openai", "1000"),
+            ("x-ai-ratelimit-remaining-60-openai", "749"),
+            ("x-ai-ratelimit-reset-60-openai", "31"),
+            ("x-ai-ratelimit-limit-1-openai", "50"),
+            ("x-ai-ratelimit-remaining-1-openai", "0"),
+            ("x-ai-ratelimit-reset-1-openai", "1"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(headers, expected);
     }
 
     #[test]

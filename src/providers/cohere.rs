@@ -892,8 +892,8 @@ mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
-        ctx, feed_at_cuts, fixture, fixture_config, fixture_json, run_pieces, run_stream,
-        run_truncated, sse_payloads,
+        assert_add_tool_call, assert_hi_bob_completion, at_every_split, ctx, feed_at_cuts, fixture,
+        fixture_config, fixture_json, run_pieces, run_truncated, sse_payloads,
     };
     use proptest::prelude::*;
 
@@ -1284,26 +1284,28 @@ mod tests {
         let c = ctx(RouteType::Chat, "command-r", true, &options);
         let input = fixture("cohere/chat-stream/upstream-stream.ndjson");
         let expected = sse_payloads(&fixture("cohere/chat-stream/expected-client-stream.txt"));
-        for split in 0..=input.len() {
-            let mut s = CohereStream::new(&c);
-            let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
-            // Kong's three chunks, then the OpenAI-correct finish chunk Kong lacks, then [DONE].
-            assert_eq!(got.len(), 5, "split {split}");
-            for (g, e) in got.iter().zip(&expected).take(3) {
-                for field in ["id", "model", "object"] {
-                    assert_eq!(g[field], e[field], "{field}");
+        at_every_split(
+            &input,
+            || CohereStream::new(&c),
+            |got, split, s| {
+                // Kong's three chunks, then the OpenAI-correct finish chunk Kong lacks, then [DONE].
+                assert_eq!(got.len(), 5, "split {split}");
+                for (g, e) in got.iter().zip(&expected).take(3) {
+                    for field in ["id", "model", "object"] {
+                        assert_eq!(g[field], e[field], "{field}");
+                    }
+                    assert_eq!(g["created"], 1_700_000_000);
+                    let content = &g["choices"][0]["delta"]["content"];
+                    assert_eq!(content, &e["choices"][0]["delta"]["content"]);
                 }
-                assert_eq!(g["created"], 1_700_000_000);
-                let content = &g["choices"][0]["delta"]["content"];
-                assert_eq!(content, &e["choices"][0]["delta"]["content"]);
-            }
-            assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
-            assert!(got[1]["choices"][0]["delta"].get("role").is_none());
-            assert_eq!(got[3]["choices"][0]["finish_reason"], "stop");
-            assert_eq!(got[3]["id"], "gen-s1");
-            assert_eq!(got[4], expected[3]);
-            assert_eq!(s.usage(), Usage::new(20, 2));
-        }
+                assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
+                assert!(got[1]["choices"][0]["delta"].get("role").is_none());
+                assert_eq!(got[3]["choices"][0]["finish_reason"], "stop");
+                assert_eq!(got[3]["id"], "gen-s1");
+                assert_eq!(got[4], expected[3]);
+                assert_eq!(s.usage(), Usage::new(20, 2));
+            },
+        );
     }
 
     #[test]
@@ -1328,19 +1330,14 @@ mod tests {
         let options = ModelOptions::default();
         let c = ctx(RouteType::Chat, "command-r", true, &options);
         let input = fixture("cohere/chat-stream-tools/upstream-stream.ndjson");
-        for split in 0..=input.len() {
-            let mut s = CohereStream::new(&c);
-            let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
-            assert_eq!(got.len(), 5, "split {split}");
-            let start = &got[1]["choices"][0]["delta"]["tool_calls"][0];
-            assert_eq!(start["id"], "call_test_0");
-            assert_eq!(start["type"], "function");
-            assert_eq!(start["function"]["name"], "add");
-            let args = &got[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"];
-            assert_eq!(args, r#"{"a":2}"#);
-            assert_eq!(got[3]["choices"][0]["finish_reason"], "tool_calls");
-            assert_eq!(got[4], "[DONE]");
-        }
+        at_every_split(
+            &input,
+            || CohereStream::new(&c),
+            |got, split, _| {
+                assert_eq!(got.len(), 5, "split {split}");
+                assert_add_tool_call(&got[1..], split);
+            },
+        );
     }
 
     #[test]
@@ -1359,17 +1356,14 @@ mod tests {
             "\n",
         );
         for input in [legacy.as_str(), events] {
-            for split in 0..=input.len() {
-                let mut s = CohereStream::new(&c);
-                let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
-                assert_eq!(got.len(), 4, "split {split}");
-                assert_eq!(got[0]["object"], "text_completion");
-                assert_eq!(got[0]["choices"][0]["text"], "Hi");
-                assert_eq!(got[1]["choices"][0]["text"], " Bob");
-                assert_eq!(got[2]["choices"][0]["finish_reason"], "length");
-                assert_eq!(got[3], "[DONE]");
-                assert_eq!(s.usage(), Usage::new(5, 2));
-            }
+            at_every_split(
+                input,
+                || CohereStream::new(&c),
+                |got, split, s| {
+                    assert_hi_bob_completion(got, split);
+                    assert_eq!(s.usage(), Usage::new(5, 2));
+                },
+            );
         }
     }
 

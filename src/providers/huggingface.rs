@@ -533,8 +533,8 @@ mod tests {
     use super::*;
     use crate::config::ai_proxy::ModelOptions;
     use crate::providers::testkit::{
-        ctx, feed_at_cuts, fixture, fixture_config, fixture_json, run_pieces, run_stream,
-        sse_payloads,
+        assert_add_tool_call, assert_hi_bob_completion, at_every_split, ctx, feed_at_cuts, fixture,
+        fixture_config, fixture_json, run_pieces, sse_payloads,
     };
     use proptest::prelude::*;
 
@@ -815,23 +815,25 @@ mod tests {
         let options = ModelOptions::default();
         let c = ctx(RouteType::Chat, MODEL, true, &options);
         let input = fixture("huggingface/chat-stream/upstream-stream.txt");
-        for split in 0..=input.len() {
-            let mut s = HfStream::new(&c);
-            let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
-            assert_eq!(got.len(), 4, "split {split}");
-            assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
-            assert_eq!(got[0]["choices"][0]["delta"]["content"], " 1");
-            assert!(got[1]["choices"][0]["delta"].get("role").is_none());
-            assert_eq!(got[1]["choices"][0]["delta"]["content"], " + 1");
-            assert_eq!(got[2]["choices"][0]["finish_reason"], "stop");
-            for chunk in &got[..3] {
-                assert_eq!(chunk["id"], "chatcmpl-test");
-                assert_eq!(chunk["model"], "tgi");
-                assert_eq!(chunk["object"], "chat.completion.chunk");
-            }
-            assert_eq!(got[3], "[DONE]");
-            assert_eq!(s.usage(), Usage::new(10, 3));
-        }
+        at_every_split(
+            &input,
+            || HfStream::new(&c),
+            |got, split, s| {
+                assert_eq!(got.len(), 4, "split {split}");
+                assert_eq!(got[0]["choices"][0]["delta"]["role"], "assistant");
+                assert_eq!(got[0]["choices"][0]["delta"]["content"], " 1");
+                assert!(got[1]["choices"][0]["delta"].get("role").is_none());
+                assert_eq!(got[1]["choices"][0]["delta"]["content"], " + 1");
+                assert_eq!(got[2]["choices"][0]["finish_reason"], "stop");
+                for chunk in &got[..3] {
+                    assert_eq!(chunk["id"], "chatcmpl-test");
+                    assert_eq!(chunk["model"], "tgi");
+                    assert_eq!(chunk["object"], "chat.completion.chunk");
+                }
+                assert_eq!(got[3], "[DONE]");
+                assert_eq!(s.usage(), Usage::new(10, 3));
+            },
+        );
     }
 
     #[test]
@@ -853,19 +855,13 @@ mod tests {
         let options = ModelOptions::default();
         let c = ctx(RouteType::Chat, MODEL, true, &options);
         let input = fixture("huggingface/chat-stream-tools/upstream-stream.txt");
-        for split in 0..=input.len() {
-            let mut s = HfStream::new(&c);
-            let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
-            assert_eq!(got.len(), 4, "split {split}");
-            let start = &got[0]["choices"][0]["delta"]["tool_calls"][0];
-            assert_eq!(start["id"], "call_test_0");
-            assert_eq!(start["type"], "function");
-            assert_eq!(start["function"]["name"], "add");
-            let args = &got[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"];
-            assert_eq!(args, "{\"a\":2}");
-            assert_eq!(got[2]["choices"][0]["finish_reason"], "tool_calls");
-            assert_eq!(got[3], "[DONE]");
-        }
+        at_every_split(
+            &input,
+            || HfStream::new(&c),
+            |got, split, _| {
+                assert_add_tool_call(got, split);
+            },
+        );
     }
 
     #[test]
@@ -873,17 +869,14 @@ mod tests {
         let options = ModelOptions::default();
         let c = ctx(RouteType::Completions, MODEL, true, &options);
         let input = fixture("huggingface/completions-stream/upstream-stream.txt");
-        for split in 0..=input.len() {
-            let mut s = HfStream::new(&c);
-            let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
-            assert_eq!(got.len(), 4, "split {split}");
-            assert_eq!(got[0]["object"], "text_completion");
-            assert_eq!(got[0]["choices"][0]["text"], "Hi");
-            assert_eq!(got[1]["choices"][0]["text"], " Bob");
-            assert_eq!(got[2]["choices"][0]["finish_reason"], "length");
-            assert_eq!(got[3], "[DONE]");
-            assert_eq!(s.usage(), Usage::new(0, 3));
-        }
+        at_every_split(
+            &input,
+            || HfStream::new(&c),
+            |got, split, s| {
+                assert_hi_bob_completion(got, split);
+                assert_eq!(s.usage(), Usage::new(0, 3));
+            },
+        );
     }
 
     #[test]

@@ -353,6 +353,15 @@ pub fn default_routes(route_type: RouteType) -> bool {
     )
 }
 
+/// The default routes plus image generations and edits: for the providers with image models.
+pub fn default_and_image_routes(route_type: RouteType) -> bool {
+    default_routes(route_type)
+        || matches!(
+            route_type,
+            RouteType::ImageGenerations | RouteType::ImageEdits
+        )
+}
+
 /// A model option a provider cannot run without; reported at `model.options.<option>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingOption {

@@ -66,6 +66,20 @@ pub fn run_truncated(t: &mut dyn StreamTranslate, input: &[u8], split: usize) ->
     (String::from_utf8(out.to_vec()).unwrap(), err.0)
 }
 
+/// Feeds `input` to a fresh translator from `new` split at every byte, and hands `check` the
+/// client's payloads (see [`sse_payloads`]), the split and the translator (for its usage).
+pub fn at_every_split<T: StreamTranslate>(
+    input: &str,
+    mut new: impl FnMut() -> T,
+    mut check: impl FnMut(&[Value], usize, &T),
+) {
+    for split in 0..=input.len() {
+        let mut s = new();
+        let got = sse_payloads(&run_stream(&mut s, input.as_bytes(), split));
+        check(&got, split, &s);
+    }
+}
+
 /// Feeds `input` in pieces of `size` bytes (1: byte by byte) and returns the client bytes.
 pub fn run_pieces(t: &mut dyn StreamTranslate, input: &[u8], size: usize) -> String {
     let mut out = BytesMut::new();
@@ -103,4 +117,30 @@ pub fn sse_payloads(text: &str) -> Vec<Value> {
             }
         })
         .collect()
+}
+
+/// The shared completions-stream fixtures' text ("Hi", " Bob", cut by the token limit) as the
+/// client must see it: two `text_completion` chunks, a `length` finish, `[DONE]`.
+pub fn assert_hi_bob_completion(got: &[Value], split: usize) {
+    assert_eq!(got.len(), 4, "split {split}");
+    assert_eq!(got[0]["object"], "text_completion");
+    assert_eq!(got[0]["choices"][0]["text"], "Hi");
+    assert_eq!(got[1]["choices"][0]["text"], " Bob");
+    assert_eq!(got[2]["choices"][0]["finish_reason"], "length");
+    assert_eq!(got[3], "[DONE]");
+}
+
+/// The shared tool-call stream fixtures' call (`add` with `{"a":2}`, id `call_test_0`) as the
+/// client must see it from the call's first chunk: its start, its arguments, a `tool_calls`
+/// finish, `[DONE]`.
+pub fn assert_add_tool_call(got: &[Value], split: usize) {
+    assert_eq!(got.len(), 4, "split {split}");
+    let start = &got[0]["choices"][0]["delta"]["tool_calls"][0];
+    assert_eq!(start["id"], "call_test_0");
+    assert_eq!(start["type"], "function");
+    assert_eq!(start["function"]["name"], "add");
+    let args = &got[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"];
+    assert_eq!(args, r#"{"a":2}"#);
+    assert_eq!(got[2]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(got[3], "[DONE]");
 }

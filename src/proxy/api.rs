@@ -460,59 +460,66 @@ mod tests {
         sub_path(route_type, path, prefix.len())
     }
 
+    /// Each (route type, client path, route prefix) is sent upstream with this sub-path.
+    fn assert_subs(cases: &[(RouteType, &str, &str, &str)]) {
+        for &(route_type, path, prefix, expected) in cases {
+            assert_eq!(sub(route_type, path, prefix).unwrap(), expected, "{path}");
+        }
+    }
+
     #[test]
     fn rest_types_keep_the_path_after_the_prefix_without_doubling_the_resource() {
-        let files = RouteType::Files;
-        assert_eq!(sub(files, "/v1/files", "/v1/files").unwrap(), "");
-        assert_eq!(
-            sub(files, "/v1/files/file-abc/content", "/v1/files").unwrap(),
-            "/file-abc/content"
-        );
-        assert_eq!(
-            sub(files, "/myfiles/files/file-abc", "/myfiles").unwrap(),
-            "/file-abc"
-        );
-        assert_eq!(sub(files, "/openai/files", "/openai").unwrap(), "");
-        assert_eq!(
-            sub(RouteType::Batches, "/b/batches/batch_1/cancel", "/b").unwrap(),
-            "/batch_1/cancel"
-        );
-        assert_eq!(
-            sub(
-                RouteType::Responses,
+        use RouteType::{Batches, Files, Responses};
+        assert_subs(&[
+            (Files, "/v1/files", "/v1/files", ""),
+            (
+                Files,
+                "/v1/files/file-abc/content",
+                "/v1/files",
+                "/file-abc/content",
+            ),
+            (Files, "/myfiles/files/file-abc", "/myfiles", "/file-abc"),
+            (Files, "/openai/files", "/openai", ""),
+            (
+                Batches,
+                "/b/batches/batch_1/cancel",
+                "/b",
+                "/batch_1/cancel",
+            ),
+            (
+                Responses,
                 "/r/responses/resp_1/input_items",
-                "/r"
-            )
-            .unwrap(),
-            "/resp_1/input_items"
-        );
-        assert!(sub(files, "/v1/filesx", "/v1/files").is_err());
+                "/r",
+                "/resp_1/input_items",
+            ),
+        ]);
+        assert!(sub(Files, "/v1/filesx", "/v1/files").is_err());
     }
 
     #[test]
     fn the_assistants_family_is_rooted_above_its_resources() {
-        let a = RouteType::Assistants;
-        assert_eq!(sub(a, "/assistants", "/assistants").unwrap(), "/assistants");
-        assert_eq!(
-            sub(a, "/v1/assistants/asst_1", "/v1/assistants").unwrap(),
-            "/assistants/asst_1"
-        );
-        assert_eq!(
-            sub(a, "/ai/threads/thread_1/runs/run_1/steps", "/ai").unwrap(),
-            "/threads/thread_1/runs/run_1/steps"
-        );
-        assert_eq!(
-            sub(a, "/ai/vector_stores/vs_1", "/ai").unwrap(),
-            "/vector_stores/vs_1"
-        );
-        assert_eq!(
-            sub(a, "/openai/threads/thread_1/messages", "/openai/threads").unwrap(),
-            "/threads/thread_1/messages"
-        );
-        assert_eq!(
-            sub(a, "/openai/threads", "/openai/threads").unwrap(),
-            "/threads"
-        );
+        let cases = [
+            ("/assistants", "/assistants", "/assistants"),
+            (
+                "/v1/assistants/asst_1",
+                "/v1/assistants",
+                "/assistants/asst_1",
+            ),
+            (
+                "/ai/threads/thread_1/runs/run_1/steps",
+                "/ai",
+                "/threads/thread_1/runs/run_1/steps",
+            ),
+            ("/ai/vector_stores/vs_1", "/ai", "/vector_stores/vs_1"),
+            (
+                "/openai/threads/thread_1/messages",
+                "/openai/threads",
+                "/threads/thread_1/messages",
+            ),
+            ("/openai/threads", "/openai/threads", "/threads"),
+        ];
+        let cases = cases.map(|(path, prefix, sub)| (RouteType::Assistants, path, prefix, sub));
+        assert_subs(&cases);
     }
 
     #[test]

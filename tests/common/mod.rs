@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset of the harness
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,11 +33,13 @@ pub(crate) fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     }
 }
 
-/// Waits until `child` listens on `port`, or returns how it exited first.
+/// Waits until `child` listens on `port`, or returns how it exited first. The listener must be
+/// the child's own: when another server took the port, connecting succeeds while the child is
+/// failing to bind it.
 fn listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if listens(child.id(), port) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -47,24 +50,79 @@ fn listening(port: u16, child: &mut Child, what: &str) -> Result<(), ExitStatus>
     panic!("{what} did not listen on {port} within 20 s");
 }
 
+/// Whether process `pid` holds a listening TCP socket on `port`: Linux's `/proc` names the
+/// inodes of the listening sockets and those of the process's descriptors. Where there is no
+/// `/proc`, whether the port accepts connections.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let mut tables = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .map(|t| std::fs::read_to_string(t).ok())
+        .into_iter()
+        .flatten()
+        .peekable();
+    if tables.peek().is_none() {
+        return TcpStream::connect(("127.0.0.1", port)).is_ok();
+    }
+    const LISTEN: &str = "0A";
+    let sockets: Vec<String> = tables
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = f.get(1)?.rsplit(':').next()?;
+                    let ours =
+                        u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == LISTEN;
+                    let inode = f.get(9)?;
+                    ours.then(|| format!("socket:[{inode}]"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if sockets.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fd.path()
+            .read_link()
+            .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
+    })
+}
+
+thread_local! {
+    /// Ports the next servers started on this thread try before a free one.
+    static PORTS_FIRST: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes the next server started on this thread try `port` first: the harness's own tests
+/// take a port and show that a server started on it moves to another.
+pub fn try_port_first(port: u16) {
+    PORTS_FIRST.with(|first| first.borrow_mut().push(port));
+}
+
 /// Starts a server (`spawn` builds it for a port) on a free port and waits until it listens.
 /// A port free when picked can be taken before the child binds it (by another test's server,
 /// or as a connection's source port); a child that exits saying so is started again on
-/// another port. Any other early exit fails the test with the child's stderr.
-fn start_listening(what: &str, mut spawn: impl FnMut(u16) -> Child) -> Proc {
+/// another port. Any other early exit fails the test with the child's output.
+pub fn start_listening(what: &str, mut spawn: impl FnMut(u16) -> Child) -> Proc {
     const TRIES: usize = 3;
     for _ in 0..TRIES {
-        let port = free_port();
+        let port = PORTS_FIRST
+            .with(|first| first.borrow_mut().pop())
+            .unwrap_or_else(free_port);
         let mut child = spawn(port);
         let log = collect_stderr(&mut child);
         let Err(status) = listening(port, &mut child, what) else {
             return Proc { child, port, log };
         };
-        // The reader thread may still be copying the last lines.
+        // The reader threads may still be copying the last lines.
         std::thread::sleep(Duration::from_millis(100));
-        let stderr = log.lock().unwrap().clone();
-        if !stderr.contains("Address already in use") {
-            panic!("{what} exited early with {status}:\n{stderr}");
+        let output = log.lock().unwrap().clone();
+        if !output.contains("Address already in use") {
+            panic!("{what} exited early with {status}:\n{output}");
         }
     }
     panic!("{what}: the port was taken before it could bind, {TRIES} times");
@@ -125,18 +183,25 @@ impl Drop for Proc {
     }
 }
 
+/// Collects the child's stderr (and its stdout, where piped) as lines, on reader threads.
 pub(crate) fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let reader = BufReader::new(stderr);
-        for line in reader.lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
+    let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+    // A child whose stdout is piped logs there (redis-server): it is collected too.
+    let stdout = child
+        .stdout
+        .take()
+        .map(|out| Box::new(out) as Box<dyn Read + Send>);
+    for pipe in [Some(stderr), stdout].into_iter().flatten() {
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
     log
 }
 
@@ -261,6 +326,7 @@ impl Response {
     }
 }
 
+/// One HTTP/1.1 request on its own connection (`connection: close`), read to the end.
 pub fn request(
     port: u16,
     method: &str,
@@ -268,7 +334,17 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    raw_http::send(port, method, path, headers, body)
+    use std::io::Write;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = request_head(method, path, port, headers, body.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    raw_http::parse(&raw)
 }
 
 /// A chat request to `/chat` on another thread, slowed by the mock's `fault` (`delay=...`).
@@ -285,12 +361,17 @@ pub fn slow_request(port: u16, fault: &str, content: &str) -> std::thread::JoinH
 }
 
 pub fn post_json(port: u16, path: &str, body: &serde_json::Value) -> Response {
+    post_json_bytes(port, path, body.to_string().as_bytes())
+}
+
+/// A JSON POST whose body is given as written (large, malformed or pre-serialised).
+pub fn post_json_bytes(port: u16, path: &str, body: &[u8]) -> Response {
     request(
         port,
         "POST",
         path,
         &[("content-type", "application/json")],
-        body.to_string().as_bytes(),
+        body,
     )
 }
 
@@ -339,26 +420,6 @@ pub fn request_head(
 
 mod raw_http {
     use super::*;
-    use std::io::Write;
-
-    pub fn send(
-        port: u16,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Response {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let head = request_head(method, path, port, headers, body.len());
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        parse(&raw)
-    }
 
     pub(super) fn parse(raw: &[u8]) -> Response {
         let split = raw
@@ -556,6 +617,21 @@ pub fn start_gateway_with_status(deck: &Path, env: &[(&str, &str)]) -> (Proc, u1
     (gw, status_port)
 }
 
+/// The mock, and the gateway with its status listener in front of it.
+pub struct MockAndGateway {
+    pub mock: Proc,
+    pub gw: Proc,
+    pub status: u16,
+}
+
+/// Starts the mock, then the gateway on the decK file `deck` writes for the mock's port.
+pub fn start_mock_and_gateway(deck: impl FnOnce(u16) -> String) -> MockAndGateway {
+    let mock = start_mock();
+    let path = write_deck(&deck(mock.port));
+    let (gw, status) = start_gateway_with_status(&path, &[]);
+    MockAndGateway { mock, gw, status }
+}
+
 /// The gateway's `GET /status` counters.
 pub fn gateway_status(status_port: u16) -> serde_json::Value {
     request(status_port, "GET", "/status", &[], b"").json()
@@ -618,6 +694,7 @@ pub fn mock_requests(mock: &Proc) -> u64 {
 /// run side by side far from the limit (as many as fit at twice the estimate), one at a time
 /// near it, and are refused once it is spent, within one request of it.
 pub fn assert_unknown_cost_admission(mock: &Proc, first: u16, then: u16, path: &str, key: &str) {
+    wait_for_window_room(UNKNOWN_COST_WINDOW, Duration::from_secs(60));
     let settle = || std::thread::sleep(Duration::from_millis(500));
     assert_eq!(chat_as(first, path, key, false).status, 200);
     settle();
@@ -675,6 +752,20 @@ pub fn assert_unknown_cost_admission(mock: &Proc, first: u16, then: u16, path: &
         )),
         Some("0")
     );
+}
+
+/// Waits, when need be, for the next fixed rate-limit window of `size` seconds: fixed windows
+/// start on multiples of their size since the epoch (as Kong's do), so a test whose counts must
+/// all fall in one window starts where the current one has at least `room` left.
+pub fn wait_for_window_room(size: u64, room: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let size = Duration::from_secs(size);
+    let left = size - Duration::from_nanos((now.as_nanos() % size.as_nanos()) as u64);
+    if left < room {
+        std::thread::sleep(left + Duration::from_millis(100));
+    }
 }
 
 /// The limit and window (seconds) [`assert_unknown_cost_admission`] expects.
@@ -743,6 +834,16 @@ impl RawConn {
     pub fn send(&mut self, bytes: &[u8]) {
         use std::io::Write;
         self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends `body` in chunked transfer encoding, `size` bytes a chunk, and the last chunk.
+    pub fn send_chunked(&mut self, body: &[u8], size: usize) {
+        for chunk in body.chunks(size) {
+            self.send(format!("{:x}\r\n", chunk.len()).as_bytes());
+            self.send(chunk);
+            self.send(b"\r\n");
+        }
+        self.send(b"0\r\n\r\n");
     }
 
     /// Sends a POST with a JSON body and `connection: close`.

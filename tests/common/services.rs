@@ -3,10 +3,10 @@
 //! started on free loopback ports as children that are stopped by their own PID.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use super::{collect_stderr, free_port, wait_for_port, Proc};
+use super::{collect_stderr, start_listening, wait_for_port, Proc};
 
 /// Installs a Debian package providing `binary` unless it is already there; returns its path.
 fn ensure(binary: &str, packages: &[&str]) -> PathBuf {
@@ -50,29 +50,37 @@ pub fn nginx_bin() -> &'static Path {
     BIN.get_or_init(|| ensure("nginx", &["nginx-light", "nginx"]))
 }
 
-/// A private Redis on a free port (no persistence); `port` reuses a port (a restart).
+/// A private Redis (no persistence) on a free port, or on `port` (a restart, which must get
+/// that port back: it is not moved).
 pub fn start_redis_on(port: Option<u16>) -> Proc {
-    let port = port.unwrap_or_else(free_port);
-    spawn_redis(port, &["--port", &port.to_string()], "redis-server")
+    let listen = |port: u16| ["--port".to_string(), port.to_string()];
+    let Some(port) = port else {
+        return start_listening("redis-server", |port| spawn_redis(&listen(port)));
+    };
+    let mut child = spawn_redis(&listen(port));
+    let log = collect_stderr(&mut child);
+    wait_for_port(port, &mut child, "redis-server");
+    Proc { child, port, log }
 }
 
-/// Debian's redis-server on 127.0.0.1:`port` without persistence; `listen` says how it listens.
-fn spawn_redis(port: u16, listen: &[&str], what: &str) -> Proc {
-    let mut child = Command::new(redis_server_bin())
+/// Debian's redis-server on 127.0.0.1 without persistence; `listen` says on which port(s). It
+/// logs to stdout (a port it cannot bind, too), which is collected with its stderr.
+fn spawn_redis(listen: &[String]) -> Child {
+    Command::new(redis_server_bin())
         .args(listen)
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start redis-server");
-    let log = collect_stderr(&mut child);
-    wait_for_port(port, &mut child, what);
-    Proc { child, port, log }
+        .expect("start redis-server")
 }
 
 /// nginx round-robining between `backends` (loopback ports), as one process without a master.
 pub fn start_nginx(backends: &[u16]) -> Proc {
-    let port = free_port();
+    start_listening("nginx", |port| spawn_nginx(port, backends))
+}
+
+fn spawn_nginx(port: u16, backends: &[u16]) -> Child {
     let dir = std::env::temp_dir().join(format!("aigw-nginx-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let servers: String = backends
@@ -121,24 +129,22 @@ http {{
 "
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut child = Command::new(nginx_bin())
+    Command::new(nginx_bin())
         .args(["-e", &format!("{d}/error.log"), "-p", &format!("{d}")])
         .args(["-c", &format!("{d}/nginx.conf")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start nginx");
-    let log = collect_stderr(&mut child);
-    wait_for_port(port, &mut child, "nginx");
-    Proc { child, port, log }
+        .expect("start nginx")
 }
 
 /// A private Redis speaking TLS only, its certificate (for 127.0.0.1) signed by a private CA
 /// made here by `openssl`; returns the server and the CA's certificate (PEM), which is in no
 /// trust store unless a test puts it in one.
 pub fn start_redis_tls() -> (Proc, PathBuf) {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("aigw-redis-tls-{}-{port}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("aigw-redis-tls-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let (ca, ca_key, csr) = (dir.join("ca.pem"), dir.join("ca.key"), dir.join("csr.pem"));
@@ -195,18 +201,21 @@ pub fn start_redis_tls() -> (Proc, PathBuf) {
         cert.as_os_str(),
     ]);
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let port_arg = port.to_string();
-    let listen = [
-        "--port",
-        "0",
-        "--tls-port",
-        &port_arg,
-        "--tls-cert-file",
-        cert,
-        "--tls-key-file",
-        key,
-        "--tls-auth-clients",
-        "no",
-    ];
-    (spawn_redis(port, &listen, "redis-server (TLS)"), ca)
+    let redis = start_listening("redis-server (TLS)", |port| {
+        let port = port.to_string();
+        let listen = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-auth-clients",
+            "no",
+        ];
+        spawn_redis(&listen.map(String::from))
+    });
+    (redis, ca)
 }

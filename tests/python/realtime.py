@@ -45,7 +45,7 @@ async def relay(url: str, n: int) -> dict:
         return {"created": created["type"], "model": created["session"]["model"], "texts": texts,
                 "binaries": binaries, "in_order": in_order, "usage": done["response"]["usage"],
                 "close_code": ws.close_code, "close_reason": ws.close_reason,
-                "ratelimit_remaining": ws.response.headers.get("x-ai-ratelimit-remaining-60-openai")}
+                "ratelimit_remaining": ws.response.headers.get("x-ai-ratelimit-remaining-3600-openai")}
 
 
 async def drop(url: str) -> dict:

@@ -1,7 +1,6 @@
-use std::collections::HashMap;
-
 use super::*;
 use crate::config::ai_proxy::{Llama2Format, ProviderName, RouteType};
+use crate::config::env_subst::env_of;
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -14,14 +13,6 @@ macro_rules! fixture {
 }
 
 const OPENAI_KEY: &str = "sk-test-0123456789";
-
-fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |name| map.get(name).cloned()
-}
 
 /// Every `DECK_` variable is set to a recognisable fake secret.
 fn any_deck_var(name: &str) -> Option<String> {
@@ -51,8 +42,19 @@ fn route<'a>(config: &'a GatewayConfig, name: &str) -> &'a RouteSpec {
         .unwrap_or_else(|| panic!("no route {name}"))
 }
 
-fn plugin_at(config: &GatewayConfig, name: &str) -> Option<String> {
-    route(config, name).plugin_path.clone()
+/// The name of the service the route belongs to.
+fn service_name<'a>(config: &'a GatewayConfig, route_name: &str) -> Option<&'a str> {
+    route(config, route_name)
+        .service
+        .as_ref()
+        .map(|s| s.name.as_str())
+}
+
+/// Each named route's plugin comes from this place in the file (`None`: the route has none).
+fn assert_plugins_at(config: &GatewayConfig, expected: &[(&str, Option<&str>)]) {
+    for &(name, path) in expected {
+        assert_eq!(route(config, name).plugin_path.as_deref(), path, "{name}");
+    }
 }
 
 /// A minimal valid ai-proxy config block, indented for a nested plugin.
@@ -184,20 +186,18 @@ fn multi_provider_file_resolves_every_attachment() {
             "cohere-chat",
         ]
     );
-    let expected_plugins = [
-        ("openai-chat", "services[0].routes[0].plugins[0]"),
-        ("openai-embeddings", "services[0].plugins[0]"),
-        ("openai-by-model", "services[0].routes[2].plugins[0]"),
-        ("gemini-chat", "plugins[1]"),
-        ("vertex-native", "plugins[2]"),
-        ("bedrock-chat", "plugins[0]"),
-        ("hf-chat", "routes[3].plugins[0]"),
-        ("cohere-chat", "plugins[3]"),
-        ("mistral-chat", "services[3].routes[0].plugins[0]"),
+    let expected = [
+        ("openai-chat", Some("services[0].routes[0].plugins[0]")),
+        ("openai-embeddings", Some("services[0].plugins[0]")),
+        ("openai-by-model", Some("services[0].routes[2].plugins[0]")),
+        ("gemini-chat", Some("plugins[1]")),
+        ("vertex-native", Some("plugins[2]")),
+        ("bedrock-chat", Some("plugins[0]")),
+        ("hf-chat", Some("routes[3].plugins[0]")),
+        ("cohere-chat", Some("plugins[3]")),
+        ("mistral-chat", Some("services[3].routes[0].plugins[0]")),
     ];
-    for (name, path) in expected_plugins {
-        assert_eq!(plugin_at(&config, name).as_deref(), Some(path), "{name}");
-    }
+    assert_plugins_at(&config, &expected);
 
     let chat = route(&config, "openai-chat");
     assert_eq!(chat.methods, ["POST"]);
@@ -231,13 +231,7 @@ fn multi_provider_file_resolves_every_attachment() {
         azure.url.as_deref(),
         Some("https://my-instance.openai.azure.com:443/openai")
     );
-    assert_eq!(
-        route(&config, "vertex-native")
-            .service
-            .as_ref()
-            .map(|s| s.name.as_str()),
-        Some("google")
-    );
+    assert_eq!(service_name(&config, "vertex-native"), Some("google"));
     assert!(route(&config, "bedrock-chat").service.is_none());
     assert_eq!(
         route(&config, "llama-completions")
@@ -332,22 +326,15 @@ plugins:
   - {{name: ai-proxy, config: {OPENAI_CONFIG}}}
 "
     ));
-    assert_eq!(
-        plugin_at(&config, "on-route").as_deref(),
-        Some("services[0].routes[0].plugins[0]")
-    );
-    assert_eq!(
-        plugin_at(&config, "on-service").as_deref(),
-        Some("services[0].plugins[0]")
-    );
-    assert_eq!(
-        plugin_at(&config, "disabled-on-route").as_deref(),
-        Some("services[0].plugins[0]"),
-        "a disabled route plugin does not shadow the service's"
-    );
-    assert_eq!(
-        plugin_at(&config, "global-only").as_deref(),
-        Some("plugins[0]")
+    assert_plugins_at(
+        &config,
+        &[
+            ("on-route", Some("services[0].routes[0].plugins[0]")),
+            ("on-service", Some("services[0].plugins[0]")),
+            // A disabled route plugin does not shadow the service's.
+            ("disabled-on-route", Some("services[0].plugins[0]")),
+            ("global-only", Some("plugins[0]")),
+        ],
     );
 }
 
@@ -367,20 +354,16 @@ plugins:
   - {{name: ai-proxy, route: {{id: r2-id}}, service: {{name: s}}, config: {OPENAI_CONFIG}}}
 "
     ));
-    assert_eq!(plugin_at(&config, "r1").as_deref(), Some("plugins[0]"));
-    assert_eq!(plugin_at(&config, "r2-id").as_deref(), Some("plugins[2]"));
-    assert_eq!(
-        route(&config, "r2-id")
-            .service
-            .as_ref()
-            .map(|s| s.name.as_str()),
-        Some("s")
+    assert_plugins_at(
+        &config,
+        &[
+            ("r1", Some("plugins[0]")),
+            ("r2-id", Some("plugins[2]")),
+            // No global plugin, no service.
+            ("r3", None),
+        ],
     );
-    assert_eq!(
-        plugin_at(&config, "r3"),
-        None,
-        "no global plugin, no service"
-    );
+    assert_eq!(service_name(&config, "r2-id"), Some("s"));
     assert!(route(&config, "r3").plugin.is_none());
 }
 
@@ -395,10 +378,7 @@ routes:
   - {{name: r, service: s, paths: [/a]}}
 "
     ));
-    assert_eq!(
-        plugin_at(&config, "r").as_deref(),
-        Some("services[0].plugins[0]")
-    );
+    assert_plugins_at(&config, &[("r", Some("services[0].plugins[0]"))]);
 }
 
 #[test]
@@ -995,13 +975,7 @@ fn service_urls_are_normalised_with_default_ports() {
     assert_eq!(url("g").as_deref(), Some("http://[::1]:80"));
     assert_eq!(url("h").as_deref(), Some("http://example.com:80"));
     assert_eq!(url("i"), None);
-    assert_eq!(
-        route(&config, "j")
-            .service
-            .as_ref()
-            .map(|s| s.name.as_str()),
-        Some("0a1b")
-    );
+    assert_eq!(service_name(&config, "j"), Some("0a1b"));
     let unnamed = &config.routes[10];
     assert_eq!(unnamed.name, "services[10].routes[0]");
     assert_eq!(

@@ -176,29 +176,25 @@ impl Items {
 
     fn reasoning_delta(&mut self, text: &str, out: &mut BytesMut) {
         let item_id = reasoning_id(&self.request_id, self.reasonings);
-        let output_index = self.output_index();
         if !matches!(self.open, Some(Open::Reasoning { .. })) {
-            self.close(out);
-            let item = reasoning_item(&self.request_id, self.reasonings, "", &[], "in_progress");
-            self.write(
-                out,
-                "response.output_item.added",
-                json!({"output_index": output_index, "item": item}),
-            );
+            let open = Open::Reasoning {
+                text: String::new(),
+                signature: None,
+            };
+            let output_index = self.open_item(out, open, |s| {
+                reasoning_item(&s.request_id, s.reasonings, "", &[], "in_progress")
+            });
             self.write(
                 out,
                 "response.reasoning_summary_part.added",
                 json!({"item_id": item_id, "output_index": output_index, "summary_index": 0,
                        "part": {"type": "summary_text", "text": ""}}),
             );
-            self.open = Some(Open::Reasoning {
-                text: String::new(),
-                signature: None,
-            });
         }
         if let Some(Open::Reasoning { text: all, .. }) = &mut self.open {
             all.push_str(text);
         }
+        let output_index = self.output_index();
         self.write(
             out,
             "response.reasoning_summary_text.delta",
@@ -210,24 +206,20 @@ impl Items {
     fn text_delta(&mut self, text: &str, out: &mut BytesMut) {
         let item_id = message_id(&self.request_id);
         if !matches!(self.open, Some(Open::Message { .. })) {
-            self.close(out);
-            let mut item = message_item(&self.request_id, "", "in_progress");
-            item["content"] = json!([]);
-            let index = self.output_index();
-            self.write(
-                out,
-                "response.output_item.added",
-                json!({"output_index": index, "item": item}),
-            );
+            let open = Open::Message {
+                text: String::new(),
+            };
+            let index = self.open_item(out, open, |s| {
+                let mut item = message_item(&s.request_id, "", "in_progress");
+                item["content"] = json!([]);
+                item
+            });
             self.write(
                 out,
                 "response.content_part.added",
                 json!({"item_id": item_id, "output_index": index, "content_index": 0,
                        "part": {"type": "output_text", "text": "", "annotations": []}}),
             );
-            self.open = Some(Open::Message {
-                text: String::new(),
-            });
         }
         if let Some(Open::Message { text: all }) = &mut self.open {
             all.push_str(text);
@@ -245,31 +237,19 @@ impl Items {
         let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
         let function = call.get("function").unwrap_or(&Value::Null);
         if !matches!(self.open, Some(Open::Call { index: open, .. }) if open == index) {
-            self.close(out);
             let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
             let name = function
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let item = call_item(
-                &self.request_id,
-                self.calls,
-                call_id,
-                name,
-                "",
-                "in_progress",
-            );
-            let output_index = self.output_index();
-            self.write(
-                out,
-                "response.output_item.added",
-                json!({"output_index": output_index, "item": item}),
-            );
-            self.open = Some(Open::Call {
+            let open = Open::Call {
                 index,
                 call_id: call_id.to_string(),
                 name: name.to_string(),
                 arguments: String::new(),
+            };
+            self.open_item(out, open, |s| {
+                call_item(&s.request_id, s.calls, call_id, name, "", "in_progress")
             });
         }
         let Some(delta) = function
@@ -289,6 +269,28 @@ impl Items {
             "response.function_call_arguments.delta",
             json!({"item_id": item_id, "output_index": output_index, "delta": delta}),
         );
+    }
+
+    /// Ends the item in progress and starts `open` as the next output item
+    /// (`response.output_item.added`, with the in-progress `item` built after the close, since
+    /// closing counts the item just ended); returns its output index for the caller's own
+    /// `.added` events.
+    fn open_item(
+        &mut self,
+        out: &mut BytesMut,
+        open: Open,
+        item: impl FnOnce(&Self) -> Value,
+    ) -> usize {
+        self.close(out);
+        let item = item(self);
+        let output_index = self.output_index();
+        self.write(
+            out,
+            "response.output_item.added",
+            json!({"output_index": output_index, "item": item}),
+        );
+        self.open = Some(open);
+        output_index
     }
 
     /// Ends the open item with its `.done` events.
@@ -458,6 +460,34 @@ mod tests {
         for cut in 0..CHAT.len() {
             assert_eq!(run(CHAT.as_bytes(), cut).0, whole, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn reasoning_after_text_is_the_next_output_item() {
+        // Interleaved thinking: the message closes first, so the reasoning is output 1.
+        let input = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (events, result) = run(input.as_bytes(), input.len());
+        result.unwrap();
+        let reasoning: Vec<&Value> = events
+            .iter()
+            .filter(|(name, data)| {
+                name.starts_with("response.reasoning_summary")
+                    || data["item"]["type"] == "reasoning"
+            })
+            .map(|(_, data)| data)
+            .collect();
+        assert_eq!(reasoning.len(), 6, "{events:?}");
+        for data in reasoning {
+            assert_eq!(data["output_index"], 1, "{data}");
+        }
+        let done = &events.last().unwrap().1["response"]["output"];
+        assert_eq!(done[0]["type"], "message");
+        assert_eq!(done[1]["type"], "reasoning");
     }
 
     #[test]

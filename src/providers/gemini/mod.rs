@@ -99,11 +99,7 @@ impl Translate for Gemini {
     }
 
     fn supports(&self, route_type: RouteType) -> bool {
-        super::default_routes(route_type)
-            || matches!(
-                route_type,
-                RouteType::ImageGenerations | RouteType::ImageEdits
-            )
+        super::default_and_image_routes(route_type)
     }
 
     fn url(&self, ctx: &RequestCtx<'_>) -> Result<String, GatewayError> {
