@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 
 use crate::actors::config::SharedSnapshot;
-use crate::actors::limiter::LimiterActor;
+use crate::actors::limiter::Limiter;
 use crate::actors::provider::{Pools, ProviderActor};
 use crate::actors::route::RouteActor;
 use crate::config::settings::Settings;
@@ -22,7 +22,7 @@ pub(crate) struct WorkerRoutes {
 }
 
 impl WorkerRoutes {
-    fn start(snapshot: Arc<Snapshot>, pools: &Pools, limiter: &Addr<LimiterActor>) -> WorkerRoutes {
+    fn start(snapshot: Arc<Snapshot>, pools: &Pools, limiter: &Limiter) -> WorkerRoutes {
         let actors = snapshot
             .routes
             .iter()
@@ -45,7 +45,7 @@ pub struct WorkerState {
     /// The pools' owner, running as long as the worker; its route actors call the pools
     /// directly.
     _provider: Addr<ProviderActor>,
-    pub(crate) limiter: Addr<LimiterActor>,
+    pub(crate) limiter: Limiter,
     pub(crate) client_timeout: Duration,
 }
 
@@ -59,7 +59,7 @@ impl WorkerState {
         );
         let pools = provider.pools();
         let provider = provider.start();
-        let limiter = LimiterActor::default().start();
+        let limiter = Limiter::start();
         let local = WorkerRoutes::start(shared.load_full(), &pools, &limiter);
         WorkerState {
             shared,

@@ -2,7 +2,8 @@
 //! redis-server, installed when missing), behind a real nginx round-robining between them:
 //! the admitted tokens stay within the stated bound under 32 concurrent OpenAI SDK clients,
 //! streams count across instances, and a Redis that dies fails open (logged, still limited by
-//! each instance's own counts) or closed (503, quickly) and the limits resume when it is back;
+//! each instance's own counts) or closed (503, quickly) and the limits resume when it is back,
+//! also under steady traffic; the batched Lua script decides as `admission::decide`;
 //! `sync_rate > 0` counts locally and holds its bound; Redis over TLS (`ssl: true`).
 
 mod common;
@@ -200,6 +201,38 @@ fn redis_down_fails_open_or_closed_quickly_and_limits_resume() {
         statuses.push(chat(gw.port, "/closed", false).status);
     }
     assert!(statuses.contains(&429), "counting again: {statuses:?}");
+}
+
+/// Requests that keep failing open (and settling) while Redis is away do not hold the
+/// connection's circuit open: once Redis is back, the requests are counted in it again.
+#[test]
+fn redis_returns_under_steady_fail_open_traffic() {
+    let redis = start_redis_on(None);
+    let redis_port = redis.port;
+    let mock = start_mock();
+    let open = redis_limit(redis_port, 1_000_000, "sync_rate: 0");
+    let path = write_deck(&deck(mock.port, &[("/open", open)]));
+    let (gw, status_port) = start_gateway_with_status(&path, &[]);
+    assert_eq!(chat(gw.port, "/open", false).status, 200);
+    let failed_open = || {
+        gateway_status(status_port)["rate_limit_failed_open"]
+            .as_u64()
+            .unwrap()
+    };
+    drop(redis);
+    // Served (and settled) throughout, every one failing open, for longer than the circuit's
+    // second.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert_eq!(chat(gw.port, "/open", false).status, 200);
+    }
+    assert!(failed_open() > 0);
+    let _redis = start_redis_on(Some(redis_port));
+    let back = poll_until(Duration::from_secs(10), || {
+        let before = failed_open();
+        (0..5).all(|_| chat(gw.port, "/open", false).status == 200) && failed_open() == before
+    });
+    assert!(back, "still failing open after Redis returned");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+use actix::{Actor, Context, Handler, ResponseFuture};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::ResponseError;
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::future::{select, Either};
 use tokio::sync::oneshot;
 
-use super::limiter::{LimiterActor, Permit};
+use super::limiter::{Limiter, Permit};
 use super::messages::{
     AccessInfo, Exchange, PickTarget, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd,
     StreamPlan,
@@ -46,7 +46,7 @@ pub struct RouteActor {
     route_name: Arc<str>,
     /// This worker's upstream pools (its `ProviderActor`'s), called directly: same thread.
     pools: Pools,
-    limiter: Addr<LimiterActor>,
+    limiter: Limiter,
     /// This worker's balancing state (ai-proxy-advanced), shared with this actor's request
     /// futures, which run on the same thread.
     state: Rc<RefCell<BalancerState>>,
@@ -55,7 +55,7 @@ pub struct RouteActor {
 }
 
 impl RouteActor {
-    pub fn new(route: Arc<AiRoute>, pools: Pools, limiter: Addr<LimiterActor>) -> Self {
+    pub fn new(route: Arc<AiRoute>, pools: Pools, limiter: Limiter) -> Self {
         let labels = route
             .targets
             .iter()

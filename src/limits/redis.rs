@@ -244,10 +244,9 @@ local function counter(name)
   if v == nil then v = num(call('GET', name)); stored[name] = v end
   return v + (added[name] or 0)
 end
--- A claim settled: out of the sums (an instance's own count is kept here, another's written).
-local function release(s, claim)
-  local i, r = string.match(claim, '^([^|]*)|[^|]*|(.*)$')
-  r = tonumber(r) or 0
+-- A claim of instance i with reservation r settled: out of the sums (an instance's own count
+-- is kept here, another's written).
+local function release(s, i, r)
   if r > 0 then s.reserved = s.reserved - r else
     s.unknown = s.unknown - 1
     if i == inst then s.here = s.here - 1
@@ -264,14 +263,16 @@ end
 -- A claim is settled only after the call that admitted it answered, so never in that call.
 local function settle(sh, claim, tokens)
   local s = state(sh.key)
-  if call('ZREM', s.flight, claim) == 1 then release(s, claim) end
+  local i, r = string.match(claim, '^([^|]*)|[^|]*|(.*)$')
+  r = tonumber(r) or 0
+  if call('ZREM', s.flight, claim) == 1 then release(s, i, r) end
   if tokens <= 0 then return end
   for _, w in ipairs(sh.w) do
     added[w.cur] = (added[w.cur] or 0) + tokens
     ttl[w.cur] = 2 * w.ms
   end
   s.version = s.version + 1
-  if (tonumber(string.match(claim, '|([^|]*)$')) or 0) <= 0 then
+  if r <= 0 then
     local est = estimate(s)
     if est <= 0 then est = tokens
     elseif tokens > est then est = est + (tokens - est) / 2
