@@ -258,9 +258,11 @@ impl MessageType for Request {
     }
 
     fn decode(src: &mut BytesMut) -> Result<Option<(Self, PayloadType)>, ParseError> {
-        let mut headers: [HeaderIndex; MAX_HEADERS] = EMPTY_HEADER_INDEX_ARRAY;
+        // ai-gateway patch: the indices go to inline storage that is not zeroed; a
+        // `[HeaderIndex; MAX_HEADERS]` was 3 KiB of memset on every head parsed.
+        let mut headers = HeaderIndices::new();
 
-        let (len, method, uri, ver, h_len) = {
+        let (len, method, uri, ver) = {
             // SAFETY:
             // Create an uninitialized array of `MaybeUninit`. The `assume_init` is safe because the
             // type we are claiming to have initialized here is a bunch of `MaybeUninit`s, which
@@ -284,7 +286,7 @@ impl MessageType for Request {
                     };
                     HeaderIndex::record(src, req.headers, &mut headers);
 
-                    (len, method, uri, version, req.headers.len())
+                    (len, method, uri, version)
                 }
 
                 httparse::Status::Partial => {
@@ -302,7 +304,7 @@ impl MessageType for Request {
         let mut msg = Request::new();
 
         // convert headers
-        let mut length = msg.set_headers(&src.split_to(len).freeze(), &headers[..h_len], ver)?;
+        let mut length = msg.set_headers(&src.split_to(len).freeze(), &headers, ver)?;
 
         // disallow HTTP/1.1 requests that do not contain a Host header
         // see https://datatracker.ietf.org/doc/html/rfc9112#section-3.2
@@ -381,9 +383,11 @@ impl MessageType for ResponseHead {
     }
 
     fn decode(src: &mut BytesMut) -> Result<Option<(Self, PayloadType)>, ParseError> {
-        let mut headers: [HeaderIndex; MAX_HEADERS] = EMPTY_HEADER_INDEX_ARRAY;
+        // ai-gateway patch: the indices go to inline storage that is not zeroed; a
+        // `[HeaderIndex; MAX_HEADERS]` was 3 KiB of memset on every head parsed.
+        let mut headers = HeaderIndices::new();
 
-        let (len, ver, status, h_len) = {
+        let (len, ver, status) = {
             // SAFETY:
             // Create an uninitialized array of `MaybeUninit`. The `assume_init` is safe because the
             // type we are claiming to have initialized here is a bunch of `MaybeUninit`s, which
@@ -410,7 +414,7 @@ impl MessageType for ResponseHead {
                         StatusCode::from_u16(res.code.unwrap()).map_err(|_| ParseError::Status)?;
                     HeaderIndex::record(src, res.headers, &mut headers);
 
-                    (len, version, status, res.headers.len())
+                    (len, version, status)
                 }
 
                 httparse::Status::Partial => {
@@ -428,7 +432,7 @@ impl MessageType for ResponseHead {
         msg.version = ver;
 
         // convert headers
-        let mut length = msg.set_headers(&src.split_to(len).freeze(), &headers[..h_len], ver)?;
+        let mut length = msg.set_headers(&src.split_to(len).freeze(), &headers, ver)?;
 
         // Remove CL value if 0 now that all headers and HTTP/1.0 special cases are processed.
         // Protects against some request smuggling attacks.
@@ -463,29 +467,24 @@ pub(crate) struct HeaderIndex {
     pub(crate) value: (usize, usize),
 }
 
-pub(crate) const EMPTY_HEADER_INDEX: HeaderIndex = HeaderIndex {
-    name: (0, 0),
-    value: (0, 0),
-};
-
-pub(crate) const EMPTY_HEADER_INDEX_ARRAY: [HeaderIndex; MAX_HEADERS] =
-    [EMPTY_HEADER_INDEX; MAX_HEADERS];
+/// Where a parsed head's header positions are recorded: most heads fit inline.
+pub(crate) type HeaderIndices = smallvec::SmallVec<[HeaderIndex; 24]>;
 
 impl HeaderIndex {
     pub(crate) fn record(
         bytes: &[u8],
         headers: &[httparse::Header<'_>],
-        indices: &mut [HeaderIndex],
+        indices: &mut HeaderIndices,
     ) {
         let bytes_ptr = bytes.as_ptr() as usize;
-        for (header, indices) in headers.iter().zip(indices.iter_mut()) {
+        indices.extend(headers.iter().map(|header| {
             let name_start = header.name.as_ptr() as usize - bytes_ptr;
-            let name_end = name_start + header.name.len();
-            indices.name = (name_start, name_end);
             let value_start = header.value.as_ptr() as usize - bytes_ptr;
-            let value_end = value_start + header.value.len();
-            indices.value = (value_start, value_end);
-        }
+            HeaderIndex {
+                name: (name_start, name_start + header.name.len()),
+                value: (value_start, value_start + header.value.len()),
+            }
+        }));
     }
 }
 
