@@ -4,13 +4,12 @@
 //! to a new `StreamActor`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, StatusCode, Uri};
 use actix_web::HttpMessage;
 use awc::error::{PayloadError, SendRequestError};
 use bytes::Bytes;
@@ -41,7 +40,7 @@ impl ProviderActor {
         let _ = rustls::crypto::ring::default_provider().install_default();
         ProviderActor {
             pools: Pools(Rc::new(PoolSet {
-                clients: RefCell::new(HashMap::new()),
+                clients: RefCell::new(hashbrown::HashMap::new()),
                 max_connections,
                 idle_timeout,
                 stream_buffer: stream_buffer.max(1),
@@ -65,7 +64,7 @@ pub struct Pools(Rc<PoolSet>);
 struct PoolSet {
     /// One keep-alive pool per connect timeout in use: awc sets the connect timeout per client,
     /// and Kong's services each have their own. Most configs have exactly one.
-    clients: RefCell<HashMap<Duration, awc::Client>>,
+    clients: RefCell<hashbrown::HashMap<Duration, awc::Client>>,
     max_connections: usize,
     idle_timeout: Duration,
     stream_buffer: usize,
@@ -231,21 +230,45 @@ fn is_stream_type(content_type: Option<&header::HeaderValue>) -> bool {
     })
 }
 
+/// Parsed upstream URLs kept per worker thread: most routes call one fixed URL, and parsing
+/// it (~1.2k instructions) on every request was the largest part of building the request.
+/// Bounded, because a URL built from templates or query-param auth can differ per request.
+const CACHED_URIS: usize = 256;
+
+thread_local! {
+    static URIS: RefCell<hashbrown::HashMap<String, Uri>> = RefCell::new(hashbrown::HashMap::new());
+}
+
+/// `url` parsed, from this thread's cache when it was seen before.
+fn parse_uri(url: String) -> Result<Uri, GatewayError> {
+    URIS.with_borrow_mut(|uris| {
+        if let Some(uri) = uris.get(url.as_str()) {
+            return Ok(uri.clone());
+        }
+        let uri = Uri::try_from(url.as_str())
+            .map_err(|e| GatewayError::UpstreamConnect(format!("invalid upstream URL: {e}")))?;
+        if uris.len() >= CACHED_URIS {
+            uris.clear();
+        }
+        uris.insert(url, uri.clone());
+        Ok(uri)
+    })
+}
+
 /// The upstream request with its head set, allowing `timeouts.read` up to the response head
 /// (awc's request timeout), and its buffered body.
 fn build(
     client: &awc::Client,
     request: UpstreamRequest,
     timeouts: Timeouts,
-) -> (awc::ClientRequest, Bytes) {
-    let mut req = client
-        .request(request.method, request.url.as_str())
-        .timeout(timeouts.read);
+) -> Result<(awc::ClientRequest, Bytes), GatewayError> {
+    let uri = parse_uri(request.url)?;
+    let mut req = client.request(request.method, uri).timeout(timeouts.read);
     let map = req.headers_mut();
     for (name, value) in request.headers {
         map.append(name, value);
     }
-    (req, request.body)
+    Ok((req, request.body))
 }
 
 type Response = awc::ClientResponse<actix_web::dev::Decompress<actix_web::dev::Payload>>;
@@ -257,7 +280,7 @@ async fn send(
     request: UpstreamRequest,
     timeouts: Timeouts,
 ) -> Result<Response, GatewayError> {
-    let (req, body) = build(client, request, timeouts);
+    let (req, body) = build(client, request, timeouts)?;
     if !write_timeout::needs_watch(&body) {
         return req
             .send_body(body)
@@ -282,7 +305,7 @@ async fn send_upload(
     timeouts: Timeouts,
 ) -> Result<Response, GatewayError> {
     let state = upload.state.clone();
-    let (req, _) = build(client, request, timeouts);
+    let (req, _) = build(client, request, timeouts)?;
     let sent = match upload.length {
         Some(length) => {
             req.send_body(actix_web::body::SizedStream::new(
@@ -359,4 +382,35 @@ async fn fetch_token(
         )));
     }
     source.store(&body, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_url_parses_like_a_fresh_one_and_the_cache_stays_bounded() {
+        let url = "http://127.0.0.1:9/v1/chat/completions?api-version=1";
+        let first = parse_uri(url.to_string()).unwrap();
+        let again = parse_uri(url.to_string()).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(
+            again.path_and_query().unwrap(),
+            "/v1/chat/completions?api-version=1"
+        );
+        for n in 0..CACHED_URIS + 10 {
+            parse_uri(format!("http://127.0.0.1:9/v1/{n}")).unwrap();
+        }
+        assert!(URIS.with_borrow(|uris| uris.len()) <= CACHED_URIS);
+        assert_eq!(parse_uri(url.to_string()).unwrap(), first);
+    }
+
+    #[test]
+    fn an_unparsable_url_is_an_upstream_connect_error() {
+        let err = parse_uri("http://bad host/".to_string()).unwrap_err();
+        assert!(
+            matches!(&err, GatewayError::UpstreamConnect(m) if m.starts_with("invalid upstream URL")),
+            "{err:?}"
+        );
+    }
 }

@@ -450,32 +450,39 @@ impl ClientRequest {
         // If decompress is not ask, then we are not able to find which encoding is
         // supported, so we cannot guess Accept-Encoding HTTP header.
         if slf.response_decompress {
-            // Set Accept-Encoding with compression algorithm awc is built with.
-            #[allow(clippy::vec_init_then_push)]
+            // ai-gateway patch: the value depends only on the crate's features, so it is made
+            // once per process, not joined from a fresh Vec (two allocations and a header-value
+            // validation) on every request.
             #[cfg(feature = "__compress")]
             let accept_encoding = {
-                let mut encoding = vec![];
+                static ACCEPT_ENCODING: std::sync::OnceLock<HeaderValue> =
+                    std::sync::OnceLock::new();
+                ACCEPT_ENCODING
+                    .get_or_init(|| {
+                        let mut encoding = vec![];
 
-                #[cfg(feature = "compress-brotli")]
-                {
-                    encoding.push("br");
-                }
+                        #[cfg(feature = "compress-brotli")]
+                        {
+                            encoding.push("br");
+                        }
 
-                #[cfg(feature = "compress-gzip")]
-                {
-                    encoding.push("gzip");
-                    encoding.push("deflate");
-                }
+                        #[cfg(feature = "compress-gzip")]
+                        {
+                            encoding.push("gzip");
+                            encoding.push("deflate");
+                        }
 
-                #[cfg(feature = "compress-zstd")]
-                encoding.push("zstd");
+                        #[cfg(feature = "compress-zstd")]
+                        encoding.push("zstd");
 
-                assert!(
-                    !encoding.is_empty(),
-                    "encoding can not be empty unless __compress feature has been explicitly enabled"
-                );
+                        assert!(
+                            !encoding.is_empty(),
+                            "encoding can not be empty unless __compress feature has been explicitly enabled"
+                        );
 
-                encoding.join(", ")
+                        HeaderValue::from_str(&encoding.join(", ")).unwrap()
+                    })
+                    .clone()
             };
 
             // Otherwise tell the server, we do not support any compression algorithm.
