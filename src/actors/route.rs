@@ -299,8 +299,10 @@ impl RouteActor {
         // it ends) or released if nothing was answered.
         let admission = match Permit::admit(&self.limiter, ticket) {
             Admission::Decided(decided) => Either::Left(decided),
+            // Boxed: the wait (or Redis call) would otherwise make every admitted request's
+            // future larger, and each move of it longer.
             Admission::Pending(ticket) => {
-                Either::Right(Permit::pending(self.limiter.clone(), ticket))
+                Either::Right(Box::pin(Permit::pending(self.limiter.clone(), ticket)))
             }
         };
         let slot: PermitSlot = Rc::new(RefCell::new(None));
