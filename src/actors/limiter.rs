@@ -624,7 +624,10 @@ impl Permit {
                 .await
                 .map_err(|e| GatewayError::Internal(format!("limiter unavailable: {e}")))??,
         };
-        Ok((Permit::new(&limiter, ticket, admitted.reserves), admitted.seen))
+        Ok((
+            Permit::new(&limiter, ticket, admitted.reserves),
+            admitted.seen,
+        ))
     }
 
     fn new(limiter: &Limiter, ticket: Arc<Ticket>, reserves: Reserves) -> Permit {

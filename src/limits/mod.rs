@@ -472,14 +472,15 @@ fn count(n: u64) -> HeaderValue {
     }
     let mut itoa = itoa::Buffer::new();
     let digits = itoa.format(n).as_bytes();
-    DIGITS.with_borrow_mut(|buffer| {
-        if buffer.capacity() - buffer.len() < digits.len() {
-            *buffer = BytesMut::with_capacity(BUFFER);
-        }
-        buffer.extend_from_slice(digits);
-        HeaderValue::from_maybe_shared(buffer.split().freeze())
-    })
-    .unwrap_or_else(|_| HeaderValue::from(n))
+    DIGITS
+        .with_borrow_mut(|buffer| {
+            if buffer.capacity() - buffer.len() < digits.len() {
+                *buffer = BytesMut::with_capacity(BUFFER);
+            }
+            buffer.extend_from_slice(digits);
+            HeaderValue::from_maybe_shared(buffer.split().freeze())
+        })
+        .unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 /// A request the limits refused: Kong's `{"message": ...}` body with these headers.
