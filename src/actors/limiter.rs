@@ -29,10 +29,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use redis::aio::ConnectionManager;
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use crate::error::GatewayError;
-use crate::limits::admission::{Seen, Verdict, Window};
+use crate::limits::admission::{SeenAll, Verdict, Window};
 use crate::limits::local::LocalStore;
 use crate::limits::redis::{self as store, RedisTarget};
 use crate::limits::{Backend, Limited, Ticket};
@@ -62,7 +63,7 @@ fn now_ms() -> u64 {
 }
 
 /// A settlement for Redis: key, claim, tokens, window sizes.
-type PendingSettle = (String, String, f64, Vec<Window>);
+type PendingSettle = (String, String, f64, Arc<[Window]>);
 
 /// The most settlements, and the most admissions, one script call carries (a backlog of
 /// settlements after an outage goes in several).
@@ -141,16 +142,19 @@ pub struct Admit(pub Arc<Ticket>);
 
 pub struct Admitted {
     /// Per limited key, per window.
-    pub seen: Vec<Vec<Seen>>,
+    pub seen: SeenAll,
     /// Per key, the reservation its claim records (Redis claims are named by it).
-    reserves: Vec<f64>,
+    reserves: Reserves,
 }
+
+/// Per limited key, the reservation admitted (inline: usually one key).
+type Reserves = SmallVec<[f64; 1]>;
 
 /// What one attempt at admission found.
 enum Try {
-    Admitted(Vec<Vec<Seen>>, Vec<f64>),
-    Wait(Vec<Vec<Seen>>),
-    Refused(Vec<Vec<Seen>>),
+    Admitted(SeenAll, Reserves),
+    Wait(SeenAll),
+    Refused(SeenAll),
     Unavailable(String),
 }
 
@@ -215,18 +219,18 @@ async fn admit(links: Links, ticket: Arc<Ticket>) -> Result<Admitted, GatewayErr
 /// Admits every key of the ticket, or none: a key that cannot admit releases the ones before.
 fn try_local(ticket: &Ticket) -> Try {
     let now = now_ms();
-    let mut seen_all = Vec::with_capacity(ticket.keys.len());
-    let mut reserves = Vec::with_capacity(ticket.keys.len());
+    let mut seen_all = SeenAll::new();
+    let mut reserves = Reserves::new();
     for (i, limited) in ticket.keys.iter().enumerate() {
-        let (verdict, seen) = LOCAL.admit(
+        let verdict = LOCAL.admit(
             &limited.key,
             &limited.windows,
             ticket.policy.sliding,
             ticket.reserve,
             ticket.id,
             now,
+            &mut seen_all,
         );
-        seen_all.push(seen);
         match verdict {
             Verdict::Admit(reserve) => reserves.push(reserve),
             other => {
@@ -393,11 +397,11 @@ async fn try_redis(
             ))
         }
     };
-    let mut seen_all = Vec::with_capacity(judged.len());
-    let mut reserves = Vec::with_capacity(judged.len());
+    let mut seen_all = SeenAll::new();
+    let mut reserves = Reserves::new();
     let mut refused = None;
     for (verdict, seen) in judged {
-        seen_all.push(seen);
+        seen_all.extend(seen);
         match verdict {
             Verdict::Admit(reserve) => reserves.push(reserve),
             other => refused = Some(other),
@@ -475,7 +479,7 @@ async fn drain(links: Rc<RefCell<HashMap<String, Link>>>, target: Arc<RedisTarge
         }
         for a in &admissions {
             let keys = a.ticket.keys.iter();
-            let keys = keys.map(|l| (l.key.as_str(), l.windows.as_slice()));
+            let keys = keys.map(|l| (l.key.as_str(), &l.windows[..]));
             batch.admit(keys, a.ticket.policy.sliding, a.ticket.id, a.ticket.reserve);
         }
         let result = match tokio::time::timeout(target.timeout, batch.run(&mut conn)).await {
@@ -518,7 +522,7 @@ fn first<T>(items: &mut Vec<T>, n: usize) -> Vec<T> {
 }
 
 /// A request ended: counts its tokens and drops its claims.
-fn settle(links: &Links, ticket: &Ticket, reserves: Vec<f64>, tokens: f64) {
+fn settle(links: &Links, ticket: &Ticket, reserves: Reserves, tokens: f64) {
     settle_here(ticket, tokens);
     match &ticket.policy.backend {
         Backend::Local => {}
@@ -559,51 +563,83 @@ fn settle_here(ticket: &Ticket, tokens: f64) {
 /// An admitted request's claim on its limits: settled with the answer's usage, or released
 /// (nothing counted) if dropped unsettled, so no path can leak a claim.
 pub struct Permit {
-    limiter: Limiter,
+    /// The worker's Redis links, lent by its limiter actor, for the settlement.
+    links: Links,
     ticket: Arc<Ticket>,
-    reserves: Vec<f64>,
+    reserves: Reserves,
     /// Until settled or released.
     unsettled: bool,
 }
 
+/// A ticket's admission as `Permit::admit` finds it.
+pub enum Admission {
+    /// Admitted or refused at once.
+    Decided(Result<(Permit, SeenAll), GatewayError>),
+    /// To be waited for with `Permit::pending`.
+    Pending(Arc<Ticket>),
+}
+
 impl Permit {
+    /// Decides on `ticket` at once where that needs nothing the actor owns and no wait:
+    /// `strategy: local` admitted or refused outright is decided here, on the caller's thread
+    /// (the same worker), without a mailbox round trip or a future.
+    pub fn admit(limiter: &Limiter, ticket: Ticket) -> Admission {
+        let ticket = Arc::new(ticket);
+        if let Backend::Local = ticket.policy.backend {
+            match try_local(&ticket) {
+                Try::Admitted(seen, reserves) => {
+                    let permit = Permit::new(limiter, ticket, reserves);
+                    return Admission::Decided(Ok((permit, seen)));
+                }
+                Try::Refused(seen) => return Admission::Decided(Err(ticket.refusal(&seen))),
+                Try::Wait(_) | Try::Unavailable(_) => {}
+            }
+        }
+        Admission::Pending(ticket)
+    }
+
     /// Asks `limiter` to admit `ticket`, waiting while the budget is committed.
     pub async fn acquire(
         limiter: &Limiter,
         ticket: Ticket,
-    ) -> Result<(Permit, Vec<Vec<Seen>>), GatewayError> {
-        let ticket = Arc::new(ticket);
-        // `strategy: local` needs nothing the actor owns: a request admitted or refused at once
-        // is decided here, on the caller's thread (the same worker), without a mailbox round
-        // trip; one that must wait goes to the actor, which looks again as requests settle.
-        // Redis admissions go to the worker's link, lent by the actor, from here too.
-        let at_once = match &ticket.policy.backend {
-            Backend::Local => match try_local(&ticket) {
-                Try::Admitted(seen, reserves) => Some(Admitted { seen, reserves }),
-                Try::Refused(seen) => return Err(ticket.refusal(&seen)),
-                Try::Wait(_) | Try::Unavailable(_) => None,
-            },
-            Backend::Redis(_) => Some(admit(limiter.links.clone(), ticket.clone()).await?),
-            Backend::Synced(..) => None,
-        };
-        let admitted = match at_once {
-            Some(admitted) => admitted,
-            None => limiter
+    ) -> Result<(Permit, SeenAll), GatewayError> {
+        match Permit::admit(limiter, ticket) {
+            Admission::Decided(decided) => decided,
+            Admission::Pending(ticket) => Permit::pending(limiter.clone(), ticket).await,
+        }
+    }
+
+    /// Admits a ticket `admit` did not decide: Redis admissions go to the worker's link, lent
+    /// by the actor, from here; a local one that must wait goes to the actor, which looks again
+    /// as requests settle.
+    pub async fn pending(
+        limiter: Limiter,
+        ticket: Arc<Ticket>,
+    ) -> Result<(Permit, SeenAll), GatewayError> {
+        let admitted = match &ticket.policy.backend {
+            Backend::Redis(_) => admit(limiter.links.clone(), ticket.clone()).await?,
+            Backend::Local | Backend::Synced(..) => limiter
                 .actor
                 .send(Admit(ticket.clone()))
                 .await
                 .map_err(|e| GatewayError::Internal(format!("limiter unavailable: {e}")))??,
         };
-        let permit = Permit {
-            limiter: limiter.clone(),
-            ticket,
-            reserves: admitted.reserves,
-            unsettled: true,
-        };
-        Ok((permit, admitted.seen))
+        Ok((
+            Permit::new(&limiter, ticket, admitted.reserves),
+            admitted.seen,
+        ))
     }
 
-    pub fn ticket(&self) -> &Ticket {
+    fn new(limiter: &Limiter, ticket: Arc<Ticket>, reserves: Reserves) -> Permit {
+        Permit {
+            links: limiter.links.clone(),
+            ticket,
+            reserves,
+            unsettled: true,
+        }
+    }
+
+    pub fn ticket(&self) -> &Arc<Ticket> {
         &self.ticket
     }
 
@@ -620,7 +656,7 @@ impl Permit {
         // On the worker's thread, with the links the actor lends (see `acquire`); a local
         // settlement wakes the waiters.
         let reserves = std::mem::take(&mut self.reserves);
-        settle(&self.limiter.links, &self.ticket, reserves, tokens);
+        settle(&self.links, &self.ticket, reserves, tokens);
     }
 }
 

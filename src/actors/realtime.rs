@@ -24,7 +24,7 @@ use super::messages::{AccessInfo, PickTarget};
 use super::route::{unix_now, RouteActor};
 use super::stream::OPEN_STREAMS;
 use crate::error::GatewayError;
-use crate::limits::admission::Seen;
+use crate::limits::admission::SeenAll;
 use crate::logging;
 use crate::providers::oai::Usage;
 use crate::providers::relay::usage_of;
@@ -58,7 +58,7 @@ pub struct RealtimeActor {
 /// limits (with what the limiter saw, for the headers), its balancer target's in-flight count.
 pub struct Session {
     pub access: AccessInfo,
-    pub permit: Option<(Permit, Vec<Vec<Seen>>)>,
+    pub permit: Option<(Permit, SeenAll)>,
     pub in_flight: Option<InFlightGuard>,
 }
 
@@ -198,13 +198,11 @@ pub fn serve(
     let messages = messages.max_frame_size(MAX_FRAME);
     let (sink, frames) = opened.socket.split();
     access.model = opened.model;
-    let (permit, limit_headers) = match admitted {
-        Some((permit, seen)) => {
-            let headers = permit.ticket().headers(&seen);
-            (Some(permit), headers)
-        }
-        None => (None, Vec::new()),
-    };
+    let mut limit_headers = Vec::new();
+    let permit = admitted.map(|(permit, seen)| {
+        permit.ticket().headers(&seen, &mut limit_headers);
+        permit
+    });
     for (name, value) in limit_headers {
         response.headers_mut().insert(name, value);
     }

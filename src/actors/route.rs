@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::future::{select, Either};
 use tokio::sync::oneshot;
 
-use super::limiter::{Limiter, Permit};
+use super::limiter::{Admission, Limiter, Permit};
 use super::messages::{
     AccessInfo, Exchange, PickTarget, Proxy, ProxyReply, ReplyBody, RequestBody, StreamEnd,
     StreamPlan,
@@ -294,20 +294,32 @@ impl RouteActor {
         let Some(ticket) = ticket else {
             return self.serve(msg, None, trace);
         };
-        // Admitted before anything reaches the provider; the permit is settled with the
-        // answer's usage (a stream's when it ends) or released if nothing was answered.
+        // Admitted before anything reaches the provider (at once, here, when the limiter can
+        // say without waiting); the permit is settled with the answer's usage (a stream's when
+        // it ends) or released if nothing was answered.
+        let admission = match Permit::admit(&self.limiter, ticket) {
+            Admission::Decided(decided) => Either::Left(decided),
+            // Boxed: the wait (or Redis call) would otherwise make every admitted request's
+            // future larger, and each move of it longer.
+            Admission::Pending(ticket) => {
+                Either::Right(Box::pin(Permit::pending(self.limiter.clone(), ticket)))
+            }
+        };
         let slot: PermitSlot = Rc::new(RefCell::new(None));
         let serve = self.serve(msg, Some(slot.clone()), trace);
-        let limiter = self.limiter.clone();
         Box::pin(async move {
-            let (permit, seen) = Permit::acquire(&limiter, ticket).await?;
-            let limit_headers = permit.ticket().headers(&seen);
+            let (permit, seen) = match admission {
+                Either::Left(decided) => decided?,
+                Either::Right(pending) => pending.await?,
+            };
+            // Kept for the answer's headers: a stream may settle the permit first.
+            let ticket = permit.ticket().clone();
             *slot.borrow_mut() = Some(permit);
             let mut result = serve.await;
             let permit = slot.borrow_mut().take();
             match (&mut result, permit) {
                 (Ok(reply), permit) => {
-                    reply.headers.extend(limit_headers);
+                    ticket.headers(&seen, &mut reply.headers);
                     match (&reply.body, &reply.access, permit) {
                         (ReplyBody::Full(_), Some((_, usage, _)), Some(permit)) => {
                             permit.settle(*usage, true)

@@ -25,6 +25,8 @@
 //! requests cost on average no more than twice its estimate, the bound is the limit plus one
 //! request per instance, as with one unknown request at a time.
 
+use smallvec::SmallVec;
+
 /// While unknown-cost requests run side by side, each is counted at this many times its key's
 /// estimate, so that they are admitted only while the window is well below its limit and a
 /// burst of requests costlier than usual (up to twice the average) still fits.
@@ -59,6 +61,10 @@ pub struct Seen {
     /// Milliseconds until the current window ends.
     pub reset_ms: u64,
 }
+
+/// Every window of a request's keys as the store saw them: key by key, each key's windows in
+/// order (see `Ticket::per_key`). Inline for the usual one key with a few windows.
+pub type SeenAll = SmallVec<[Seen; 4]>;
 
 /// What is in flight for a key.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

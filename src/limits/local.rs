@@ -15,7 +15,7 @@ use hashbrown::HashMap;
 
 use tokio::sync::Notify;
 
-use super::admission::{decide, next_estimate, Counter, InFlight, Seen, Verdict, Window};
+use super::admission::{decide, next_estimate, Counter, InFlight, SeenAll, Verdict, Window};
 
 #[derive(Default)]
 struct KeyState {
@@ -129,7 +129,9 @@ pub struct LocalStore {
 const PRUNE_EVERY: usize = 4096;
 
 impl LocalStore {
-    /// Admits `ticket` (recording it in flight) or says why not, with every window's state.
+    /// Admits `ticket` (recording it in flight) or says why not; appends every window's state
+    /// to `seen`.
+    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
         key: &str,
@@ -138,29 +140,28 @@ impl LocalStore {
         reserve: Option<f64>,
         ticket: u64,
         now_ms: u64,
-    ) -> (Verdict, Vec<Seen>) {
+        seen: &mut SeenAll,
+    ) -> Verdict {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() % PRUNE_EVERY == PRUNE_EVERY - 1 {
             keys.retain(|_, state| !state.idle(now_ms));
         }
         let state = state(&mut keys, key);
-        let seen: Vec<Seen> = windows
-            .iter()
-            .map(|w| {
-                let counter = state.counters.of(w.size);
-                counter.roll(w.size, now_ms);
-                counter.seen(w.size, now_ms, sliding)
-            })
-            .collect();
+        let first = seen.len();
+        seen.extend(windows.iter().map(|w| {
+            let counter = state.counters.of(w.size);
+            counter.roll(w.size, now_ms);
+            counter.seen(w.size, now_ms, sliding)
+        }));
         let flight = InFlight {
             unknown_here: state.flight.unknown,
             ..state.flight
         };
-        let verdict = decide(windows, &seen, flight, state.estimate, reserve);
+        let verdict = decide(windows, &seen[first..], flight, state.estimate, reserve);
         if let Verdict::Admit(reserved) = verdict {
             state.start(ticket, reserved);
         }
-        (verdict, seen)
+        verdict
     }
 
     /// Ends `ticket`, counting `tokens` in every window of the key (and in its estimate if it
@@ -274,6 +275,21 @@ impl LocalStore {
 mod tests {
     use super::*;
 
+    impl LocalStore {
+        /// `admit` on fixed windows, with the key's windows as seen returned.
+        fn admit_seen(
+            &self,
+            key: &str,
+            windows: &[Window],
+            (reserve, ticket): (Option<f64>, u64),
+            now_ms: u64,
+        ) -> (Verdict, SeenAll) {
+            let mut seen = SeenAll::new();
+            let verdict = self.admit(key, windows, false, reserve, ticket, now_ms, &mut seen);
+            (verdict, seen)
+        }
+    }
+
     const W: [Window; 1] = [Window {
         limit: 100.0,
         size: 60,
@@ -282,28 +298,28 @@ mod tests {
     #[test]
     fn admits_counts_and_refuses_once_the_window_is_spent() {
         let store = LocalStore::default();
-        let (v, seen) = store.admit("k", &W, false, Some(60.0), 1, 1_000);
+        let (v, seen) = store.admit_seen("k", &W, (Some(60.0), 1), 1_000);
         assert_eq!((v, seen[0].used), (Verdict::Admit(60.0), 0.0));
         // 60 reserved: a second 60 does not fit, but one unknown-cost request may go.
         assert_eq!(
-            store.admit("k", &W, false, Some(60.0), 2, 1_000).0,
+            store.admit_seen("k", &W, (Some(60.0), 2), 1_000).0,
             Verdict::Admit(0.0)
         );
         assert_eq!(
-            store.admit("k", &W, false, Some(60.0), 3, 1_000).0,
+            store.admit_seen("k", &W, (Some(60.0), 3), 1_000).0,
             Verdict::Wait
         );
         store.settle("k", &W, 1, 50.0, 2_000, false);
         store.settle("k", &W, 2, 70.0, 2_000, false);
-        let (v, seen) = store.admit("k", &W, false, Some(1.0), 4, 3_000);
+        let (v, seen) = store.admit_seen("k", &W, (Some(1.0), 4), 3_000);
         assert_eq!((v, seen[0].used), (Verdict::Refuse, 120.0));
         assert_eq!(
-            store.admit("other", &W, false, None, 5, 3_000).0,
+            store.admit_seen("other", &W, (None, 5), 3_000).0,
             Verdict::Admit(0.0)
         );
         // The next window starts empty.
         assert_eq!(
-            store.admit("k", &W, false, None, 6, 61_000).0,
+            store.admit_seen("k", &W, (None, 6), 61_000).0,
             Verdict::Admit(0.0)
         );
     }
@@ -311,7 +327,7 @@ mod tests {
     #[test]
     fn unknown_requests_go_side_by_side_once_their_cost_is_known() {
         let store = LocalStore::default();
-        let admit = |ticket| store.admit("k", &W, false, None, ticket, 1_000).0;
+        let admit = |ticket| store.admit_seen("k", &W, (None, ticket), 1_000).0;
         // No estimate yet: one at a time.
         assert_eq!(admit(1), Verdict::Admit(0.0));
         assert_eq!(admit(2), Verdict::Wait);
@@ -334,7 +350,7 @@ mod tests {
         for ticket in 5..8 {
             store.settle("k", &W, ticket, 20.0, 1_000, false);
         }
-        let (verdict, seen) = store.admit("k", &W, false, None, 8, 1_000);
+        let (verdict, seen) = store.admit_seen("k", &W, (None, 8), 1_000);
         assert_eq!((verdict, seen[0].used), (Verdict::Admit(0.0), 90.0));
         assert_eq!(admit(9), Verdict::Wait);
         store.settle("k", &W, 8, 15.0, 1_000, false);
@@ -354,22 +370,22 @@ mod tests {
                 size: 1,
             },
         ];
-        store.admit("k", &two, false, None, 1, 1_000);
+        store.admit_seen("k", &two, (None, 1), 1_000);
         store.settle("k", &two, 1, 8.0, 1_500, false);
-        let (v, seen) = store.admit("k", &two, false, None, 2, 1_900);
+        let (v, seen) = store.admit_seen("k", &two, (None, 2), 1_900);
         assert_eq!(v, Verdict::Admit(0.0));
         assert_eq!((seen[0].used, seen[1].used), (8.0, 8.0));
         store.settle("k", &two, 2, 5.0, 1_950, false);
         // The one-second window is spent; a second later it is empty, the minute one is not.
-        let (v, seen) = store.admit("k", &two, false, None, 3, 1_990);
+        let (v, seen) = store.admit_seen("k", &two, (None, 3), 1_990);
         assert_eq!((v, seen[1].used), (Verdict::Refuse, 13.0));
-        let (v, seen) = store.admit("k", &two, false, None, 4, 2_000);
+        let (v, seen) = store.admit_seen("k", &two, (None, 4), 2_000);
         assert_eq!(v, Verdict::Admit(0.0));
         assert_eq!((seen[0].used, seen[1].used), (13.0, 0.0));
         // A policy naming the windows the other way round finds the same counters.
         let reversed = [two[1], two[0]];
         store.settle("k", &reversed, 4, 1.0, 2_100, false);
-        let (_, seen) = store.admit("k", &reversed, false, None, 5, 2_200);
+        let (_, seen) = store.admit_seen("k", &reversed, (None, 5), 2_200);
         assert_eq!((seen[0].used, seen[1].used), (1.0, 14.0));
     }
 
@@ -382,7 +398,7 @@ mod tests {
             (None, false),
             "one at a time"
         );
-        store.admit("k", &W, false, None, 1, 1_000);
+        store.admit_seen("k", &W, (None, 1), 1_000);
         store.settle("k", &W, 1, 30.0, 1_100, true);
         let pushed = store.take_unsynced("k", &W, 1_200);
         assert_eq!(
@@ -397,7 +413,7 @@ mod tests {
         // 5 more settle while Redis adds the 30 to another instance's 50.
         store.settle("k", &W, 2, 5.0, 1_300, true);
         store.synced("k", &pushed, Some(&[(80.0, 0.0)]), 1_400);
-        let (verdict, seen) = store.admit("k", &W, false, None, 3, 1_500);
+        let (verdict, seen) = store.admit_seen("k", &W, (None, 3), 1_500);
         assert_eq!((verdict, seen[0].used), (Verdict::Admit(0.0), 85.0));
         // The next sync is due a sync interval after the last one started, and pushes the 5.
         assert_eq!(store.sync_due("k", 1_000, 1_500), (Some(700), false));

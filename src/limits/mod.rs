@@ -7,6 +7,7 @@ pub mod local;
 pub mod redis;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
+use bytes::BytesMut;
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::config::ai_proxy::ProviderName;
 use crate::config::load::RateLimitSpec;
@@ -56,7 +59,7 @@ struct ProviderLimits {
     provider: ProviderName,
     /// `aigw:rl:<namespace>:<provider>:`: a key is this and the identity.
     prefix: String,
-    windows: Vec<Window>,
+    windows: Arc<[Window]>,
     headers: Arc<[WindowHeaders]>,
 }
 
@@ -113,7 +116,7 @@ impl Policy {
             .iter()
             .filter_map(|p| provider_by_name(&p.name).map(|provider| (provider, p)))
             .map(|(provider, p)| {
-                let windows: Vec<Window> = p
+                let windows: Arc<[Window]> = p
                     .limit
                     .iter()
                     .zip(&p.window_size)
@@ -260,7 +263,7 @@ impl RouteLimits {
                 Cow::Borrowed(path)
             }
         };
-        let keys: Vec<Limited> = policy
+        let keys: SmallVec<[Limited; 1]> = policy
             .limits
             .iter()
             .filter(|p| self.providers.contains(&p.provider))
@@ -345,12 +348,13 @@ fn next_ticket() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// One provider's counters for one identity.
+/// One provider's counters for one identity (the windows and header names shared with the
+/// policy).
 #[derive(Debug, Clone)]
 pub struct Limited {
     pub provider: ProviderName,
     pub key: String,
-    pub windows: Vec<Window>,
+    pub windows: Arc<[Window]>,
     pub headers: Arc<[WindowHeaders]>,
 }
 
@@ -359,7 +363,8 @@ pub struct Limited {
 pub struct Ticket {
     pub id: u64,
     pub policy: Arc<Policy>,
-    pub keys: Vec<Limited>,
+    /// Inline: a route's targets rarely call more than one limited provider.
+    pub keys: SmallVec<[Limited; 1]>,
     /// Upper bound of its cost, if known (see `RouteLimits::reservation`).
     pub reserve: Option<f64>,
     prompt_estimate: f64,
@@ -386,34 +391,42 @@ impl Ticket {
         }
     }
 
-    /// Kong's headers for an admitted request: limit, remaining and reset per window.
-    pub fn headers(&self, seen: &[Vec<Seen>]) -> Vec<(HeaderName, HeaderValue)> {
+    /// Kong's headers for an admitted request, added to `out`: limit, remaining and reset per
+    /// window.
+    pub fn headers(&self, seen: &[Seen], out: &mut Vec<(HeaderName, HeaderValue)>) {
         if self.policy.hide_client_headers {
-            return Vec::new();
+            return;
         }
-        let mut out = Vec::with_capacity(3 * self.keys.len());
-        for (limited, seen) in self.keys.iter().zip(seen) {
+        out.reserve(3 * seen.len());
+        for (limited, seen) in self.per_key(seen) {
             let windows = limited.windows.iter().zip(seen).zip(limited.headers.iter());
             for ((w, s), h) in windows {
                 let left = (w.limit - s.used).max(0.0);
                 out.extend([
                     (h.limit.clone(), h.limit_value.clone()),
                     (h.remaining.clone(), whole(left)),
-                    (
-                        h.reset.clone(),
-                        HeaderValue::from(s.reset_ms.div_ceil(1000)),
-                    ),
+                    (h.reset.clone(), count(s.reset_ms.div_ceil(1000))),
                 ]);
             }
         }
-        out
+    }
+
+    /// Every key with its windows as seen (`SeenAll`'s order); a key after one that was not
+    /// admitted was not looked at and has none.
+    fn per_key<'a>(&'a self, seen: &'a [Seen]) -> impl Iterator<Item = (&'a Limited, &'a [Seen])> {
+        let mut rest = seen;
+        self.keys.iter().map(move |limited| {
+            let (mine, after) = rest.split_at(limited.windows.len().min(rest.len()));
+            rest = after;
+            (limited, mine)
+        })
     }
 
     /// The refusal once a window is exhausted (or the wait for committed budget ran out):
     /// Kong's status and message, `Retry-After` when the exhausted windows reset.
-    pub fn refusal(&self, seen: &[Vec<Seen>]) -> GatewayError {
+    pub fn refusal(&self, seen: &[Seen]) -> GatewayError {
         let mut retry_ms = 0;
-        for (limited, seen) in self.keys.iter().zip(seen) {
+        for (limited, seen) in self.per_key(seen) {
             for (w, s) in limited.windows.iter().zip(seen) {
                 if s.used >= w.limit {
                     retry_ms = retry_ms.max(s.reset_ms);
@@ -421,7 +434,8 @@ impl Ticket {
             }
         }
         let retry = retry_ms.div_ceil(1000).max(1);
-        let mut headers = self.headers(seen);
+        let mut headers = Vec::new();
+        self.headers(seen, &mut headers);
         headers.push((header::RETRY_AFTER, HeaderValue::from(retry)));
         headers.push((
             HeaderName::from_static("x-ai-ratelimit-retry-after"),
@@ -444,7 +458,29 @@ impl Ticket {
 /// configured unit), as Kong prints it.
 fn whole(amount: f64) -> HeaderValue {
     // `as` saturates: no limit a user writes comes near u64::MAX.
-    HeaderValue::from(amount.floor() as u64)
+    count(amount.floor() as u64)
+}
+
+/// A number as a header value. The digits go into a buffer this thread shares among the values
+/// it writes, so a value costs a reference count rather than an allocation of its own (the
+/// buffer is replaced when full and freed when its last value is dropped).
+fn count(n: u64) -> HeaderValue {
+    /// Room for a few hundred values.
+    const BUFFER: usize = 4096;
+    thread_local! {
+        static DIGITS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    let mut itoa = itoa::Buffer::new();
+    let digits = itoa.format(n).as_bytes();
+    DIGITS
+        .with_borrow_mut(|buffer| {
+            if buffer.capacity() - buffer.len() < digits.len() {
+                *buffer = BytesMut::with_capacity(BUFFER);
+            }
+            buffer.extend_from_slice(digits);
+            HeaderValue::from_maybe_shared(buffer.split().freeze())
+        })
+        .unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 /// A request the limits refused: Kong's `{"message": ...}` body with these headers.
@@ -514,7 +550,7 @@ mod tests {
         let ticket = route_limits(&consumer)
             .ticket(&anyone, ip, &client, b"{}")
             .unwrap();
-        let seen = [vec![
+        let seen = [
             Seen {
                 used: 250.5,
                 reset_ms: 30_001,
@@ -523,9 +559,10 @@ mod tests {
                 used: 60.0,
                 reset_ms: 400,
             },
-        ]];
-        let headers: Vec<(String, String)> = ticket
-            .headers(&seen)
+        ];
+        let mut headers = Vec::new();
+        ticket.headers(&seen, &mut headers);
+        let headers: Vec<(String, String)> = headers
             .into_iter()
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
             .collect();
@@ -542,6 +579,20 @@ mod tests {
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         assert_eq!(headers, expected);
+    }
+
+    #[test]
+    fn counts_stay_whole_across_shared_buffers() {
+        // Enough values to fill several of the thread's buffers, all alive at once.
+        let values: Vec<(u64, HeaderValue)> = (0..2_000u64)
+            .map(|i| i * 7_919_000_003)
+            .map(|n| (n, count(n)))
+            .collect();
+        for (n, value) in &values {
+            assert_eq!(value.to_str().unwrap(), n.to_string());
+        }
+        assert_eq!(whole(12.9), "12");
+        assert_eq!(count(u64::MAX), u64::MAX.to_string().as_str());
     }
 
     #[test]
