@@ -23,7 +23,8 @@
 //! The gateway never hangs on Redis: every call is bounded by `redis.timeout`, and after a
 //! failure the connection's circuit stays open for a second, during which calls fail at once
 //! (the policy then fails open or closed). Settlements that failed are retried once Redis
-//! answers again, so claims of requests that ended during an outage do not linger.
+//! answers again, so the tokens of requests that ended during an outage count, and the next
+//! call states the claims the link still holds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
