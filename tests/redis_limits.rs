@@ -497,6 +497,18 @@ fn the_redis_scripts_run_the_admission_rule() {
         batch.settle(lapsing, &keys[1].1, 0.0, false);
         batch.call(&Held::default()).run(&mut conn).await.unwrap();
         assert_eq!(held_keys(&mut conn).await, Vec::<String>::new());
+        // A claim whose answer nobody took (the link never held it) is gone with the link's
+        // next call, which states what the link holds: settlements are idempotent.
+        for expected in [vec!["d.0".to_string()], vec![]] {
+            let mut batch = Batch::new("d.0", "d", lease);
+            if expected.is_empty() {
+                batch.settle(lapsing, &keys[1].1, 0.0, false);
+            } else {
+                batch.admit([(lapsing, &keys[1].1[..])].into_iter(), false, None);
+            }
+            batch.call(&Held::default()).run(&mut conn).await.unwrap();
+            assert_eq!(held_keys(&mut conn).await, expected);
+        }
     });
 }
 
