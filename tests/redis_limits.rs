@@ -252,14 +252,15 @@ fn unknown_cost_calls_run_side_by_side_with_an_estimate_shared_through_redis() {
 }
 
 /// The Redis script decides as `admission::decide` does: a pseudo-random run of script calls
-/// (two instances; each call carries settlements, then admissions, several at once, which
-/// contend for what is left; admissions with and without reservations, on one key or on two at
-/// once) against a real Redis, checked step by step against the Rust rule fed with the same
-/// claims, counts and estimates, applied in the call's order.
+/// (two instances, each with its link; each call carries settlements of the link's claims, then
+/// admissions, several at once, which contend for what is left; admissions with and without
+/// reservations, on one key or on two at once) against a real Redis, checked step by step
+/// against the Rust rule fed with the same claims, counts and estimates, applied in the call's
+/// order.
 #[test]
 fn the_redis_scripts_run_the_admission_rule() {
     use ai_gateway::limits::admission::{decide, next_estimate, InFlight, Seen, Verdict, Window};
-    use ai_gateway::limits::redis::{claim, Batch};
+    use ai_gateway::limits::redis::{Batch, Held};
 
     /// One key as the rule sees it: claims in flight (instance, ticket, reservation), tokens
     /// counted, estimate.
@@ -313,6 +314,9 @@ fn the_redis_scripts_run_the_admission_rule() {
             .await
             .unwrap();
         let mut models = [Model::default(), Model::default()];
+        let instances = ["a", "b"];
+        let links = ["a.0", "b.0"];
+        let mut held = [Held::default(), Held::default()];
         let mut seed = 0x2545_f491_u64;
         let mut next = |n: u64| {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
@@ -321,21 +325,24 @@ fn the_redis_scripts_run_the_admission_rule() {
         let mut verdicts = std::collections::HashMap::new();
         let mut ticket = 0;
         for call in 0..300 {
-            let here = ["a", "b"][next(2) as usize];
-            let mut batch = Batch::new(here, lease);
-            // Settlements first: some of the claims in flight, on either key.
-            for _ in 0..next(4) {
+            let h = next(2) as usize;
+            let here = instances[h];
+            let mut batch = Batch::new(links[h], here, lease);
+            // Settlements first: some of this link's claims in flight, on either key.
+            for _ in 0..next(7) {
                 let k = next(2) as usize;
                 let model = &mut models[k];
-                if model.claims.is_empty() {
+                let mine: Vec<usize> = (0..model.claims.len())
+                    .filter(|&i| model.claims[i].0 == here)
+                    .collect();
+                if mine.is_empty() {
                     continue;
                 }
-                let (instance, t, r) = model
-                    .claims
-                    .remove(next(model.claims.len() as u64) as usize);
+                let (_, _, r) = model.claims.remove(mine[next(mine.len() as u64) as usize]);
                 let tokens = next(60) as f64;
                 let (key, windows) = &keys[k];
-                batch.settle(key, &claim(instance, t, r), tokens, windows);
+                batch.settle(key, windows, tokens, r == 0.0);
+                held[h].release(key, r);
                 model.used += tokens;
                 if r == 0.0 {
                     model.estimate = next_estimate(model.estimate, tokens);
@@ -343,6 +350,8 @@ fn the_redis_scripts_run_the_admission_rule() {
             }
             // Then admissions, each decided after the ones before it in the call.
             let mut expected = Vec::new();
+            // The link holds what was admitted once the answer is in.
+            let mut admitted = Vec::new();
             for _ in 0..1 + next(6) {
                 ticket += 1;
                 // Some reservations have more digits than Lua prints.
@@ -378,6 +387,7 @@ fn the_redis_scripts_run_the_admission_rule() {
                     for (k, verdict, _) in &judged {
                         if let Verdict::Admit(r) = verdict {
                             models[*k].claims.push((here, ticket, *r));
+                            admitted.push((keys[*k].0, *r));
                         }
                     }
                 }
@@ -392,10 +402,14 @@ fn the_redis_scripts_run_the_admission_rule() {
                     (Verdict::Refuse, _, _) => "Refuse",
                 };
                 let windows = on.iter().map(|&k| (keys[k].0, &keys[k].1[..]));
-                batch.admit(windows, false, ticket, reserve);
+                batch.admit(windows, false, reserve);
                 expected.push((judged, kind));
             }
-            let replies = batch.run(&mut conn).await.unwrap();
+            // What the link holds as the call goes: admissions are held as they are judged.
+            let replies = batch.call(&held[h]).run(&mut conn).await.unwrap();
+            for (key, r) in admitted {
+                held[h].hold(key, r);
+            }
             assert_eq!(replies.len(), expected.len(), "call {call}");
             for ((judged, _), reply) in expected.iter().zip(&replies) {
                 assert_eq!(
@@ -434,26 +448,66 @@ fn the_redis_scripts_run_the_admission_rule() {
         ] {
             assert!(verdicts.contains_key(kind), "{kind}: {verdicts:?}");
         }
-        // Settling every claim leaves nothing in flight, and no sums behind.
-        let mut batch = Batch::new("a", lease);
-        for (k, model) in models.iter_mut().enumerate() {
-            for (instance, t, r) in model.claims.drain(..) {
-                batch.settle(keys[k].0, &claim(instance, t, r), 1.0, &keys[k].1);
+        // Settling every claim (through the link that holds it) leaves nothing in flight.
+        for (h, here) in instances.iter().enumerate() {
+            let mut batch = Batch::new(links[h], here, lease);
+            for (k, model) in models.iter_mut().enumerate() {
+                for (_, _, r) in model.claims.extract_if(.., |c| c.0 == *here) {
+                    batch.settle(keys[k].0, &keys[k].1, 1.0, r == 0.0);
+                    held[h].release(keys[k].0, r);
+                }
             }
+            batch.call(&held[h]).run(&mut conn).await.unwrap();
         }
-        batch.run(&mut conn).await.unwrap();
-        for (key, _) in keys {
-            let left: u64 = redis::cmd("ZCARD")
-                .arg(format!("{key}:inflight"))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            let sums: bool = redis::cmd("EXISTS")
-                .arg(format!("{key}:flight"))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            assert_eq!((left, sums), (0, false), "{key}");
+        let lapsing = "aigw:rl:test:lapse:alice";
+        let held_keys = |conn: &mut redis::aio::ConnectionManager| {
+            let mut conn = conn.clone();
+            async move {
+                let mut found = Vec::new();
+                for key in [keys[0].0, keys[1].0, lapsing] {
+                    let fields: Vec<String> = redis::cmd("HKEYS")
+                        .arg(format!("{key}:held"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    found.extend(fields);
+                }
+                found
+            }
+        };
+        assert_eq!(held_keys(&mut conn).await, Vec::<String>::new());
+        // A link that never settles (its instance died) lapses with its lease: the next call
+        // that reads the key drops it, and no longer counts its claim.
+        let short = Duration::from_millis(200);
+        let mut batch = Batch::new("c.0", "c", short);
+        batch.admit([(lapsing, &keys[1].1[..])].into_iter(), false, None);
+        let judged = batch.call(&Held::default()).run(&mut conn).await.unwrap();
+        assert!(matches!(judged[0][0].0, Verdict::Admit(_)), "{judged:?}");
+        assert_eq!(held_keys(&mut conn).await, vec!["c.0".to_string()]);
+        let mut batch = Batch::new("c.1", "c", lease);
+        batch.admit([(lapsing, &keys[1].1[..])].into_iter(), false, None);
+        let judged = batch.call(&Held::default()).run(&mut conn).await.unwrap();
+        assert_eq!(
+            judged[0][0].0,
+            Verdict::Wait,
+            "c's unknown-cost request is in flight"
+        );
+        tokio::time::sleep(short + Duration::from_millis(50)).await;
+        let mut batch = Batch::new("a.0", "a", lease);
+        batch.settle(lapsing, &keys[1].1, 0.0, false);
+        batch.call(&Held::default()).run(&mut conn).await.unwrap();
+        assert_eq!(held_keys(&mut conn).await, Vec::<String>::new());
+        // A claim whose answer nobody took (the link never held it) is gone with the link's
+        // next call, which states what the link holds: settlements are idempotent.
+        for expected in [vec!["d.0".to_string()], vec![]] {
+            let mut batch = Batch::new("d.0", "d", lease);
+            if expected.is_empty() {
+                batch.settle(lapsing, &keys[1].1, 0.0, false);
+            } else {
+                batch.admit([(lapsing, &keys[1].1[..])].into_iter(), false, None);
+            }
+            batch.call(&Held::default()).run(&mut conn).await.unwrap();
+            assert_eq!(held_keys(&mut conn).await, expected);
         }
     });
 }

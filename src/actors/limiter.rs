@@ -33,7 +33,7 @@ use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use crate::error::GatewayError;
-use crate::limits::admission::{SeenAll, Verdict, Window};
+use crate::limits::admission::{SeenAll, Verdict};
 use crate::limits::local::LocalStore;
 use crate::limits::redis::{self as store, RedisTarget};
 use crate::limits::{Backend, Limited, Ticket};
@@ -62,8 +62,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A settlement for Redis: key, claim, tokens, window sizes.
-type PendingSettle = (String, String, f64, Arc<[Window]>);
+/// A settlement for Redis: the ticket's key (index in its keys) counts `tokens`; `learn`: the
+/// request was admitted as unknown cost, so its cost teaches the key's estimate.
+struct PendingSettle {
+    ticket: Arc<Ticket>,
+    key: usize,
+    tokens: f64,
+    learn: bool,
+}
+
+/// Links made so far in this process (each worker's to each server), to name them.
+static LINKS: AtomicU64 = AtomicU64::new(0);
 
 /// The most settlements, and the most admissions, one script call carries (a backlog of
 /// settlements after an outage goes in several).
@@ -72,6 +81,10 @@ const BATCH_MAX: usize = 256;
 /// One worker's connection to one Redis server.
 struct Link {
     conn: ConnectionManager,
+    /// `<instance>.<n>`: what Redis records this link's claims under (see `redis::BATCH`).
+    name: Rc<str>,
+    /// `sync_rate: 0`: the claims Redis admitted through this link that have not settled.
+    held: store::Held,
     open_until: Option<Instant>,
     /// Settlements that failed, retried once Redis answers again.
     pending: Vec<PendingSettle>,
@@ -93,8 +106,8 @@ struct Queue {
     admissions: Vec<Waiting>,
 }
 
-/// The verdicts of one admission's keys, or why Redis gave none.
-type Verdicts = Result<Vec<store::Judged>, String>;
+/// The verdicts of one admission's keys (and its claims, if admitted), or why Redis gave none.
+type Verdicts = Result<(Vec<store::Judged>, Option<HeldClaims>), String>;
 
 /// An admission waiting for the next script call.
 struct Waiting {
@@ -143,7 +156,7 @@ pub struct Admit(pub Arc<Ticket>);
 pub struct Admitted {
     /// Per limited key, per window.
     pub seen: SeenAll,
-    /// Per key, the reservation its claim records (Redis claims are named by it).
+    /// Per key, the reservation its claim records.
     reserves: Reserves,
 }
 
@@ -152,7 +165,7 @@ type Reserves = SmallVec<[f64; 1]>;
 
 /// What one attempt at admission found.
 enum Try {
-    Admitted(SeenAll, Reserves),
+    Admitted(SeenAll, Reserves, Option<HeldClaims>),
     Wait(SeenAll),
     Refused(SeenAll),
     Unavailable(String),
@@ -162,12 +175,18 @@ impl Handler<Admit> for LimiterActor {
     type Result = ResponseFuture<Result<Admitted, GatewayError>>;
 
     fn handle(&mut self, Admit(ticket): Admit, _ctx: &mut Context<Self>) -> Self::Result {
-        Box::pin(admit(self.links.clone(), ticket))
+        let admitted = admit(self.links.clone(), ticket);
+        // Only Redis admissions (never sent here) hold claims in a link.
+        Box::pin(async { admitted.await.map(|(admitted, _)| admitted) })
     }
 }
 
-/// Admits `ticket`, waiting while the budget is committed to requests in flight.
-async fn admit(links: Links, ticket: Arc<Ticket>) -> Result<Admitted, GatewayError> {
+/// Admits `ticket`, waiting while the budget is committed to requests in flight; with the
+/// claims this worker's link holds for it if Redis admitted it (`sync_rate: 0`).
+async fn admit(
+    links: Links,
+    ticket: Arc<Ticket>,
+) -> Result<(Admitted, Option<HeldClaims>), GatewayError> {
     let deadline = Instant::now() + ticket.policy.wait;
     loop {
         let settled = LOCAL.settled.notified();
@@ -197,7 +216,7 @@ async fn admit(links: Links, ticket: Arc<Ticket>) -> Result<Admitted, GatewayErr
             }
         }
         match outcome {
-            Try::Admitted(seen, reserves) => return Ok(Admitted { seen, reserves }),
+            Try::Admitted(seen, reserves, held) => return Ok((Admitted { seen, reserves }, held)),
             Try::Refused(seen) => return Err(ticket.refusal(&seen)),
             Try::Unavailable(reason) => {
                 if log(&ticket.policy.backend) {
@@ -244,7 +263,7 @@ fn try_local(ticket: &Ticket) -> Try {
             }
         }
     }
-    Try::Admitted(seen_all, reserves)
+    Try::Admitted(seen_all, reserves, None)
 }
 
 /// `sync_rate > 0`: admission in the process-wide store, whose counters the syncs keep at
@@ -315,8 +334,11 @@ fn with_link<T>(
 ) -> Result<T, String> {
     let mut links = links.borrow_mut();
     if !links.contains_key(target.id()) {
+        let n = LINKS.fetch_add(1, Ordering::Relaxed);
         let link = Link {
             conn: target.connect()?,
+            name: format!("{}.{n}", *INSTANCE).into(),
+            held: store::Held::default(),
             open_until: None,
             pending: Vec::new(),
             queue: Queue::default(),
@@ -386,8 +408,8 @@ async fn try_redis(
         Ok(false) => {}
         Err(reason) => return Try::Unavailable(reason),
     }
-    let judged = match tokio::time::timeout(target.timeout, verdicts).await {
-        Ok(Ok(Ok(judged))) => judged,
+    let (judged, held) = match tokio::time::timeout(target.timeout, verdicts).await {
+        Ok(Ok(Ok(answer))) => answer,
         Ok(Ok(Err(reason))) => return Try::Unavailable(reason),
         Ok(Err(_)) => return Try::Unavailable(format!("redis {}: call dropped", target.label)),
         Err(_) => {
@@ -408,7 +430,7 @@ async fn try_redis(
         }
     }
     match refused {
-        None => Try::Admitted(seen_all, reserves),
+        None => Try::Admitted(seen_all, reserves, held),
         Some(Verdict::Refuse) => Try::Refused(seen_all),
         Some(_) => Try::Wait(seen_all),
     }
@@ -470,19 +492,24 @@ async fn drain(links: Rc<RefCell<HashMap<String, Link>>>, target: Arc<RedisTarge
                 }
                 continue;
             }
-            (link.conn.clone(), settles, admissions)
+            (link.conn.clone(), link.name.clone(), settles, admissions)
         };
-        let (mut conn, settles, admissions) = taken;
-        let mut batch = store::Batch::new(&INSTANCE, LEASE);
-        for (key, claim, tokens, windows) in &settles {
-            batch.settle(key, claim, *tokens, windows);
+        let (mut conn, name, settles, admissions) = taken;
+        let mut batch = store::Batch::new(&name, &INSTANCE, LEASE);
+        for s in &settles {
+            let limited = &s.ticket.keys[s.key];
+            batch.settle(&limited.key, &limited.windows, s.tokens, s.learn);
         }
         for a in &admissions {
             let keys = a.ticket.keys.iter();
             let keys = keys.map(|l| (l.key.as_str(), &l.windows[..]));
-            batch.admit(keys, a.ticket.policy.sliding, a.ticket.id, a.ticket.reserve);
+            batch.admit(keys, a.ticket.policy.sliding, a.ticket.reserve);
         }
-        let result = match tokio::time::timeout(target.timeout, batch.run(&mut conn)).await {
+        let call = match links.borrow().get(target.id()) {
+            Some(link) => batch.call(&link.held),
+            None => return,
+        };
+        let result = match tokio::time::timeout(target.timeout, call.run(&mut conn)).await {
             Ok(Ok(judged)) => Ok(judged),
             Ok(Err(e)) => Err(format!("redis {}: {e}", target.label)),
             Err(_) => Err(format!(
@@ -491,25 +518,99 @@ async fn drain(links: Rc<RefCell<HashMap<String, Link>>>, target: Arc<RedisTarge
             )),
         };
         let retry = record(&links, &target, result.is_ok());
-        let mut all = links.borrow_mut();
-        let Some(link) = all.get_mut(target.id()) else {
-            return;
+        let replies: Vec<(Waiting, Verdicts)> = {
+            let mut all = links.borrow_mut();
+            let Some(link) = all.get_mut(target.id()) else {
+                return;
+            };
+            link.queue.settles.extend(retry);
+            match result {
+                Ok(judged) => admissions
+                    .into_iter()
+                    .zip(judged)
+                    .map(|(a, judged)| {
+                        let held = hold(&links, &target, link, &a.ticket, &judged);
+                        (a, Ok((judged, held)))
+                    })
+                    .collect(),
+                Err(reason) => {
+                    link.pending.extend(settles);
+                    let failed = |a| (a, Err(reason.clone()));
+                    admissions.into_iter().map(failed).collect()
+                }
+            }
         };
-        link.queue.settles.extend(retry);
-        match result {
-            Ok(judged) => {
-                for (a, judged) in admissions.into_iter().zip(judged) {
-                    let _ = a.reply.send(Ok(judged));
-                }
-            }
-            Err(reason) => {
-                link.pending.extend(settles);
-                for a in admissions {
-                    let _ = a.reply.send(Err(reason.clone()));
-                }
-            }
+        // Outside the borrow: an answer its request no longer takes gives its claims back.
+        for (a, verdicts) in replies {
+            let _ = a.reply.send(verdicts);
         }
     }
+}
+
+/// The claims this worker's link holds for a request Redis admitted (`sync_rate: 0`), from
+/// the script's answer until the request settles: the link states them with each call. Dropped
+/// by a request that went away before taking its answer, they go back at once.
+struct HeldClaims {
+    links: Links,
+    target: Arc<RedisTarget>,
+    ticket: Arc<Ticket>,
+    reserves: Vec<f64>,
+    /// What the request cost, counted in Redis as the claims go.
+    tokens: f64,
+}
+
+/// `judged`, if it admitted the ticket: its claims, now held by `link`.
+fn hold(
+    links: &Links,
+    target: &Arc<RedisTarget>,
+    link: &mut Link,
+    ticket: &Arc<Ticket>,
+    judged: &[store::Judged],
+) -> Option<HeldClaims> {
+    let reserves = judged.iter().map(|(verdict, _)| match verdict {
+        Verdict::Admit(reserve) => Some(*reserve),
+        _ => None,
+    });
+    let reserves: Vec<f64> = reserves.collect::<Option<_>>()?;
+    if reserves.len() != ticket.keys.len() {
+        return None;
+    }
+    for (limited, reserve) in ticket.keys.iter().zip(&reserves) {
+        link.held.hold(&limited.key, *reserve);
+    }
+    Some(HeldClaims {
+        links: links.clone(),
+        target: target.clone(),
+        ticket: ticket.clone(),
+        reserves,
+        tokens: 0.0,
+    })
+}
+
+impl Drop for HeldClaims {
+    fn drop(&mut self) {
+        if let Some(link) = self.links.borrow_mut().get_mut(self.target.id()) {
+            for (limited, reserve) in self.ticket.keys.iter().zip(&self.reserves) {
+                link.held.release(&limited.key, *reserve);
+            }
+        }
+        let settles = settlements(&self.ticket, &self.reserves, self.tokens);
+        settle_redis(&self.links, &self.target, settles);
+    }
+}
+
+/// A request's settlements for Redis, one per key.
+fn settlements(ticket: &Arc<Ticket>, reserves: &[f64], tokens: f64) -> Vec<PendingSettle> {
+    let settles = reserves
+        .iter()
+        .enumerate()
+        .map(|(key, reserve)| PendingSettle {
+            ticket: ticket.clone(),
+            key,
+            tokens,
+            learn: *reserve <= 0.0,
+        });
+    settles.collect()
 }
 
 /// The first `n` of `items`, taken out.
@@ -521,19 +622,23 @@ fn first<T>(items: &mut Vec<T>, n: usize) -> Vec<T> {
     std::mem::replace(items, rest)
 }
 
-/// A request ended: counts its tokens and drops its claims.
-fn settle(links: &Links, ticket: &Ticket, reserves: Reserves, tokens: f64) {
+/// A request ended: counts its tokens and drops its claims (`held`: Redis admitted it).
+fn settle(
+    links: &Links,
+    ticket: &Arc<Ticket>,
+    reserves: &[f64],
+    held: Option<HeldClaims>,
+    tokens: f64,
+) {
     settle_here(ticket, tokens);
     match &ticket.policy.backend {
         Backend::Local => {}
-        Backend::Redis(target) => {
-            let keys = ticket.keys.iter().zip(reserves);
-            let settles = keys.map(|(limited, reserve)| {
-                let claim = store::claim(&INSTANCE, ticket.id, reserve);
-                (limited.key.clone(), claim, tokens, limited.windows.clone())
-            });
-            settle_redis(links, target, settles.collect());
-        }
+        Backend::Redis(target) => match held {
+            // It gives its claims back, and settles, as it goes.
+            Some(mut held) => held.tokens = tokens,
+            // Admitted by the fallback: the tokens still count in Redis.
+            None => settle_redis(links, target, settlements(ticket, reserves, tokens)),
+        },
         Backend::Synced(target, every) => {
             for limited in &ticket.keys {
                 schedule_sync(links, target, *every, limited);
@@ -567,6 +672,8 @@ pub struct Permit {
     links: Links,
     ticket: Arc<Ticket>,
     reserves: Reserves,
+    /// Its claims in this worker's Redis link (see `HeldClaims`).
+    held: Option<HeldClaims>,
     /// Until settled or released.
     unsettled: bool,
 }
@@ -587,8 +694,8 @@ impl Permit {
         let ticket = Arc::new(ticket);
         if let Backend::Local = ticket.policy.backend {
             match try_local(&ticket) {
-                Try::Admitted(seen, reserves) => {
-                    let permit = Permit::new(limiter, ticket, reserves);
+                Try::Admitted(seen, reserves, _) => {
+                    let permit = Permit::new(limiter, ticket, reserves, None);
                     return Admission::Decided(Ok((permit, seen)));
                 }
                 Try::Refused(seen) => return Admission::Decided(Err(ticket.refusal(&seen))),
@@ -616,25 +723,34 @@ impl Permit {
         limiter: Limiter,
         ticket: Arc<Ticket>,
     ) -> Result<(Permit, SeenAll), GatewayError> {
-        let admitted = match &ticket.policy.backend {
+        let (admitted, held) = match &ticket.policy.backend {
             Backend::Redis(_) => admit(limiter.links.clone(), ticket.clone()).await?,
-            Backend::Local | Backend::Synced(..) => limiter
-                .actor
-                .send(Admit(ticket.clone()))
-                .await
-                .map_err(|e| GatewayError::Internal(format!("limiter unavailable: {e}")))??,
+            Backend::Local | Backend::Synced(..) => {
+                let admitted = limiter
+                    .actor
+                    .send(Admit(ticket.clone()))
+                    .await
+                    .map_err(|e| GatewayError::Internal(format!("limiter unavailable: {e}")))??;
+                (admitted, None)
+            }
         };
         Ok((
-            Permit::new(&limiter, ticket, admitted.reserves),
+            Permit::new(&limiter, ticket, admitted.reserves, held),
             admitted.seen,
         ))
     }
 
-    fn new(limiter: &Limiter, ticket: Arc<Ticket>, reserves: Reserves) -> Permit {
+    fn new(
+        limiter: &Limiter,
+        ticket: Arc<Ticket>,
+        reserves: Reserves,
+        held: Option<HeldClaims>,
+    ) -> Permit {
         Permit {
             links: limiter.links.clone(),
             ticket,
             reserves,
+            held,
             unsettled: true,
         }
     }
@@ -656,7 +772,8 @@ impl Permit {
         // On the worker's thread, with the links the actor lends (see `acquire`); a local
         // settlement wakes the waiters.
         let reserves = std::mem::take(&mut self.reserves);
-        settle(&self.links, &self.ticket, reserves, tokens);
+        let held = self.held.take();
+        settle(&self.links, &self.ticket, &reserves, held, tokens);
     }
 }
 

@@ -13,24 +13,26 @@
 //!
 //! Keys, per limited identity (`<key>` is `aigw:rl:<namespace>:<provider>:<identity>`):
 //! `<key>:<size>:<window number>` the tokens counted in a window (expire after two windows);
-//! `<key>:inflight`, a sorted set of the requests in flight (`<instance>|<ticket>|<reservation>`,
-//! the reservation as the gateway wrote it, so that its settlement names the same member;
-//! scored by a lease expiry, so a crashed instance's claims lapse), with `<key>:flight`, a hash
-//! of their sums (see `lua_prelude`); and `<key>:est`, the key's estimate of an unknown-cost
-//! request's cost, shared by all instances and updated at each settlement (expires with the
-//! longest window's counters).
+//! `<key>:held`, what is in flight: a hash with one field per link (a worker's connection to
+//! the server), the sum of its claims' reservations, its unknown-cost claims and a lease expiry
+//! (see `BATCH`: a link states its own with every call, so settlements are idempotent, and a
+//! crashed instance's claims lapse with its lease); and `<key>:est`, the key's estimate of an
+//! unknown-cost request's cost, shared by all instances and updated at each settlement
+//! (expires with the longest window's counters).
 //!
 //! The gateway never hangs on Redis: every call is bounded by `redis.timeout`, and after a
 //! failure the connection's circuit stays open for a second, during which calls fail at once
 //! (the policy then fails open or closed). Settlements that failed are retried once Redis
-//! answers again, so claims of requests that ended during an outage do not linger.
+//! answers again, so the tokens of requests that ended during an outage count, and the next
+//! call states the claims the link still holds.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, ScriptInvocation, ToRedisArgs};
+use redis::Script;
 
 use super::admission::{Seen, Verdict, Window, MARGIN};
 use super::local::Pushed;
@@ -158,127 +160,109 @@ fn trusted_roots() -> Vec<u8> {
     pem::encode_many(&certs.collect::<Vec<_>>()).into_bytes()
 }
 
-/// Lua shared by the scripts: the clock, and `forget`, which takes a claim out of the
-/// in-flight sums `<key>:flight` (`reserved`, `unknown`, and `u|<instance>` per instance), so
-/// an admission reads three numbers instead of every claim.
-macro_rules! lua_prelude {
-    () => {
-        r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function forget(sums, claim)
-  local i, r = string.match(claim, '^([^|]*)|[^|]*|(.*)$')
-  r = tonumber(r) or 0
-  if r > 0 then redis.call('HINCRBYFLOAT', sums, 'reserved', -r) else
-    redis.call('HINCRBY', sums, 'unknown', -1)
-    if redis.call('HINCRBY', sums, 'u|' .. i, -1) <= 0 then redis.call('HDEL', sums, 'u|' .. i) end
-  end
-end
-"#
-    };
-}
-
 /// Settlements and admissions, in the order given, in one call. The state of each key it
-/// touches (the in-flight sums, the number of claims, the estimate, the window counters) is
-/// read once, kept in Lua while the operations change it, and written back once at the end,
-/// so an operation costs the Redis server a few table look-ups, not a dozen commands.
+/// touches (what is in flight, the estimate, the window counters) is read once, kept in Lua
+/// while the operations change it, and written back once at the end, so an operation costs the
+/// Redis server a few table look-ups and no command. Numbers arrive as strings, and arithmetic
+/// converts them (with one parse where `tonumber` makes two); operations name their shapes by
+/// the string that names them, a table look-up.
 ///
-/// KEYS: the *shapes* the operations name, a key with its windows each (a key may appear twice
-/// if a reload changed its windows). ARGV: instance, lease ms, margin, then the operations:
-/// - settle: `s`, shape, claim, tokens;
-/// - admit: `a`, n, n shapes, ticket, reservation (0 = unknown);
+/// In flight: `<key>:held` has one field per link (a worker's connection), what the link's
+/// admitted requests that have not settled reserve, `<reserved> <unknown> <lease expiry ms>`.
+/// The gateway states its link's part with every call (`Held`), so a settlement counts in it
+/// exactly once however often it is sent, and a claim nobody received the answer for is gone
+/// the next call; a link silent for a lease (its instance died) is dropped by whichever call
+/// reads it next. Links are named `<instance>.<n>`, so a key knows this instance's unknown-cost
+/// requests in flight however many workers admitted them.
 ///
-/// then per shape: sliding (0/1), m, (size, limit) x m; and last, the index in ARGV where the
-/// shapes begin.
+/// KEYS: the keys the operations name. ARGV: link, instance, lease ms, margin, the number of
+/// shapes; then per key this link's (reserved, unknown) in flight; then per shape (a key with
+/// its windows; a key may have two if a reload changed its windows): its name, its key (index
+/// in KEYS), sliding (0/1), m, (size, limit) x m; then the operations:
+/// - settle: `r` (a reserved request) or `u` (an unknown-cost one, which teaches the key's
+///   estimate), shape, tokens (> 0; a settlement that counts nothing only changes what the
+///   link holds);
+/// - admit: `a`, shape, reservation (0 = unknown); on several keys: `A`, n, n shapes,
+///   reservation.
 ///
-/// Returns, per admission: the number of its keys judged (in order, up to the first that did
-/// not admit; it is admitted, on every key, only if all did), then per judged key: verdict,
-/// reservation, snapshot; then the snapshots: a shape and (used, reset_ms) per window, as the
-/// admissions after the last settlement of the key saw them.
-const BATCH: &str = concat!(
-    lua_prelude!(),
-    r#"
-local tonumber, tostring, floor, call = tonumber, tostring, math.floor, redis.call
-local inst, lease, margin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local last = tonumber(ARGV[#ARGV])
-local keys, stored, added, ttl, shapes, snaps = {}, {}, {}, {}, {}, {}
-local function num(v) return tonumber(v) or 0 end
-local function state(key)
-  local s = keys[key]
-  if s then return s end
-  local flight, sums = key .. ':inflight', key .. ':flight'
-  local lapsed = call('ZRANGEBYSCORE', flight, '-inf', now)
-  if #lapsed > 0 then
-    for _, m in ipairs(lapsed) do forget(sums, m) end
-    call('ZREMRANGEBYSCORE', flight, '-inf', now)
+/// Returns, per admission, per key judged (in order, up to the first that did not admit; it is
+/// admitted, on every key, only if all did): snapshot x 4 + verdict (0 admitted with its
+/// reservation, 1 admitted as unknown cost, 2 wait, 3 refused); then the snapshots: a shape
+/// (its index, from 1) and (used, reset_ms) per window, as the admissions after the last
+/// settlement of the key saw them.
+const BATCH: &str = r#"
+local call, match, sub, floor = redis.call, string.match, string.sub, math.floor
+local t = call('TIME')
+local now = t[1] * 1000 + floor(t[2] / 1000)
+local link, lease, margin, last = ARGV[1], ARGV[3] + 0, ARGV[4] + 0, #ARGV
+local ours, stamp = ARGV[2] .. '.', ' ' .. (now + lease)
+local keys, shapes, at = {}, {}, 6
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local s = {key = key, held = key .. ':held', rs = ARGV[at], r = ARGV[at] + 0,
+    u = ARGV[at + 1] + 0, gone = {}, version = 0}
+  local reserved, unknown, here = s.r, s.u, s.u
+  local h = call('HGETALL', s.held)
+  for i = 1, #h, 2 do
+    local name = h[i]
+    if name == link then s.had = true else
+      local r, u, e = match(h[i + 1], '^(%S+) (%S+) (%S+)$')
+      if e == nil or e + 0 < now then s.gone[#s.gone + 1] = name else
+        reserved, unknown = reserved + r, unknown + u
+        if sub(name, 1, #ours) == ours then here = here + u end
+      end
+    end
   end
-  local f = call('HMGET', sums, 'reserved', 'unknown', 'u|' .. inst)
-  s = {key = key, flight = flight, sums = sums, reserved = num(f[1]), unknown = num(f[2]),
-    here = num(f[3]), claims = call('ZCARD', flight), new = {}, longest = 0, version = 0}
-  keys[key] = s
-  return s
+  s.reserved, s.unknown, s.here = reserved, unknown, here
+  keys[k] = s
+  at = at + 2
 end
-local at = last
-for j = 1, #KEYS do
-  local m, w, longest = tonumber(ARGV[at + 1]), {}, 0
+for j = 1, ARGV[5] + 0 do
+  local s, m, w, longest = keys[ARGV[at + 1] + 0], ARGV[at + 3] + 0, {}, 0
   for i = 1, m do
-    local size = ARGV[at + 2 * i]
-    local ms = tonumber(size) * 1000
+    local size = ARGV[at + 2 + 2 * i]
+    local ms = size * 1000
     local id = floor(now / ms)
-    local base = KEYS[j] .. ':' .. size .. ':'
-    w[i] = {ms = ms, limit = tonumber(ARGV[at + 1 + 2 * i]), cur = base .. id,
-      prev = base .. (id - 1), weight = (ms - (now - id * ms)) / ms,
-      reset = tostring((id + 1) * ms - now)}
+    local base = s.key .. ':' .. size .. ':'
+    w[i] = {ms = ms, limit = ARGV[at + 3 + 2 * i] + 0, cur = base .. id,
+      prev = base .. (id - 1), weight = (ms - (now - id * ms)) / ms, reset = (id + 1) * ms - now}
     if ms > longest then longest = ms end
   end
-  shapes[j] = {j = tostring(j), key = KEYS[j], sliding = ARGV[at] == '1', w = w, longest = longest}
-  at = at + 2 + 2 * m
+  shapes[ARGV[at]] = {j = j, s = s, sliding = ARGV[at + 2] == '1', w = w, longest = longest}
+  at = at + 4 + 2 * m
 end
+local stored, added, ttl, snaps, out, n = {}, {}, {}, {}, {}, 0
 local function estimate(s)
-  if s.est == nil then s.est = num(call('GET', s.key .. ':est')) end
+  if s.est == nil then
+    local v = call('GET', s.key .. ':est')
+    s.est = v and v + 0 or 0
+  end
   return s.est
 end
 -- A window counter with what this call added to it.
 local function counter(name)
   local v = stored[name]
-  if v == nil then v = num(call('GET', name)); stored[name] = v end
+  if v == nil then
+    v = call('GET', name)
+    v = v and v + 0 or 0
+    stored[name] = v
+  end
   return v + (added[name] or 0)
 end
--- A claim of instance i with reservation r settled: out of the sums (an instance's own count
--- is kept here, another's written).
-local function release(s, i, r)
-  if r > 0 then s.reserved = s.reserved - r else
-    s.unknown = s.unknown - 1
-    if i == inst then s.here = s.here - 1
-    elseif call('HINCRBY', s.sums, 'u|' .. i, -1) <= 0 then call('HDEL', s.sums, 'u|' .. i) end
-  end
-  s.claims = s.claims - 1
-  s.dirty = true
-  if s.claims <= 0 then
-    -- No rounding left over from adding and taking away reservations.
-    call('DEL', s.sums)
-    s.reserved, s.unknown, s.here = 0, 0, 0
-  end
-end
--- A claim is settled only after the call that admitted it answered, so never in that call.
-local function settle(sh, claim, tokens)
-  local s = state(sh.key)
-  local i, r = string.match(claim, '^([^|]*)|[^|]*|(.*)$')
-  r = tonumber(r) or 0
-  if call('ZREM', s.flight, claim) == 1 then release(s, i, r) end
-  if tokens <= 0 then return end
+local function settle(sh, tokens, learn)
+  local s = sh.s
   for _, w in ipairs(sh.w) do
     added[w.cur] = (added[w.cur] or 0) + tokens
     ttl[w.cur] = 2 * w.ms
   end
   s.version = s.version + 1
-  if r <= 0 then
+  if learn then
     local est = estimate(s)
     if est <= 0 then est = tokens
     elseif tokens > est then est = est + (tokens - est) / 2
     else est = est + (tokens - est) / 8 end
     s.est, s.learnt = est, true
-    if sh.longest > s.longest then s.longest = sh.longest end
+    if sh.longest > (s.longest or 0) then s.longest = sh.longest end
   end
 end
 -- The shape's windows as they stand: read again after a settlement counted in the key.
@@ -289,13 +273,12 @@ local function look(sh, s)
     local u = counter(w.cur)
     if sh.sliding then u = u + counter(w.prev) * w.weight end
     used[i] = u
-    snap[#snap + 1] = tostring(u)
-    snap[#snap + 1] = w.reset
+    snap[2 * i], snap[2 * i + 1] = tostring(u), w.reset
   end
   snaps[#snaps + 1] = snap
-  sh.used, sh.snap, sh.version = used, tostring(#snaps), s.version
+  sh.used, sh.snap, sh.version = used, #snaps, s.version
 end
--- The rule of admission.rs for one key: the verdict and the reservation it keeps.
+-- The rule of admission.rs for one key, as a verdict (see above).
 local function judge(sh, s, reserve)
   look(sh, s)
   local each = margin * estimate(s)
@@ -311,81 +294,61 @@ local function judge(sh, s, reserve)
     if side and u + reserved + counted + each > limit then side = false end
     if u + reserved >= limit then room = false end
   end
-  if exhausted then return 'refuse', 0 end
-  if fits then return 'admit', reserve end
-  if side or room then return 'admit', 0 end
-  return 'wait', 0
+  if exhausted then return 3 end
+  if fits then return 0 end
+  if side or room then return 1 end
+  return 2
 end
-local function admit(at, out)
-  local n = tonumber(ARGV[at])
-  local ticket, given = ARGV[at + n + 1], ARGV[at + n + 2]
-  local reserve = tonumber(given)
-  local count, claims = #out + 1, {}
-  out[count] = ''
-  for i = 1, n do
-    local sh = shapes[tonumber(ARGV[at + i])]
-    local s = state(sh.key)
-    local verdict, r = judge(sh, s, reserve)
-    -- The claim names the reservation as the gateway wrote it, so its settlement finds it.
-    local named = '0'
-    if r > 0 then named = given end
-    local o = #out
-    out[o + 1], out[o + 2], out[o + 3] = verdict, named, sh.snap
-    claims[i] = {s, r, inst .. '|' .. ticket .. '|' .. named}
-    if verdict ~= 'admit' then
-      out[count] = tostring(i)
-      return at + n + 3
-    end
+-- An admission on the k shapes named from ARGV[at]; returns where the next operation starts.
+local function admit(at, k)
+  local given, verdicts = ARGV[at + k], {}
+  local reserve = 0
+  if given ~= '0' then reserve = given + 0 end
+  for i = 1, k do
+    local sh = shapes[ARGV[at + i - 1]]
+    local v = judge(sh, sh.s, reserve)
+    n = n + 1
+    out[n] = sh.snap * 4 + v
+    if v > 1 then return at + k + 1 end
+    verdicts[i] = v
   end
-  out[count] = tostring(n)
-  for _, c in ipairs(claims) do
-    local s, r = c[1], c[2]
-    s.new[#s.new + 1] = now + lease
-    s.new[#s.new + 1] = c[3]
-    s.claims = s.claims + 1
-    s.dirty = true
-    if r > 0 then s.reserved = s.reserved + r else
-      s.unknown = s.unknown + 1
-      s.here = s.here + 1
-    end
+  for i = 1, k do
+    local s = shapes[ARGV[at + i - 1]].s
+    if verdicts[i] == 0 then s.reserved, s.r, s.moved = s.reserved + reserve, s.r + reserve, true
+    else s.unknown, s.here, s.u = s.unknown + 1, s.here + 1, s.u + 1 end
   end
-  return at + n + 3
+  return at + k + 1
 end
-local out = {}
-at = 4
-while at < last do
-  if ARGV[at] == 's' then
-    settle(shapes[tonumber(ARGV[at + 1])], ARGV[at + 2], tonumber(ARGV[at + 3]))
-    at = at + 4
+while at <= last do
+  local op = ARGV[at]
+  if op == 'a' then at = admit(at + 1, 1)
+  elseif op == 'A' then at = admit(at + 2, ARGV[at + 1] + 0)
   else
-    at = admit(at + 1, out)
+    settle(shapes[ARGV[at + 1]], ARGV[at + 2] + 0, op == 'u')
+    at = at + 3
   end
 end
-for _, s in pairs(keys) do
-  if s.dirty and s.claims > 0 then
-    call('HSET', s.sums, 'reserved', s.reserved, 'unknown', s.unknown)
-    if s.here > 0 then call('HSET', s.sums, 'u|' .. inst, s.here)
-    else call('HDEL', s.sums, 'u|' .. inst) end
-  end
-  if #s.new > 0 then
-    call('ZADD', s.flight, unpack(s.new))
-    call('PEXPIRE', s.flight, lease)
-    call('PEXPIRE', s.sums, lease)
-  end
-  if s.learnt then
-    call('SET', s.key .. ':est', s.est, 'PX', math.max(2 * s.longest, 1))
-  end
+for _, s in ipairs(keys) do
+  if s.r > 0 or s.u > 0 then
+    -- What the gateway stated, or the sum written out in full.
+    local r = s.rs
+    if s.moved then r = string.format('%.17g', s.r) end
+    call('HSET', s.held, link, r .. ' ' .. s.u .. stamp)
+    call('PEXPIRE', s.held, lease)
+  elseif s.had then s.gone[#s.gone + 1] = link end
+  if #s.gone > 0 then call('HDEL', s.held, unpack(s.gone)) end
+  if s.learnt then call('SET', s.key .. ':est', s.est, 'PX', math.max(2 * s.longest, 1)) end
 end
 for name, tokens in pairs(added) do
   call('INCRBYFLOAT', name, tokens)
-  call('PEXPIRE', name, ttl[name])
+  -- Counters only grow: one that stood at 0 (or was not read) may be new, and gets its lifetime.
+  if (stored[name] or 0) == 0 then call('PEXPIRE', name, ttl[name]) end
 end
 for _, snap in ipairs(snaps) do
-  for _, v in ipairs(snap) do out[#out + 1] = v end
+  for _, v in ipairs(snap) do n = n + 1; out[n] = v end
 end
 return out
-"#
-);
+"#;
 
 /// Sync (`sync_rate > 0`): add the tokens an instance counted, per window size, to the window
 /// they were counted in (numbered on the instance's clock) and the one before, and return both
@@ -422,156 +385,269 @@ fn number_at(reply: &[String], i: usize) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The claim a ticket leaves in the in-flight set.
-pub fn claim(instance: &str, ticket: u64, reserve: f64) -> String {
-    format!("{instance}|{ticket}|{reserve}")
+/// What one link (a worker's connection to a server) has in flight, per key: the claims of the
+/// requests Redis admitted through it that have not settled. `Batch` states it with every call,
+/// and Redis keeps it for other instances to read (see `BATCH`).
+#[derive(Default)]
+pub struct Held(HashMap<String, Holding>);
+
+#[derive(Default, Clone, Copy)]
+struct Holding {
+    /// The sum of the reserved claims' reservations, and how many they are.
+    reserved: f64,
+    reservations: u32,
+    unknown: u32,
+}
+
+impl Held {
+    /// A claim with `reserve` (0 = unknown cost) admitted on `key`.
+    pub fn hold(&mut self, key: &str, reserve: f64) {
+        if !self.0.contains_key(key) {
+            self.0.insert(key.to_string(), Holding::default());
+        }
+        let h = self.0.get_mut(key).expect("inserted above");
+        if reserve > 0.0 {
+            h.reserved += reserve;
+            h.reservations += 1;
+        } else {
+            h.unknown += 1;
+        }
+    }
+
+    /// A claim `hold` recorded ended.
+    pub fn release(&mut self, key: &str, reserve: f64) {
+        let Some(h) = self.0.get_mut(key) else {
+            return;
+        };
+        if reserve > 0.0 {
+            h.reservations = h.reservations.saturating_sub(1);
+            // Exactly 0 once none is left: no rounding left over from adding and taking away.
+            h.reserved = if h.reservations == 0 {
+                0.0
+            } else {
+                h.reserved - reserve
+            };
+        } else {
+            h.unknown = h.unknown.saturating_sub(1);
+        }
+        if h.reservations == 0 && h.unknown == 0 {
+            self.0.remove(key);
+        }
+    }
+
+    fn get(&self, key: &str) -> Holding {
+        self.0.get(key).copied().unwrap_or_default()
+    }
 }
 
 /// One call of the `BATCH` script: settlements and admissions, run in the order they were
 /// added, atomically.
-pub struct Batch {
-    call: ScriptInvocation<'static>,
-    /// `ARGV` entries so far.
-    args: usize,
-    shapes: Vec<Shape>,
-    /// Per admission, the shapes of its keys (indices in `shapes`).
-    admissions: Vec<Vec<usize>>,
-    settles: usize,
+pub struct Batch<'a> {
+    link: &'a str,
+    instance: &'a str,
+    lease: Duration,
+    keys: Vec<&'a str>,
+    shapes: Vec<Shape<'a>>,
+    ops: Vec<Op>,
+    /// The shapes of the admissions' keys, in order (`Op::Admit` takes a range).
+    admitted: Vec<usize>,
 }
 
-/// A key with its windows, as the script's operations name it.
-struct Shape {
-    key: String,
-    windows: Vec<Window>,
+/// A key (index in `keys`) with its windows, as the script's operations name it.
+struct Shape<'a> {
+    key: usize,
+    windows: &'a [Window],
     sliding: bool,
+}
+
+enum Op {
+    Settle {
+        shape: usize,
+        tokens: f64,
+        learn: bool,
+    },
+    /// The shapes `admitted[from..to]`.
+    Admit {
+        from: usize,
+        to: usize,
+        reserve: f64,
+    },
 }
 
 /// One key's verdict on an admission, and its windows as the script saw them.
 pub type Judged = (Verdict, Vec<Seen>);
 
-impl Batch {
-    pub fn new(instance: &str, lease: Duration) -> Batch {
-        let mut call = BATCH_SCRIPT.prepare_invoke();
-        call.arg(instance).arg(lease.as_millis() as u64).arg(MARGIN);
+impl<'a> Batch<'a> {
+    /// A call through `link`, a link of `instance` (named `<instance>.<n>`, see `BATCH`).
+    pub fn new(link: &'a str, instance: &'a str, lease: Duration) -> Batch<'a> {
         Batch {
-            call,
-            args: 3,
+            link,
+            instance,
+            lease,
+            keys: Vec::new(),
             shapes: Vec::new(),
-            admissions: Vec::new(),
-            settles: 0,
+            ops: Vec::new(),
+            admitted: Vec::new(),
         }
-    }
-
-    /// Operations in the call.
-    pub fn len(&self) -> usize {
-        self.settles + self.admissions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn arg(&mut self, arg: impl ToRedisArgs) {
-        self.call.arg(arg);
-        self.args += 1;
     }
 
     /// The index of `key` with `windows` in `shapes`; a settlement (`sliding` None) takes the
     /// key's shape whichever way it slides.
-    fn shape(&mut self, key: &str, windows: &[Window], sliding: Option<bool>) -> usize {
+    fn shape(&mut self, key: &'a str, windows: &'a [Window], sliding: Option<bool>) -> usize {
         let found = self.shapes.iter().position(|s| {
-            s.key == key && s.windows == windows && sliding.is_none_or(|sl| sl == s.sliding)
+            self.keys[s.key] == key
+                && s.windows == windows
+                && sliding.is_none_or(|sl| sl == s.sliding)
         });
         found.unwrap_or_else(|| {
+            let key = match self.keys.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    self.keys.push(key);
+                    self.keys.len() - 1
+                }
+            };
             self.shapes.push(Shape {
-                key: key.to_string(),
-                windows: windows.to_vec(),
+                key,
+                windows,
                 sliding: sliding.unwrap_or(false),
             });
             self.shapes.len() - 1
         })
     }
 
-    /// Drops `claim` from `key`'s requests in flight and counts `tokens` in its windows.
-    pub fn settle(&mut self, key: &str, claim: &str, tokens: f64, windows: &[Window]) {
+    /// Counts `tokens` of a request that ended in `key`'s windows; `learn`: it had no
+    /// reservation, so its cost teaches the key's estimate. The call also states what the link
+    /// holds for `key` (a request that counted nothing only changes that).
+    pub fn settle(&mut self, key: &'a str, windows: &'a [Window], tokens: f64, learn: bool) {
         let shape = self.shape(key, windows, None);
-        self.arg("s");
-        self.arg(shape + 1);
-        self.arg(claim);
-        self.arg(tokens);
-        self.settles += 1;
+        if tokens > 0.0 {
+            self.ops.push(Op::Settle {
+                shape,
+                tokens,
+                learn,
+            });
+        }
     }
 
-    /// Admits request `ticket` on every one of `keys` (its windows), or on none.
-    pub fn admit<'k>(
+    /// Admits a request with `reserve` (its cost bound, if any) on every one of `keys` (its
+    /// windows), or on none.
+    pub fn admit(
         &mut self,
-        keys: impl ExactSizeIterator<Item = (&'k str, &'k [Window])>,
+        keys: impl Iterator<Item = (&'a str, &'a [Window])>,
         sliding: bool,
-        ticket: u64,
         reserve: Option<f64>,
     ) {
-        self.arg("a");
-        self.arg(keys.len());
-        let mut shapes = Vec::with_capacity(keys.len());
+        let from = self.admitted.len();
         for (key, windows) in keys {
             let shape = self.shape(key, windows, Some(sliding));
-            self.arg(shape + 1);
-            shapes.push(shape);
+            self.admitted.push(shape);
         }
-        self.arg(ticket);
-        // Written as the claim will name it (see `claim`), and read back from the reply.
-        self.arg(reserve.filter(|r| *r > 0.0).unwrap_or(0.0).to_string());
-        self.admissions.push(shapes);
+        self.ops.push(Op::Admit {
+            from,
+            to: self.admitted.len(),
+            reserve: reserve.filter(|r| *r > 0.0).unwrap_or(0.0),
+        });
     }
 
-    /// Runs the call; per admission, in order, the verdict of each key judged: up to the first
-    /// that did not admit (then none of them did).
-    pub async fn run(
-        mut self,
-        conn: &mut ConnectionManager,
-    ) -> redis::RedisResult<Vec<Vec<Judged>>> {
-        let start = self.args + 1;
-        for shape in &self.shapes {
-            self.call
-                .key(&shape.key)
-                .arg(if shape.sliding { 1 } else { 0 })
+    /// The `EVALSHA` command, every argument written straight into one buffer.
+    fn command(&self, held: &Held) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(BATCH_SCRIPT.get_hash()).arg(self.keys.len());
+        for key in &self.keys {
+            cmd.arg(*key);
+        }
+        cmd.arg(self.link)
+            .arg(self.instance)
+            .arg(self.lease.as_millis() as u64)
+            .arg(MARGIN)
+            .arg(self.shapes.len());
+        for key in &self.keys {
+            let h = held.get(key);
+            cmd.arg(h.reserved).arg(h.unknown);
+        }
+        for (i, shape) in self.shapes.iter().enumerate() {
+            cmd.arg(i + 1)
+                .arg(shape.key + 1)
+                .arg(u8::from(shape.sliding))
                 .arg(shape.windows.len());
-            for w in &shape.windows {
-                self.call.arg(w.size).arg(w.limit);
+            for w in shape.windows {
+                cmd.arg(w.size).arg(w.limit);
             }
         }
-        self.call.arg(start);
-        let reply: Vec<String> = self.call.invoke_async(conn).await?;
-        let mut words = reply.iter().map(String::as_str);
-        let mut word = || words.next().unwrap_or("");
-        let number = |v: &str| v.parse::<f64>().unwrap_or(0.0);
-        let mut verdicts = Vec::with_capacity(self.admissions.len());
-        for shapes in &self.admissions {
-            let judged = (number(word()) as usize).min(shapes.len());
-            let keys: Vec<(Verdict, usize)> = (0..judged)
-                .map(|_| {
-                    let (verdict, reserve) = (word(), number(word()));
-                    let verdict = match verdict {
-                        "admit" => Verdict::Admit(reserve),
-                        "refuse" => Verdict::Refuse,
-                        _ => Verdict::Wait,
-                    };
-                    (verdict, number(word()) as usize)
-                })
-                .collect();
-            verdicts.push(keys);
+        for op in &self.ops {
+            match *op {
+                Op::Settle {
+                    shape,
+                    tokens,
+                    learn,
+                } => {
+                    cmd.arg(if learn { "u" } else { "r" })
+                        .arg(shape + 1)
+                        .arg(tokens);
+                }
+                Op::Admit { from, to, reserve } => {
+                    if to - from == 1 {
+                        cmd.arg("a");
+                    } else {
+                        cmd.arg("A").arg(to - from);
+                    }
+                    for shape in &self.admitted[from..to] {
+                        cmd.arg(shape + 1);
+                    }
+                    if reserve > 0.0 {
+                        cmd.arg(reserve);
+                    } else {
+                        cmd.arg("0");
+                    }
+                }
+            }
+        }
+        cmd
+    }
+
+    /// The call, stating what `held` holds for its keys (see `BATCH`).
+    pub fn call(self, held: &Held) -> Call<'a> {
+        Call {
+            cmd: self.command(held),
+            batch: self,
+        }
+    }
+
+    /// The verdicts in the script's reply (see `BATCH`).
+    fn verdicts(&self, reply: &[redis::Value]) -> Vec<Vec<Judged>> {
+        let mut words = reply.iter();
+        let mut judged = Vec::new();
+        for op in &self.ops {
+            let Op::Admit { from, to, reserve } = *op else {
+                continue;
+            };
+            let mut keys = Vec::with_capacity(to - from);
+            for _ in from..to {
+                let word = words.next().map_or(0, integer);
+                let verdict = match word & 3 {
+                    0 => Verdict::Admit(reserve),
+                    1 => Verdict::Admit(0.0),
+                    2 => Verdict::Wait,
+                    _ => Verdict::Refuse,
+                };
+                keys.push((verdict, (word >> 2) as usize));
+                if !matches!(verdict, Verdict::Admit(_)) {
+                    break;
+                }
+            }
+            judged.push(keys);
         }
         // The snapshots the verdicts name (from 1): a shape (from 1), then its windows.
         let mut snapshots = Vec::new();
-        loop {
-            let shape = number(word()) as usize;
-            let Some(shape) = self.shapes.get(shape.wrapping_sub(1)) else {
+        while let Some(shape) = words.next() {
+            let Some(shape) = self.shapes.get((integer(shape) as usize).wrapping_sub(1)) else {
                 break;
             };
             let seen: Vec<Seen> = (0..shape.windows.len())
                 .map(|_| Seen {
-                    used: number(word()),
-                    reset_ms: number(word()) as u64,
+                    used: words.next().map_or(0.0, float),
+                    reset_ms: words.next().map_or(0, integer) as u64,
                 })
                 .collect();
             snapshots.push(seen);
@@ -582,10 +658,61 @@ impl Batch {
                 .cloned()
                 .unwrap_or_default()
         };
-        Ok(verdicts
+        judged
             .into_iter()
             .map(|keys| keys.into_iter().map(|(v, s)| (v, seen(s))).collect())
-            .collect())
+            .collect()
+    }
+}
+
+/// A `Batch` ready to send.
+pub struct Call<'a> {
+    cmd: redis::Cmd,
+    batch: Batch<'a>,
+}
+
+impl Call<'_> {
+    /// Runs the call; per admission, in order, the verdict of each key judged: up to the first
+    /// that did not admit (then none of them did).
+    pub async fn run(self, conn: &mut ConnectionManager) -> redis::RedisResult<Vec<Vec<Judged>>> {
+        let reply = match self.cmd.query_async::<redis::Value>(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                BATCH_SCRIPT.load_async(conn).await?;
+                self.cmd.query_async(conn).await?
+            }
+            reply => reply?,
+        };
+        let redis::Value::Array(reply) = reply else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "the batch script answered no array",
+            )));
+        };
+        Ok(self.batch.verdicts(&reply))
+    }
+}
+
+/// A reply entry as an integer (0 if it is none).
+fn integer(v: &redis::Value) -> i64 {
+    match v {
+        redis::Value::Int(i) => *i,
+        redis::Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A reply entry as a number (0 if it is none).
+fn float(v: &redis::Value) -> f64 {
+    match v {
+        redis::Value::Int(i) => *i as f64,
+        redis::Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0),
+        _ => 0.0,
     }
 }
 
