@@ -3,8 +3,10 @@
 # callgrind: a figure that does not move when the machine is busy (wall-clock load tests do).
 #
 #   loadtest/instructions.sh [--requests N] [--concurrency C] [--keep DIR] [--metered] [--apikey]
-#                            [--keyed] [--shared [--profile-redis | --cpu]]
+#                            [--keyed] [--shared [--profile-redis | --cpu]] [--stream]
 #
+# --stream sends the cross-check's streamed request instead ("stream": true; the mock answers
+# 20 chunks back to back) and reads each stream to its [DONE]: the figure is per stream.
 # --metered adds the balancer group's metrics-on route: a prometheus plugin with ai_metrics and
 # input/output costs (the x-ai-gateway-cost header and every Kong AI series per request).
 # --apikey sends the `apikey` header the limits group (loadtest/scenarios-limits.sh) sends to
@@ -30,13 +32,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LT="$ROOT/loadtest"
-N="" C="" KEEP="" METERED=0 KEYED=0 APIKEY="" SHARED=0 PROFILE_REDIS=0 CPU=0
+N="" C="" KEEP="" METERED=0 KEYED=0 APIKEY="" SHARED=0 PROFILE_REDIS=0 CPU=0 STREAM=0
 while [ $# -gt 0 ]; do
     case $1 in
         --requests) N=$2; shift 2 ;;
         --concurrency) C=$2; shift 2 ;;
         --keep) KEEP=$2; shift 2 ;;
         --metered) METERED=1; shift ;;
+        --stream) STREAM=1; shift ;;
         --apikey) APIKEY="loadtest-consumer-key-0001"; shift ;;
         --keyed) KEYED=1 APIKEY="loadtest-consumer-key-0001"; shift ;;
         --shared) KEYED=1 SHARED=1 APIKEY="loadtest-consumer-key-0001"; shift ;;
@@ -132,13 +135,16 @@ wait_port "$gw_port"
 
 # The cross-check's request (loadtest/run.sh, group xc), over C keep-alive connections.
 client() {
-    python3 - "$gw_port" "$1" "$C" "$APIKEY" <<'PY'
+    python3 - "$gw_port" "$1" "$C" "$APIKEY" "$STREAM" <<'PY'
 import http.client, sys, threading
 port, n, c = (int(a) for a in sys.argv[1:4])
 headers = {"Content-Type": "application/json"}
 if sys.argv[4]:
     headers["apikey"] = sys.argv[4]
-body = b'{"model":"gpt-mock","messages":[{"role":"user","content":"Say hello."}]}'
+stream = sys.argv[5] == "1"
+body = b'{"model":"gpt-mock","messages":[{"role":"user","content":"Say hello."}]%s}' % (
+    b',"stream":true' if stream else b"")
+expect = b"data: [DONE]" if stream else b'"choices"'
 bad = []
 def run(k):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -146,7 +152,7 @@ def run(k):
         conn.request("POST", "/v1/chat/completions", body, headers)
         r = conn.getresponse()
         data = r.read()
-        if r.status != 200 or b'"choices"' not in data:
+        if r.status != 200 or expect not in data:
             bad.append((r.status, data[:200]))
 threads = [threading.Thread(target=run, args=(n // c,)) for _ in range(c)]
 for t in threads: t.start()
@@ -204,7 +210,7 @@ fi
 dump="$OUT/callgrind.out.1"
 callgrind_annotate --inclusive=yes "$dump" >"$OUT/inclusive.txt"
 total="$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}' "$OUT/inclusive.txt")"
-echo "requests $N, connections $C: $total instructions, $((total / N)) per request"
+echo "$([ "$STREAM" = 1 ] && echo streams || echo requests) $N, connections $C: $total instructions, $((total / N)) per $([ "$STREAM" = 1 ] && echo stream || echo request)"
 echo "largest inclusive counts of the gateway's own functions, per request ($OUT/inclusive.txt):"
 grep 'ai_gateway::' "$OUT/inclusive.txt" | sed -n 1,25p |
     awk -v n="$N" '{c = $1; gsub(",", "", c); sub(/^[^)]*\) */, ""); printf "%8d %s\n", c / n, substr($0, 1, 160)}'

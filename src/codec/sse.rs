@@ -149,13 +149,15 @@ impl SseDecoder {
         let event = self.event.take().filter(|name| !name.is_empty());
         let id = self.id.take();
         if !self.data.is_empty() || event.is_some() {
+            // The buffer goes out as the event's data (a fresh one of its size takes its
+            // place): one allocation per event either way, and no copy.
+            let fresh = String::with_capacity(self.data.capacity());
+            let mut data = std::mem::replace(&mut self.data, fresh);
             // The buffer holds a `\n` after every data line; the last one is not data.
-            let data = self.data.strip_suffix('\n').unwrap_or(&self.data);
-            out.push(SseEvent {
-                event,
-                data: data.to_owned(),
-                id,
-            });
+            if data.ends_with('\n') {
+                data.pop();
+            }
+            out.push(SseEvent { event, data, id });
         }
         self.data.clear();
     }

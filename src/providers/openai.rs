@@ -211,10 +211,16 @@ pub(crate) fn values_of<'a>(
     quoted_key: &'a Finder<'static>,
 ) -> impl Iterator<Item = &'a str> {
     let len = quoted_key.needle().len();
-    quoted_key.find_iter(json.as_bytes()).filter_map(move |at| {
+    let mut from = 0;
+    // `find` from a moving offset, not `find_iter`: the iterator copies the searcher on every
+    // call (three calls per streamed event; ~8 % of this scan's cost, callgrind).
+    std::iter::from_fn(move || loop {
+        let at = from + quoted_key.find(&json.as_bytes()[from..])?;
         // The key ends in an ASCII quote, so `at + len` is a character boundary.
-        let rest = json[at + len..].trim_start().strip_prefix(':')?;
-        Some(rest.trim_start())
+        from = at + len;
+        if let Some(rest) = json[from..].trim_start().strip_prefix(':') {
+            return Some(rest.trim_start());
+        }
     })
 }
 

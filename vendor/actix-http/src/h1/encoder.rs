@@ -463,10 +463,23 @@ impl TransferEncoding {
                     *eof = true;
                     buf.extend_from_slice(b"0\r\n\r\n");
                 } else {
-                    writeln!(helpers::MutWriter(buf), "{:X}\r", msg.len())
-                        .map_err(io::Error::other)?;
-
-                    buf.reserve(msg.len() + 2);
+                    // ai-gateway patch: the size line is written by hand, with one reserve for
+                    // the whole chunk; `writeln!` went through `fmt::write` and `pad_integral`
+                    // for every chunk of a stream (~130 instructions each).
+                    let mut digits = [0u8; usize::BITS as usize / 4];
+                    let mut rest = msg.len();
+                    let mut start = digits.len();
+                    loop {
+                        start -= 1;
+                        digits[start] = b"0123456789ABCDEF"[rest & 0xF];
+                        rest >>= 4;
+                        if rest == 0 {
+                            break;
+                        }
+                    }
+                    buf.reserve(digits.len() - start + msg.len() + 4);
+                    buf.extend_from_slice(&digits[start..]);
+                    buf.extend_from_slice(b"\r\n");
                     buf.extend_from_slice(msg);
                     buf.extend_from_slice(b"\r\n");
                 }
