@@ -11,7 +11,9 @@ use tokio_util::codec::Encoder;
 /// length in upper-case hex, at every digit-count boundary.
 #[actix_web::test]
 async fn chunk_size_lines_are_uppercase_hex() {
-    for len in [1usize, 9, 10, 15, 16, 255, 256, 4095, 4096, 65_535, 65_536, 1_000_000] {
+    for len in [
+        1usize, 9, 10, 15, 16, 255, 256, 4095, 4096, 65_535, 65_536, 1_000_000,
+    ] {
         let mut codec = Codec::default();
         let mut wire = BytesMut::new();
         let head = Response::ok().drop_body();

@@ -12,6 +12,10 @@
 //! - An event that has an `event:` name but no `data:` line is still dispatched (with
 //!   empty data), because some providers signal stream phases that way.
 
+use std::ops::Range;
+
+use smallvec::SmallVec;
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
@@ -24,6 +28,33 @@ pub struct SseEvent {
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Payload positions of the events of one read; inline room for a typical read's events.
+pub type Payloads = SmallVec<[Range<usize>; 32]>;
+
+/// A read made only of whole single-line `data: <payload>\n\n` events, the shape every
+/// OpenAI-compatible server writes, as text with each payload's position: a caller that would
+/// re-frame each payload as `data: <payload>\n\n` can pass such a read on as it came, without
+/// decoding it. `None` for anything else (other fields, comments, `\r`, several data lines, an
+/// empty payload, an event cut by the read, invalid UTF-8), which goes through [`SseDecoder`],
+/// and only between events of a stream already started (see [`SseDecoder::is_between_events`]).
+pub fn plain_data_events(input: &[u8]) -> Option<(&str, Payloads)> {
+    const PREFIX: &[u8] = b"data: ";
+    let text = std::str::from_utf8(input).ok()?;
+    let mut payloads = Payloads::new();
+    let mut at = 0;
+    while at < input.len() {
+        let rest = input[at..].strip_prefix(PREFIX)?;
+        let end = memchr::memchr2(b'\n', b'\r', rest)?;
+        if end == 0 || rest[end] != b'\n' || rest.get(end + 1) != Some(&b'\n') {
+            return None;
+        }
+        let start = at + PREFIX.len();
+        payloads.push(start..start + end);
+        at = start + end + 2;
+    }
+    Some((text, payloads))
+}
 
 /// Stateful SSE decoder; feed it the body as it arrives.
 #[derive(Debug, Default)]
@@ -45,6 +76,17 @@ pub struct SseDecoder {
 impl SseDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the stream has started and nothing of an event is held: a read of whole events
+    /// may then bypass the decoder (see [`plain_data_events`]) without changing what it decodes.
+    pub fn is_between_events(&self) -> bool {
+        self.started
+            && !self.pending_cr
+            && self.line.is_empty()
+            && self.data.is_empty()
+            && self.event.is_none()
+            && self.id.is_none()
     }
 
     /// Bytes held while waiting for a line or event to complete, so callers can refuse an
