@@ -14,7 +14,8 @@ usage() {
   --quick        short smoke run (~2 min after the build): 2 s windows, 1,000 held streams
   --label NAME   name of this run in the history table (default: git revision, +dirty)
   --sched MODE   rr (default as root): SCHED_RR priority 50 for every process of the run, so a
-                 compile next door cannot distort it; nice: nice -20; none: as started
+                 compile next door cannot distort it; nice: nice -20; none: as started.
+                 The xc group always runs as started, like the cross-check it reproduces.
   --no-profile   skip the perf profile of the gateway (full runs profile when perf works)
   --no-build     use the existing target/release/ai-gateway
   --hold N       streams held open at once in the memory scenario (default 10000; quick 1000)
@@ -580,6 +581,11 @@ PY
 }
 group_xc() {
     local xtmp="$TMP/xc" mock_port paced_port ngx_port gw_port demo_port floor_port
+    # Every process at normal priority, as the cross-check runs them: under the run's SCHED_RR
+    # the load client preempts the mock it shares a CPU with on every reply, the load CPU then
+    # saturates first (direct 49k req/s against 73k) and nginx, left idle part of the time, pays
+    # more CPU per request, so both ratios flattered the gateway (ANALYSIS.md, session 7).
+    local -a PRIO=(env) PRIO_CLIENT=(env) PRIO_SAMPLER=(env)
     local peer url paced_url pids f c0 c1 t0 t1 lp scen u
     mkdir -p "$xtmp/nginx"
     mock_port="$(free_port)"; paced_port="$(free_port)"; ngx_port="$(free_port)"
