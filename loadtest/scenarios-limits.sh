@@ -72,7 +72,7 @@ if wait_port "$RL_REDIS_PORT" "$RL_REDIS_PID" && wait_port "$RL_PORT" "$RL_PID";
         esac
     }
     # Interleaved rounds, each the four routes back to back in a short window: a busy host's
-    # drift (the plain route's own CPU per request moved 23-34 µs between runs of session 7)
+    # drift (the plain route's own CPU per request moved 23-43 µs within runs of session 7)
     # then hits every route of a round alike, and the verdict is the median of the per-round
     # ratios (group_report.py), not one window per route minutes apart.
     rounds="${RL_ROUNDS:-5}"
