@@ -29,6 +29,9 @@ pub struct SseEvent {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// What starts each event [`plain_data_events`] accepts; its payload follows.
+pub const DATA_PREFIX: &[u8] = b"data: ";
+
 /// Payload positions of the events of one read; inline room for a typical read's events.
 pub type Payloads = SmallVec<[Range<usize>; 32]>;
 
@@ -39,17 +42,16 @@ pub type Payloads = SmallVec<[Range<usize>; 32]>;
 /// empty payload, an event cut by the read, invalid UTF-8), which goes through [`SseDecoder`],
 /// and only between events of a stream already started (see [`SseDecoder::is_between_events`]).
 pub fn plain_data_events(input: &[u8]) -> Option<(&str, Payloads)> {
-    const PREFIX: &[u8] = b"data: ";
     let text = std::str::from_utf8(input).ok()?;
     let mut payloads = Payloads::new();
     let mut at = 0;
     while at < input.len() {
-        let rest = input[at..].strip_prefix(PREFIX)?;
+        let rest = input[at..].strip_prefix(DATA_PREFIX)?;
         let end = memchr::memchr2(b'\n', b'\r', rest)?;
         if end == 0 || rest[end] != b'\n' || rest.get(end + 1) != Some(&b'\n') {
             return None;
         }
-        let start = at + PREFIX.len();
+        let start = at + DATA_PREFIX.len();
         payloads.push(start..start + end);
         at = start + end + 2;
     }
