@@ -1,6 +1,6 @@
 //! `StreamActor`: one per streamed answer. It pumps the upstream body through its mailbox (one
-//! message per upstream read), translates each read with the route's stream state machine into
-//! one batch of OpenAI SSE bytes, and pushes the batch into a bounded channel that is the
+//! message per upstream read: the chunks awc has already decoded, joined), translates each read
+//! with the route's stream state machine into one batch of OpenAI SSE bytes, and pushes the batch into a bounded channel that is the
 //! client's response body. A full channel makes the actor wait, which stops the upstream read:
 //! a slow client slows the provider instead of growing memory. A client that goes away closes
 //! the channel; the actor stops and drops the upstream body, which cancels the upstream call.
@@ -12,6 +12,7 @@ use actix::fut::ActorFutureExt;
 use actix::{Actor, ActorContext, AsyncContext, Context, StreamHandler, WrapFuture};
 use awc::error::PayloadError;
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::messages::{AccessInfo, StreamEnd};
@@ -22,6 +23,38 @@ use crate::telemetry;
 
 /// Streams alive right now, process-wide (tests check that none leak).
 pub static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// At most this many of awc's chunks make one message. awc yields every HTTP chunk of a chunked
+/// body on its own, and OpenAI-compatible servers write one event per chunk: one upstream read
+/// of 20 events was 20 messages, translator calls, channel items and client chunks
+/// (loadtest/ANALYSIS.md, session 8). The cap only bounds the batch's size.
+const READ_BATCH: usize = 64;
+
+/// The chunks of one read as one buffer (the chunk itself when there is one), and the error
+/// that ended the read, if any.
+fn joined(items: Vec<Result<Bytes, PayloadError>>) -> (Bytes, Option<PayloadError>) {
+    let mut chunks = Vec::with_capacity(items.len());
+    let mut error = None;
+    for item in items {
+        match item {
+            Ok(chunk) => chunks.push(chunk),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut data = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            chunks.iter().for_each(|c| data.extend_from_slice(c));
+            data.freeze()
+        }
+    };
+    (data, error)
+}
 
 /// How a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +105,7 @@ impl StreamActor {
         S: futures_util::Stream<Item = Result<Bytes, PayloadError>> + 'static,
     {
         StreamActor::create(move |ctx| {
-            ctx.add_stream(body);
+            ctx.add_stream(body.ready_chunks(READ_BATCH));
             StreamActor {
                 translator,
                 tx,
@@ -121,6 +154,27 @@ impl StreamActor {
                 );
             }
             Err(TrySendError::Closed(_)) => self.client_gone(ctx),
+        }
+    }
+
+    /// Translates one read and hands the batch on; a translation failure ends the stream.
+    fn translate(&mut self, chunk: &[u8], ctx: &mut Context<Self>) {
+        // Sized for the common case, a translation about as long as its input, so writing the
+        // batch does not grow the buffer event by event.
+        let mut out = BytesMut::with_capacity(chunk.len() + chunk.len() / 4 + 64);
+        let result = panic_guard::catch("stream translation", || {
+            #[cfg(test)]
+            panic_guard::hook("stream", &self.access.model);
+            self.translator.feed(chunk, &mut out)
+        });
+        match result {
+            Ok(Ok(())) => self.deliver(out, false, ctx),
+            Ok(Err(e)) => {
+                self.deliver(out, false, ctx);
+                self.fail(&e.0, ctx);
+            }
+            // What a panicking translator wrote is not trusted; the stream ends here.
+            Err(e) => self.fail(&e.to_string(), ctx),
         }
     }
 
@@ -184,29 +238,16 @@ impl Actor for StreamActor {
     }
 }
 
-impl StreamHandler<Result<Bytes, PayloadError>> for StreamActor {
-    fn handle(&mut self, item: Result<Bytes, PayloadError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Vec<Result<Bytes, PayloadError>>> for StreamActor {
+    fn handle(&mut self, items: Vec<Result<Bytes, PayloadError>>, ctx: &mut Context<Self>) {
         self.last_read = Instant::now();
-        let chunk = match item {
-            Ok(chunk) => chunk,
-            Err(e) => return self.fail(&format!("upstream stream broke: {e}"), ctx),
-        };
-        // Sized for the common case, a translation about as long as its input, so writing the
-        // batch does not grow the buffer event by event.
-        let mut out = BytesMut::with_capacity(chunk.len() + chunk.len() / 4 + 64);
-        let result = panic_guard::catch("stream translation", || {
-            #[cfg(test)]
-            panic_guard::hook("stream", &self.access.model);
-            self.translator.feed(&chunk, &mut out)
-        });
-        match result {
-            Ok(Ok(())) => self.deliver(out, false, ctx),
-            Ok(Err(e)) => {
-                self.deliver(out, false, ctx);
-                self.fail(&e.0, ctx);
-            }
-            // What a panicking translator wrote is not trusted; the stream ends here.
-            Err(e) => self.fail(&e.to_string(), ctx),
+        let (chunk, error) = joined(items);
+        if !chunk.is_empty() {
+            self.translate(&chunk, ctx);
+        }
+        // Unless the read's own data already ended the stream.
+        if let Some(e) = error.filter(|_| self.outcome == StreamOutcome::Completed) {
+            self.fail(&format!("upstream stream broke: {e}"), ctx);
         }
     }
 
@@ -221,5 +262,38 @@ impl StreamHandler<Result<Bytes, PayloadError>> for StreamActor {
             }
             Err(e) => self.fail(&e.to_string(), ctx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_is_its_chunks_in_order_up_to_an_error() {
+        let broken = || PayloadError::Incomplete(None);
+        let items = vec![
+            Ok(Bytes::from_static(b"data: 1\n\n")),
+            Ok(Bytes::from_static(b"data: 2\n")),
+            Ok(Bytes::from_static(b"\n")),
+            Err(broken()),
+            Ok(Bytes::from_static(b"after the error")),
+        ];
+        let (data, error) = joined(items);
+        assert_eq!(&data[..], b"data: 1\n\ndata: 2\n\n");
+        assert!(matches!(error, Some(PayloadError::Incomplete(_))));
+
+        let (data, error) = joined(vec![Err(broken())]);
+        assert!(data.is_empty() && error.is_some());
+    }
+
+    /// A read of one chunk is passed on as it is, not copied.
+    #[test]
+    fn a_single_chunk_is_not_copied() {
+        let chunk = Bytes::from(b"data: only\n\n".to_vec());
+        let at = chunk.as_ptr();
+        let (data, error) = joined(vec![Ok(chunk)]);
+        assert_eq!(data.as_ptr(), at);
+        assert!(error.is_none());
     }
 }

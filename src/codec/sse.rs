@@ -40,7 +40,8 @@ pub type Payloads = SmallVec<[Range<usize>; 32]>;
 /// re-frame each payload as `data: <payload>\n\n` can pass such a read on as it came, without
 /// decoding it. `None` for anything else (other fields, comments, `\r`, several data lines, an
 /// empty payload, an event cut by the read, invalid UTF-8), which goes through [`SseDecoder`],
-/// and only between events of a stream already started (see [`SseDecoder::is_between_events`]).
+/// and only between events (see [`SseDecoder::is_between_events`]); a caller that passes such a
+/// read on tells the decoder ([`SseDecoder::passed_events`]).
 pub fn plain_data_events(input: &[u8]) -> Option<(&str, Payloads)> {
     let text = std::str::from_utf8(input).ok()?;
     let mut payloads = Payloads::new();
@@ -80,15 +81,21 @@ impl SseDecoder {
         Self::default()
     }
 
-    /// Whether the stream has started and nothing of an event is held: a read of whole events
-    /// may then bypass the decoder (see [`plain_data_events`]) without changing what it decodes.
+    /// Whether nothing of an event is held: a read of whole events may then bypass the decoder
+    /// (see [`plain_data_events`]) without changing what it decodes. A read that starts with
+    /// `data: ` carries no BOM, so this holds at the stream's start too.
     pub fn is_between_events(&self) -> bool {
-        self.started
-            && !self.pending_cr
+        !self.pending_cr
             && self.line.is_empty()
             && self.data.is_empty()
             && self.event.is_none()
             && self.id.is_none()
+    }
+
+    /// The caller passed a read of whole events on itself: the stream has started, so a BOM at
+    /// the start of a later read is data, as it would be had the decoder read them.
+    pub fn passed_events(&mut self) {
+        self.started = true;
     }
 
     /// Bytes held while waiting for a line or event to complete, so callers can refuse an
