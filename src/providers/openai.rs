@@ -141,8 +141,13 @@ struct UsageShape {
 /// A valid OpenAI answer is returned byte for byte; one without `choices` (or `data` for
 /// embeddings) is a transformation failure with Kong's reason text.
 pub fn response(route_type: RouteType, body: Bytes) -> Result<Translated, String> {
-    let shape: Shape = serde_json::from_slice(&body)
-        .map_err(|_| format!("failed to decode {} response", route_type.as_str()))?;
+    // A valid UTF-8 answer (nearly all) is checked once, not key by key; `from_slice` reads the
+    // rest, which may carry invalid bytes in a string nothing reads, as before.
+    let shape: Result<Shape, _> = match std::str::from_utf8(&body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(&body),
+    };
+    let shape = shape.map_err(|_| format!("failed to decode {} response", route_type.as_str()))?;
     let present = match route_type {
         RouteType::Embeddings => shape.data.is_some(),
         _ => shape.choices.is_some(),
@@ -430,6 +435,19 @@ mod tests {
             t.usage.total_tokens,
             expected["usage"]["total_tokens"].as_u64().unwrap()
         );
+    }
+
+    /// Invalid UTF-8 in a string nothing reads passes, and usage is still read; in a key it is
+    /// a decode failure. Both as `from_slice` alone decides.
+    #[test]
+    fn invalid_utf8_fails_only_where_it_is_read() {
+        let body = b"{\"choices\":[{\"message\":{\"content\":\"\xff\"}}],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}";
+        let t = response(RouteType::Chat, Bytes::from_static(body)).unwrap();
+        assert_eq!(&t.body[..], &body[..]);
+        assert_eq!(t.usage, Usage::new(2, 3));
+        let err =
+            response(RouteType::Chat, Bytes::from_static(b"{\"ch\xffoices\":[]}")).unwrap_err();
+        assert_eq!(err, "failed to decode llm/v1/chat response");
     }
 
     #[test]

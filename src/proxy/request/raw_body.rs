@@ -44,7 +44,10 @@ pub(super) fn split(
 ) -> Option<(Map<String, Value>, Kept<'_>, Shape)> {
     // A key with escapes cannot be borrowed: such a body takes the general path. Repeated keys
     // keep the last value, as `serde_json::Map` does.
-    let fields: BTreeMap<&str, &RawValue> = serde_json::from_slice(body).ok()?;
+    // Every byte of a valid body is in a key, a kept value or between them, so checking its
+    // UTF-8 once up front refuses what `from_slice` would, without a check per key and value.
+    let text = std::str::from_utf8(body).ok()?;
+    let fields: BTreeMap<&str, &RawValue> = serde_json::from_str(text).ok()?;
     let mut parsed = Map::new();
     let mut kept = Vec::with_capacity(fields.len());
     let mut shape = Shape::default();
@@ -231,6 +234,18 @@ mod tests {
             }
         }
         assert!(with_input >= 2, "fixtures with an input: {with_input}");
+    }
+
+    /// A body with invalid UTF-8 anywhere is left to the general path, which refuses it.
+    #[test]
+    fn invalid_utf8_takes_the_general_path() {
+        for body in [
+            &b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"[..],
+            b"{\"mo\xffdel\":\"m\",\"messages\":[]}",
+        ] {
+            assert!(split(body, |_| false).is_none());
+            assert!(serde_json::from_slice::<Value>(body).is_err());
+        }
     }
 
     #[test]
