@@ -16,9 +16,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::messages::{AccessInfo, StreamEnd};
+use crate::error::GatewayError;
 use crate::logging;
 use crate::panic_guard;
-use crate::providers::{oai, StreamTranslate};
+use crate::providers::{oai, StreamError, StreamTranslate};
 use crate::telemetry;
 
 /// Streams alive right now, process-wide (tests check that none leak).
@@ -167,8 +168,20 @@ impl StreamActor {
             panic_guard::hook("stream", &self.access.model);
             self.translator.feed(chunk, &mut out)
         });
+        self.settle(result, out, false, ctx);
+    }
+
+    /// Hands on what one translator call wrote (the stream's last batch with `last`), then
+    /// ends the stream with its error, if it failed.
+    fn settle(
+        &mut self,
+        result: Result<Result<(), StreamError>, GatewayError>,
+        out: BytesMut,
+        last: bool,
+        ctx: &mut Context<Self>,
+    ) {
         match result {
-            Ok(Ok(())) => self.deliver(out, false, ctx),
+            Ok(Ok(())) => self.deliver(out, last, ctx),
             Ok(Err(e)) => {
                 self.deliver(out, false, ctx);
                 self.fail(&e.0, ctx);
@@ -254,14 +267,7 @@ impl StreamHandler<Vec<Result<Bytes, PayloadError>>> for StreamActor {
     fn finished(&mut self, ctx: &mut Context<Self>) {
         let mut out = BytesMut::new();
         let result = panic_guard::catch("stream translation", || self.translator.finish(&mut out));
-        match result {
-            Ok(Ok(())) => self.deliver(out, true, ctx),
-            Ok(Err(e)) => {
-                self.deliver(out, false, ctx);
-                self.fail(&e.0, ctx);
-            }
-            Err(e) => self.fail(&e.to_string(), ctx),
-        }
+        self.settle(result, out, true, ctx);
     }
 }
 
