@@ -2,8 +2,8 @@
 //! through their public API: the vendored sources carry no dev-dependencies of their own.
 
 use actix_http::body::BodySize;
-use actix_http::h1::{Codec, Message};
-use actix_http::Response;
+use actix_http::h1::{ClientCodec, Codec, Message};
+use actix_http::{Method, RequestHead, RequestHeadType, Response, Version};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Encoder;
 
@@ -37,5 +37,48 @@ async fn chunk_size_lines_are_uppercase_hex() {
         wire.clear();
         codec.encode(Message::Chunk(None), &mut wire).unwrap();
         assert_eq!(&wire[..], b"0\r\n\r\n");
+    }
+}
+
+/// An upstream request's first line (written piece by piece in the patched encoder): the
+/// method, the path and query (`/` when the URL has none) and the version.
+#[actix_web::test]
+async fn request_lines_are_method_path_and_version() {
+    for (method, uri, version, line) in [
+        (
+            Method::POST,
+            "http://127.0.0.1:9/v1/chat/completions?api-version=1",
+            Version::HTTP_11,
+            "POST /v1/chat/completions?api-version=1 HTTP/1.1\r\n",
+        ),
+        (
+            Method::GET,
+            "http://127.0.0.1:9",
+            Version::HTTP_11,
+            "GET / HTTP/1.1\r\n",
+        ),
+        (
+            Method::from_bytes(b"PURGE").unwrap(),
+            "http://h/x",
+            Version::HTTP_10,
+            "PURGE /x HTTP/1.0\r\n",
+        ),
+    ] {
+        let mut head = RequestHead::default();
+        head.method = method;
+        head.uri = uri.parse().unwrap();
+        head.version = version;
+        let mut wire = BytesMut::new();
+        ClientCodec::default()
+            .encode(
+                Message::Item((RequestHeadType::Owned(head), BodySize::Sized(0))),
+                &mut wire,
+            )
+            .unwrap();
+        assert!(
+            wire.starts_with(line.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&wire)
+        );
     }
 }

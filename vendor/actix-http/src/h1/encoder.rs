@@ -1,6 +1,6 @@
 use std::{
     cmp,
-    io::{self, Write as _},
+    io,
     marker::PhantomData,
     ptr::copy_nonoverlapping,
     slice::from_raw_parts_mut,
@@ -330,21 +330,23 @@ impl MessageType for RequestHeadType {
     fn encode_status(&mut self, dst: &mut BytesMut) -> io::Result<()> {
         let head = self.as_ref();
         dst.reserve(INITIAL_HEAD_CAPACITY + head.headers.len() * AVERAGE_HEADER_SIZE);
-        write!(
-            helpers::MutWriter(dst),
-            "{} {} {}",
-            head.method,
-            head.uri.path_and_query().map(|u| u.as_str()).unwrap_or("/"),
-            match head.version {
-                Version::HTTP_09 => "HTTP/0.9",
-                Version::HTTP_10 => "HTTP/1.0",
-                Version::HTTP_11 => "HTTP/1.1",
-                Version::HTTP_2 => "HTTP/2.0",
-                Version::HTTP_3 => "HTTP/3.0",
-                _ => return Err(io::Error::other("Unsupported version")),
-            }
-        )
-        .map_err(io::Error::other)
+        let version = match head.version {
+            Version::HTTP_09 => "HTTP/0.9",
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_11 => "HTTP/1.1",
+            Version::HTTP_2 => "HTTP/2.0",
+            Version::HTTP_3 => "HTTP/3.0",
+            _ => return Err(io::Error::other("Unsupported version")),
+        };
+        let path = head.uri.path_and_query().map(|u| u.as_str()).unwrap_or("/");
+        // ai-gateway patch: the request line piece by piece; `write!` went through
+        // `fmt::write` for every upstream request.
+        dst.extend_from_slice(head.method.as_str().as_bytes());
+        dst.extend_from_slice(b" ");
+        dst.extend_from_slice(path.as_bytes());
+        dst.extend_from_slice(b" ");
+        dst.extend_from_slice(version.as_bytes());
+        Ok(())
     }
 }
 
