@@ -1,9 +1,10 @@
 //! `StreamActor`: one per streamed answer. It pumps the upstream body through its mailbox (one
-//! message per upstream read: the chunks awc has already decoded, joined), translates each read
-//! with the route's stream state machine into one batch of OpenAI SSE bytes, and pushes the batch into a bounded channel that is the
-//! client's response body. A full channel makes the actor wait, which stops the upstream read:
-//! a slow client slows the provider instead of growing memory. A client that goes away closes
-//! the channel; the actor stops and drops the upstream body, which cancels the upstream call.
+//! message per upstream read: the chunks awc has already decoded, joined), translates each
+//! read with the route's stream state machine into one batch of OpenAI SSE bytes, and pushes
+//! the batch into a bounded channel that is the client's response body. A full channel makes
+//! the actor wait, which stops the upstream read: a slow client slows the provider instead of
+//! growing memory. A client that goes away closes the channel; the actor stops and drops the
+//! upstream body, which cancels the upstream call.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
