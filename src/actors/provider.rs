@@ -261,8 +261,8 @@ thread_local! {
     static URIS: RefCell<hashbrown::HashMap<String, Target>> = RefCell::new(hashbrown::HashMap::new());
 }
 
-/// `url` parsed, from this thread's cache when it was seen before.
-fn parse_uri(url: String) -> Result<Target, GatewayError> {
+/// `url` parsed with its `Host` value, from this thread's cache when it was seen before.
+fn upstream_target(url: String) -> Result<Target, GatewayError> {
     URIS.with_borrow_mut(|uris| {
         if let Some(target) = uris.get(url.as_str()) {
             return Ok(target.clone());
@@ -285,7 +285,7 @@ fn build(
     request: UpstreamRequest,
     timeouts: Timeouts,
 ) -> Result<(awc::ClientRequest, Bytes), GatewayError> {
-    let Target { uri, host } = parse_uri(request.url)?;
+    let Target { uri, host } = upstream_target(request.url)?;
     let mut req = client.request(request.method, uri).timeout(timeouts.read);
     let map = req.headers_mut();
     for (name, value) in request.headers {
@@ -418,18 +418,18 @@ mod tests {
     #[test]
     fn a_cached_url_parses_like_a_fresh_one_and_the_cache_stays_bounded() {
         let url = "http://127.0.0.1:9/v1/chat/completions?api-version=1";
-        let first = parse_uri(url.to_string()).unwrap();
-        let again = parse_uri(url.to_string()).unwrap();
+        let first = upstream_target(url.to_string()).unwrap();
+        let again = upstream_target(url.to_string()).unwrap();
         assert_eq!(first, again);
         assert_eq!(
             again.uri.path_and_query().unwrap(),
             "/v1/chat/completions?api-version=1"
         );
         for n in 0..CACHED_URIS + 10 {
-            parse_uri(format!("http://127.0.0.1:9/v1/{n}")).unwrap();
+            upstream_target(format!("http://127.0.0.1:9/v1/{n}")).unwrap();
         }
         assert!(URIS.with_borrow(|uris| uris.len()) <= CACHED_URIS);
-        assert_eq!(parse_uri(url.to_string()).unwrap(), first);
+        assert_eq!(upstream_target(url.to_string()).unwrap(), first);
     }
 
     /// The `Host` header awc writes when a request has none: the port only when not 80 or 443.
@@ -443,14 +443,14 @@ mod tests {
             ("https://example.com:8443/", "example.com:8443"),
             ("http://[::1]:8080/", "[::1]:8080"),
         ] {
-            let target = parse_uri(url.to_string()).unwrap();
+            let target = upstream_target(url.to_string()).unwrap();
             assert_eq!(target.host.unwrap(), host, "{url}");
         }
     }
 
     #[test]
     fn an_unparsable_url_is_an_upstream_connect_error() {
-        let err = parse_uri("http://bad host/".to_string()).unwrap_err();
+        let err = upstream_target("http://bad host/".to_string()).unwrap_err();
         assert!(
             matches!(&err, GatewayError::UpstreamConnect(m) if m.starts_with("invalid upstream URL")),
             "{err:?}"
